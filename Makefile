@@ -1,0 +1,98 @@
+# quiver — PostgreSQL extension serving GNN predictions (PGXS build).
+#
+#   make                  build quiver.so (and cuda/quiver_cuda.so when nvcc is found)
+#   make USE_CUDA=0       CPU-only build
+#   make install          install into the server's directories
+#   make unit             build and run the cmocka unit tests of src/core and cuda/
+#   make regress          pg_regress on a temporary instance (quiver preloaded)
+#   make tap              TAP tests (test/t/*.pl) with PostgreSQL::Test::Cluster
+
+EXTENSION = quiver
+EXTVERSION = 0.1.0
+DATA = sql/quiver--$(EXTVERSION).sql
+PGFILEDESC = "quiver - graph neural network inference in PostgreSQL"
+
+CORE_SRCS = $(sort $(wildcard src/core/*.c))
+GLUE_SRCS = $(sort $(wildcard src/*.c))
+CORE_OBJS = $(CORE_SRCS:.c=.o)
+MODULE_big = quiver
+OBJS = $(GLUE_SRCS:.c=.o) $(CORE_OBJS)
+
+CORE_LIBS = -ljansson -lopenblas -lhwloc -lpthread -ldl -lm
+SHLIB_LINK = $(CORE_LIBS)
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/core -I$(srcdir)/cuda
+PG_CFLAGS = -std=gnu11 -Wall -Wno-declaration-after-statement
+
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/quiver--%,$(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress --temp-config=$(srcdir)/test/quiver_test.conf
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+EXTRA_CLEAN = test/unit/bin tmp_regress tmp_check cuda/*.o cuda/quiver_cuda.so results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# ---- CUDA -------------------------------------------------------------------
+# cuda/quiver_cuda.so is built when nvcc is found (or USE_CUDA=1); USE_CUDA=0
+# gives a complete CPU-only build.  SASS for sm_80 (A100) and sm_90 (H100,
+# H200), PTX for compute_90 so newer GPUs JIT it.
+NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+ifeq ($(NVCC),)
+USE_CUDA ?= 0
+else
+USE_CUDA ?= 1
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_SRCS = $(sort $(wildcard cuda/*.cu))
+CUDA_OBJS = $(CUDA_SRCS:.cu=.o)
+CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 \
+	-gencode arch=compute_90,code=[sm_90,compute_90]
+NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -fPIC,-fvisibility=hidden,-Wall \
+	-I$(srcdir)/src/core -I$(srcdir)/cuda $(CUDA_GENCODE)
+# Shared cudart (one runtime with cuBLAS); --no-undefined: the module must not
+# lean on symbols of quiver.so or of the process that loads it.
+NVCC_LDFLAGS = -shared -cudart shared -L$(CUDA_HOME)/lib64 -lcublas \
+	-Xlinker --no-undefined -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64
+
+ifeq ($(USE_CUDA),1)
+ifeq ($(NVCC),)
+$(error USE_CUDA=1 but nvcc was not found: set NVCC=/path/to/nvcc or USE_CUDA=0)
+endif
+all: cuda/quiver_cuda.so
+install: install-cuda
+unit: cuda/quiver_cuda.so
+endif
+
+cuda/%.o: cuda/%.cu $(wildcard cuda/*.h) src/core/qv_error.h
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+# The GPU module is a separate library that only the engine process dlopens:
+# the postmaster and backends never load CUDA.
+cuda/quiver_cuda.so: $(CUDA_OBJS)
+	$(NVCC) -o $@ $^ $(NVCC_LDFLAGS)
+
+install-cuda: cuda/quiver_cuda.so
+	$(MKDIR_P) '$(DESTDIR)$(pkglibdir)'
+	$(INSTALL_SHLIB) cuda/quiver_cuda.so '$(DESTDIR)$(pkglibdir)/quiver_cuda.so'
+
+.PHONY: install-cuda unit regress tap
+
+# ---- tests ------------------------------------------------------------------
+UNIT_SRCS = $(sort $(wildcard test/unit/test_*.c))
+UNIT_BINS = $(patsubst test/unit/%.c,test/unit/bin/%,$(UNIT_SRCS))
+UNIT_CFLAGS = -std=gnu11 -O2 -g -Wall -Isrc/core -Icuda -DQV_TEST_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"'
+
+test/unit/bin/%: test/unit/%.c $(CORE_SRCS) $(wildcard src/core/*.h) $(wildcard test/unit/*.h)
+	@mkdir -p test/unit/bin
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(CORE_SRCS) -lcmocka $(CORE_LIBS)
+
+# Runs every unit test binary; fails if any fails.
+unit: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
+
+regress: installcheck
+
+tap:
+	$(prove_installcheck)

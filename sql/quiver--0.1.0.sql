@@ -1,0 +1,93 @@
+-- quiver 0.1.0: graph neural network inference served by the quiver engine.
+\echo Use "CREATE EXTENSION quiver" to load this file. \quit
+
+-- Definitions: the source of truth.  The engine's resident state is a cache
+-- of these tables, rebuilt after a restart or an engine crash.
+CREATE TABLE quiver_graph (
+    name           text PRIMARY KEY,
+    edges_query    text NOT NULL,
+    features_query text NOT NULL,
+    undirected     boolean NOT NULL DEFAULT false,
+    owner          regrole NOT NULL DEFAULT current_user::regrole,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE quiver_model (
+    name        text PRIMARY KEY,
+    graph       text NOT NULL REFERENCES quiver_graph(name),
+    arch        text NOT NULL CHECK (arch IN ('graphsage', 'gcn')),
+    weights     bytea NOT NULL,
+    config      jsonb NOT NULL DEFAULT '{}',
+    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('quiver_graph', '');
+SELECT pg_catalog.pg_extension_config_dump('quiver_model', '');
+
+-- What gnn_create_graph reports (a type, since its argument "edges" and its
+-- result column "edges" share a name).
+CREATE TYPE gnn_graph_load AS (nodes bigint, edges bigint, feature_dim int, load_ms float8);
+
+CREATE FUNCTION gnn_create_graph(name text, edges text, features text,
+                                 undirected boolean DEFAULT false)
+    RETURNS gnn_graph_load
+    AS 'MODULE_PATHNAME', 'gnn_create_graph' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION gnn_create_model(name text, graph text, arch text, weights bytea,
+                                 config jsonb DEFAULT '{}')
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'gnn_create_model' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION gnn_predict(model text, node_id bigint)
+    RETURNS real[]
+    AS 'MODULE_PATHNAME', 'gnn_predict' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION gnn_predict(node_id bigint)
+    RETURNS real[]
+    AS 'MODULE_PATHNAME', 'gnn_predict_default' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION gnn_predict(model text, node_ids bigint[])
+    RETURNS TABLE(node_id bigint, prediction real[])
+    AS 'MODULE_PATHNAME', 'gnn_predict_batch' LANGUAGE C VOLATILE STRICT PARALLEL SAFE ROWS 100;
+
+CREATE FUNCTION gnn_drop_graph(name text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'gnn_drop_graph' LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION gnn_drop_model(name text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'gnn_drop_model' LANGUAGE C VOLATILE STRICT;
+
+-- What the engine holds now, one row per graph and model.
+CREATE FUNCTION gnn_resident(OUT kind text, OUT name text, OUT state text,
+                             OUT bytes bigint, OUT nodes bigint, OUT edges bigint,
+                             OUT feature_dim int, OUT graph text, OUT arch text,
+                             OUT layers int, OUT out_dim int, OUT fanout int[],
+                             OUT detail text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'gnn_resident' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION gnn_stats(OUT model text, OUT requests bigint, OUT batches bigint,
+                          OUT seeds bigint, OUT cpu_batches bigint, OUT gpu_batches bigint,
+                          OUT psgs_threshold float8, OUT p50_ms float8, OUT p95_ms float8,
+                          OUT p99_ms float8, OUT cache_hit_rate float8)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'gnn_stats' LANGUAGE C VOLATILE;
+
+CREATE VIEW gnn_graphs AS
+    SELECT g.name, g.undirected, g.owner, g.created_at,
+           coalesce(r.state, 'not loaded') AS state,
+           r.nodes, r.edges, r.feature_dim, r.bytes, r.detail
+    FROM quiver_graph g
+    LEFT JOIN gnn_resident() r ON r.kind = 'graph' AND r.name = g.name;
+
+CREATE VIEW gnn_models AS
+    SELECT m.name, m.graph, m.arch, m.config, m.owner, m.created_at,
+           octet_length(m.weights) AS weights_bytes,
+           coalesce(r.state, 'not loaded') AS state,
+           r.layers, r.out_dim, r.fanout, r.bytes, r.detail
+    FROM quiver_model m
+    LEFT JOIN gnn_resident() r ON r.kind = 'model' AND r.name = m.name;
+
+REVOKE ALL ON quiver_graph, quiver_model FROM PUBLIC;

@@ -1,0 +1,68 @@
+/*
+ * graph.h — resident graph: in-neighbour CSR, id map and feature matrix.
+ *
+ * Nodes get dense indices 0..n_nodes-1 in the order of their feature rows.
+ * Row v of the CSR lists the sources u of every edge (u, v): messages flow
+ * src -> dst as PyG's default source_to_target, so a node aggregates over its
+ * in-neighbours.  Duplicate edges are kept (PyG counts them) unless the graph
+ * is undirected, where reverse edges are added and duplicates removed as
+ * torch_geometric.utils.to_undirected does.
+ */
+#ifndef QV_GRAPH_H
+#define QV_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qv_error.h"
+
+#define QV_MAX_NODES INT32_MAX	/* dense indices are int32 */
+
+/* Open-addressing hash from external bigint id to dense index. */
+typedef struct QvIdMap
+{
+	int64_t    *keys;
+	int32_t    *vals;			/* -1 = empty slot */
+	uint64_t	mask;			/* capacity - 1, capacity a power of two */
+} QvIdMap;
+
+typedef struct QvGraph
+{
+	int64_t		n_nodes;
+	int64_t		n_edges;		/* after undirected expansion */
+	int64_t    *rowptr;			/* n_nodes + 1 */
+	int32_t    *col;			/* n_edges: dense index of each in-neighbour */
+	int32_t    *deg_noloop;		/* in-degree without self loops (GCN) */
+	int64_t    *ids;			/* dense index -> external id */
+	int32_t		dim;			/* feature dimension */
+	float	   *feat;			/* n_nodes x dim, row-major */
+	QvIdMap		idmap;
+} QvGraph;
+
+/* What a loader hands to qv_graph_build: raw rows as read from SQL. */
+typedef struct QvGraphInput
+{
+	int64_t		n_nodes;
+	int32_t		dim;
+	const int64_t *ids;			/* n_nodes external ids, unique */
+	const float *feat;			/* n_nodes x dim */
+	int64_t		n_edges;
+	const int64_t *src;			/* n_edges external ids */
+	const int64_t *dst;			/* n_edges external ids */
+	bool		undirected;
+} QvGraphInput;
+
+/* Build a graph; on failure *out is NULL and err names the offending value
+ * (duplicate node id, edge to an id without a feature row, ...). */
+int			qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err);
+
+/* Dense index of an external id, or -1 when the graph has no such node. */
+int32_t		qv_graph_find(const QvGraph *g, int64_t id);
+
+/* Bytes held by the graph (CSR, degrees, id map, features). */
+size_t		qv_graph_bytes(const QvGraph *g);
+
+void		qv_graph_free(QvGraph *g);
+
+#endif

@@ -1,0 +1,424 @@
+/*
+ * model.c — GNN models (GraphSAGE, GCN) built from PyG safetensors weights.
+ *
+ * A model is loaded from a safetensors blob named as PyTorch Geometric's
+ * state_dict() names it (see model.h) and a JSON config holding the
+ * per-hop fanouts.  Every tensor is checked: its name must be one the
+ * architecture expects, its shape must chain from the graph's feature
+ * dimension through the layers, and its dtype must convert to float32.
+ * The model owns float32 copies of the weights; the blob can be freed
+ * as soon as qv_model_load returns.
+ */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "safetensors.h"
+
+#define NAME_LEN 64
+
+/* Tensor names are cut to this many characters in error messages. */
+#define NAME_MAX_SHOWN 96
+
+/* Per-layer tensor names (after "convs.{i}.") of each architecture. */
+static const char *const sage_suffixes[] = {
+	"lin_l.weight", "lin_l.bias", "lin_r.weight", "lin_r.bias"
+};
+static const char *const gcn_suffixes[] = {
+	"lin.weight", "bias"
+};
+
+int
+qv_arch_parse(const char *name, QvArch *out, QvError *err)
+{
+	if (name == NULL || out == NULL)
+		return qv_error(err, QV_EINVAL, "architecture name is NULL");
+	if (strcasecmp(name, "graphsage") == 0)
+		*out = QV_ARCH_GRAPHSAGE;
+	else if (strcasecmp(name, "gcn") == 0)
+		*out = QV_ARCH_GCN;
+	else
+		return qv_error(err, QV_EINVAL,
+						"unknown architecture \"%.64s\" (known: graphsage, gcn)", name);
+	return QV_OK;
+}
+
+const char *
+qv_arch_name(QvArch arch)
+{
+	switch (arch)
+	{
+		case QV_ARCH_GRAPHSAGE:
+			return "graphsage";
+		case QV_ARCH_GCN:
+			return "gcn";
+	}
+	return "unknown";
+}
+
+/* Check the "fanout" array and copy it to fanout[]. */
+static int
+parse_fanout(json_t *arr, int32_t *fanout, int32_t *n_fanout, QvError *err)
+{
+	size_t		i;
+	size_t		n;
+
+	if (!json_is_array(arr))
+		return qv_error(err, QV_EINVAL, "config \"fanout\" must be an array of integers");
+	n = json_array_size(arr);
+	if (n < 1 || n > QV_MAX_LAYERS)
+		return qv_error(err, QV_EINVAL,
+						"config \"fanout\" has %zu entries, expected 1 to %d",
+						n, QV_MAX_LAYERS);
+	for (i = 0; i < n; i++)
+	{
+		json_t	   *v = json_array_get(arr, i);
+		json_int_t	k;
+
+		if (!json_is_integer(v))
+			return qv_error(err, QV_EINVAL,
+							"config fanout[%zu] is not an integer", i);
+		k = json_integer_value(v);
+		if (k != -1 && (k < 1 || k > INT32_MAX))
+			return qv_error(err, QV_EINVAL,
+							"config fanout[%zu] = %lld: must be -1 (all neighbours) or between 1 and %d",
+							i, (long long) k, INT32_MAX);
+		fanout[i] = (int32_t) k;
+	}
+	*n_fanout = (int32_t) n;
+	return QV_OK;
+}
+
+int
+qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
+					  QvError *err)
+{
+	json_t	   *root;
+	json_error_t jerr;
+	const char *key;
+	json_t	   *value;
+	int			rc = QV_OK;
+
+	if (fanout == NULL || n_fanout == NULL)
+		return qv_error(err, QV_EINVAL, "qv_model_config_parse: NULL output");
+	*n_fanout = 0;
+	if (json == NULL || json[0] == '\0')
+		return QV_OK;
+	root = json_loads(json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (root == NULL)
+		return qv_error(err, QV_EINVAL,
+						"model config is not valid JSON: %s (at line %d, column %d)",
+						jerr.text, jerr.line, jerr.column);
+	if (!json_is_object(root))
+	{
+		json_decref(root);
+		return qv_error(err, QV_EINVAL,
+						"model config must be a JSON object such as {\"fanout\": [15, 10]}");
+	}
+	json_object_foreach(root, key, value)
+	{
+		if (strcmp(key, "fanout") == 0)
+			rc = parse_fanout(value, fanout, n_fanout, err);
+		else
+			rc = qv_error(err, QV_EINVAL,
+						  "unknown model config key \"%.64s\" (known: fanout)", key);
+		if (rc != QV_OK)
+			break;
+	}
+	json_decref(root);
+	if (rc != QV_OK)
+		*n_fanout = 0;
+	return rc;
+}
+
+/* Does any tensor's name start with prefix? */
+static int
+has_prefix(const QvSafetensors *st, const char *prefix)
+{
+	size_t		plen = strlen(prefix);
+	int			i;
+
+	for (i = 0; i < st->n_tensors; i++)
+		if (strncmp(st->tensors[i].name, prefix, plen) == 0)
+			return 1;
+	return 0;
+}
+
+/* Count layers: convs.0., convs.1., ... while some tensor has the prefix. */
+static int
+count_layers(const QvSafetensors *st, QvArch arch, int32_t *n_layers, QvError *err)
+{
+	char		prefix[NAME_LEN];
+	int			n = 0;
+
+	for (;;)
+	{
+		snprintf(prefix, sizeof(prefix), "convs.%d.", n);
+		if (!has_prefix(st, prefix))
+			break;
+		if (n == QV_MAX_LAYERS)
+			return qv_error(err, QV_ELIMIT,
+							"model has more than %d layers (found tensors \"convs.%d.*\")",
+							QV_MAX_LAYERS, n);
+		n++;
+	}
+	if (n == 0)
+		return qv_error(err, QV_EDATA,
+						"weights hold no layer: no tensor named \"convs.0.*\" for arch %s",
+						qv_arch_name(arch));
+	*n_layers = n;
+	return QV_OK;
+}
+
+/* Is name "convs.{i}.{suffix}" for some layer i < n_layers and known suffix? */
+static int
+is_expected_name(const char *name, QvArch arch, int32_t n_layers)
+{
+	const char *const *suffixes = arch == QV_ARCH_GCN ? gcn_suffixes : sage_suffixes;
+	int			n_suffixes = arch == QV_ARCH_GCN ? 2 : 4;
+	char		expected[NAME_LEN];
+	int			i,
+				j;
+
+	for (i = 0; i < n_layers; i++)
+		for (j = 0; j < n_suffixes; j++)
+		{
+			snprintf(expected, sizeof(expected), "convs.%d.%s", i, suffixes[j]);
+			if (strcmp(name, expected) == 0)
+				return 1;
+		}
+	return 0;
+}
+
+/* Reject any tensor that the architecture does not define. */
+static int
+check_names(const QvSafetensors *st, QvArch arch, int32_t n_layers, QvError *err)
+{
+	int			i;
+
+	for (i = 0; i < st->n_tensors; i++)
+		if (!is_expected_name(st->tensors[i].name, arch, n_layers))
+			return qv_error(err, QV_EDATA, "unexpected tensor \"%.*s\" for arch %s",
+							NAME_MAX_SHOWN, st->tensors[i].name, qv_arch_name(arch));
+	return QV_OK;
+}
+
+/*
+ * Find convs.{layer}.{suffix} and check its rank, dimensions and dtype.
+ * *t is NULL when the tensor is absent and not required.
+ */
+static int
+find_param(const QvSafetensors *st, QvArch arch, int layer, const char *suffix,
+		   int ndim, int required, const QvTensor **t, QvError *err)
+{
+	char		name[NAME_LEN];
+	const QvTensor *p;
+	int			d;
+
+	snprintf(name, sizeof(name), "convs.%d.%s", layer, suffix);
+	p = qv_safetensors_find(st, name);
+	*t = p;
+	if (p == NULL)
+		return required ? qv_error(err, QV_EDATA, "missing tensor \"%s\" for arch %s",
+								   name, qv_arch_name(arch)) : QV_OK;
+	if (p->ndim != ndim)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" has %d dimensions, expected %d (%s)",
+						name, p->ndim, ndim, ndim == 2 ? "[out, in]" : "[out]");
+	for (d = 0; d < ndim; d++)
+		if (p->shape[d] < 1 || p->shape[d] > INT32_MAX)
+			return qv_error(err, QV_EDATA, "tensor \"%s\": dimension %d is %lld",
+							name, d, (long long) p->shape[d]);
+	if (p->dtype == QV_DTYPE_OTHER)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" has dtype %s; weights must be F32, F16 or BF16",
+						name, p->dtype_name);
+	return QV_OK;
+}
+
+/* A float32 copy of t held by the model (NULL t gives NULL). */
+static int
+copy_param(QvModel *m, const QvTensor *t, float **dst, QvError *err)
+{
+	float	   *p;
+	int			rc;
+
+	*dst = NULL;
+	if (t == NULL)
+		return QV_OK;
+	p = qv_malloc((size_t) t->numel * sizeof(float), err, t->name);
+	if (p == NULL)
+		return QV_ENOMEM;
+	if ((rc = qv_tensor_to_f32(t, p, err)) != QV_OK)
+	{
+		free(p);
+		return rc;
+	}
+	*dst = p;
+	m->bytes += (size_t) t->numel * sizeof(float);
+	return QV_OK;
+}
+
+/* A bias, if present, must be [out]. */
+static int
+check_bias(const QvTensor *b, int64_t out_dim, QvError *err)
+{
+	if (b != NULL && b->shape[0] != out_dim)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%.*s\" has %lld entries, its layer has %lld outputs",
+						NAME_MAX_SHOWN, b->name, (long long) b->shape[0],
+						(long long) out_dim);
+	return QV_OK;
+}
+
+/* Check layer i's shapes against in_dim and copy its parameters. */
+static int
+load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *err)
+{
+	QvLayer    *layer = &m->layers[i];
+	int			sage = m->arch == QV_ARCH_GRAPHSAGE;
+	const QvTensor *wl,
+			   *bl,
+			   *wr = NULL,
+			   *br = NULL;
+	int			rc;
+
+	if ((rc = find_param(st, m->arch, i, sage ? "lin_l.weight" : "lin.weight", 2, 1, &wl, err)) ||
+		(rc = find_param(st, m->arch, i, sage ? "lin_l.bias" : "bias", 1, 0, &bl, err)))
+		return rc;
+	if (sage &&
+		((rc = find_param(st, m->arch, i, "lin_r.weight", 2, 1, &wr, err)) ||
+		 (rc = find_param(st, m->arch, i, "lin_r.bias", 1, 0, &br, err))))
+		return rc;
+
+	if (wl->shape[1] != in_dim)
+	{
+		if (i == 0)
+			return qv_error(err, QV_EDATA,
+							"layer 0 expects %lld input features, graph has %d (tensor \"%s\" is [%lld, %lld])",
+							(long long) wl->shape[1], in_dim, wl->name,
+							(long long) wl->shape[0], (long long) wl->shape[1]);
+		return qv_error(err, QV_EDATA,
+						"layer %d expects %lld input features, layer %d outputs %d (tensor \"%s\" is [%lld, %lld])",
+						i, (long long) wl->shape[1], i - 1, in_dim, wl->name,
+						(long long) wl->shape[0], (long long) wl->shape[1]);
+	}
+	if (wr != NULL && (wr->shape[0] != wl->shape[0] || wr->shape[1] != wl->shape[1]))
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" is [%lld, %lld], but \"%s\" is [%lld, %lld]",
+						wr->name, (long long) wr->shape[0], (long long) wr->shape[1],
+						wl->name, (long long) wl->shape[0], (long long) wl->shape[1]);
+	if ((rc = check_bias(bl, wl->shape[0], err)) ||
+		(rc = check_bias(br, wl->shape[0], err)))
+		return rc;
+
+	layer->in_dim = (int32_t) wl->shape[1];
+	layer->out_dim = (int32_t) wl->shape[0];
+	if ((rc = copy_param(m, wl, &layer->weight_l, err)) ||
+		(rc = copy_param(m, bl, &layer->bias_l, err)) ||
+		(rc = copy_param(m, wr, &layer->weight_r, err)) ||
+		(rc = copy_param(m, br, &layer->bias_r, err)))
+		return rc;
+	return QV_OK;
+}
+
+/* Set m->fanout from the config's fanout, or -1 everywhere without one. */
+static int
+set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
+{
+	int			i;
+
+	if (n_fanout > 0 && n_fanout != m->n_layers)
+		return qv_error(err, QV_EINVAL,
+						"config fanout has %d entries, model has %d layers",
+						n_fanout, m->n_layers);
+	for (i = 0; i < m->n_layers; i++)
+		m->fanout[i] = n_fanout > 0 ? fanout[i] : -1;
+	return QV_OK;
+}
+
+/* The body of qv_model_load once the blob is parsed; m is freed by the caller on error. */
+static int
+build_model(QvModel *m, const QvSafetensors *st, const int32_t *fanout,
+			int32_t n_fanout, int32_t feature_dim, QvError *err)
+{
+	int32_t		in_dim = feature_dim;
+	int			rc;
+	int			i;
+
+	if ((rc = count_layers(st, m->arch, &m->n_layers, err)) ||
+		(rc = check_names(st, m->arch, m->n_layers, err)))
+		return rc;
+	for (i = 0; i < m->n_layers; i++)
+	{
+		if ((rc = load_layer(m, st, i, in_dim, err)) != QV_OK)
+			return rc;
+		in_dim = m->layers[i].out_dim;
+	}
+	m->in_dim = feature_dim;
+	m->out_dim = m->layers[m->n_layers - 1].out_dim;
+	return set_fanout(m, fanout, n_fanout, err);
+}
+
+int
+qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
+			  const char *config_json, int32_t feature_dim,
+			  QvModel **out, QvError *err)
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout = 0;
+	QvSafetensors *st = NULL;
+	QvModel    *m;
+	int			rc;
+
+	if (out == NULL)
+		return qv_error(err, QV_EINVAL, "qv_model_load: out is NULL");
+	*out = NULL;
+	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN)
+		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
+	if (feature_dim < 1)
+		return qv_error(err, QV_EINVAL, "feature dimension %d must be at least 1", feature_dim);
+	if ((rc = qv_model_config_parse(config_json, fanout, &n_fanout, err)) != QV_OK)
+		return rc;
+	if ((rc = qv_safetensors_parse(st_buf, st_len, &st, err)) != QV_OK)
+		return rc;
+
+	m = qv_calloc(1, sizeof(QvModel), err, "model");
+	if (m == NULL)
+	{
+		qv_safetensors_free(st);
+		return QV_ENOMEM;
+	}
+	m->arch = arch;
+	rc = build_model(m, st, fanout, n_fanout, feature_dim, err);
+	qv_safetensors_free(st);
+	if (rc != QV_OK)
+	{
+		qv_model_free(m);
+		return rc;
+	}
+	*out = m;
+	return QV_OK;
+}
+
+void
+qv_model_free(QvModel *m)
+{
+	int			i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < QV_MAX_LAYERS; i++)
+	{
+		free(m->layers[i].weight_l);
+		free(m->layers[i].bias_l);
+		free(m->layers[i].weight_r);
+		free(m->layers[i].bias_r);
+	}
+	free(m);
+}

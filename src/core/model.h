@@ -1,0 +1,72 @@
+/*
+ * model.h — GNN models with PyTorch Geometric's tensor names and semantics.
+ *
+ * GraphSAGE (torch_geometric.nn.models.GraphSAGE, mean aggregation):
+ *   convs.{i}.lin_l.weight [out, in], convs.{i}.lin_l.bias [out],
+ *   convs.{i}.lin_r.weight [out, in]  (convs.{i}.lin_r.bias accepted if present)
+ *   h' = lin_l(mean_{u in N(v)} h_u) + lin_r(h_v), mean over no neighbours = 0
+ * GCN (torch_geometric.nn.models.GCN, GCNConv defaults):
+ *   convs.{i}.lin.weight [out, in], convs.{i}.bias [out]
+ *   h' = sum_{u in N(v) + v} W h_u / sqrt(dh_u dh_v) + b, dh = in-degree + 1
+ * ReLU between layers, none after the last.
+ *
+ * fanout[h] is the number of neighbours sampled at hop h+1 from the seeds,
+ * as PyG's NeighborLoader num_neighbors: fanout[0] feeds the LAST layer.
+ * -1 takes every neighbour.
+ */
+#ifndef QV_MODEL_H
+#define QV_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qv_error.h"
+
+#define QV_MAX_LAYERS 8
+
+typedef enum QvArch
+{
+	QV_ARCH_GRAPHSAGE = 1,
+	QV_ARCH_GCN = 2
+} QvArch;
+
+typedef struct QvLayer
+{
+	int32_t		in_dim;
+	int32_t		out_dim;
+	float	   *weight_l;		/* [out, in]: SAGE lin_l.weight, GCN lin.weight */
+	float	   *bias_l;			/* [out]: SAGE lin_l.bias, GCN bias; may be NULL */
+	float	   *weight_r;		/* [out, in]: SAGE lin_r.weight; NULL for GCN */
+	float	   *bias_r;			/* [out]: SAGE lin_r.bias if given, else NULL */
+} QvLayer;
+
+typedef struct QvModel
+{
+	QvArch		arch;
+	int32_t		n_layers;
+	QvLayer		layers[QV_MAX_LAYERS];
+	int32_t		fanout[QV_MAX_LAYERS];	/* fanout[0] = hop 1 from the seeds */
+	int32_t		in_dim;
+	int32_t		out_dim;
+	size_t		bytes;			/* parameter bytes held */
+} QvModel;
+
+/* "graphsage" or "gcn" (case-insensitive). */
+int			qv_arch_parse(const char *name, QvArch *out, QvError *err);
+const char *qv_arch_name(QvArch arch);
+
+/* Parse the config JSON ({"fanout": [15, 10]}); n_fanout = 0 when absent.
+ * Unknown keys and fanouts other than -1 or >= 1 are errors. */
+int			qv_model_config_parse(const char *json, int32_t *fanout,
+								  int32_t *n_fanout, QvError *err);
+
+/* Build a model from a safetensors blob and a config; the weights' input
+ * dimension must equal feature_dim.  A config without fanout means -1 on
+ * every layer. */
+int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
+						  const char *config_json, int32_t feature_dim,
+						  QvModel **out, QvError *err);
+
+void		qv_model_free(QvModel *m);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * qv_error.c — error and allocation helpers of the engine core.
+ */
+#include "qv_error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int
+qv_error(QvError *err, QvErrCode code, const char *fmt,...)
+{
+	if (err)
+	{
+		va_list		ap;
+
+		va_start(ap, fmt);
+		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		va_end(ap);
+		err->code = code;
+	}
+	return code;
+}
+
+void *
+qv_malloc(size_t size, QvError *err, const char *what)
+{
+	void	   *p = malloc(size ? size : 1);
+
+	if (p == NULL)
+		qv_error(err, QV_ENOMEM, "out of memory allocating %zu bytes for %s", size, what);
+	return p;
+}
+
+void *
+qv_calloc(size_t n, size_t size, QvError *err, const char *what)
+{
+	void	   *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		qv_error(err, QV_ENOMEM, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
+	return p;
+}

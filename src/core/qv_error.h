@@ -1,0 +1,43 @@
+/*
+ * qv_error.h — error reporting of the engine core.
+ *
+ * The core never includes a PostgreSQL header; it reports failures as a
+ * QvError (a class and a message that names the offending value), which the
+ * PostgreSQL glue turns into ereport(ERROR, errcode(...)).
+ */
+#ifndef QV_ERROR_H
+#define QV_ERROR_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef enum QvErrCode
+{
+	QV_OK = 0,
+	QV_EINVAL,					/* bad argument or configuration value */
+	QV_EDATA,					/* bad data: graph rows, weights, ids */
+	QV_ENOTFOUND,				/* unknown node id, graph, model */
+	QV_ENOMEM,					/* allocation failed */
+	QV_ELIMIT,					/* a size limit would be exceeded */
+	QV_EDEVICE,					/* CUDA or other device failure */
+	QV_EINTERNAL				/* a bug: should never happen */
+} QvErrCode;
+
+#define QV_ERRMSG_LEN 256
+
+typedef struct QvError
+{
+	QvErrCode	code;
+	char		msg[QV_ERRMSG_LEN];
+} QvError;
+
+/* Set err (if not NULL) and return code, so callers can write
+ * `return qv_error(err, QV_EDATA, "duplicate node id %lld", id);` */
+int			qv_error(QvError *err, QvErrCode code, const char *fmt,...)
+			__attribute__((format(printf, 3, 4)));
+
+/* Allocation helpers that report QV_ENOMEM with what was asked for. */
+void	   *qv_malloc(size_t size, QvError *err, const char *what);
+void	   *qv_calloc(size_t n, size_t size, QvError *err, const char *what);
+
+#endif

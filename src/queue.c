@@ -1,0 +1,270 @@
+/*
+ * queue.c — the shared-memory request queue between backends and the engine.
+ *
+ * Each backend owns the slot at its pgprocno and has at most one request in
+ * flight.  State changes happen under the slot's spinlock:
+ *   FREE -> PENDING (backend) -> RUNNING (engine) -> DONE (engine) -> FREE (backend)
+ * A backend that is cancelled while waiting frees a PENDING slot itself and
+ * marks a RUNNING one ABANDONED; the engine frees it when it is done, so a
+ * cancelled call never leaves anything stuck in the engine.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/timestamp.h"
+
+#include "quiver.h"
+
+#define QUEUE_POLL_MS 50
+
+static SlotState
+slot_get_state(QuiverSlot *slot)
+{
+	SlotState	st;
+
+	SpinLockAcquire(&slot->mutex);
+	st = slot->state;
+	SpinLockRelease(&slot->mutex);
+	return st;
+}
+
+static EngineState
+engine_state(uint64 *generation, int *procno)
+{
+	EngineState st;
+
+	SpinLockAcquire(&quiver_shared->mutex);
+	st = quiver_shared->engine_state;
+	if (generation)
+		*generation = quiver_shared->engine_generation;
+	if (procno)
+		*procno = quiver_shared->engine_procno;
+	SpinLockRelease(&quiver_shared->mutex);
+	return st;
+}
+
+static void
+wake_engine(void)
+{
+	int			procno;
+
+	if (engine_state(NULL, &procno) != ENGINE_DOWN && procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+static void
+wait_a_little(void)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 QUEUE_POLL_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Take this backend's slot (waiting for an abandoned request to drain) and
+ * prepare it for a request of the given kind on the named object. */
+QuiverSlot *
+queue_begin(RequestKind kind, const char *name)
+{
+	QuiverSlot *slot;
+
+	quiver_check_ready();
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("quiver object name \"%s\" is too long", name),
+				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
+	if (MyProc == NULL || MyProc->pgprocno >= quiver_shared->n_slots)
+		elog(ERROR, "quiver: no request slot for this process");
+	slot = &quiver_shared->slots[MyProc->pgprocno];
+	while (slot_get_state(slot) != SLOT_FREE)
+		wait_a_little();
+
+	slot->kind = kind;
+	slot->procno = MyProc->pgprocno;
+	strlcpy(slot->name, name, NAMEDATALEN);
+	slot->graph[0] = '\0';
+	slot->dsm = DSM_HANDLE_INVALID;
+	slot->n_ids = 0;
+	slot->out_dim = 0;
+	slot->sqlstate = 0;
+	slot->errmsg[0] = '\0';
+	memset(slot->result, 0, sizeof(slot->result));
+	return slot;
+}
+
+/* Give up on a request (called on cancel or error while waiting). */
+static void
+queue_abandon(QuiverSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	if (slot->state == SLOT_PENDING || slot->state == SLOT_DONE)
+		slot->state = SLOT_FREE;
+	else if (slot->state == SLOT_RUNNING)
+		slot->state = SLOT_ABANDONED;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Error for a request that no engine is taking. */
+static void
+raise_engine_down(QuiverSlot *slot, EngineState st)
+{
+	queue_abandon(slot);
+	if (st == ENGINE_STARTING)
+		ereport(ERROR,
+				(errcode(ERRCODE_CANNOT_CONNECT_NOW),
+				 errmsg("quiver engine is still starting after %d ms", quiver_engine_start_timeout),
+				 errdetail("%s", quiver_shared->engine_detail),
+				 errhint("Retry, or raise quiver.engine_start_timeout.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CANNOT_CONNECT_NOW),
+			 errmsg("quiver engine is not running"),
+			 errhint("Check the server log for the engine's exit; it is restarted automatically.")));
+}
+
+/* One round of the wait loop; returns true when the answer is in. */
+static bool
+queue_poll(QuiverSlot *slot, TimestampTz began)
+{
+	EngineState st;
+
+	if (slot_get_state(slot) == SLOT_DONE)
+		return true;
+	st = engine_state(NULL, NULL);
+	if (st != ENGINE_READY &&
+		TimestampDifferenceExceeds(began, GetCurrentTimestamp(), quiver_engine_start_timeout))
+		raise_engine_down(slot, st);
+	wait_a_little();
+	return false;
+}
+
+/* Hand the filled slot to the engine and wait, cancellably, for its answer. */
+void
+queue_submit_and_wait(QuiverSlot *slot)
+{
+	TimestampTz began = GetCurrentTimestamp();
+
+	slot->submitted = began;
+	SpinLockAcquire(&slot->mutex);
+	slot->state = SLOT_PENDING;
+	SpinLockRelease(&slot->mutex);
+	wake_engine();
+
+	PG_TRY();
+	{
+		while (!queue_poll(slot, began))
+		{
+			/* a restarted engine may not have our latch: keep waking it */
+			if (slot_get_state(slot) == SLOT_PENDING)
+				wake_engine();
+		}
+	}
+	PG_CATCH();
+	{
+		queue_abandon(slot);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* Release the slot after the answer has been read. */
+void
+queue_finish(QuiverSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->state = SLOT_FREE;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* If the engine answered with an error, release the slot and raise it. */
+void
+queue_raise(QuiverSlot *slot)
+{
+	int			sqlstate = slot->sqlstate;
+	char		msg[QV_ERRMSG_LEN];
+
+	if (sqlstate == 0)
+		return;
+	strlcpy(msg, slot->errmsg, sizeof(msg));
+	queue_finish(slot);
+	ereport(ERROR, (errcode(sqlstate), errmsg("%s", msg)));
+}
+
+/* ---- engine side ---- */
+
+/* Claim a PENDING slot for work; false if it is not pending. */
+bool
+queue_take(QuiverSlot *slot)
+{
+	bool		taken = false;
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->state == SLOT_PENDING)
+	{
+		slot->state = SLOT_RUNNING;
+		taken = true;
+	}
+	SpinLockRelease(&slot->mutex);
+	return taken;
+}
+
+/* True when the backend gave up on the request the engine holds. */
+bool
+queue_abandoned(QuiverSlot *slot)
+{
+	return slot_get_state(slot) == SLOT_ABANDONED;
+}
+
+/* Publish the answer (or free an abandoned slot) and wake the backend. */
+void
+queue_complete(QuiverSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	if (slot->state == SLOT_ABANDONED)
+		slot->state = SLOT_FREE;
+	else
+		slot->state = SLOT_DONE;
+	SpinLockRelease(&slot->mutex);
+	SetLatch(&ProcGlobal->allProcs[slot->procno].procLatch);
+}
+
+/* Answer with an error. */
+void
+queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(slot->errmsg, sizeof(slot->errmsg), fmt, ap);
+	va_end(ap);
+	slot->sqlstate = sqlstate;
+	queue_complete(slot);
+}
+
+/* Answer with an engine-core error. */
+void
+queue_fail_qv(QuiverSlot *slot, const QvError *err)
+{
+	queue_fail(slot, quiver_sqlstate(err->code), "%s", err->msg);
+}
+
+/* At engine start: requests a previous engine held are answered with an
+ * error; pending ones stay and are served. */
+void
+queue_reset_after_restart(void)
+{
+	for (int i = 0; i < quiver_shared->n_slots; i++)
+	{
+		QuiverSlot *slot = &quiver_shared->slots[i];
+		SlotState	st = slot_get_state(slot);
+
+		if (st == SLOT_RUNNING)
+			queue_fail(slot, ERRCODE_CONNECTION_FAILURE,
+					   "quiver engine restarted while handling the request");
+		else if (st == SLOT_ABANDONED)
+			queue_complete(slot);
+	}
+}

@@ -1,0 +1,202 @@
+/*
+ * quiver.c — module entry: GUCs, shared memory and the engine worker.
+ *
+ * _PG_init runs in the postmaster when quiver is preloaded; it must not touch
+ * CUDA (only the engine process does, after fork).
+ */
+#include "postgres.h"
+
+#include "access/twophase.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "quiver.h"
+
+PG_MODULE_MAGIC;
+
+char	   *quiver_database = NULL;
+char	   *quiver_default_model = NULL;
+int			quiver_engine_threads = 0;
+int			quiver_max_batch = 4096;
+int			quiver_batch_wait_us = 0;
+int			quiver_engine_start_timeout = 10000;
+int			quiver_debug_engine_delay_ms = 0;
+
+QuiverShared *quiver_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+/* One slot per PGPROC, so a backend's slot is its pgprocno. */
+static int
+quiver_slot_count(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+static Size
+quiver_shmem_size(void)
+{
+	return add_size(offsetof(QuiverShared, slots),
+					mul_size(quiver_slot_count(), sizeof(QuiverSlot)));
+}
+
+static void
+quiver_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(quiver_shmem_size());
+	RequestNamedLWLockTranche("quiver", 1);
+}
+
+static void
+quiver_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	quiver_shared = ShmemInitStruct("quiver", quiver_shmem_size(), &found);
+	if (!found)
+	{
+		int			n = quiver_slot_count();
+
+		memset(quiver_shared, 0, quiver_shmem_size());
+		quiver_shared->lock = &(GetNamedLWLockTranche("quiver"))->lock;
+		SpinLockInit(&quiver_shared->mutex);
+		quiver_shared->engine_state = ENGINE_DOWN;
+		quiver_shared->engine_procno = -1;
+		quiver_shared->n_slots = n;
+		for (int i = 0; i < n; i++)
+		{
+			SpinLockInit(&quiver_shared->slots[i].mutex);
+			quiver_shared->slots[i].state = SLOT_FREE;
+			quiver_shared->slots[i].dsm = DSM_HANDLE_INVALID;
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+quiver_define_gucs(void)
+{
+	DefineCustomStringVariable("quiver.database",
+							   "Database whose quiver catalog the engine serves.",
+							   "Graphs and models live in the extension's tables of this database; calls from other databases are refused.",
+							   &quiver_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("quiver.default_model",
+							   "Model used by gnn_predict(node_id).",
+							   NULL, &quiver_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.engine_threads",
+							"CPU threads of the engine (0 = one per core).",
+							NULL, &quiver_engine_threads, 0, 0, 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.max_batch",
+							"Most seeds the engine merges into one batch.",
+							NULL, &quiver_max_batch, 4096, 1, 1 << 20,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.batch_wait_us",
+							"Microseconds the engine waits for more requests before running a batch.",
+							"0 runs every batch as soon as a request arrives.",
+							&quiver_batch_wait_us, 0, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.engine_start_timeout",
+							"How long a call waits for a starting engine before it fails.",
+							NULL, &quiver_engine_start_timeout, 10000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.debug_engine_delay_ms",
+							"Testing only: the engine sleeps this long before each predict batch.",
+							NULL, &quiver_debug_engine_delay_ms, 0, 0, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("quiver");
+}
+
+static void
+quiver_register_engine(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "quiver");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "quiver_engine_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "quiver engine");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "quiver engine");
+	RegisterBackgroundWorker(&worker);
+}
+
+void
+_PG_init(void)
+{
+	quiver_define_gucs();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = quiver_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = quiver_shmem_startup;
+	quiver_register_engine();
+}
+
+/* Error out unless quiver is preloaded and this is the database it serves. */
+void
+quiver_check_ready(void)
+{
+	Oid			served;
+
+	if (quiver_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("quiver is not loaded"),
+				 errhint("Add quiver to shared_preload_libraries and restart the server.")));
+	served = get_database_oid(quiver_database, true);
+	if (served != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("quiver serves database \"%s\", not \"%s\"",
+						quiver_database, get_database_name(MyDatabaseId)),
+				 errhint("Connect to \"%s\", or set quiver.database and restart.",
+						 quiver_database)));
+}
+
+/* Map an engine-core error class to a SQLSTATE. */
+int
+quiver_sqlstate(QvErrCode code)
+{
+	switch (code)
+	{
+		case QV_OK:
+			return 0;
+		case QV_EINVAL:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case QV_EDATA:
+			return ERRCODE_DATA_EXCEPTION;
+		case QV_ENOTFOUND:
+			return ERRCODE_NO_DATA_FOUND;
+		case QV_ENOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case QV_ELIMIT:
+			return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		case QV_EDEVICE:
+			return ERRCODE_SYSTEM_ERROR;
+		case QV_EINTERNAL:
+			break;
+	}
+	return ERRCODE_INTERNAL_ERROR;
+}

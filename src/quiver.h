@@ -1,0 +1,172 @@
+/*
+ * quiver.h — declarations shared by the PostgreSQL glue of quiver.
+ *
+ * Backends talk to the one engine process through a shared-memory slot per
+ * backend (indexed by pgprocno): the backend fills its slot and sets the
+ * engine's latch; the engine answers in the slot and sets the backend's
+ * latch.  Bulk inputs (graph rows, weights) travel in a DSM segment that the
+ * backend creates and the engine attaches.
+ */
+#ifndef QUIVER_H
+#define QUIVER_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "storage/dsm.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "model.h"
+#include "qv_error.h"
+
+#define QUIVER_SLOT_PAYLOAD (64 * 1024)	/* inline ids + predictions */
+#define QUIVER_MAX_OBJECTS 128	/* graphs + models in the directory */
+#define QUIVER_LAT_BUCKETS 96	/* latency histogram, 2^(1/4) steps from 1 us */
+#define QUIVER_RESYNC_MAX 32
+#define QUIVER_DETAIL_LEN 256
+
+/* GUCs */
+extern char *quiver_database;
+extern char *quiver_default_model;
+extern int	quiver_engine_threads;
+extern int	quiver_max_batch;
+extern int	quiver_batch_wait_us;
+extern int	quiver_engine_start_timeout;
+extern int	quiver_debug_engine_delay_ms;
+
+typedef enum SlotState
+{
+	SLOT_FREE = 0,
+	SLOT_PENDING,				/* filled by the backend, not yet taken */
+	SLOT_RUNNING,				/* the engine works on it */
+	SLOT_DONE,					/* answer ready for the backend */
+	SLOT_ABANDONED				/* backend gave up (cancel); engine frees it */
+} SlotState;
+
+typedef enum RequestKind
+{
+	REQ_PREDICT = 1,
+	REQ_LOAD_GRAPH,
+	REQ_LOAD_MODEL,
+	REQ_DROP_GRAPH,
+	REQ_DROP_MODEL
+} RequestKind;
+
+typedef enum EngineState
+{
+	ENGINE_DOWN = 0,
+	ENGINE_STARTING,			/* connecting and rebuilding from the catalog */
+	ENGINE_READY
+} EngineState;
+
+typedef struct QuiverSlot
+{
+	slock_t		mutex;			/* protects state */
+	SlotState	state;
+	RequestKind kind;
+	int			procno;			/* requesting backend */
+	TimestampTz submitted;
+	char		name[NAMEDATALEN];	/* model or graph */
+	char		graph[NAMEDATALEN]; /* graph of a model being created */
+	dsm_handle	dsm;			/* bulk input, or DSM_HANDLE_INVALID */
+	int32		n_ids;			/* predict: ids in payload */
+	int32		out_dim;		/* predict: filled by the engine */
+	/* answer */
+	int			sqlstate;		/* 0 = success */
+	char		errmsg[QV_ERRMSG_LEN];
+	int64		result[4];		/* load graph: nodes, edges, dim, bytes */
+	double		payload_align;	/* keeps payload 8-byte aligned */
+	char		payload[QUIVER_SLOT_PAYLOAD];	/* ids (int64), then floats */
+} QuiverSlot;
+
+/* One resident graph or model as the engine publishes it. */
+typedef struct QuiverDirEntry
+{
+	bool		used;
+	char		kind;			/* 'g' graph, 'm' model */
+	char		name[NAMEDATALEN];
+	char		graph[NAMEDATALEN];
+	char		state[16];		/* ready, failed */
+	char		detail[QUIVER_DETAIL_LEN];
+	int64		bytes;
+	int64		nodes;
+	int64		edges;
+	int32		feature_dim;
+	int32		arch;
+	int32		layers;
+	int32		out_dim;
+	int32		fanout[QV_MAX_LAYERS];
+	/* model statistics */
+	int64		requests;
+	int64		batches;
+	int64		seeds;
+	int64		cpu_batches;
+	int64		gpu_batches;
+	int64		lat_hist[QUIVER_LAT_BUCKETS];
+} QuiverDirEntry;
+
+typedef struct QuiverShared
+{
+	LWLock	   *lock;			/* protects directory, resync list */
+	slock_t		mutex;			/* protects engine fields */
+	EngineState engine_state;
+	pid_t		engine_pid;
+	int			engine_procno;
+	uint64		engine_generation;	/* bumped at every engine start */
+	char		engine_detail[QUIVER_DETAIL_LEN];	/* what it is doing */
+	int			gpu_count;
+	int			n_resync;
+	bool		resync_all;
+	char		resync[QUIVER_RESYNC_MAX][NAMEDATALEN + 1];	/* 'g'/'m' + name */
+	QuiverDirEntry dir[QUIVER_MAX_OBJECTS];
+	int			n_slots;
+	QuiverSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} QuiverShared;
+
+extern QuiverShared *quiver_shared;
+
+/* quiver.c */
+extern void quiver_check_ready(void);
+extern int	quiver_sqlstate(QvErrCode code);
+
+/* queue.c: backend side */
+extern QuiverSlot *queue_begin(RequestKind kind, const char *name);
+extern void queue_submit_and_wait(QuiverSlot *slot);
+extern void queue_finish(QuiverSlot *slot);
+extern void queue_raise(QuiverSlot *slot);
+
+/* queue.c: engine side */
+extern bool queue_take(QuiverSlot *slot);
+extern void queue_complete(QuiverSlot *slot);
+extern bool queue_abandoned(QuiverSlot *slot);
+extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
+extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
+extern void queue_reset_after_restart(void);
+
+/* catalog.c */
+typedef struct GraphRows
+{
+	int64		n_nodes;
+	int32		dim;
+	int64	   *ids;
+	float	   *feat;
+	int64		n_edges;
+	int64	   *src;
+	int64	   *dst;
+	bool		undirected;
+} GraphRows;
+extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows);
+extern char *catalog_extension_schema(void);
+
+/* worker.c */
+extern PGDLLEXPORT void quiver_engine_main(Datum arg);
+
+/* transfer.c: bulk payloads in DSM */
+extern dsm_segment *transfer_graph_rows(const GraphRows *rows, dsm_handle *handle);
+extern void transfer_graph_view(void *base, GraphRows *rows);
+extern dsm_segment *transfer_model(const char *arch, const char *config, const bytea *weights, dsm_handle *handle);
+extern void transfer_model_view(void *base, const char **arch, const char **config, const uint8 **weights, size_t *weights_len);
+
+#endif

@@ -1,0 +1,311 @@
+/*
+ * registry.c — the engine's resident graphs and models, and the directory
+ * that publishes them in shared memory for gnn_resident() and gnn_stats().
+ *
+ * Only the engine process calls the registry; it is single-threaded at this
+ * level, so swaps are atomic with respect to batches: a replaced graph or
+ * model is freed only after the new one is installed and validated.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#include "registry.h"
+
+static ResGraph graphs[QUIVER_MAX_OBJECTS];
+static ResModel models[QUIVER_MAX_OBJECTS];
+
+ResGraph *
+registry_graph(const char *name)
+{
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		if (graphs[i].g != NULL && strcmp(graphs[i].name, name) == 0)
+			return &graphs[i];
+	return NULL;
+}
+
+ResModel *
+registry_model(const char *name)
+{
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		if (models[i].m != NULL && strcmp(models[i].name, name) == 0)
+			return &models[i];
+	return NULL;
+}
+
+/* Directory entry of (kind, name), created if absent; NULL if full.
+ * Caller holds the directory lock exclusively. */
+static QuiverDirEntry *
+dir_entry(char kind, const char *name, bool create)
+{
+	QuiverDirEntry *free_entry = NULL;
+
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	{
+		QuiverDirEntry *e = &quiver_shared->dir[i];
+
+		if (e->used && e->kind == kind && strcmp(e->name, name) == 0)
+			return e;
+		if (!e->used && free_entry == NULL)
+			free_entry = e;
+	}
+	if (!create || free_entry == NULL)
+		return NULL;
+	memset(free_entry, 0, sizeof(*free_entry));
+	free_entry->used = true;
+	free_entry->kind = kind;
+	strlcpy(free_entry->name, name, NAMEDATALEN);
+	return free_entry;
+}
+
+static void
+dir_publish_graph(const char *name, const QvGraph *g)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry('g', name, true);
+	if (e)
+	{
+		strlcpy(e->state, "ready", sizeof(e->state));
+		e->detail[0] = '\0';
+		e->bytes = qv_graph_bytes(g);
+		e->nodes = g->n_nodes;
+		e->edges = g->n_edges;
+		e->feature_dim = g->dim;
+	}
+	LWLockRelease(quiver_shared->lock);
+}
+
+static void
+dir_publish_model(const char *name, const char *graph, const QvModel *m)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry('m', name, true);
+	if (e)
+	{
+		strlcpy(e->state, "ready", sizeof(e->state));
+		strlcpy(e->graph, graph, NAMEDATALEN);
+		e->detail[0] = '\0';
+		e->bytes = m->bytes;
+		e->arch = m->arch;
+		e->layers = m->n_layers;
+		e->out_dim = m->out_dim;
+		e->feature_dim = m->in_dim;
+		memcpy(e->fanout, m->fanout, sizeof(e->fanout));
+	}
+	LWLockRelease(quiver_shared->lock);
+}
+
+/* Publish that an object could not be built (nothing resident under it). */
+void
+registry_publish_failed(char kind, const char *name, const char *detail)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry(kind, name, true);
+	if (e)
+	{
+		strlcpy(e->state, "failed", sizeof(e->state));
+		strlcpy(e->detail, detail, sizeof(e->detail));
+		e->bytes = 0;
+	}
+	LWLockRelease(quiver_shared->lock);
+}
+
+static void
+dir_remove(char kind, const char *name)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry(kind, name, false);
+	if (e)
+		e->used = false;
+	LWLockRelease(quiver_shared->lock);
+}
+
+/* Install g as graph `name`, replacing any resident one.  Fails, leaving the
+ * old graph serving, if a model on it expects another feature dimension. */
+bool
+registry_install_graph(const char *name, QvGraph *g, QvError *err)
+{
+	ResGraph   *rg = registry_graph(name);
+
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	{
+		ResModel   *rm = &models[i];
+
+		if (rm->m != NULL && strcmp(rm->graph, name) == 0 && rm->m->in_dim != g->dim)
+		{
+			qv_error(err, QV_EDATA,
+					 "model \"%s\" on graph \"%s\" expects %d features per node; the new feature rows have %d",
+					 rm->name, name, rm->m->in_dim, g->dim);
+			return false;
+		}
+	}
+	if (rg == NULL)
+	{
+		for (int i = 0; i < QUIVER_MAX_OBJECTS && rg == NULL; i++)
+			if (graphs[i].g == NULL)
+				rg = &graphs[i];
+		if (rg == NULL)
+		{
+			qv_error(err, QV_ELIMIT, "cannot hold more than %d graphs", QUIVER_MAX_OBJECTS);
+			return false;
+		}
+		strlcpy(rg->name, name, NAMEDATALEN);
+	}
+	else
+		qv_graph_free(rg->g);
+	rg->g = g;
+	dir_publish_graph(name, g);
+	return true;
+}
+
+/* Install m as model `name` on `graph`, replacing any resident one. */
+bool
+registry_install_model(const char *name, const char *graph, QvModel *m, QvError *err)
+{
+	ResModel   *rm = registry_model(name);
+
+	if (rm == NULL)
+	{
+		for (int i = 0; i < QUIVER_MAX_OBJECTS && rm == NULL; i++)
+			if (models[i].m == NULL)
+				rm = &models[i];
+		if (rm == NULL)
+		{
+			qv_error(err, QV_ELIMIT, "cannot hold more than %d models", QUIVER_MAX_OBJECTS);
+			return false;
+		}
+		strlcpy(rm->name, name, NAMEDATALEN);
+	}
+	else
+		qv_model_free(rm->m);
+	rm->m = m;
+	strlcpy(rm->graph, graph, NAMEDATALEN);
+	dir_publish_model(name, graph, m);
+	return true;
+}
+
+void
+registry_drop_graph(const char *name)
+{
+	ResGraph   *rg = registry_graph(name);
+
+	if (rg)
+	{
+		qv_graph_free(rg->g);
+		rg->g = NULL;
+	}
+	dir_remove('g', name);
+}
+
+void
+registry_drop_model(const char *name)
+{
+	ResModel   *rm = registry_model(name);
+
+	if (rm)
+	{
+		qv_model_free(rm->m);
+		rm->m = NULL;
+	}
+	dir_remove('m', name);
+}
+
+/* Detail of a model or graph that exists in the directory but failed to
+ * build, or NULL. */
+const char *
+registry_failure(char kind, const char *name, char *buf, size_t len)
+{
+	QuiverDirEntry *e;
+	const char *result = NULL;
+
+	LWLockAcquire(quiver_shared->lock, LW_SHARED);
+	e = dir_entry(kind, name, false);
+	if (e && strcmp(e->state, "failed") == 0)
+	{
+		strlcpy(buf, e->detail, len);
+		result = buf;
+	}
+	LWLockRelease(quiver_shared->lock);
+	return result;
+}
+
+/* Latency histogram bucket of a duration in microseconds. */
+static int
+latency_bucket(int64 us)
+{
+	int			b;
+
+	if (us <= 1)
+		return 0;
+	b = (int) floor(4.0 * log2((double) us));
+	return Min(b, QUIVER_LAT_BUCKETS - 1);
+}
+
+/* Count one batch of a model and the latencies of its requests. */
+void
+registry_count_batch(const char *model, int n_requests, int64 n_seeds,
+					 const int64 *latency_us, bool on_gpu)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry('m', model, false);
+	if (e)
+	{
+		e->batches++;
+		e->requests += n_requests;
+		e->seeds += n_seeds;
+		if (on_gpu)
+			e->gpu_batches++;
+		else
+			e->cpu_batches++;
+		for (int i = 0; i < n_requests; i++)
+			e->lat_hist[latency_bucket(latency_us[i])]++;
+	}
+	LWLockRelease(quiver_shared->lock);
+}
+
+/* Upper edge, in milliseconds, of the bucket holding quantile q. */
+double
+registry_latency_quantile(const QuiverDirEntry *e, double q)
+{
+	int64		total = 0, seen = 0;
+
+	for (int b = 0; b < QUIVER_LAT_BUCKETS; b++)
+		total += e->lat_hist[b];
+	if (total == 0)
+		return -1;
+	for (int b = 0; b < QUIVER_LAT_BUCKETS; b++)
+	{
+		seen += e->lat_hist[b];
+		if (seen >= q * total)
+			return pow(2.0, (b + 1) / 4.0) / 1000.0;
+	}
+	return pow(2.0, QUIVER_LAT_BUCKETS / 4.0) / 1000.0;
+}
+
+/* Output dimension of a resident model, or -1. */
+int
+registry_published_out_dim(const char *model)
+{
+	QuiverDirEntry *e;
+	int			out = -1;
+
+	LWLockAcquire(quiver_shared->lock, LW_SHARED);
+	e = dir_entry('m', model, false);
+	if (e && strcmp(e->state, "ready") == 0)
+		out = e->out_dim;
+	LWLockRelease(quiver_shared->lock);
+	return out;
+}

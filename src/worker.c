@@ -1,0 +1,335 @@
+/*
+ * worker.c — the quiver engine: one background worker that keeps graphs and
+ * models resident, serves the request queue and rebuilds its state from the
+ * extension's tables after every start.
+ *
+ * Backends never compute: they queue requests (queue.c).  The engine merges
+ * concurrent predict requests for a model into one batch, runs it on its
+ * thread pool (src/core) and answers each slot.  Every failure becomes an
+ * error for the request; a PostgreSQL error while rebuilding marks that object
+ * failed and the engine goes on.
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "engine.h"
+#include "forward.h"
+#include "pool.h"
+#include "registry.h"
+
+static QvPool *engine_pool = NULL;
+static uint64 batch_counter = 0;
+
+/* Tell backends what the engine is doing. */
+static void
+engine_set_state(EngineState st, const char *detail)
+{
+	SpinLockAcquire(&quiver_shared->mutex);
+	quiver_shared->engine_state = st;
+	strlcpy(quiver_shared->engine_detail, detail ? detail : "", QUIVER_DETAIL_LEN);
+	SpinLockRelease(&quiver_shared->mutex);
+}
+
+static void
+engine_on_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&quiver_shared->mutex);
+	quiver_shared->engine_state = ENGINE_DOWN;
+	quiver_shared->engine_pid = 0;
+	quiver_shared->engine_procno = -1;
+	SpinLockRelease(&quiver_shared->mutex);
+}
+
+static void
+engine_announce(void)
+{
+	SpinLockAcquire(&quiver_shared->mutex);
+	quiver_shared->engine_state = ENGINE_STARTING;
+	quiver_shared->engine_pid = MyProcPid;
+	quiver_shared->engine_procno = MyProc->pgprocno;
+	quiver_shared->engine_generation++;
+	strlcpy(quiver_shared->engine_detail, "connecting", QUIVER_DETAIL_LEN);
+	SpinLockRelease(&quiver_shared->mutex);
+	before_shmem_exit(engine_on_exit, 0);
+}
+
+static int
+engine_thread_count(void)
+{
+	long		cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (quiver_engine_threads > 0)
+		return quiver_engine_threads;
+	return cores > 0 ? (int) cores : 1;
+}
+
+/* ---- predict -------------------------------------------------------------- */
+
+typedef struct PredictBatch
+{
+	ResModel   *rm;
+	int			n_slots;
+	QuiverSlot *slots[FLEXIBLE_ARRAY_MEMBER];
+} PredictBatch;
+
+/* Check a taken predict slot against its model; answers it on failure. */
+static bool
+predict_slot_valid(QuiverSlot *slot, ResModel *rm, ResGraph *rg)
+{
+	int64	   *ids = (int64 *) slot->payload;
+	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * rm->m->out_dim);
+
+	if (need > QUIVER_SLOT_PAYLOAD)
+	{
+		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
+				   "model \"%s\" was replaced during the call; retry", rm->name);
+		return false;
+	}
+	for (int i = 0; i < slot->n_ids; i++)
+		if (qv_graph_find(rg->g, ids[i]) < 0)
+		{
+			queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE,
+					   "node id " INT64_FORMAT " does not exist in graph \"%s\"", ids[i], rg->name);
+			return false;
+		}
+	return true;
+}
+
+/* Answer every slot whose model is absent. */
+static void
+predict_fail_unknown(QuiverSlot *slot)
+{
+	char		detail[QUIVER_DETAIL_LEN];
+
+	if (registry_failure('m', slot->name, detail, sizeof(detail)))
+		queue_fail(slot, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   "model \"%s\" is not loaded: %s", slot->name, detail);
+	else
+		queue_fail(slot, ERRCODE_UNDEFINED_OBJECT, "model \"%s\" does not exist", slot->name);
+}
+
+/* Testing aid: hold the batch for quiver.debug_engine_delay_ms, ending early
+ * once every request in it was abandoned. */
+static void
+debug_delay(PredictBatch *b)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), quiver_debug_engine_delay_ms);
+
+	while (GetCurrentTimestamp() < until)
+	{
+		bool		any_waiting = false;
+
+		for (int i = 0; i < b->n_slots; i++)
+			any_waiting |= !queue_abandoned(b->slots[i]);
+		if (!any_waiting)
+			return;
+		pg_usleep(10000L);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Run one merged batch and answer its slots. */
+static void
+predict_run(PredictBatch *b)
+{
+	ResModel   *rm = b->rm;
+	ResGraph   *rg = registry_graph(rm->graph);
+	int64		n = 0, off = 0;
+	int64	   *ids;
+	float	   *out;
+	int64	   *lat;
+	QvError		err = {0};
+	TimestampTz now;
+
+	if (quiver_debug_engine_delay_ms > 0)
+		debug_delay(b);
+	for (int i = 0; i < b->n_slots; i++)
+		n += b->slots[i]->n_ids;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
+	lat = palloc(sizeof(int64) * b->n_slots);
+	for (int i = 0; i < b->n_slots; i++)
+	{
+		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
+		off += b->slots[i]->n_ids;
+	}
+	if (qv_infer(rm->m, rg->g, ids, (int32) n, out, ++batch_counter, engine_pool, &err) != QV_OK)
+	{
+		for (int i = 0; i < b->n_slots; i++)
+			queue_fail_qv(b->slots[i], &err);
+		pfree(ids);
+		pfree(out);
+		pfree(lat);
+		return;
+	}
+	now = GetCurrentTimestamp();
+	off = 0;
+	for (int i = 0; i < b->n_slots; i++)
+	{
+		QuiverSlot *slot = b->slots[i];
+		Size		rowbytes = sizeof(float) * rm->m->out_dim;
+
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * rm->m->out_dim,
+			   rowbytes * slot->n_ids);
+		slot->out_dim = rm->m->out_dim;
+		off += slot->n_ids;
+		lat[i] = now - slot->submitted;
+		queue_complete(slot);
+	}
+	registry_count_batch(rm->name, b->n_slots, n, lat, false);
+	pfree(ids);
+	pfree(out);
+	pfree(lat);
+}
+
+/* Take every pending predict request, group by model, run batches of at most
+ * quiver.max_batch seeds.  Returns true if any request was served. */
+static bool
+serve_predicts(void)
+{
+	int			n_slots = quiver_shared->n_slots;
+	QuiverSlot **taken = palloc(sizeof(QuiverSlot *) * n_slots);
+	PredictBatch *b = palloc(offsetof(PredictBatch, slots) + sizeof(QuiverSlot *) * n_slots);
+	int			n_taken = 0;
+
+	if (quiver_batch_wait_us > 0)
+		pg_usleep(quiver_batch_wait_us);
+	for (int i = 0; i < n_slots; i++)
+	{
+		QuiverSlot *slot = &quiver_shared->slots[i];
+
+		if (slot->kind == REQ_PREDICT && queue_take(slot))
+			taken[n_taken++] = slot;
+	}
+	for (int i = 0; i < n_taken; i++)
+	{
+		ResModel   *rm;
+		int64		seeds = 0;
+
+		if (taken[i] == NULL)
+			continue;
+		rm = registry_model(taken[i]->name);
+		b->rm = rm;
+		b->n_slots = 0;
+		for (int j = i; j < n_taken; j++)
+		{
+			QuiverSlot *slot = taken[j];
+
+			if (slot == NULL || strcmp(slot->name, taken[i]->name) != 0)
+				continue;
+			taken[j] = NULL;
+			if (rm == NULL)
+				predict_fail_unknown(slot);
+			else if (predict_slot_valid(slot, rm, registry_graph(rm->graph)))
+			{
+				b->slots[b->n_slots++] = slot;
+				seeds += slot->n_ids;
+				if (seeds >= quiver_max_batch)
+				{
+					predict_run(b);
+					b->n_slots = 0;
+					seeds = 0;
+				}
+			}
+		}
+		if (b->n_slots > 0)
+			predict_run(b);
+	}
+	pfree(taken);
+	pfree(b);
+	return n_taken > 0;
+}
+
+/* ---- the loop ------------------------------------------------------------- */
+
+/* Serve one administrative request (load/drop), if any is pending. */
+static bool
+serve_one_admin(void)
+{
+	for (int i = 0; i < quiver_shared->n_slots; i++)
+	{
+		QuiverSlot *slot = &quiver_shared->slots[i];
+
+		if (slot->kind != REQ_PREDICT && queue_take(slot))
+		{
+			engine_serve_admin(slot);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+engine_loop(void)
+{
+	for (;;)
+	{
+		bool		busy;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		engine_process_resync();
+		busy = serve_predicts();
+		busy |= serve_one_admin();
+		MemoryContextReset(engine_batch_cxt);
+		if (busy)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+MemoryContext engine_batch_cxt = NULL;
+
+void
+quiver_engine_main(Datum arg)
+{
+	QvError		err = {0};
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	if (quiver_shared == NULL)
+		proc_exit(1);
+	engine_announce();
+	queue_reset_after_restart();
+
+	BackgroundWorkerInitializeConnection(quiver_database, NULL, 0);
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "quiver engine");
+	engine_batch_cxt = AllocSetContextCreate(TopMemoryContext, "quiver batch",
+											 ALLOCSET_DEFAULT_SIZES);
+	engine_pool = qv_pool_create(engine_thread_count(), &err);
+	if (engine_pool == NULL)
+		ereport(FATAL, (errmsg("quiver engine: %s", err.msg)));
+	engine_open_gpus();
+	ereport(LOG, (errmsg("quiver engine started on database \"%s\" with %d threads",
+						 quiver_database, qv_pool_size(engine_pool))));
+
+	engine_set_state(ENGINE_STARTING, "rebuilding graphs and models from the catalog");
+	engine_rebuild_all();
+	engine_set_state(ENGINE_READY, NULL);
+	MemoryContextSwitchTo(engine_batch_cxt);
+	engine_loop();
+}

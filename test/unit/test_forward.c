@@ -1,0 +1,547 @@
+/*
+ * test_forward.c — the thread pool and CPU inference (GraphSAGE, GCN).
+ *
+ * The reference is a double-precision full-graph forward written here over
+ * the EDGE LIST (external ids, linear search), sharing nothing with the
+ * engine's CSR, id map or sampler.  Relative error is max |out - ref| /
+ * max |ref| over a batch, required below 1e-5.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "forward.h"
+
+/* ---- pool ---------------------------------------------------------------- */
+
+#define POOL_ITEMS 1000000
+
+typedef struct SumJob
+{
+	unsigned char *visits;
+	int64_t		partial[8][8];	/* one padded slot per worker */
+	int			n_threads;
+	int			bad_worker;
+} SumJob;
+
+static void
+sum_items(void *arg, int64_t begin, int64_t end, int worker)
+{
+	SumJob	   *job = arg;
+
+	if (worker < 0 || worker >= job->n_threads)
+	{
+		job->bad_worker = 1;
+		return;
+	}
+	for (int64_t i = begin; i < end; i++)
+	{
+		job->visits[i]++;
+		job->partial[worker][0] += i;
+	}
+}
+
+/* Sum 0..1e6-1 on 1..4 threads, 20 runs each: every item exactly once. */
+static void
+test_pool_sums(void **state)
+{
+	SumJob		job;
+
+	job.visits = malloc(POOL_ITEMS);
+	for (int n = 1; n <= 4; n++)
+	{
+		QvError		err = {0};
+		QvPool	   *pool = qv_pool_create(n, &err);
+
+		assert_non_null(pool);
+		assert_int_equal(qv_pool_size(pool), n);
+		for (int run = 0; run < 20; run++)
+		{
+			int64_t		total = 0;
+
+			memset(job.visits, 0, POOL_ITEMS);
+			memset(job.partial, 0, sizeof(job.partial));
+			job.n_threads = n;
+			job.bad_worker = 0;
+			qv_pool_run(pool, POOL_ITEMS, 1000, sum_items, &job);
+			for (int w = 0; w < 8; w++)
+				total += job.partial[w][0];
+			assert_int_equal(total, (int64_t) POOL_ITEMS * (POOL_ITEMS - 1) / 2);
+			assert_int_equal(job.bad_worker, 0);
+			assert_null(memchr(job.visits, 0, POOL_ITEMS));
+			assert_null(memchr(job.visits, 2, POOL_ITEMS));
+		}
+		qv_pool_destroy(pool);
+	}
+	/* no pool: serial on worker 0 */
+	memset(job.visits, 0, POOL_ITEMS);
+	memset(job.partial, 0, sizeof(job.partial));
+	job.n_threads = 1;
+	qv_pool_run(NULL, POOL_ITEMS, 1, sum_items, &job);
+	assert_int_equal(job.partial[0][0], (int64_t) POOL_ITEMS * (POOL_ITEMS - 1) / 2);
+	free(job.visits);
+}
+
+typedef struct NestJob
+{
+	QvPool	   *pool;
+	SumJob	   *inner;
+	int64_t		outer_items;
+} NestJob;
+
+static void
+nested(void *arg, int64_t begin, int64_t end, int worker)
+{
+	NestJob    *job = arg;
+
+	for (int64_t i = begin; i < end; i++)
+		if (i == 0)				/* one nested run: must not deadlock */
+			qv_pool_run(job->pool, 1000, 1, sum_items, job->inner);
+}
+
+static void
+test_pool_nested_and_errors(void **state)
+{
+	QvError		err = {0};
+	QvPool	   *pool = qv_pool_create(3, &err);
+	SumJob		inner = {0};
+	NestJob		job = {pool, &inner, 100};
+
+	inner.visits = calloc(1000, 1);
+	inner.n_threads = 3;
+	qv_pool_run(pool, 100, 1, nested, &job);
+	assert_int_equal(inner.partial[0][0], 1000 * 999 / 2);
+	qv_pool_destroy(pool);
+	free(inner.visits);
+
+	assert_null(qv_pool_create(0, &err));
+	assert_int_equal(err.code, QV_EINVAL);
+	assert_int_equal(qv_pool_size(NULL), 1);
+	qv_pool_destroy(NULL);
+}
+
+/* ---- reference ----------------------------------------------------------- */
+
+typedef struct RefGraph
+{
+	int			n;
+	const int64_t *ids;
+	int			n_edges;
+	const int64_t *src;
+	const int64_t *dst;
+} RefGraph;
+
+static int
+ref_index(const RefGraph *r, int64_t id)
+{
+	for (int i = 0; i < r->n; i++)
+		if (r->ids[i] == id)
+			return i;
+	fail_msg("reference: unknown id %lld", (long long) id);
+	return -1;
+}
+
+/* One layer on every node of the reference graph, in double. */
+static void
+ref_layer(const RefGraph *r, QvArch arch, const QvLayer *l, const double *h,
+		  double *out, int relu)
+{
+	int			in = l->in_dim;
+	double	   *agg = calloc((size_t) r->n * in, sizeof(double));
+	double	   *cnt = calloc(r->n, sizeof(double));
+
+	for (int e = 0; e < r->n_edges; e++)	/* in-degree without self loops */
+		if (arch == QV_ARCH_GCN && r->src[e] != r->dst[e])
+			cnt[ref_index(r, r->dst[e])] += 1;
+	for (int e = 0; e < r->n_edges; e++)
+	{
+		int			s = ref_index(r, r->src[e]);
+		int			d = ref_index(r, r->dst[e]);
+		double		w = 1.0;
+
+		if (arch == QV_ARCH_GCN)
+		{
+			if (s == d)
+				continue;
+			w = 1.0 / sqrt((cnt[s] + 1) * (cnt[d] + 1));
+		}
+		else
+			cnt[d] += 1;
+		for (int c = 0; c < in; c++)
+			agg[d * in + c] += w * h[s * in + c];
+	}
+	for (int v = 0; v < r->n; v++)
+		for (int o = 0; o < l->out_dim; o++)
+		{
+			double		y = l->bias_l ? l->bias_l[o] : 0.0;
+
+			if (l->bias_r)
+				y += l->bias_r[o];
+			for (int c = 0; c < in; c++)
+			{
+				double		a = agg[v * in + c];
+
+				if (arch == QV_ARCH_GCN)
+					a += h[v * in + c] / (cnt[v] + 1);
+				else
+				{
+					a = cnt[v] > 0 ? a / cnt[v] : 0.0;
+					y += (double) l->weight_r[o * in + c] * h[v * in + c];
+				}
+				y += (double) l->weight_l[o * in + c] * a;
+			}
+			out[v * l->out_dim + o] = (relu && y < 0) ? 0 : y;
+		}
+	free(agg);
+	free(cnt);
+}
+
+/* Full-graph forward of every node; returns n x out_dim doubles. */
+static double *
+ref_forward(const RefGraph *r, const QvModel *m, const float *feat)
+{
+	int			dim = m->layers[0].in_dim;
+	double	   *h = malloc(sizeof(double) * r->n * dim);
+
+	for (int i = 0; i < r->n * dim; i++)
+		h[i] = feat[i];
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		double	   *next = malloc(sizeof(double) * r->n * m->layers[i].out_dim);
+
+		ref_layer(r, m->arch, &m->layers[i], h, next, i < m->n_layers - 1);
+		free(h);
+		h = next;
+	}
+	return h;
+}
+
+/* ---- fixture ------------------------------------------------------------- */
+
+#define N 13
+#define DIM 5
+#define HID 7
+#define OUT 3
+
+/* Id 100 is a hub, -7 -> 100 is doubled, 3 has two self loops and a doubled
+ * edge from 5, 12 has only a self loop, 1000 has no edges at all. */
+static const int64_t ids[N] = {-7, 3, 100, -1, 42, 5, 8, -20, 1000, 11, 12, 13, 77777777777};
+static const int64_t esrc[] = {-7, -7, 3, -1, 42, 5, 8, 11, 13, -20,
+	100, 100, 100, 3, 3, 5, 5, -7, 12, -1, 42, 8, 13, 11, -20, 77777777777};
+static const int64_t edst[] = {100, 100, 100, 100, 100, 100, 100, 100, 100, 100,
+	-7, 3, 42, 3, 3, 3, 3, 3, 12, 5, -1, 42, 8, 13, 11, 100};
+#define N_EDGES ((int) (sizeof(esrc) / sizeof(esrc[0])))
+
+typedef struct Fixture
+{
+	float		feat[N * DIM];
+	float		w[2][2][HID * HID];	/* layer, l/r */
+	float		b[2][2][HID];
+	QvModel		m;
+} Fixture;
+
+static double
+rnd(uint64_t *s)
+{
+	*s = *s * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+	return (double) (*s >> 11) / (double) (UINT64_C(1) << 53) * 2.0 - 1.0;
+}
+
+/* Two-layer model DIM -> HID -> OUT with random weights. */
+static void
+make_model(Fixture *f, QvArch arch, int with_bias_r)
+{
+	uint64_t	s = 12345;
+	int			dims[3] = {DIM, HID, OUT};
+
+	for (int i = 0; i < N * DIM; i++)
+		f->feat[i] = (float) rnd(&s);
+	memset(&f->m, 0, sizeof(f->m));
+	f->m.arch = arch;
+	f->m.n_layers = 2;
+	f->m.in_dim = DIM;
+	f->m.out_dim = OUT;
+	for (int i = 0; i < 2; i++)
+	{
+		QvLayer    *l = &f->m.layers[i];
+
+		for (int j = 0; j < HID * HID; j++)
+			f->w[i][0][j] = (float) (0.6 * rnd(&s)), f->w[i][1][j] = (float) (0.6 * rnd(&s));
+		for (int j = 0; j < HID; j++)
+			f->b[i][0][j] = (float) (0.3 * rnd(&s)), f->b[i][1][j] = (float) (0.3 * rnd(&s));
+		l->in_dim = dims[i];
+		l->out_dim = dims[i + 1];
+		l->weight_l = f->w[i][0];
+		l->bias_l = f->b[i][0];
+		l->weight_r = arch == QV_ARCH_GRAPHSAGE ? f->w[i][1] : NULL;
+		l->bias_r = (arch == QV_ARCH_GRAPHSAGE && with_bias_r) ? f->b[i][1] : NULL;
+		f->m.fanout[i] = -1;
+	}
+}
+
+static QvGraph *
+make_graph(const Fixture *f, const int64_t *src, const int64_t *dst, int n_edges,
+		   bool undirected)
+{
+	QvGraphInput in = {N, DIM, ids, f->feat, n_edges, src, dst, undirected};
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+
+	assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+	return g;
+}
+
+/* max |out - ref| / max |ref| over the batch rows. */
+static double
+rel_error(const float *out, const double *ref, const int64_t *batch, int n,
+		  const RefGraph *r)
+{
+	double		err = 0,
+				scale = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		int			v = ref_index(r, batch[i]);
+
+		for (int o = 0; o < OUT; o++)
+		{
+			err = fmax(err, fabs(out[i * OUT + o] - ref[v * OUT + o]));
+			scale = fmax(scale, fabs(ref[v * OUT + o]));
+		}
+	}
+	assert_true(scale > 0.1);	/* the comparison is not vacuous */
+	return err / scale;
+}
+
+/* Every node plus duplicates, in a scrambled order. */
+static const int64_t batch[] = {100, 1000, -7, 3, 100, 12, -1, 42, 5, 8, -20, 11, 13,
+	77777777777, 100, -7};
+#define N_BATCH ((int) (sizeof(batch) / sizeof(batch[0])))
+
+/* Full neighbourhoods match the reference; pool and no pool agree exactly. */
+static void
+check_full(QvArch arch, int with_bias_r, bool undirected)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	int64_t		usrc[2 * N_EDGES],
+				udst[2 * N_EDGES];
+	int			n_u = 0;
+	RefGraph	r = {N, ids, N_EDGES, esrc, edst};
+	QvGraph    *g;
+	QvPool	   *pool;
+	QvError		err = {0};
+	float		out[N_BATCH * OUT],
+				out_pool[N_BATCH * OUT];
+	double	   *ref;
+
+	make_model(f, arch, with_bias_r);
+	g = make_graph(f, esrc, edst, N_EDGES, undirected);
+	if (undirected)
+	{
+		/* to_undirected by brute force: both directions, each pair once */
+		for (int e = 0; e < 2 * N_EDGES; e++)
+		{
+			int64_t		s = e < N_EDGES ? esrc[e] : edst[e - N_EDGES];
+			int64_t		d = e < N_EDGES ? edst[e] : esrc[e - N_EDGES];
+			int			dup = 0;
+
+			for (int k = 0; k < n_u; k++)
+				dup |= usrc[k] == s && udst[k] == d;
+			if (!dup)
+				usrc[n_u] = s, udst[n_u++] = d;
+		}
+		r.n_edges = n_u;
+		r.src = usrc;
+		r.dst = udst;
+	}
+	ref = ref_forward(&r, &f->m, f->feat);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out, 1, NULL, &err), QV_OK);
+	assert_true(rel_error(out, ref, batch, N_BATCH, &r) < 1e-5);
+
+	pool = qv_pool_create(2, &err);
+	assert_non_null(pool);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out_pool, 2, pool, &err), QV_OK);
+	assert_memory_equal(out, out_pool, sizeof(out));
+	qv_pool_destroy(pool);
+
+	free(ref);
+	qv_graph_free(g);
+	free(f);
+}
+
+static void
+test_graphsage_full(void **state)
+{
+	check_full(QV_ARCH_GRAPHSAGE, 0, false);
+	check_full(QV_ARCH_GRAPHSAGE, 1, false);
+	check_full(QV_ARCH_GRAPHSAGE, 0, true);
+}
+
+static void
+test_gcn_full(void **state)
+{
+	check_full(QV_ARCH_GCN, 0, false);
+	check_full(QV_ARCH_GCN, 0, true);
+}
+
+/*
+ * Fanout [2, 2]: outputs are only right in expectation, so check that a
+ * seed reproduces its output, that the hub's output depends on the seed,
+ * and that nodes whose 2-hop neighbourhood fits the fanout are exact.
+ */
+static void
+check_sampled(QvArch arch)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	RefGraph	r = {N, ids, N_EDGES, esrc, edst};
+	int64_t		exact[] = {1000, 12};	/* no edges; only a self loop */
+	QvGraph    *g;
+	QvError		err = {0};
+	float		a[N_BATCH * OUT],
+				b[N_BATCH * OUT],
+				e[2 * OUT];
+	double	   *ref;
+	int			differs = 0;
+
+	make_model(f, arch, 1);
+	f->m.fanout[0] = f->m.fanout[1] = 2;
+	g = make_graph(f, esrc, edst, N_EDGES, false);
+	ref = ref_forward(&r, &f->m, f->feat);
+
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, a, 5, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, 5, NULL, &err), QV_OK);
+	assert_memory_equal(a, b, sizeof(a));
+	/* duplicates in one batch get the same row: positions 0, 4, 14 are 100 */
+	assert_memory_equal(a, a + 4 * OUT, OUT * sizeof(float));
+	assert_memory_equal(a, a + 14 * OUT, OUT * sizeof(float));
+	for (uint64_t seed = 6; seed < 16; seed++)
+	{
+		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, seed, NULL, &err), QV_OK);
+		differs |= memcmp(a, b, OUT * sizeof(float)) != 0;
+	}
+	assert_true(differs);
+
+	assert_int_equal(qv_infer(&f->m, g, exact, 2, e, 9, NULL, &err), QV_OK);
+	for (int i = 0; i < 2; i++)
+		for (int o = 0; o < OUT; o++)
+		{
+			double		want = ref[ref_index(&r, exact[i]) * OUT + o];
+
+			assert_true(fabs(e[i * OUT + o] - want) <= 1e-5 * fmax(fabs(want), 1e-3));
+		}
+	free(ref);
+	qv_graph_free(g);
+	free(f);
+}
+
+static void
+test_sampled(void **state)
+{
+	check_sampled(QV_ARCH_GRAPHSAGE);
+	check_sampled(QV_ARCH_GCN);
+}
+
+/*
+ * GCN rescaling on a sampled block, by hand: target 0 has in-neighbours
+ * 1..6, each without in-edges (dh = 1) and with the same feature x, plus a
+ * self loop.  Any 2 sampled non-loop edges rescaled by 6/2 give the exact
+ * sum 6 x / sqrt(1 * 7), so out = w (6 x / sqrt(7) + x0 / 7) + b.  The
+ * GraphSAGE mean of any sample is x.
+ */
+static void
+test_sampled_rescaling(void **state)
+{
+	int64_t		nid[7] = {0, 1, 2, 3, 4, 5, 6};
+	int64_t		src[7] = {1, 2, 3, 0, 4, 5, 6};
+	int64_t		dst[7] = {0, 0, 0, 0, 0, 0, 0};
+	float		feat[7] = {2.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f};
+	float		w = 0.5f,
+				wr = -2.0f,
+				bias = 0.25f;
+	QvGraphInput in = {7, 1, nid, feat, 7, src, dst, false};
+	QvModel		m = {0};
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+	float		out;
+
+	assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+	m.arch = QV_ARCH_GCN;
+	m.n_layers = 1;
+	m.in_dim = m.out_dim = 1;
+	m.layers[0] = (QvLayer) {1, 1, &w, &bias, NULL, NULL};
+	m.fanout[0] = 2;
+	for (uint64_t seed = 0; seed < 20; seed++)
+	{
+		assert_int_equal(qv_infer(&m, g, nid, 1, &out, seed, NULL, &err), QV_OK);
+		assert_float_equal(out, 0.5 * (6 * 3.0 / sqrt(7.0) + 2.0 / 7) + 0.25, 1e-6);
+	}
+	/* fanout 1 may sample only the self loop: then no neighbour term */
+	m.fanout[0] = 1;
+	for (uint64_t seed = 0; seed < 40; seed++)
+	{
+		assert_int_equal(qv_infer(&m, g, nid, 1, &out, seed, NULL, &err), QV_OK);
+		assert_true(fabs(out - (0.5 * (6 * 3.0 / sqrt(7.0) + 2.0 / 7) + 0.25)) < 1e-6 ||
+					fabs(out - (0.5 * 2.0 / 7 + 0.25)) < 1e-6);
+	}
+	m.arch = QV_ARCH_GRAPHSAGE;
+	m.layers[0].weight_r = &wr;
+	m.fanout[0] = 3;
+	for (uint64_t seed = 0; seed < 20; seed++)
+	{
+		/* samples 3 of the 7 edges: mean is 3, or (3+3+2)/3 with the loop */
+		assert_int_equal(qv_infer(&m, g, nid, 1, &out, seed, NULL, &err), QV_OK);
+		assert_true(fabs(out - (0.5 * 3.0 - 2.0 * 2.0 + 0.25)) < 1e-6 ||
+					fabs(out - (0.5 * 8.0 / 3 - 2.0 * 2.0 + 0.25)) < 1e-6);
+	}
+	qv_graph_free(g);
+}
+
+static void
+test_errors(void **state)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	int64_t		unknown[] = {3, 77, 5};
+	float		out[3 * OUT];
+	QvGraph    *g;
+	QvError		err = {0};
+
+	make_model(f, QV_ARCH_GRAPHSAGE, 0);
+	g = make_graph(f, esrc, edst, N_EDGES, false);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 3, out, 1, NULL, &err), QV_ENOTFOUND);
+	assert_string_equal(err.msg, "node id 77 does not exist");
+
+	f->m.layers[1].in_dim = HID + 1;
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "layer 1 takes 8 inputs, but the layer before gives 7");
+	f->m.layers[1].in_dim = HID;
+	f->m.layers[0].weight_r = NULL;
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	f->m.layers[0].weight_r = f->w[0][1];
+	f->m.fanout[1] = -5;
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	f->m.fanout[1] = -1;
+	assert_int_equal(qv_infer(&f->m, g, unknown, 0, out, 1, NULL, &err), QV_OK);
+	qv_graph_free(g);
+	free(f);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pool_sums),
+		cmocka_unit_test(test_pool_nested_and_errors),
+		cmocka_unit_test(test_graphsage_full),
+		cmocka_unit_test(test_gcn_full),
+		cmocka_unit_test(test_sampled),
+		cmocka_unit_test(test_sampled_rescaling),
+		cmocka_unit_test(test_errors),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,608 @@
+/*
+ * test_model.c — unit tests of the model loader and config parser (src/core/model.c).
+ *
+ * Weights are written here as safetensors blobs with PyG's names.  Every
+ * element of tensor k holds value_of(k, j) = k + j / 4 (exact in float32,
+ * F16 and BF16 for the small sizes used), so the copies can be checked
+ * element by element.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "model.h"
+
+/* One tensor to write: its name, dtype ("F32", "BF16", "I64") and shape. */
+typedef struct Spec
+{
+	const char *name;
+	const char *dtype;
+	int			ndim;
+	int64_t		shape[2];
+} Spec;
+
+#define F32_2(n, a, b) {n, "F32", 2, {a, b}}
+#define F32_1(n, a) {n, "F32", 1, {a, 0}}
+
+static float
+value_of(int k, int64_t j)
+{
+	return (float) k + (float) j / 4.0f;
+}
+
+static int64_t
+spec_numel(const Spec *s)
+{
+	return s->ndim == 2 ? s->shape[0] * s->shape[1] : s->shape[0];
+}
+
+static int
+dtype_size(const char *dtype)
+{
+	return strcmp(dtype, "F32") == 0 ? 4 : strcmp(dtype, "BF16") == 0 ? 2 : 8;
+}
+
+/* Element j of tensor k in the tensor's dtype, little-endian. */
+static void
+encode(uint8_t *p, const char *dtype, int k, int64_t j)
+{
+	float		f = value_of(k, j);
+	uint32_t	bits;
+	int			i;
+
+	memcpy(&bits, &f, sizeof(bits));
+	if (strcmp(dtype, "F32") == 0)
+		for (i = 0; i < 4; i++)
+			p[i] = (uint8_t) (bits >> (8 * i));
+	else if (strcmp(dtype, "BF16") == 0)
+	{
+		p[0] = (uint8_t) (bits >> 16);
+		p[1] = (uint8_t) (bits >> 24);
+	}
+	else
+		for (i = 0; i < 8; i++)
+			p[i] = (uint8_t) (i == 0 ? j : 0);
+}
+
+/* Write a safetensors blob holding the tensors of specs[0..n). */
+static uint8_t *
+write_blob(const Spec *specs, int n, size_t *len)
+{
+	char		header[4096];
+	size_t		hlen = 0;
+	size_t		data_len = 0;
+	size_t		off = 0;
+	uint8_t    *buf;
+	int			k,
+				i;
+
+	hlen += snprintf(header + hlen, sizeof(header) - hlen, "{\"__metadata__\": {\"format\": \"pt\"}");
+	for (k = 0; k < n; k++)
+	{
+		size_t		nb = (size_t) spec_numel(&specs[k]) * dtype_size(specs[k].dtype);
+
+		hlen += snprintf(header + hlen, sizeof(header) - hlen,
+						 ", \"%s\": {\"dtype\": \"%s\", \"shape\": [", specs[k].name, specs[k].dtype);
+		for (i = 0; i < specs[k].ndim; i++)
+			hlen += snprintf(header + hlen, sizeof(header) - hlen, "%s%lld",
+							 i ? ", " : "", (long long) specs[k].shape[i]);
+		hlen += snprintf(header + hlen, sizeof(header) - hlen,
+						 "], \"data_offsets\": [%zu, %zu]}", data_len, data_len + nb);
+		data_len += nb;
+	}
+	hlen += snprintf(header + hlen, sizeof(header) - hlen, "}");
+	assert_true(hlen < sizeof(header));
+
+	buf = malloc(8 + hlen + data_len);
+	assert_non_null(buf);
+	for (i = 0; i < 8; i++)
+		buf[i] = (uint8_t) ((uint64_t) hlen >> (8 * i));
+	memcpy(buf + 8, header, hlen);
+	off = 8 + hlen;
+	for (k = 0; k < n; k++)
+	{
+		int			sz = dtype_size(specs[k].dtype);
+		int64_t		j;
+
+		for (j = 0; j < spec_numel(&specs[k]); j++, off += sz)
+			encode(buf + off, specs[k].dtype, k, j);
+	}
+	*len = off;
+	return buf;
+}
+
+/* Load specs as arch; on success the blob is freed before returning, so the model cannot borrow it. */
+static int
+load(QvArch arch, const Spec *specs, int n, const char *config, int32_t feature_dim,
+	 QvModel **m, QvError *err)
+{
+	size_t		len;
+	uint8_t    *blob = write_blob(specs, n, &len);
+	int			rc;
+
+	*m = (QvModel *) m;			/* any non-NULL value */
+	err->code = QV_OK;
+	err->msg[0] = '\0';
+	rc = qv_model_load(arch, blob, len, config, feature_dim, m, err);
+	free(blob);
+	return rc;
+}
+
+static QvModel *
+load_ok(QvArch arch, const Spec *specs, int n, const char *config, int32_t feature_dim)
+{
+	QvModel    *m;
+	QvError		err;
+	int			rc = load(arch, specs, n, config, feature_dim, &m, &err);
+
+	if (rc != QV_OK)
+		print_error("unexpected error: %s\n", err.msg);
+	assert_int_equal(rc, QV_OK);
+	assert_non_null(m);
+	return m;
+}
+
+static void
+load_fails(QvArch arch, const Spec *specs, int n, const char *config,
+		   int32_t feature_dim, QvErrCode code, const char *needle)
+{
+	QvModel    *m;
+	QvError		err;
+	int			rc = load(arch, specs, n, config, feature_dim, &m, &err);
+
+	if (rc != (int) code || strstr(err.msg, needle) == NULL)
+		print_error("got rc %d \"%s\"; wanted rc %d and \"%s\"\n",
+					rc, err.msg, (int) code, needle);
+	assert_int_equal(rc, code);
+	assert_int_equal(err.code, code);
+	assert_null(m);
+	assert_non_null(strstr(err.msg, needle));
+}
+
+/* Tensor k of specs must have been copied to p. */
+static void
+check_values(const float *p, const Spec *specs, int k)
+{
+	int64_t		j;
+
+	assert_non_null(p);
+	for (j = 0; j < spec_numel(&specs[k]); j++)
+		assert_true(p[j] == value_of(k, j));
+}
+
+/* GraphSAGE 4 -> 3 -> 2 as PyG's GraphSAGE(4, 3, num_layers=2, out_channels=2) names it. */
+static const Spec sage2[] = {
+	F32_2("convs.0.lin_l.weight", 3, 4),
+	F32_1("convs.0.lin_l.bias", 3),
+	F32_2("convs.0.lin_r.weight", 3, 4),
+	F32_2("convs.1.lin_l.weight", 2, 3),
+	F32_1("convs.1.lin_l.bias", 2),
+	F32_2("convs.1.lin_r.weight", 2, 3),
+};
+#define N_SAGE2 6
+
+/* GCN 4 -> 3 -> 2 as PyG's GCN names it. */
+static const Spec gcn2[] = {
+	F32_2("convs.0.lin.weight", 3, 4),
+	F32_1("convs.0.bias", 3),
+	F32_2("convs.1.lin.weight", 2, 3),
+	F32_1("convs.1.bias", 2),
+};
+#define N_GCN2 4
+
+static void
+test_sage_two_layers(void **state)
+{
+	QvModel    *m = load_ok(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, "{}", 4);
+
+	(void) state;
+	assert_int_equal(m->arch, QV_ARCH_GRAPHSAGE);
+	assert_int_equal(m->n_layers, 2);
+	assert_int_equal(m->in_dim, 4);
+	assert_int_equal(m->out_dim, 2);
+	assert_int_equal(m->layers[0].in_dim, 4);
+	assert_int_equal(m->layers[0].out_dim, 3);
+	assert_int_equal(m->layers[1].in_dim, 3);
+	assert_int_equal(m->layers[1].out_dim, 2);
+	assert_int_equal(m->fanout[0], -1);
+	assert_int_equal(m->fanout[1], -1);
+	/* 12 + 3 + 12 + 6 + 2 + 6 floats */
+	assert_int_equal(m->bytes, 41 * sizeof(float));
+	check_values(m->layers[0].weight_l, sage2, 0);
+	check_values(m->layers[0].bias_l, sage2, 1);
+	check_values(m->layers[0].weight_r, sage2, 2);
+	check_values(m->layers[1].weight_l, sage2, 3);
+	check_values(m->layers[1].bias_l, sage2, 4);
+	check_values(m->layers[1].weight_r, sage2, 5);
+	assert_null(m->layers[0].bias_r);
+	assert_null(m->layers[1].bias_r);
+	/* row-major [out, in]: weight_l[1][2] of layer 0 is element 6 */
+	assert_true(m->layers[0].weight_l[1 * 4 + 2] == 1.5f);
+	qv_model_free(m);
+}
+
+static void
+test_sage_optional_biases(void **state)
+{
+	const Spec specs[] = {
+		F32_2("convs.0.lin_l.weight", 3, 4),
+		F32_2("convs.0.lin_r.weight", 3, 4),
+		F32_1("convs.0.lin_r.bias", 3),
+	};
+	QvModel    *m = load_ok(QV_ARCH_GRAPHSAGE, specs, 3, NULL, 4);
+
+	(void) state;
+	assert_int_equal(m->n_layers, 1);
+	assert_int_equal(m->out_dim, 3);
+	assert_null(m->layers[0].bias_l);
+	check_values(m->layers[0].bias_r, specs, 2);
+	assert_int_equal(m->bytes, 27 * sizeof(float));
+	assert_int_equal(m->fanout[0], -1);
+	qv_model_free(m);
+}
+
+static void
+test_gcn_two_layers(void **state)
+{
+	QvModel    *m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, "", 4);
+
+	(void) state;
+	assert_int_equal(m->arch, QV_ARCH_GCN);
+	assert_int_equal(m->n_layers, 2);
+	assert_int_equal(m->in_dim, 4);
+	assert_int_equal(m->out_dim, 2);
+	assert_int_equal(m->layers[1].in_dim, 3);
+	check_values(m->layers[0].weight_l, gcn2, 0);
+	check_values(m->layers[0].bias_l, gcn2, 1);
+	check_values(m->layers[1].weight_l, gcn2, 2);
+	check_values(m->layers[1].bias_l, gcn2, 3);
+	assert_null(m->layers[0].weight_r);
+	assert_null(m->layers[1].weight_r);
+	assert_null(m->layers[0].bias_r);
+	assert_int_equal(m->bytes, 23 * sizeof(float));
+	assert_int_equal(m->fanout[0], -1);
+	assert_int_equal(m->fanout[1], -1);
+	qv_model_free(m);
+}
+
+static void
+test_fanout_from_config(void **state)
+{
+	QvModel    *m = load_ok(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, "{\"fanout\": [15, 10]}", 4);
+
+	(void) state;
+	assert_int_equal(m->fanout[0], 15);
+	assert_int_equal(m->fanout[1], 10);
+	qv_model_free(m);
+
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, " { \"fanout\" : [-1, 3] } ", 4);
+	assert_int_equal(m->fanout[0], -1);
+	assert_int_equal(m->fanout[1], 3);
+	qv_model_free(m);
+}
+
+/* BF16 weights are widened to float32; other dtypes are refused by name. */
+static void
+test_weight_dtypes(void **state)
+{
+	const Spec bf16[] = {
+		{"convs.0.lin.weight", "BF16", 2, {2, 4}},
+		{"convs.0.bias", "BF16", 1, {2, 0}},
+	};
+	const Spec i64[] = {
+		{"convs.0.lin.weight", "I64", 2, {2, 4}},
+	};
+	QvModel    *m = load_ok(QV_ARCH_GCN, bf16, 2, NULL, 4);
+
+	(void) state;
+	check_values(m->layers[0].weight_l, bf16, 0);
+	check_values(m->layers[0].bias_l, bf16, 1);
+	assert_int_equal(m->bytes, 10 * sizeof(float));
+	qv_model_free(m);
+
+	load_fails(QV_ARCH_GCN, i64, 1, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.lin.weight\" has dtype I64");
+}
+
+static void
+test_wrong_feature_dim(void **state)
+{
+	(void) state;
+	load_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, NULL, 5, QV_EDATA,
+			   "layer 0 expects 4 input features, graph has 5");
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, NULL, 3, QV_EDATA,
+			   "layer 0 expects 4 input features, graph has 3");
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, NULL, 0, QV_EINVAL,
+			   "feature dimension 0");
+}
+
+static void
+test_layer_chain_mismatch(void **state)
+{
+	const Spec sage[] = {
+		F32_2("convs.0.lin_l.weight", 3, 4),
+		F32_2("convs.0.lin_r.weight", 3, 4),
+		F32_2("convs.1.lin_l.weight", 2, 5),
+		F32_2("convs.1.lin_r.weight", 2, 5),
+	};
+	const Spec gcn[] = {
+		F32_2("convs.0.lin.weight", 3, 4),
+		F32_2("convs.1.lin.weight", 2, 6),
+	};
+
+	(void) state;
+	load_fails(QV_ARCH_GRAPHSAGE, sage, 4, NULL, 4, QV_EDATA,
+			   "layer 1 expects 5 input features, layer 0 outputs 3");
+	load_fails(QV_ARCH_GCN, gcn, 2, NULL, 4, QV_EDATA,
+			   "layer 1 expects 6 input features, layer 0 outputs 3");
+}
+
+static void
+test_bad_shapes(void **state)
+{
+	const Spec lin_r_mismatch[] = {
+		F32_2("convs.0.lin_l.weight", 3, 4),
+		F32_2("convs.0.lin_r.weight", 2, 4),
+	};
+	const Spec bias_mismatch[] = {
+		F32_2("convs.0.lin.weight", 3, 4),
+		F32_1("convs.0.bias", 2),
+	};
+	const Spec weight_1d[] = {
+		F32_1("convs.0.lin.weight", 12),
+	};
+	const Spec bias_2d[] = {
+		F32_2("convs.0.lin.weight", 3, 4),
+		F32_2("convs.0.bias", 3, 1),
+	};
+	const Spec zero_out[] = {
+		F32_2("convs.0.lin.weight", 0, 4),
+	};
+
+	(void) state;
+	load_fails(QV_ARCH_GRAPHSAGE, lin_r_mismatch, 2, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.lin_r.weight\" is [2, 4], but \"convs.0.lin_l.weight\" is [3, 4]");
+	load_fails(QV_ARCH_GCN, bias_mismatch, 2, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.bias\" has 2 entries, its layer has 3 outputs");
+	load_fails(QV_ARCH_GCN, weight_1d, 1, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.lin.weight\" has 1 dimensions, expected 2");
+	load_fails(QV_ARCH_GCN, bias_2d, 2, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.bias\" has 2 dimensions, expected 1");
+	load_fails(QV_ARCH_GCN, zero_out, 1, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.lin.weight\": dimension 0 is 0");
+}
+
+static void
+test_missing_tensor(void **state)
+{
+	const Spec no_lin_r[] = {
+		F32_2("convs.0.lin_l.weight", 3, 4),
+		F32_2("convs.0.lin_r.weight", 3, 4),
+		F32_2("convs.1.lin_l.weight", 2, 3),
+	};
+	const Spec no_weight[] = {
+		F32_2("convs.0.lin.weight", 3, 4),
+		F32_1("convs.1.bias", 2),
+	};
+
+	(void) state;
+	load_fails(QV_ARCH_GRAPHSAGE, no_lin_r, 3, NULL, 4, QV_EDATA,
+			   "missing tensor \"convs.1.lin_r.weight\" for arch graphsage");
+	load_fails(QV_ARCH_GCN, no_weight, 2, NULL, 4, QV_EDATA,
+			   "missing tensor \"convs.1.lin.weight\" for arch gcn");
+}
+
+static void
+test_unexpected_tensor(void **state)
+{
+	Spec		extra[N_SAGE2 + 1];
+	const Spec gap[] = {
+		F32_2("convs.0.lin.weight", 3, 4),
+		F32_2("convs.2.lin.weight", 2, 3),
+	};
+
+	(void) state;
+	memcpy(extra, sage2, sizeof(sage2));
+	extra[N_SAGE2] = (Spec) F32_1("norms.0.weight", 3);
+	load_fails(QV_ARCH_GRAPHSAGE, extra, N_SAGE2 + 1, NULL, 4, QV_EDATA,
+			   "unexpected tensor \"norms.0.weight\" for arch graphsage");
+	/* GCN weights loaded as GraphSAGE and the reverse */
+	load_fails(QV_ARCH_GRAPHSAGE, gcn2, N_GCN2, NULL, 4, QV_EDATA,
+			   "unexpected tensor \"convs.0.lin.weight\" for arch graphsage");
+	load_fails(QV_ARCH_GCN, sage2, N_SAGE2, NULL, 4, QV_EDATA,
+			   "unexpected tensor \"convs.0.lin_l.weight\" for arch gcn");
+	/* layers are counted from 0 without gaps */
+	load_fails(QV_ARCH_GCN, gap, 2, NULL, 4, QV_EDATA,
+			   "unexpected tensor \"convs.2.lin.weight\" for arch gcn");
+}
+
+static void
+test_layer_count_limits(void **state)
+{
+	char		names[QV_MAX_LAYERS + 1][32];
+	Spec		specs[QV_MAX_LAYERS + 1];
+	const Spec none[] = {F32_2("lin.weight", 2, 4)};
+	QvModel    *m;
+	int			i;
+
+	(void) state;
+	for (i = 0; i <= QV_MAX_LAYERS; i++)
+	{
+		snprintf(names[i], sizeof(names[i]), "convs.%d.lin.weight", i);
+		specs[i] = (Spec) {names[i], "F32", 2, {2, i == 0 ? 4 : 2}};
+	}
+	m = load_ok(QV_ARCH_GCN, specs, QV_MAX_LAYERS, NULL, 4);
+	assert_int_equal(m->n_layers, QV_MAX_LAYERS);
+	assert_int_equal(m->fanout[QV_MAX_LAYERS - 1], -1);
+	qv_model_free(m);
+
+	load_fails(QV_ARCH_GCN, specs, QV_MAX_LAYERS + 1, NULL, 4, QV_ELIMIT,
+			   "more than 8 layers");
+	load_fails(QV_ARCH_GCN, none, 1, NULL, 4, QV_EDATA,
+			   "no tensor named \"convs.0.*\"");
+	load_fails(QV_ARCH_GCN, none, 0, NULL, 4, QV_EDATA,
+			   "no tensor named \"convs.0.*\"");
+}
+
+static void
+test_fanout_length_mismatch(void **state)
+{
+	(void) state;
+	load_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, "{\"fanout\": [15, 10, 5]}", 4, QV_EINVAL,
+			   "config fanout has 3 entries, model has 2 layers");
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"fanout\": [15]}", 4, QV_EINVAL,
+			   "config fanout has 1 entries, model has 2 layers");
+}
+
+static void
+test_bad_blob_and_config_in_load(void **state)
+{
+	const uint8_t junk[] = "not a safetensors file";
+	QvModel    *m = (QvModel *) &m;
+	QvError		err = {QV_OK, ""};
+
+	(void) state;
+	assert_int_equal(qv_model_load(QV_ARCH_GCN, junk, sizeof(junk), NULL, 4, &m, &err), QV_EDATA);
+	assert_null(m);
+	assert_non_null(strstr(err.msg, "header length"));
+
+	m = (QvModel *) &m;
+	assert_int_equal(qv_model_load(QV_ARCH_GCN, junk, 3, NULL, 4, &m, &err), QV_EDATA);
+	assert_null(m);
+	assert_non_null(strstr(err.msg, "3 bytes"));
+
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"fanout\": [0, 1]}", 4, QV_EINVAL,
+			   "fanout[0] = 0");
+	load_fails((QvArch) 7, gcn2, N_GCN2, NULL, 4, QV_EINVAL, "architecture code 7");
+}
+
+/* Parse config, expecting success with the given fanouts. */
+static void
+config_ok(const char *json, int32_t n, const int32_t *expect)
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout = 99;
+	QvError		err = {QV_OK, ""};
+	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &err);
+	int			i;
+
+	if (rc != QV_OK)
+		print_error("config %s: %s\n", json ? json : "NULL", err.msg);
+	assert_int_equal(rc, QV_OK);
+	assert_int_equal(n_fanout, n);
+	for (i = 0; i < n; i++)
+		assert_int_equal(fanout[i], expect[i]);
+}
+
+static void
+config_fails(const char *json, const char *needle)
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout = 99;
+	QvError		err = {QV_OK, ""};
+	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &err);
+
+	if (rc != QV_EINVAL || strstr(err.msg, needle) == NULL)
+		print_error("config %s: got rc %d \"%s\"; wanted \"%s\"\n", json, rc, err.msg, needle);
+	assert_int_equal(rc, QV_EINVAL);
+	assert_int_equal(err.code, QV_EINVAL);
+	assert_int_equal(n_fanout, 0);
+	assert_non_null(strstr(err.msg, needle));
+}
+
+static void
+test_config_valid(void **state)
+{
+	const int32_t two[] = {15, 10};
+	const int32_t three[] = {-1, 1, 2147483647};
+	const int32_t eight[] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+	(void) state;
+	config_ok(NULL, 0, NULL);
+	config_ok("", 0, NULL);
+	config_ok("{}", 0, NULL);
+	config_ok("{\"fanout\": [15, 10]}", 2, two);
+	config_ok("{\"fanout\": [-1, 1, 2147483647]}", 3, three);
+	config_ok("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8]}", 8, eight);
+}
+
+static void
+test_config_invalid(void **state)
+{
+	(void) state;
+	config_fails("{", "not valid JSON");
+	config_fails("{\"fanout\": [15, 10]", "not valid JSON");
+	config_fails("[15, 10]", "must be a JSON object");
+	config_fails("null", "must be a JSON object");
+	config_fails("{\"fanouts\": [15]}", "unknown model config key \"fanouts\"");
+	config_fails("{\"fanout\": [15], \"batch\": 4}", "unknown model config key \"batch\"");
+	config_fails("{\"fanout\": [15, 0]}", "fanout[1] = 0");
+	config_fails("{\"fanout\": [-2]}", "fanout[0] = -2");
+	config_fails("{\"fanout\": [2147483648]}", "fanout[0] = 2147483648");
+	config_fails("{\"fanout\": [1.5]}", "fanout[0] is not an integer");
+	config_fails("{\"fanout\": [\"15\"]}", "fanout[0] is not an integer");
+	config_fails("{\"fanout\": 15}", "\"fanout\" must be an array");
+	config_fails("{\"fanout\": []}", "\"fanout\" has 0 entries");
+	config_fails("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}", "\"fanout\" has 9 entries");
+	config_fails("{\"fanout\": [1], \"fanout\": [2]}", "duplicate object key");
+}
+
+static void
+test_arch_names(void **state)
+{
+	QvArch		a = 0;
+	QvError		err = {QV_OK, ""};
+
+	(void) state;
+	assert_int_equal(qv_arch_parse("graphsage", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GRAPHSAGE);
+	assert_int_equal(qv_arch_parse("GraphSAGE", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GRAPHSAGE);
+	assert_int_equal(qv_arch_parse("gcn", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GCN);
+	assert_int_equal(qv_arch_parse("GCN", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GCN);
+	assert_string_equal(qv_arch_name(QV_ARCH_GRAPHSAGE), "graphsage");
+	assert_string_equal(qv_arch_name(QV_ARCH_GCN), "gcn");
+	assert_string_equal(qv_arch_name((QvArch) 0), "unknown");
+
+	assert_int_equal(qv_arch_parse("gat", &a, &err), QV_EINVAL);
+	assert_int_equal(err.code, QV_EINVAL);
+	assert_non_null(strstr(err.msg, "\"gat\""));
+	assert_non_null(strstr(err.msg, "graphsage, gcn"));
+	assert_int_equal(qv_arch_parse("sage", &a, &err), QV_EINVAL);
+	assert_non_null(strstr(err.msg, "\"sage\""));
+	assert_int_equal(qv_arch_parse("", &a, &err), QV_EINVAL);
+	assert_int_equal(qv_arch_parse(NULL, &a, &err), QV_EINVAL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sage_two_layers),
+		cmocka_unit_test(test_sage_optional_biases),
+		cmocka_unit_test(test_gcn_two_layers),
+		cmocka_unit_test(test_fanout_from_config),
+		cmocka_unit_test(test_weight_dtypes),
+		cmocka_unit_test(test_wrong_feature_dim),
+		cmocka_unit_test(test_layer_chain_mismatch),
+		cmocka_unit_test(test_bad_shapes),
+		cmocka_unit_test(test_missing_tensor),
+		cmocka_unit_test(test_unexpected_tensor),
+		cmocka_unit_test(test_layer_count_limits),
+		cmocka_unit_test(test_fanout_length_mismatch),
+		cmocka_unit_test(test_bad_blob_and_config_in_load),
+		cmocka_unit_test(test_config_valid),
+		cmocka_unit_test(test_config_invalid),
+		cmocka_unit_test(test_arch_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
