@@ -164,6 +164,7 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 	Datum		v[4];
 
 	quiver_check_ready();
+	queue_check_name(name);
 	INSTR_TIME_SET_CURRENT(start);
 	catalog_read_graph_rows(edges, features, &rows);
 	rows.undirected = undirected;
@@ -224,6 +225,7 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		config = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(4)));
 	quiver_check_ready();
+	queue_check_name(name);
 	if (qv_arch_parse(arch_in, &arch, &err) != QV_OK)
 		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg)));
 	require_exists("quiver_graph", "graph", graph);

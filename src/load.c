@@ -14,7 +14,10 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include <unistd.h>
+
 #include "engine.h"
+#include "gpu.h"
 #include "graph.h"
 #include "model.h"
 #include "registry.h"
@@ -359,9 +362,38 @@ engine_process_resync(void)
 				sync_object(todo[i][0], todo[i] + 1);
 }
 
-/* Open the CUDA module if there is one; the engine runs CPU-only otherwise. */
+static QvGpu *engine_gpu = NULL;
+
+/* Open the CUDA module if one is installed and log the devices; the engine
+ * runs CPU-only otherwise.  Only the engine process ever loads CUDA. */
 void
 engine_open_gpus(void)
 {
+	char		path[MAXPGPATH];
+	QvError		err = {0};
+
 	quiver_shared->gpu_count = 0;
+	snprintf(path, sizeof(path), "%s/quiver_cuda.so", pkglib_path);
+	if (access(path, R_OK) != 0)
+	{
+		ereport(LOG, (errmsg("quiver engine: CPU only (built without the GPU module)")));
+		return;
+	}
+	if (qv_gpu_open(path, &engine_gpu, &err) != QV_OK)
+	{
+		ereport(LOG, (errmsg("quiver engine: CPU only: %s", err.msg)));
+		return;
+	}
+	quiver_shared->gpu_count = qv_gpu_device_count(engine_gpu);
+	for (int dev = 0; dev < quiver_shared->gpu_count; dev++)
+	{
+		QvGpuInfo	info;
+
+		if (qv_gpu_device_info(engine_gpu, dev, &info, &err) == QV_OK)
+			ereport(LOG, (errmsg("quiver engine: GPU %d: %s, %zu MB, compute %d.%d, bus %s",
+								 dev, info.name, info.total_mem >> 20, info.cc_major,
+								 info.cc_minor, info.pci_bus_id)));
+		else
+			ereport(LOG, (errmsg("quiver engine: GPU %d: %s", dev, err.msg)));
+	}
 }

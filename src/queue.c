@@ -64,6 +64,17 @@ wait_a_little(void)
 	CHECK_FOR_INTERRUPTS();
 }
 
+/* Error unless name fits a slot. */
+void
+queue_check_name(const char *name)
+{
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("quiver object name \"%s\" is too long", name),
+				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
+}
+
 /* Take this backend's slot (waiting for an abandoned request to drain) and
  * prepare it for a request of the given kind on the named object. */
 QuiverSlot *
@@ -72,11 +83,7 @@ queue_begin(RequestKind kind, const char *name)
 	QuiverSlot *slot;
 
 	quiver_check_ready();
-	if (strlen(name) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("quiver object name \"%s\" is too long", name),
-				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
+	queue_check_name(name);
 	if (MyProc == NULL || MyProc->pgprocno >= quiver_shared->n_slots)
 		elog(ERROR, "quiver: no request slot for this process");
 	slot = &quiver_shared->slots[MyProc->pgprocno];
@@ -195,14 +202,16 @@ queue_raise(QuiverSlot *slot)
 
 /* ---- engine side ---- */
 
-/* Claim a PENDING slot for work; false if it is not pending. */
+/* Claim a PENDING slot for work if its request is (or is not, when
+ * predict is false) a prediction; false if it is not pending or of the other
+ * kind.  The kind is read under the lock that published it. */
 bool
-queue_take(QuiverSlot *slot)
+queue_take(QuiverSlot *slot, bool predict)
 {
 	bool		taken = false;
 
 	SpinLockAcquire(&slot->mutex);
-	if (slot->state == SLOT_PENDING)
+	if (slot->state == SLOT_PENDING && (slot->kind == REQ_PREDICT) == predict)
 	{
 		slot->state = SLOT_RUNNING;
 		taken = true;

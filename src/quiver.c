@@ -158,14 +158,15 @@ _PG_init(void)
 void
 quiver_check_ready(void)
 {
-	Oid			served;
+	static Oid	served = InvalidOid;
 
 	if (quiver_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("quiver is not loaded"),
 				 errhint("Add quiver to shared_preload_libraries and restart the server.")));
-	served = get_database_oid(quiver_database, true);
+	if (!OidIsValid(served))
+		served = get_database_oid(quiver_database, true);
 	if (served != MyDatabaseId)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -132,13 +132,14 @@ extern void quiver_check_ready(void);
 extern int	quiver_sqlstate(QvErrCode code);
 
 /* queue.c: backend side */
+extern void queue_check_name(const char *name);
 extern QuiverSlot *queue_begin(RequestKind kind, const char *name);
 extern void queue_submit_and_wait(QuiverSlot *slot);
 extern void queue_finish(QuiverSlot *slot);
 extern void queue_raise(QuiverSlot *slot);
 
 /* queue.c: engine side */
-extern bool queue_take(QuiverSlot *slot);
+extern bool queue_take(QuiverSlot *slot, bool predict);
 extern void queue_complete(QuiverSlot *slot);
 extern bool queue_abandoned(QuiverSlot *slot);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);

@@ -215,27 +215,30 @@ serve_predicts(void)
 	{
 		QuiverSlot *slot = &quiver_shared->slots[i];
 
-		if (slot->kind == REQ_PREDICT && queue_take(slot))
+		if (queue_take(slot, true))
 			taken[n_taken++] = slot;
 	}
 	for (int i = 0; i < n_taken; i++)
 	{
 		ResModel   *rm;
 		int64		seeds = 0;
+		char		model[NAMEDATALEN];
 
 		if (taken[i] == NULL)
 			continue;
-		rm = registry_model(taken[i]->name);
+		/* copied: a backend reuses its slot as soon as it is answered */
+		strlcpy(model, taken[i]->name, NAMEDATALEN);
+		rm = registry_model(model);
 		b->rm = rm;
 		b->n_slots = 0;
 		for (int j = i; j < n_taken; j++)
 		{
 			QuiverSlot *slot = taken[j];
 
-			if (slot == NULL || strcmp(slot->name, taken[i]->name) != 0)
+			if (slot == NULL || strcmp(slot->name, model) != 0)
 				continue;
 			taken[j] = NULL;
-			if (rm == NULL)
+			if (rm == NULL || registry_graph(rm->graph) == NULL)
 				predict_fail_unknown(slot);
 			else if (predict_slot_valid(slot, rm, registry_graph(rm->graph)))
 			{
@@ -267,7 +270,7 @@ serve_one_admin(void)
 	{
 		QuiverSlot *slot = &quiver_shared->slots[i];
 
-		if (slot->kind != REQ_PREDICT && queue_take(slot))
+		if (queue_take(slot, false))
 		{
 			engine_serve_admin(slot);
 			return true;

@@ -1,11 +1,13 @@
 /*
  * forward.c — batch inference of GraphSAGE and GCN on the CPU.
  *
- * The seeds are sampled for L = n_layers hops; the features of the outermost
- * node set nodes[L] are gathered, and layer i = 0..L-1 turns rows of
- * nodes[L-i] into rows of nodes[L-1-i] through block L-1-i.  Because
- * nodes[h+1] starts with nodes[h], a target's own row is the row of the
- * same index in the layer's input, which the root/self terms use directly.
+ * The seeds are sampled for L = n_layers hops, and layer i = 0..L-1 turns
+ * rows of nodes[L-i] into rows of nodes[L-1-i] through block L-1-i.  The
+ * first layer reads the features of nodes[L] in place, through the node
+ * list, instead of gathering them (nodes[L] is by far the largest set);
+ * only GraphSAGE's root term gathers the rows of its targets into a matrix.
+ * Because nodes[h+1] starts with nodes[h], a target's own row is the row of
+ * the same index in the layer's input.
  * Aggregation (mean for GraphSAGE, normalised sum for GCN; see
  * docs/sampling.md) runs in parallel over targets with double accumulators;
  * the dense parts are OpenBLAS sgemm calls.
@@ -27,6 +29,7 @@ typedef struct AggJob
 	const QvBlock *blk;
 	const int32_t *src_nodes;	/* nodes[h+1]: graph index of each input row */
 	const float *h;				/* input rows, width dim */
+	const int32_t *h_rows;		/* if set, input row u is h_rows[u] of h */
 	int32_t		dim;
 	float	   *agg;			/* blk->n_dst rows, width dim */
 	double	   *scratch;		/* one accumulator of width dim per worker */
@@ -51,6 +54,13 @@ gather_rows(void *arg, int64_t begin, int64_t end, int worker)
 			   job->g->feat + (size_t) job->nodes[i] * job->g->dim, row_bytes);
 }
 
+/* Input row u of an aggregation. */
+static inline const float *
+input_row(const AggJob *job, int32_t u)
+{
+	return job->h + (size_t) (job->h_rows ? job->h_rows[u] : u) * job->dim;
+}
+
 /* GraphSAGE: agg[t] = mean of the sampled neighbours' rows (0 if none). */
 static void
 aggregate_mean(const AggJob *job, int32_t t, double *acc)
@@ -63,7 +73,7 @@ aggregate_mean(const AggJob *job, int32_t t, double *acc)
 	memset(acc, 0, (size_t) dim * sizeof(double));
 	for (int64_t j = begin; j < end; j++)
 	{
-		const float *hu = job->h + (size_t) job->blk->nbr[j] * dim;
+		const float *hu = input_row(job, job->blk->nbr[j]);
 
 		for (int32_t c = 0; c < dim; c++)
 			acc[c] += hu[c];
@@ -85,7 +95,7 @@ aggregate_gcn(const AggJob *job, int32_t t, double *acc)
 	int32_t		dim = job->dim;
 	const int32_t *deg = job->g->deg_noloop;
 	double		dh_t = (double) deg[job->src_nodes[t]] + 1.0;
-	const float *ht = job->h + (size_t) t * dim;
+	const float *ht = input_row(job, t);
 	float	   *out = job->agg + (size_t) t * dim;
 	int64_t		n_taken = 0;
 	double		scale = 0.0;
@@ -94,11 +104,12 @@ aggregate_gcn(const AggJob *job, int32_t t, double *acc)
 	for (int64_t j = begin; j < end; j++)
 	{
 		int32_t		u = job->blk->nbr[j];
-		const float *hu = job->h + (size_t) u * dim;
+		const float *hu;
 		double		w;
 
 		if (u == t)				/* self loop: replaced by the added one */
 			continue;
+		hu = input_row(job, u);
 		w = 1.0 / sqrt((double) deg[job->src_nodes[u]] + 1.0);
 		for (int32_t c = 0; c < dim; c++)
 			acc[c] += w * hu[c];
@@ -176,8 +187,10 @@ buffer_sizes(const QvModel *m, const QvGraph *g, const QvSample *s,
 {
 	int			L = m->n_layers;
 
-	if (__builtin_mul_overflow((size_t) s->n_nodes[L], (size_t) g->dim, act_elems))
-		return qv_error(err, QV_ELIMIT, "activations of %d nodes overflow", (int) s->n_nodes[L]);
+	*act_elems = 0;
+	if (m->arch == QV_ARCH_GRAPHSAGE &&		/* first layer's gathered roots */
+		__builtin_mul_overflow((size_t) s->n_nodes[L - 1], (size_t) g->dim, act_elems))
+		return qv_error(err, QV_ELIMIT, "activations of %d nodes overflow", (int) s->n_nodes[L - 1]);
 	*agg_elems = 0;
 	*max_in = g->dim;
 	for (int i = 0; i < L; i++)
@@ -221,22 +234,30 @@ bias_relu(float *x, int32_t rows, const QvLayer *l, int relu)
 	}
 }
 
-/* Layer i: rows of nodes[h+1] in `in` -> rows of nodes[h] in `out`. */
+/*
+ * Layer i: rows of nodes[h+1] -> rows of nodes[h] in `out`.  The input is
+ * `in` (row u at h_rows[u] when h_rows is set); `self` holds the targets'
+ * own rows as a matrix (GraphSAGE's root term).
+ */
 static void
 apply_layer(const QvModel *m, const QvGraph *g, const QvSample *s, int i,
-			const float *in, float *agg, float *out, double *scratch, QvPool *pool)
+			const float *in, const int32_t *h_rows, const float *self,
+			float *agg, float *out, double *scratch, QvPool *pool)
 {
 	const QvLayer *l = &m->layers[i];
 	int			h = m->n_layers - 1 - i;
 	int32_t		n_dst = s->n_nodes[h];
-	AggJob		job = {m->arch, g, &s->blocks[h], s->nodes[h + 1], in, l->in_dim, agg, scratch};
+	AggJob		job = {
+		.arch = m->arch, .g = g, .blk = &s->blocks[h], .src_nodes = s->nodes[h + 1],
+		.h = in, .h_rows = h_rows, .dim = l->in_dim, .agg = agg, .scratch = scratch
+	};
 
 	qv_pool_run(pool, n_dst, 64, aggregate_rows, &job);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_dst, l->out_dim, l->in_dim,
 				1.0f, agg, l->in_dim, l->weight_l, l->in_dim, 0.0f, out, l->out_dim);
-	if (m->arch == QV_ARCH_GRAPHSAGE)	/* root term: targets are the first rows */
+	if (m->arch == QV_ARCH_GRAPHSAGE)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_dst, l->out_dim, l->in_dim,
-					1.0f, in, l->in_dim, l->weight_r, l->in_dim, 1.0f, out, l->out_dim);
+					1.0f, self, l->in_dim, l->weight_r, l->in_dim, 1.0f, out, l->out_dim);
 	bias_relu(out, n_dst, l, i < m->n_layers - 1);
 }
 
@@ -246,15 +267,22 @@ run_layers(const QvModel *m, const QvGraph *g, const QvSample *s, float *cur,
 		   float *next, float *agg, double *scratch, QvPool *pool,
 		   float *out)
 {
-	GatherJob	gather = {g, s->nodes[m->n_layers], cur};
+	int			L = m->n_layers;
 	int32_t		out_dim = m->out_dim;
 
-	qv_pool_run(pool, s->n_nodes[m->n_layers], 256, gather_rows, &gather);
-	for (int i = 0; i < m->n_layers; i++)
+	/* first layer: features in place; GraphSAGE gathers its targets' rows */
+	if (m->arch == QV_ARCH_GRAPHSAGE)
+	{
+		GatherJob	gather = {g, s->nodes[L - 1], next};
+
+		qv_pool_run(pool, s->n_nodes[L - 1], 256, gather_rows, &gather);
+	}
+	apply_layer(m, g, s, 0, g->feat, s->nodes[L], next, agg, cur, scratch, pool);
+	for (int i = 1; i < L; i++)
 	{
 		float	   *tmp;
 
-		apply_layer(m, g, s, i, cur, agg, next, scratch, pool);
+		apply_layer(m, g, s, i, cur, NULL, cur, agg, next, scratch, pool);
 		tmp = cur;
 		cur = next;
 		next = tmp;
