@@ -19,9 +19,12 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "graph.h"
 #include "quiver.h"
 
 #define FETCH_ROWS 10000
@@ -102,6 +105,24 @@ read_id(HeapTuple tup, TupleDesc desc, int col, int64 row, const char *what, con
 	return datum_to_id(d, SPI_gettypeid(desc, col));
 }
 
+#define PROGRESS_EVERY_MS 5000
+
+/* NOTICE how far a long read has come, every few seconds. */
+static void
+report_progress(TimestampTz *last, const char *what, int64 rows)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (*last == 0)
+		*last = now;
+	else if (TimestampDifferenceExceeds(*last, now, PROGRESS_EVERY_MS))
+	{
+		ereport(NOTICE, (errmsg("quiver: read " INT64_FORMAT " %s rows so far", rows, what)));
+		*last = now;
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
 static Portal
 open_cursor(const char *sql, const char *what)
 {
@@ -126,6 +147,7 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 	Portal		portal = open_cursor(sql, "edges");
 	GrowBuf		src = {cxt}, dst = {cxt};
 	int64		row = 0;
+	TimestampTz last = 0;
 
 	for (;;)
 	{
@@ -147,6 +169,7 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 			grow_append(&dst, &d, sizeof(d));
 		}
 		SPI_freetuptable(SPI_tuptable);
+		report_progress(&last, "edge", row);
 	}
 	SPI_cursor_close(portal);
 	rows->n_edges = row;
@@ -218,6 +241,7 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 	Portal		portal = open_cursor(sql, "features");
 	GrowBuf		ids = {cxt}, feat = {cxt};
 	int64		row = 0;
+	TimestampTz last = 0;
 
 	rows->dim = 0;
 	for (;;)
@@ -247,6 +271,7 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 			grow_append(&ids, &id, sizeof(id));
 		}
 		SPI_freetuptable(SPI_tuptable);
+		report_progress(&last, "feature", row);
 	}
 	SPI_cursor_close(portal);
 	rows->n_nodes = row;
@@ -273,6 +298,15 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 				 errdetail("Query: %s", features_sql)));
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
+}
+
+/* Upper bound of the resident bytes of a graph built from rows. */
+Size
+graph_rows_bytes(const GraphRows *rows)
+{
+	return qv_graph_estimate_bytes(rows->n_nodes,
+								   rows->undirected ? 2 * rows->n_edges : rows->n_edges,
+								   rows->dim);
 }
 
 /* Schema holding the extension's tables, or NULL if it is not installed. */

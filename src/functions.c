@@ -162,12 +162,16 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 	bool		nulls[4] = {false, false, false, false};
 	Oid			t[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
 	Datum		v[4];
+	QvError		err = {0};
 
 	quiver_check_ready();
 	queue_check_name(name);
 	INSTR_TIME_SET_CURRENT(start);
 	catalog_read_graph_rows(edges, features, &rows);
 	rows.undirected = undirected;
+	if (!registry_check_memory(name, graph_rows_bytes(&rows), &err))
+		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg),
+						errhint("Raise quiver.memory_limit, or drop graphs you do not need.")));
 	seg = transfer_graph_rows(&rows, &handle);
 	pfree(rows.ids);
 	pfree(rows.feat);

@@ -37,6 +37,8 @@ load_graph_rows(const char *name, const GraphRows *rows, QvError *err)
 	in.src = rows->src;
 	in.dst = rows->dst;
 	in.undirected = rows->undirected;
+	if (!registry_check_memory(name, graph_rows_bytes(rows), err))
+		return false;
 	if (qv_graph_build(&in, &g, err) != QV_OK)
 		return false;
 	if (!registry_install_graph(name, g, err))

@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "access/twophase.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
@@ -27,6 +29,7 @@ int			quiver_max_batch = 4096;
 int			quiver_batch_wait_us = 0;
 int			quiver_engine_start_timeout = 10000;
 int			quiver_debug_engine_delay_ms = 0;
+int			quiver_memory_limit_mb = 0;
 
 QuiverShared *quiver_shared = NULL;
 
@@ -121,6 +124,11 @@ quiver_define_gucs(void)
 							"Testing only: the engine sleeps this long before each predict batch.",
 							NULL, &quiver_debug_engine_delay_ms, 0, 0, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.memory_limit",
+							"Most memory the engine's resident graphs and models may hold.",
+							"0 means half of the machine's physical memory.",
+							&quiver_memory_limit_mb, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("quiver");
 }
 
@@ -174,6 +182,20 @@ quiver_check_ready(void)
 						quiver_database, get_database_name(MyDatabaseId)),
 				 errhint("Connect to \"%s\", or set quiver.database and restart.",
 						 quiver_database)));
+}
+
+/* The memory limit in bytes (quiver.memory_limit, or half of RAM). */
+Size
+quiver_memory_limit_bytes(void)
+{
+	long		pages = sysconf(_SC_PHYS_PAGES);
+	long		page_size = sysconf(_SC_PAGESIZE);
+
+	if (quiver_memory_limit_mb > 0)
+		return (Size) quiver_memory_limit_mb * 1024 * 1024;
+	if (pages <= 0 || page_size <= 0)
+		return SIZE_MAX;
+	return (Size) pages * (Size) page_size / 2;
 }
 
 /* Map an engine-core error class to a SQLSTATE. */

@@ -35,6 +35,7 @@ extern int	quiver_max_batch;
 extern int	quiver_batch_wait_us;
 extern int	quiver_engine_start_timeout;
 extern int	quiver_debug_engine_delay_ms;
+extern int	quiver_memory_limit_mb;
 
 typedef enum SlotState
 {
@@ -130,6 +131,7 @@ extern QuiverShared *quiver_shared;
 /* quiver.c */
 extern void quiver_check_ready(void);
 extern int	quiver_sqlstate(QvErrCode code);
+extern Size quiver_memory_limit_bytes(void);
 
 /* queue.c: backend side */
 extern void queue_check_name(const char *name);
@@ -160,6 +162,7 @@ typedef struct GraphRows
 } GraphRows;
 extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows);
 extern char *catalog_extension_schema(void);
+extern Size graph_rows_bytes(const GraphRows *rows);
 
 /* worker.c */
 extern PGDLLEXPORT void quiver_engine_main(Datum arg);

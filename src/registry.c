@@ -309,3 +309,29 @@ registry_published_out_dim(const char *model)
 	LWLockRelease(quiver_shared->lock);
 	return out;
 }
+
+/* Refuse (false, with err) a graph needing `need` bytes if it would take the
+ * resident total past quiver.memory_limit; a graph it replaces is not counted. */
+bool
+registry_check_memory(const char *graph, Size need, QvError *err)
+{
+	Size		used = 0;
+	Size		limit = quiver_memory_limit_bytes();
+
+	LWLockAcquire(quiver_shared->lock, LW_SHARED);
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	{
+		QuiverDirEntry *e = &quiver_shared->dir[i];
+
+		if (e->used && strcmp(e->state, "ready") == 0 &&
+			!(e->kind == 'g' && strcmp(e->name, graph) == 0))
+			used += e->bytes;
+	}
+	LWLockRelease(quiver_shared->lock);
+	if (used + need <= limit)
+		return true;
+	qv_error(err, QV_ELIMIT,
+			 "graph \"%s\" needs %zu MB resident, but quiver.memory_limit is %zu MB and %zu MB are in use",
+			 graph, (need + (1 << 20) - 1) >> 20, limit >> 20, (used + (1 << 20) - 1) >> 20);
+	return false;
+}

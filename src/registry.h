@@ -36,5 +36,6 @@ extern void registry_count_batch(const char *model, int n_requests, int64 n_seed
 extern const char *registry_failure(char kind, const char *name, char *buf, size_t len);
 extern double registry_latency_quantile(const QuiverDirEntry *e, double q);
 extern int	registry_published_out_dim(const char *model);
+extern bool registry_check_memory(const char *graph, Size need, QvError *err);
 
 #endif

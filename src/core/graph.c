@@ -375,18 +375,25 @@ fail:
 size_t
 qv_graph_bytes(const QvGraph *g)
 {
-	size_t		n;
-
 	if (g == NULL)
 		return 0;
-	n = (size_t) g->n_nodes;
+	return qv_graph_estimate_bytes(g->n_nodes, g->n_edges, g->dim);
+}
+
+/* Bytes a graph of this size holds: the same sum as qv_graph_bytes, usable
+ * before building (pass 2 x edges for an undirected graph as an upper bound). */
+size_t
+qv_graph_estimate_bytes(int64_t n_nodes, int64_t n_edges, int32_t dim)
+{
+	size_t		n = (size_t) n_nodes;
+
 	return sizeof(QvGraph)
 		+ (n + 1) * sizeof(int64_t)		/* rowptr */
-		+ (size_t) g->n_edges * sizeof(int32_t)	/* col */
+		+ (size_t) n_edges * sizeof(int32_t)	/* col */
 		+ n * sizeof(int32_t)		/* deg_noloop */
 		+ n * sizeof(int64_t)		/* ids */
-		+ n * (size_t) g->dim * sizeof(float)	/* feat */
-		+ (size_t) (g->idmap.mask + 1) * (sizeof(int64_t) + sizeof(int32_t));
+		+ n * (size_t) dim * sizeof(float)	/* feat */
+		+ (size_t) idmap_capacity(n_nodes) * (sizeof(int64_t) + sizeof(int32_t));
 }
 
 void

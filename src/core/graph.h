@@ -63,6 +63,9 @@ int32_t		qv_graph_find(const QvGraph *g, int64_t id);
 /* Bytes held by the graph (CSR, degrees, id map, features). */
 size_t		qv_graph_bytes(const QvGraph *g);
 
+/* The same for a graph not built yet (undirected: pass 2 x edges). */
+size_t		qv_graph_estimate_bytes(int64_t n_nodes, int64_t n_edges, int32_t dim);
+
 void		qv_graph_free(QvGraph *g);
 
 #endif
