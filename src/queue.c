@@ -210,6 +210,9 @@ queue_take(QuiverSlot *slot, bool predict)
 {
 	bool		taken = false;
 
+	/* unlocked peek: most slots are idle, and a stale read only delays */
+	if (((volatile QuiverSlot *) slot)->state != SLOT_PENDING)
+		return false;
 	SpinLockAcquire(&slot->mutex);
 	if (slot->state == SLOT_PENDING && (slot->kind == REQ_PREDICT) == predict)
 	{
