@@ -22,9 +22,13 @@ END $$;
 SELECT count(*) AS engines FROM pg_stat_activity
 	WHERE backend_type = 'quiver engine' AND datname = current_database();
 
--- GUCs and their defaults (engine_start_timeout is set above).
+-- The GUCs of DESIGN 1.1 and their defaults (engine_start_timeout is set
+-- above, engine_threads and database in test/quiver_test.conf).
 SELECT name, setting, unit, context FROM pg_settings
-	WHERE name LIKE 'quiver.%' ORDER BY name;
+	WHERE name IN ('quiver.batch_wait_us', 'quiver.database', 'quiver.debug_engine_delay_ms',
+				   'quiver.default_model', 'quiver.engine_start_timeout',
+				   'quiver.engine_threads', 'quiver.max_batch')
+	ORDER BY name;
 
 --
 -- Safetensors written in SQL, so that every weight below is visible here.

@@ -208,3 +208,33 @@ SELECT gnn_predict('gcn2', -8);
 SELECT gnn_predict('gcn2', -7);
 ROLLBACK;
 SELECT :'SQLSTATE' AS sqlstate, serving();
+
+--
+-- names and rights
+--
+SELECT gnn_create_graph(repeat('x', 64), 'SELECT src, dst FROM tiny_edge', 'SELECT id, feat FROM tiny_node');
+SELECT :'SQLSTATE' AS sqlstate, serving();
+CREATE ROLE regress_quiver_user;
+GRANT SELECT ON tiny_edge TO regress_quiver_user;
+SET ROLE regress_quiver_user;
+-- predictions need no rights on the catalog
+SELECT gnn_predict('sage2', 9);
+-- creating needs rights on the catalog tables (revoked from PUBLIC)
+SELECT gnn_create_graph('mine', 'SELECT src, dst FROM tiny_edge WHERE src = 5 AND dst = 9',
+						'VALUES (5::bigint, ''{1,2}''::real[]), (9, ''{3,4}'')');
+SELECT :'SQLSTATE' AS sqlstate, serving();
+SELECT count(*) FROM gnn_resident() WHERE name = 'mine';
+SELECT gnn_drop_model('sage2');
+SELECT :'SQLSTATE' AS sqlstate, serving();
+RESET ROLE;
+GRANT SELECT, INSERT, UPDATE, DELETE ON quiver_graph, quiver_model TO regress_quiver_user;
+SET ROLE regress_quiver_user;
+-- the queries run with the caller's rights: no SELECT on tiny_node
+SELECT gnn_create_graph('mine', 'SELECT src, dst FROM tiny_edge', 'SELECT id, feat FROM tiny_node');
+SELECT :'SQLSTATE' AS sqlstate, serving();
+SELECT nodes, edges FROM gnn_create_graph('mine', 'SELECT src, dst FROM tiny_edge WHERE src = 5 AND dst = 9',
+										  'VALUES (5::bigint, ''{1,2}''::real[]), (9, ''{3,4}'')');
+SELECT gnn_drop_graph('mine');
+RESET ROLE;
+REVOKE ALL ON quiver_graph, quiver_model, tiny_edge FROM regress_quiver_user;
+DROP ROLE regress_quiver_user;

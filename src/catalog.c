@@ -293,7 +293,7 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 	read_edges(edges_sql, rows, caller);
 	if (rows->n_nodes == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("features query returned no rows"),
 				 errdetail("Query: %s", features_sql)));
 	SPI_finish();

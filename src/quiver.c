@@ -91,22 +91,28 @@ quiver_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* GUCs fixed at server start: definable only while preloading. */
 static void
-quiver_define_gucs(void)
+quiver_define_postmaster_gucs(void)
 {
 	DefineCustomStringVariable("quiver.database",
 							   "Database whose quiver catalog the engine serves.",
 							   "Graphs and models live in the extension's tables of this database; calls from other databases are refused.",
 							   &quiver_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("quiver.default_model",
-							   "Model used by gnn_predict(node_id).",
-							   NULL, &quiver_default_model, "",
-							   PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("quiver.engine_threads",
 							"CPU threads of the engine (0 = one per core).",
 							NULL, &quiver_engine_threads, 0, 0, 1024,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+static void
+quiver_define_gucs(void)
+{
+	DefineCustomStringVariable("quiver.default_model",
+							   "Model used by gnn_predict(node_id).",
+							   NULL, &quiver_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("quiver.max_batch",
 							"Most seeds the engine merges into one batch.",
 							NULL, &quiver_max_batch, 4096, 1, 1 << 20,
@@ -151,6 +157,8 @@ quiver_register_engine(void)
 void
 _PG_init(void)
 {
+	if (process_shared_preload_libraries_in_progress)
+		quiver_define_postmaster_gucs();
 	quiver_define_gucs();
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -172,16 +172,19 @@ def forward(arch, x, src, dst, weights):
 
 # ---------------------------------------------------------------- graph maker
 
-def make_graph(rng, n, m, isolated, undirected_hint=False):
+def make_graph(rng, n, m, isolated, id_range=1 << 40):
     """A graph with sparse (partly negative) ids, a hub, duplicate edges,
     self loops (some doubled) and isolated nodes.
 
     Returns ids (row order of the feature file), src and dst as dense indices
     into ids, and a dict of notable dense indices."""
-    # Unique sparse ids, about half negative, in random row order.
+    # Unique sparse ids in [-id_range, id_range), about half negative, in
+    # random row order.
+    if 2 * id_range < 2 * n:
+        raise SystemExit("id range %d is too small for %d nodes" % (id_range, n))
     ids = set()
     while len(ids) < n:
-        ids.update(int(v) for v in rng.integers(-(1 << 40), 1 << 40, n - len(ids)))
+        ids.update(int(v) for v in rng.integers(-id_range, id_range, n - len(ids)))
     ids = np.array(sorted(ids), dtype=np.int64)
     rng.shuffle(ids)
 
@@ -315,7 +318,7 @@ def index_of(ids):
 
 def cmd_gen(a):
     rng = np.random.default_rng(a.seed)
-    ids, src, dst, notable = make_graph(rng, a.nodes, a.edges, a.isolated)
+    ids, src, dst, notable = make_graph(rng, a.nodes, a.edges, a.isolated, a.id_range)
     x = rng.uniform(-1.0, 1.0, (a.nodes, a.dim)).astype(np.float32)
     os.makedirs(a.out, exist_ok=True)
     write_features(os.path.join(a.out, "features.csv"), ids, x)
@@ -412,7 +415,8 @@ def cmd_compare(a):
         return 1
     R = np.array([ref[k] for k in keys], dtype=np.float64)
     G = np.array([got[k] for k in keys], dtype=np.float64)
-    scale = float(np.abs(R).max()) if R.size else 0.0
+    # the scale of the whole reference, also when only some ids are compared
+    scale = max((max(abs(v) for v in row) for row in ref.values() if row), default=0.0)
     floor = max(a.floor * scale, 1e-30)
     err = relative_errors(G, R, floor)
     if not np.all(np.isfinite(G)):
@@ -602,6 +606,8 @@ def main():
     g.add_argument("--nodes", type=int, default=500)
     g.add_argument("--edges", type=int, default=2500, help="random edges before hub, duplicates, loops")
     g.add_argument("--isolated", type=int, default=8)
+    g.add_argument("--id-range", type=int, default=1 << 40,
+                   help="ids are drawn from [-id_range, id_range)")
     g.add_argument("--dim", type=int, default=16)
     g.add_argument("--hidden", type=int, default=32)
     g.add_argument("--classes", type=int, default=7)

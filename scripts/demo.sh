@@ -1,0 +1,181 @@
+#!/bin/bash
+#
+# scripts/demo.sh — quiver end to end, on Debian 12, as root:
+#
+#   sudo bash scripts/demo.sh
+#
+# Installs what is missing, builds and installs quiver, starts a throw-away
+# PostgreSQL 15 cluster (user postgres, a temporary directory, a free port)
+# with quiver preloaded, generates a power-law graph in SQL (100,000 nodes,
+# 64 random features each), writes random GraphSAGE weights with python3 as a
+# safetensors file, creates the graph and the model (fanout [10, 5]), asks
+# for predictions (single calls, a batch over a table) and prints them with
+# timings: load time, single-call latency (median, p99), batch throughput.
+# The cluster is stopped and removed at the end.
+#
+# Environment: NODES (100000), AVG_DEGREE (10), DIM (64), HIDDEN (128),
+# CLASSES (16), USE_CUDA (auto), KEEP=1 keeps the cluster's directory.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODES=${NODES:-100000}
+AVG_DEGREE=${AVG_DEGREE:-10}
+DIM=${DIM:-64}
+HIDDEN=${HIDDEN:-128}
+CLASSES=${CLASSES:-16}
+FANOUT='[10, 5]'
+PACKAGES=(build-essential pkg-config python3 python3-numpy postgresql-15
+	postgresql-client-15 postgresql-server-dev-15 libopenblas-dev libhwloc-dev
+	libjansson-dev)
+PGBIN=/usr/lib/postgresql/15/bin
+PYTHON=/usr/bin/python3		# Debian's, with python3-numpy
+
+say() { printf '\n=== %s\n' "$*"; }
+die() { printf 'demo.sh: %s\n' "$*" >&2; exit 2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo bash scripts/demo.sh): it installs packages and PostgreSQL files"
+
+# ---- packages, build, install -----------------------------------------------
+say "packages"
+missing=""
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "installing:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing </dev/null
+else
+	echo "all present"
+fi
+
+say "build and install"
+make -C "$ROOT" -j"$(nproc)" PG_CONFIG=$PGBIN/pg_config ${USE_CUDA:+USE_CUDA=$USE_CUDA} >/dev/null
+make -C "$ROOT" install PG_CONFIG=$PGBIN/pg_config ${USE_CUDA:+USE_CUDA=$USE_CUDA} >/dev/null
+echo "quiver installed into $($PGBIN/pg_config --pkglibdir)"
+
+# ---- a throw-away cluster ---------------------------------------------------
+WORK=$(mktemp -d /tmp/quiver-demo.XXXXXX)
+chmod 755 "$WORK"
+chown postgres: "$WORK"
+PORT=$($PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+as_pg() { runuser -u postgres -- "$@"; }
+psql_demo() { as_pg $PGBIN/psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -d postgres "$@"; }
+
+cleanup() {
+	if [ -f "$WORK/data/postmaster.pid" ]; then
+		as_pg $PGBIN/pg_ctl -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
+		echo "cluster stopped"
+	fi
+	if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+say "cluster in $WORK, port $PORT"
+as_pg $PGBIN/initdb -D "$WORK/data" -A trust -E UTF8 --no-locale >/dev/null
+cat >>"$WORK/data/postgresql.conf" <<EOF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+shared_preload_libraries = 'quiver'
+quiver.database = 'postgres'
+quiver.engine_threads = 0
+max_parallel_workers_per_gather = 0
+EOF
+as_pg $PGBIN/pg_ctl -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
+psql_demo -c 'CREATE EXTENSION quiver'
+psql_demo -At -c "SELECT 'engine: pid ' || pid FROM pg_stat_activity WHERE backend_type = 'quiver engine'"
+
+# ---- the graph, in SQL ------------------------------------------------------
+# Chung-Lu style: both ends of an edge are drawn with P(node i) ~ i^(-1/2),
+# i = floor(N * u^2); node 0 is the biggest hub.  Deterministic: setseed.
+say "generating $NODES nodes, $((NODES * AVG_DEGREE / 2)) edge rows (undirected), $DIM features"
+psql_demo <<EOF
+\timing on
+SELECT setseed(0.42);
+CREATE TABLE demo_node AS
+	SELECT i::bigint AS id,
+		   ARRAY(SELECT (2 * random() - 1)::real FROM generate_series(1, $DIM) WHERE i >= 0) AS feat
+	FROM generate_series(0, $NODES - 1) AS i;
+CREATE TABLE demo_edge AS
+	SELECT floor($NODES * random() ^ 2)::bigint AS src, floor($NODES * random() ^ 2)::bigint AS dst
+	FROM generate_series(1, $NODES * $AVG_DEGREE / 2);
+\timing off
+EOF
+
+say "random GraphSAGE weights ($DIM -> $HIDDEN -> $CLASSES), written by python3 as safetensors"
+$PYTHON "$ROOT/test/ref/quiver_ref.py" weights --arch graphsage --dims "$DIM,$HIDDEN,$CLASSES" \
+	--seed 1 --out "$WORK/sage.safetensors"
+chown postgres: "$WORK/sage.safetensors"
+ls -l "$WORK/sage.safetensors"
+
+# ---- create the graph and the model -----------------------------------------
+say "gnn_create_graph and gnn_create_model"
+t0=$(date +%s.%N)
+psql_demo -c "SELECT nodes, edges, feature_dim, round(load_ms) AS engine_load_ms
+	FROM gnn_create_graph('demo', 'SELECT src, dst FROM demo_edge', 'SELECT id, feat FROM demo_node',
+						  undirected => true)" | tee "$WORK/load.txt"
+t1=$(date +%s.%N)
+psql_demo -c "SELECT gnn_create_model('sage', 'demo', 'graphsage',
+	pg_read_binary_file('$WORK/sage.safetensors'), '{\"fanout\": $FANOUT}')" >/dev/null
+t2=$(date +%s.%N)
+LOAD_S=$($PYTHON -c "print(round($t1 - $t0, 3))")
+MODEL_S=$($PYTHON -c "print(round($t2 - $t1, 3))")
+psql_demo -c "SELECT name, state, nodes, edges, feature_dim, pg_size_pretty(bytes) AS resident FROM gnn_graphs"
+psql_demo -c "SELECT name, graph, arch, layers, out_dim, fanout, state FROM gnn_models"
+
+# ---- predictions ------------------------------------------------------------
+say "single predictions (logits; class = argmax)"
+psql_demo <<EOF
+SELECT id,
+	   (SELECT count(*) FROM demo_edge WHERE dst = id OR src = id) AS degree,
+	   (SELECT i - 1 FROM unnest(p) WITH ORDINALITY AS u(v, i) ORDER BY v DESC LIMIT 1) AS class,
+	   (SELECT array_agg(round(v::numeric, 3)) FROM unnest(p[1:4]) AS v) AS first_logits
+	FROM (SELECT id, gnn_predict('sage', id) AS p FROM demo_node WHERE id IN (0, 1, 10, $((NODES / 100)), $((NODES - 1)))) AS s
+	ORDER BY id;
+EOF
+
+say "a batch over a table: every 10th node, classes counted"
+psql_demo <<'EOF'
+\timing on
+SELECT class, count(*) AS nodes
+	FROM (SELECT (SELECT i - 1 FROM unnest(prediction) WITH ORDINALITY AS u(v, i) ORDER BY v DESC LIMIT 1) AS class
+		  FROM gnn_predict('sage', (SELECT array_agg(id) FROM demo_node WHERE id % 10 = 0))) AS b
+	GROUP BY class ORDER BY nodes DESC LIMIT 5;
+\timing off
+EOF
+
+# ---- timings ----------------------------------------------------------------
+pgb() { as_pg $PGBIN/pgbench -n -h "$WORK" -p "$PORT" "$@" postgres; }
+
+say "single-call latency: pgbench, 1 client, 2000 calls on random nodes"
+echo "\\set id random(0, $((NODES - 1)))
+SELECT gnn_predict('sage', :id);" >"$WORK/one.sql"
+echo "SELECT count(*) FROM gnn_predict('sage', (SELECT array_agg(floor(random() * $NODES)::bigint) FROM generate_series(1, 4096)));" >"$WORK/batch.sql"
+chown postgres: "$WORK"/*.sql
+(cd "$WORK" && pgb -c 1 -t 2000 -f one.sql -l --log-prefix="$WORK/lat" >/dev/null)
+read -r P50 P99 N <<<"$(cat "$WORK"/lat* | awk '{print $3}' | sort -n |
+	awk '{v[NR] = $1} END {print v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, NR}')"
+
+say "batch throughput: pgbench, 1 client, 20 batches of 4096 random nodes"
+BATCH_TPS=$(pgb -c 1 -t 20 -f "$WORK/batch.sql" | awk '/^tps = / {print $3}')
+
+say "single calls from 8 clients: pgbench -c 8 -j 2 for 10 s"
+CONC_TPS=$(pgb -c 8 -j 2 -T 10 -f "$WORK/one.sql" | awk '/^tps = / {print $3}')
+
+say "gnn_stats()"
+psql_demo -c "SELECT model, requests, batches, seeds, cpu_batches, gpu_batches,
+	round(p50_ms::numeric, 3) AS p50_ms, round(p99_ms::numeric, 3) AS p99_ms FROM gnn_stats()"
+
+say "results"
+read -r G_NODES G_EDGES G_DIM G_MS <<<"$(sed -n 3p "$WORK/load.txt" | tr -d '|' )"
+printf 'graph            %s nodes, %s edges (undirected), %s features\n' "$G_NODES" "$G_EDGES" "$G_DIM"
+printf 'load             %s ms in the engine; %.2f s for the SQL call (reading the tables included)\n' "$G_MS" "$LOAD_S"
+printf 'model            GraphSAGE %s -> %s -> %s, fanout %s, created in %s s\n' "$DIM" "$HIDDEN" "$CLASSES" "$FANOUT" "$MODEL_S"
+printf 'single call      median %.3f ms, p99 %.3f ms (%s calls, SQL round trip, 1 client)\n' "$P50" "$P99" "$N"
+printf 'batch of 4096    %.0f seeds/s (%.1f batches/s, 1 client)\n' "$($PYTHON -c "print($BATCH_TPS * 4096)")" "$BATCH_TPS"
+printf '8 clients        %.0f single calls/s\n' "$CONC_TPS"

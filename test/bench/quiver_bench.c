@@ -1,0 +1,690 @@
+/*
+ * quiver_bench.c — quiver-bench: latency and throughput of the engine core
+ * alone (no PostgreSQL).
+ *
+ * Builds a graph (the deterministic Chung-Lu graph of DESIGN section 5 at a
+ * chosen scale, or a dataset folder of .npy files), a GraphSAGE or GCN model
+ * with random weights, then times qv_infer on batches of uniform random
+ * seeds.  stdout gets JSON lines only: one of graph and memory statistics,
+ * then one per batch size; progress goes to stderr.  See docs/bench.md.
+ */
+#include <cblas.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chunglu.h"
+#include "forward.h"
+#include "graph.h"
+#include "graph_csr.h"
+#include "model.h"
+#include "pool.h"
+
+#define MAX_BATCHES 32
+#define MAX_BATCH 1000000
+#define DEFAULT_REPS 50
+#define DEFAULT_REPS_LARGE 20	/* batches of LARGE_BATCH seeds or more */
+#define LARGE_BATCH 4096
+
+typedef enum Device
+{
+	DEVICE_AUTO,
+	DEVICE_CPU,
+	DEVICE_GPU
+} Device;
+
+typedef struct Options
+{
+	QvChungLuParams gen;
+	bool		edges_given;
+	const char *dataset;
+	const char *save_dataset;
+	bool		save_only;
+	int			threads;
+	int32_t		batch[MAX_BATCHES];
+	int			n_batch;
+	int32_t		fanout[QV_MAX_LAYERS];
+	int			n_fanout;
+	QvArch		arch;
+	int32_t		hidden;
+	int32_t		classes;
+	Device		device;
+	int			reps;			/* 0: DEFAULT_REPS / DEFAULT_REPS_LARGE */
+	int			warmup;
+	double		max_seconds;	/* per batch size, after at least 5 reps */
+	int64_t		mmap_threshold; /* glibc M_MMAP_THRESHOLD, pinned */
+} Options;
+
+/* Timings of one batch size. */
+typedef struct BatchResult
+{
+	int			reps;
+	double		median_us;
+	double		p99_us;
+	double		mean_us;
+} BatchResult;
+
+static const char *const usage_text =
+"usage: quiver-bench [options]\n"
+"  graph (default: Chung-Lu at ogbn-products scale)\n"
+"    --nodes N          nodes of the Chung-Lu graph (2449029)\n"
+"    --edges P          undirected pairs, each stored both ways\n"
+"                       (default N * 61859140 / 2449029)\n"
+"    --alpha A          weight exponent (0.55)\n"
+"    --dim D            feature dimension (100)\n"
+"    --seed S           generator and benchmark seed (0)\n"
+"    --dataset DIR      read rowptr.npy, col.npy, feat.npy instead\n"
+"    --save-dataset DIR write the graph as such a folder\n"
+"    --save-only        stop after --save-dataset\n"
+"  model\n"
+"    --arch graphsage|gcn  (graphsage)\n"
+"    --hidden H         hidden width (256)\n"
+"    --classes C        outputs (47)\n"
+"    --fanout LIST      per hop from the seeds, -1 = all (15,10)\n"
+"  timing\n"
+"    --batch LIST       batch sizes (1,16,256,4096)\n"
+"    --threads T        worker threads (online CPUs)\n"
+"    --device cpu|gpu|auto  (auto = cpu until the GPU path exists)\n"
+"    --reps R           timed batches per size (50; 20 from 4096 seeds)\n"
+"    --warmup W         untimed batches per size (3)\n"
+"    --max-seconds S    stop timing a size after S s, 5 reps at least (60)\n"
+"    --mmap-threshold B glibc malloc's mmap threshold, pinned (33554432)\n";
+
+/* ---- small utilities ------------------------------------------------------ */
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+}
+
+static uint64_t
+splitmix64(uint64_t *x)
+{
+	uint64_t	z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* A "VmRSS:"-style line of /proc/self/status in bytes, or -1. */
+static long long
+proc_status_bytes(const char *key)
+{
+	FILE	   *f = fopen("/proc/self/status", "r");
+	char		line[256];
+	long long	kb = -1;
+	size_t		klen = strlen(key);
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
+		{
+			kb = strtoll(line + klen + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+/* Print s as a JSON string literal. */
+static void
+print_json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(out, "\\u%04x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('"', out);
+}
+
+/* An error line on stdout (the harness's output is JSON lines only). */
+static int
+fail(const char *what, const char *msg)
+{
+	printf("{\"error\":");
+	print_json_string(stdout, msg);
+	printf(",\"stage\":");
+	print_json_string(stdout, what);
+	printf("}\n");
+	fflush(stdout);
+	fprintf(stderr, "quiver-bench: %s: %s\n", what, msg);
+	return 1;
+}
+
+/* ---- options --------------------------------------------------------------- */
+
+static bool
+parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+	char	   *end;
+	long long	v;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	v = strtoll(s, &end, 10);
+	if (*end != '\0' || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Comma-separated integers in [lo, hi] (or -1 when allow_all). */
+static bool
+parse_list(const char *s, int32_t lo, int32_t hi, bool allow_all,
+		   int32_t *out, int max, int *n)
+{
+	char		buf[512];
+	char	   *save = NULL;
+
+	if (strlen(s) >= sizeof(buf))
+		return false;
+	strcpy(buf, s);
+	*n = 0;
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+	{
+		int64_t		v;
+
+		if (*n == max || !parse_int64(tok, allow_all ? -1 : lo, hi, &v) ||
+			(v < lo && v != -1))
+			return false;
+		out[(*n)++] = (int32_t) v;
+	}
+	return *n > 0;
+}
+
+static void
+set_defaults(Options *o)
+{
+	memset(o, 0, sizeof(*o));
+	qv_chunglu_defaults(&o->gen);
+	o->threads = (int) sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->threads < 1)
+		o->threads = 1;
+	o->batch[0] = 1;
+	o->batch[1] = 16;
+	o->batch[2] = 256;
+	o->batch[3] = 4096;
+	o->n_batch = 4;
+	o->fanout[0] = 15;
+	o->fanout[1] = 10;
+	o->n_fanout = 2;
+	o->arch = QV_ARCH_GRAPHSAGE;
+	o->hidden = 256;
+	o->classes = 47;
+	o->device = DEVICE_AUTO;
+	o->warmup = 3;
+	o->max_seconds = 60.0;
+	o->mmap_threshold = INT64_C(32) << 20;
+}
+
+enum
+{
+	OPT_NODES = 256, OPT_EDGES, OPT_ALPHA, OPT_DIM, OPT_SEED, OPT_DATASET,
+	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
+	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
+	OPT_MMAP_THRESHOLD, OPT_HELP
+};
+
+static const struct option long_options[] = {
+	{"nodes", required_argument, NULL, OPT_NODES},
+	{"edges", required_argument, NULL, OPT_EDGES},
+	{"alpha", required_argument, NULL, OPT_ALPHA},
+	{"dim", required_argument, NULL, OPT_DIM},
+	{"seed", required_argument, NULL, OPT_SEED},
+	{"dataset", required_argument, NULL, OPT_DATASET},
+	{"save-dataset", required_argument, NULL, OPT_SAVE},
+	{"save-only", no_argument, NULL, OPT_SAVE_ONLY},
+	{"arch", required_argument, NULL, OPT_ARCH},
+	{"hidden", required_argument, NULL, OPT_HIDDEN},
+	{"classes", required_argument, NULL, OPT_CLASSES},
+	{"fanout", required_argument, NULL, OPT_FANOUT},
+	{"batch", required_argument, NULL, OPT_BATCH},
+	{"threads", required_argument, NULL, OPT_THREADS},
+	{"device", required_argument, NULL, OPT_DEVICE},
+	{"reps", required_argument, NULL, OPT_REPS},
+	{"warmup", required_argument, NULL, OPT_WARMUP},
+	{"max-seconds", required_argument, NULL, OPT_MAX_SECONDS},
+	{"mmap-threshold", required_argument, NULL, OPT_MMAP_THRESHOLD},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0}
+};
+
+/* Apply one option; false when its value is bad. */
+static bool
+apply_option(Options *o, int opt, const char *arg)
+{
+	int64_t		v;
+	char	   *end;
+
+	switch (opt)
+	{
+		case OPT_NODES:
+			return parse_int64(arg, 1, QV_MAX_NODES, &o->gen.n_nodes);
+		case OPT_EDGES:
+			o->edges_given = true;
+			return parse_int64(arg, 0, INT64_C(1) << 40, &o->gen.n_pairs);
+		case OPT_ALPHA:
+			o->gen.alpha = strtod(arg, &end);
+			return *arg && *end == '\0' && o->gen.alpha >= 0.0 && o->gen.alpha <= 16.0;
+		case OPT_DIM:
+			if (!parse_int64(arg, 1, 1 << 20, &v))
+				return false;
+			o->gen.dim = (int32_t) v;
+			return true;
+		case OPT_SEED:
+			if (!parse_int64(arg, 0, INT64_MAX, &v))
+				return false;
+			o->gen.seed = (uint64_t) v;
+			return true;
+		case OPT_DATASET:
+			o->dataset = arg;
+			return true;
+		case OPT_SAVE:
+			o->save_dataset = arg;
+			return true;
+		case OPT_SAVE_ONLY:
+			o->save_only = true;
+			return true;
+		case OPT_ARCH:
+			return qv_arch_parse(arg, &o->arch, NULL) == QV_OK;
+		case OPT_HIDDEN:
+		case OPT_CLASSES:
+			if (!parse_int64(arg, 1, 1 << 16, &v))
+				return false;
+			*(opt == OPT_HIDDEN ? &o->hidden : &o->classes) = (int32_t) v;
+			return true;
+		case OPT_FANOUT:
+			return parse_list(arg, 1, 1 << 20, true, o->fanout, QV_MAX_LAYERS, &o->n_fanout);
+		case OPT_BATCH:
+			return parse_list(arg, 1, MAX_BATCH, false, o->batch, MAX_BATCHES, &o->n_batch);
+		case OPT_THREADS:
+			if (!parse_int64(arg, 1, 1024, &v))
+				return false;
+			o->threads = (int) v;
+			return true;
+		case OPT_DEVICE:
+			if (strcmp(arg, "cpu") == 0)
+				o->device = DEVICE_CPU;
+			else if (strcmp(arg, "gpu") == 0)
+				o->device = DEVICE_GPU;
+			else if (strcmp(arg, "auto") == 0)
+				o->device = DEVICE_AUTO;
+			else
+				return false;
+			return true;
+		case OPT_REPS:
+		case OPT_WARMUP:
+			if (!parse_int64(arg, opt == OPT_REPS ? 1 : 0, 1000000, &v))
+				return false;
+			*(opt == OPT_REPS ? &o->reps : &o->warmup) = (int) v;
+			return true;
+		case OPT_MAX_SECONDS:
+			o->max_seconds = strtod(arg, &end);
+			return *arg && *end == '\0' && o->max_seconds > 0.0;
+		case OPT_MMAP_THRESHOLD:
+			/* glibc accepts up to 32 MiB on 64-bit systems */
+			return parse_int64(arg, 0, INT64_C(32) << 20, &o->mmap_threshold);
+	}
+	return false;
+}
+
+/* Parse argv; returns 0 to go on, or the exit status. */
+static int
+parse_options(int argc, char **argv, Options *o)
+{
+	int			opt;
+
+	set_defaults(o);
+	while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1)
+	{
+		if (opt == OPT_HELP)
+		{
+			fputs(usage_text, stdout);
+			return -1;
+		}
+		if (opt == '?' || !apply_option(o, opt, optarg))
+		{
+			if (opt != '?')
+				fprintf(stderr, "quiver-bench: bad value \"%s\" for --%s\n",
+						optarg, long_options[opt - OPT_NODES].name);
+			fputs(usage_text, stderr);
+			return 2;
+		}
+	}
+	if (optind < argc)
+	{
+		fprintf(stderr, "quiver-bench: unexpected argument \"%s\"\n", argv[optind]);
+		return 2;
+	}
+	if (!o->edges_given)
+		o->gen.n_pairs = qv_chunglu_scaled_pairs(o->gen.n_nodes);
+	if (o->save_only && o->save_dataset == NULL)
+	{
+		fprintf(stderr, "quiver-bench: --save-only needs --save-dataset\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* ---- graph and model ------------------------------------------------------- */
+
+/* Read one byte of every page of buf[0..len) from user space. */
+static uint64_t
+touch_pages(const void *buf, size_t len)
+{
+	const volatile uint8_t *p = buf;
+	uint64_t	sum = 0;
+
+	for (size_t i = 0; i < len; i += 4096)
+		sum += p[i];
+	return sum;
+}
+
+/*
+ * Touch every page of a graph read from files.  read() fills the buffers
+ * from the kernel, and on some virtual machines (shadow page tables) the
+ * first user-space access to each page then still costs a fault: without
+ * this pass the first thousand batches on a loaded graph ran up to ten
+ * times slower than on the same graph generated in memory.
+ */
+static void
+touch_graph(const QvGraph *g)
+{
+	static volatile uint64_t sink;
+
+	sink += touch_pages(g->rowptr, (size_t) (g->n_nodes + 1) * sizeof(int64_t));
+	sink += touch_pages(g->col, (size_t) g->n_edges * sizeof(int32_t));
+	sink += touch_pages(g->feat, (size_t) g->n_nodes * (size_t) g->dim * sizeof(float));
+}
+
+/* Generate or load the graph; *seconds gets the time it took. */
+static int
+make_graph(const Options *o, QvPool *pool, QvGraph **g, double *seconds,
+		   QvError *err)
+{
+	double		t0 = now_s();
+	int			rc;
+
+	if (o->dataset)
+	{
+		fprintf(stderr, "quiver-bench: reading dataset %s\n", o->dataset);
+		rc = qv_graph_load_dir(o->dataset, g, err);
+		if (rc == QV_OK)
+			touch_graph(*g);
+	}
+	else
+	{
+		fprintf(stderr, "quiver-bench: generating Chung-Lu graph: %lld nodes, %lld pairs, "
+				"alpha %g, dim %d, seed %llu, %d threads\n",
+				(long long) o->gen.n_nodes, (long long) o->gen.n_pairs, o->gen.alpha,
+				(int) o->gen.dim, (unsigned long long) o->gen.seed, qv_pool_size(pool));
+		rc = qv_chunglu_generate(&o->gen, pool, g, err);
+	}
+	*seconds = now_s() - t0;
+	if (rc == QV_OK)
+		fprintf(stderr, "quiver-bench: graph ready in %.2f s\n", *seconds);
+	return rc;
+}
+
+/* n uniform values in [-bound, bound) (bound 0: zeros). */
+static float *
+random_params(size_t n, double bound, uint64_t *rng, QvError *err)
+{
+	float	   *x = qv_malloc(n * sizeof(float), err, "model parameters");
+
+	if (x != NULL)
+		for (size_t i = 0; i < n; i++)
+			x[i] = (float) (bound * (2.0 * (double) (splitmix64(rng) >> 11) * 0x1.0p-53 - 1.0));
+	return x;
+}
+
+/*
+ * A model with random weights as PyTorch initialises them: GraphSAGE's
+ * Linear layers U(-1/sqrt(in), 1/sqrt(in)) (lin_r without bias), GCN
+ * glorot weights and zero biases.
+ */
+static int
+make_model(const Options *o, int32_t in_dim, QvModel **out, QvError *err)
+{
+	QvModel    *m = qv_calloc(1, sizeof(QvModel), err, "model");
+	uint64_t	rng = o->gen.seed ^ UINT64_C(0x5eed0fa11);
+
+	*out = NULL;
+	if (m == NULL)
+		return QV_ENOMEM;
+	m->arch = o->arch;
+	m->n_layers = o->n_fanout;
+	m->in_dim = in_dim;
+	m->out_dim = o->classes;
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		QvLayer    *l = &m->layers[i];
+		size_t		w = 0;
+		double		bound;
+
+		l->in_dim = i == 0 ? in_dim : o->hidden;
+		l->out_dim = i == m->n_layers - 1 ? o->classes : o->hidden;
+		w = (size_t) l->in_dim * (size_t) l->out_dim;
+		bound = o->arch == QV_ARCH_GCN ? sqrt(6.0 / (l->in_dim + l->out_dim))
+			: 1.0 / sqrt((double) l->in_dim);
+		l->weight_l = random_params(w, bound, &rng, err);
+		l->bias_l = random_params((size_t) l->out_dim,
+								  o->arch == QV_ARCH_GCN ? 0.0 : 1.0 / sqrt((double) l->in_dim),
+								  &rng, err);
+		if (o->arch == QV_ARCH_GRAPHSAGE)
+			l->weight_r = random_params(w, bound, &rng, err);
+		if (l->weight_l == NULL || l->bias_l == NULL ||
+			(o->arch == QV_ARCH_GRAPHSAGE && l->weight_r == NULL))
+		{
+			qv_model_free(m);
+			return QV_ENOMEM;
+		}
+		m->bytes += (w * (o->arch == QV_ARCH_GRAPHSAGE ? 2 : 1) + (size_t) l->out_dim) * sizeof(float);
+		m->fanout[i] = o->fanout[i];
+	}
+	*out = m;
+	return QV_OK;
+}
+
+/* ---- reporting --------------------------------------------------------------- */
+
+/* The line of graph and memory statistics. */
+static void
+print_stats(const Options *o, const QvGraph *g, const QvModel *m, double build_s,
+			double save_s)
+{
+	int64_t		max_deg = 0,
+				isolated = 0,
+				self_loops = 0;
+	size_t		n = (size_t) g->n_nodes;
+
+	for (int64_t v = 0; v < g->n_nodes; v++)
+	{
+		int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+
+		max_deg = d > max_deg ? d : max_deg;
+		isolated += d == 0;
+		self_loops += d - g->deg_noloop[v];
+	}
+	printf("{\"graph\":\"%s\",\"nodes\":%lld,\"edges\":%lld,\"dim\":%d,"
+		   "\"avg_deg\":%.3f,\"max_deg\":%lld,\"isolated\":%lld,\"self_loops\":%lld,",
+		   o->dataset ? "dataset" : "chunglu", (long long) g->n_nodes,
+		   (long long) g->n_edges, (int) g->dim,
+		   (double) g->n_edges / (double) g->n_nodes, (long long) max_deg,
+		   (long long) isolated, (long long) self_loops);
+	if (o->dataset == NULL)
+		printf("\"alpha\":%g,\"seed\":%llu,", o->gen.alpha, (unsigned long long) o->gen.seed);
+	printf("\"arch\":\"%s\",\"hidden\":%d,\"classes\":%d,\"fanout\":[",
+		   qv_arch_name(m->arch), (int) o->hidden, (int) m->out_dim);
+	for (int i = 0; i < m->n_layers; i++)
+		printf("%s%d", i ? "," : "", (int) m->fanout[i]);
+	printf("],\"graph_bytes\":%zu,\"csr_bytes\":%zu,\"degree_bytes\":%zu,"
+		   "\"feat_bytes\":%zu,\"idmap_bytes\":%zu,\"model_bytes\":%zu,"
+		   "\"rss_bytes\":%lld,\"peak_rss_bytes\":%lld,\"mmap_threshold\":%lld,\"build_s\":%.3f",
+		   qv_graph_bytes(g),
+		   (n + 1) * sizeof(int64_t) + (size_t) g->n_edges * sizeof(int32_t),
+		   n * sizeof(int32_t),
+		   n * (size_t) g->dim * sizeof(float),
+		   n * sizeof(int64_t) + (size_t) (g->idmap.mask + 1) * (sizeof(int64_t) + sizeof(int32_t)),
+		   m->bytes, proc_status_bytes("VmRSS"), proc_status_bytes("VmHWM"),
+		   (long long) o->mmap_threshold, build_s);
+	if (o->save_dataset)
+		printf(",\"save_s\":%.3f", save_s);
+	printf("}\n");
+	fflush(stdout);
+}
+
+static void
+print_batch(const Options *o, int32_t batch, const BatchResult *r)
+{
+	printf("{\"batch\":%d,\"device\":\"cpu\",\"threads\":%d,\"arch\":\"%s\",\"reps\":%d,"
+		   "\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"seeds_per_s\":%.0f}\n",
+		   (int) batch, o->threads, qv_arch_name(o->arch), r->reps,
+		   r->median_us, r->p99_us, r->mean_us, (double) batch / (r->mean_us * 1e-6));
+	fflush(stdout);
+}
+
+/* ---- timing ------------------------------------------------------------------ */
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median (mean of the middle two when even), p99 as torch_baseline.py takes
+ * it (sorted[floor(0.99 * (n - 1))]) and mean of t[0..n), in microseconds. */
+static void
+summarise(double *t, int n, BatchResult *r)
+{
+	double		sum = 0.0;
+
+	qsort(t, (size_t) n, sizeof(double), cmp_double);
+	for (int i = 0; i < n; i++)
+		sum += t[i];
+	r->reps = n;
+	r->median_us = 1e6 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
+	r->p99_us = 1e6 * t[(int) (0.99 * (n - 1))];
+	r->mean_us = 1e6 * sum / n;
+}
+
+/* Warm up, then time qv_infer on batches of `batch` uniform random seeds. */
+static int
+time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
+		   int32_t batch, BatchResult *r, QvError *err)
+{
+	int			reps = o->reps ? o->reps : batch >= LARGE_BATCH ? DEFAULT_REPS_LARGE : DEFAULT_REPS;
+	int64_t    *ids = qv_malloc((size_t) batch * sizeof(int64_t), err, "seed ids");
+	float	   *out = ids ? qv_malloc((size_t) batch * (size_t) m->out_dim * sizeof(float), err, "predictions") : NULL;
+	double	   *t = out ? qv_malloc((size_t) reps * sizeof(double), err, "timings") : NULL;
+	uint64_t	rng = o->gen.seed * UINT64_C(0x100000001b3) + (uint64_t) batch;
+	double		started = 0.0;
+	int			done = 0,
+				rc = t ? QV_OK : QV_ENOMEM;
+
+	for (int i = 0; rc == QV_OK && i < o->warmup + reps; i++)
+	{
+		double		t0;
+
+		if (i == o->warmup)
+			started = now_s();
+		else if (i > o->warmup && done >= 5 && now_s() - started > o->max_seconds)
+			break;
+		for (int32_t k = 0; k < batch; k++)
+			ids[k] = (int64_t) (((splitmix64(&rng) >> 32) * (uint64_t) g->n_nodes) >> 32);
+		t0 = now_s();
+		rc = qv_infer(m, g, ids, batch, out, splitmix64(&rng), pool, err);
+		if (i >= o->warmup)
+			t[done++] = now_s() - t0;
+	}
+	if (rc == QV_OK)
+		summarise(t, done, r);
+	free(ids);
+	free(out);
+	free(t);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	Options		o;
+	QvError		err = {0};
+	QvPool	   *pool;
+	QvGraph    *g = NULL;
+	QvModel    *m = NULL;
+	double		build_s,
+				save_s = 0.0;
+	int			rc;
+
+	if ((rc = parse_options(argc, argv, &o)) != 0)
+		return rc < 0 ? 0 : rc;
+	if (o.device == DEVICE_GPU)
+		return fail("device", "the GPU path is not built yet (issue 4): "
+					"use --device cpu or auto");
+	/*
+	 * Pin glibc's thresholds.  Left dynamic, they rise after large free()s,
+	 * so qv_infer's per-call buffers would come from fresh mmap()s (a page
+	 * fault per page) or from the heap depending on how the graph happened
+	 * to be built, and the same batch could take twice as long.  The
+	 * default, 32 MiB (trim 64 MiB), is the ceiling glibc's own adjustment
+	 * reaches in a long-running process; 131072 is a fresh process.
+	 */
+	if (!mallopt(M_MMAP_THRESHOLD, (int) o.mmap_threshold) ||
+		!mallopt(M_TRIM_THRESHOLD, (int) (2 * o.mmap_threshold)))
+		return fail("malloc", "mallopt refused the mmap threshold");
+	openblas_set_num_threads(o.threads);
+	pool = qv_pool_create(o.threads, &err);
+	if (pool == NULL)
+		return fail("threads", err.msg);
+	if (make_graph(&o, pool, &g, &build_s, &err) != QV_OK)
+		return fail(o.dataset ? "dataset" : "generate", err.msg);
+	if (o.save_dataset)
+	{
+		double		t0 = now_s();
+
+		if (qv_graph_save_dir(g, o.save_dataset, &err) != QV_OK)
+			return fail("save-dataset", err.msg);
+		save_s = now_s() - t0;
+		fprintf(stderr, "quiver-bench: dataset written to %s in %.2f s\n", o.save_dataset, save_s);
+	}
+	if (make_model(&o, g->dim, &m, &err) != QV_OK)
+		return fail("model", err.msg);
+	print_stats(&o, g, m, build_s, save_s);
+	for (int b = 0; !o.save_only && b < o.n_batch; b++)
+	{
+		BatchResult r;
+
+		if (time_batch(&o, m, g, pool, o.batch[b], &r, &err) != QV_OK)
+			return fail("infer", err.msg);
+		print_batch(&o, o.batch[b], &r);
+	}
+	qv_model_free(m);
+	qv_graph_free(g);
+	qv_pool_destroy(pool);
+	return 0;
+}

@@ -1,0 +1,276 @@
+# QuiverTest.pm — helpers shared by quiver's TAP tests (test/t/*.pl).
+#
+# Test cases come from the independent numpy reference test/ref/quiver_ref.py:
+# it writes a graph (features.csv, edges.csv), PyG-named safetensors weights
+# and float64 reference outputs; the tests load the CSVs into tables, create
+# graphs and models from them and compare gnn_predict's answers with the
+# reference (relative error < 1e-5, see relative_errors in quiver_ref.py).
+#
+# Every run draws a new seed (QUIVER_TEST_SEED=n repeats one); the seed is
+# printed with each test file's output.
+
+package QuiverTest;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Exporter qw(import);
+use File::Basename qw(dirname);
+use File::Temp;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+our @EXPORT = qw(
+  test_seed quiver_node gen_case load_case create_graph create_model
+  predict_all predict_batch compare_ok run_ref engine_pid wait_until
+  wait_for_engine start_psql finish_psql predictions_ok slurp_ref
+  reload_and_wait $PYTHON $REF);
+
+our $PYTHON = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
+our $REF = abs_path(dirname(abs_path(__FILE__)) . '/../ref/quiver_ref.py');
+
+# The seed of this run: QUIVER_TEST_SEED, else drawn from the clock.
+my $seed;
+
+sub test_seed
+{
+	if (!defined $seed)
+	{
+		$seed = $ENV{QUIVER_TEST_SEED} // (int(time() * 1000) ^ $$) % 1000003;
+		diag("seed $seed (QUIVER_TEST_SEED=$seed repeats this run)");
+	}
+	return $seed;
+}
+
+# A started cluster with quiver preloaded and the extension created in
+# "postgres" (the database the engine serves by default).
+sub quiver_node
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'quiver'
+quiver.engine_threads = 2
+quiver.engine_start_timeout = 60000
+restart_after_crash = on
+log_min_messages = info
+});
+	$node->append_conf('postgresql.conf', $opt{conf}) if $opt{conf};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION quiver')
+	  unless $opt{no_extension};
+	return $node;
+}
+
+# Run the reference generator; returns the case's meta.json as a hash.
+sub gen_case
+{
+	my ($dir, %arg) = @_;
+	my @cmd = ($PYTHON, $REF, 'gen', '--out', $dir);
+
+	for my $k (sort keys %arg)
+	{
+		next if $k eq 'undirected';
+		(my $flag = $k) =~ s/_/-/g;
+		push @cmd, "--$flag", $arg{$k};
+	}
+	push @cmd, '--undirected' if $arg{undirected};
+	run_ref(@cmd);
+	return decode_json(slurp_file("$dir/meta.json"));
+}
+
+# Run a reference command; dies with its output when it fails.
+sub run_ref
+{
+	my @cmd = @_;
+	my ($out, $err) = ('', '');
+	my $ok = IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
+	die "command failed: @cmd\n$out$err" unless $ok;
+	note($out) if $out ne '';
+	return $out;
+}
+
+# Tables <prefix>_node(id, feat) and <prefix>_edge(src, dst) from a case.
+sub load_case
+{
+	my ($node, $prefix, $dir) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+CREATE TABLE ${prefix}_node (id bigint PRIMARY KEY, feat real[] NOT NULL);
+CREATE TABLE ${prefix}_edge (src bigint NOT NULL, dst bigint NOT NULL);
+COPY ${prefix}_node FROM '$dir/features.csv' (FORMAT csv);
+COPY ${prefix}_edge FROM '$dir/edges.csv' (FORMAT csv);
+});
+}
+
+# gnn_create_graph over a loaded case; returns "nodes|edges|feature_dim".
+sub create_graph
+{
+	my ($node, $graph, $prefix, %opt) = @_;
+	my $und = $opt{undirected} ? 'true' : 'false';
+	my $edges = $opt{edges_query} // "SELECT src, dst FROM ${prefix}_edge";
+	my $feats = $opt{features_query} // "SELECT id, feat FROM ${prefix}_node";
+	$edges =~ s/'/''/g;
+	$feats =~ s/'/''/g;
+	return $node->safe_psql('postgres',
+		    "SELECT nodes, edges, feature_dim FROM gnn_create_graph('$graph', "
+		  . "'$edges', '$feats', $und)");
+}
+
+# gnn_create_model with weights read from a file by the server.
+sub create_model
+{
+	my ($node, $model, $graph, $arch, $file, $config) = @_;
+	$config //= '{}';
+	$node->safe_psql('postgres',
+		    "SELECT gnn_create_model('$model', '$graph', '$arch', "
+		  . "pg_read_binary_file('$file'), '$config')");
+}
+
+# "id|{...}" lines for every node of a case, one scalar call per node.
+sub predict_all
+{
+	my ($node, $model, $prefix, %opt) = @_;
+	my $where = $opt{where} // 'true';
+	return $node->safe_psql('postgres',
+		"SELECT id, gnn_predict('$model', id) FROM ${prefix}_node WHERE $where ORDER BY id");
+}
+
+# The same through one batch call, ids in a scrambled order; also checks
+# that the rows come back in input order.
+sub predict_batch
+{
+	my ($node, $model, $prefix) = @_;
+	my $out = $node->safe_psql(
+		'postgres', qq{
+WITH ids AS (SELECT array_agg(id ORDER BY md5(id::text)) AS a FROM ${prefix}_node),
+	 b AS (SELECT row_number() OVER () AS ord, * FROM gnn_predict('$model', (SELECT a FROM ids)))
+SELECT b.node_id, b.prediction,
+	   b.node_id = (SELECT a FROM ids)[b.ord] AS in_order
+	FROM b ORDER BY b.ord});
+	my @lines = split /\n/, $out;
+	my $misordered = grep { !/\|t$/ } @lines;
+	is($misordered, 0, "$model: batch rows come back in input order");
+	return join("\n", map { s/\|[tf]$//r } @lines);
+}
+
+# Compare psql output text with a reference file through quiver_ref.py.
+sub compare_ok
+{
+	my ($ref, $got, $name, @flags) = @_;
+	my ($fh, $file) = File::Temp::tempfile(DIR => PostgreSQL::Test::Utils::tempdir());
+	print $fh $got, "\n";
+	close $fh;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $PYTHON, $REF, 'compare', @flags, $ref, $file ],
+		'>', \$out, '2>', \$err);
+	my $rc = $? >> 8;
+	chomp $out;
+	ok($rc == 0, "$name") or diag("$out$err");
+	note($out) if $rc == 0;
+	return $rc == 0;
+}
+
+# Every prediction of a model equals the reference file.
+sub predictions_ok
+{
+	my ($node, $model, $prefix, $ref, $name) = @_;
+	return compare_ok($ref, predict_all($node, $model, $prefix), $name);
+}
+
+# The pid of the running engine, or '' when none.
+sub engine_pid
+{
+	my ($node) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'quiver engine'");
+	return $ret == 0 ? $out : '';
+}
+
+# Poll $check (a sub) until it returns true or $timeout seconds pass;
+# returns the seconds waited, or undef on timeout.
+sub wait_until
+{
+	my ($check, $timeout) = @_;
+	my $t0 = time();
+	while (time() - $t0 < $timeout)
+	{
+		return time() - $t0 if $check->();
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# Wait until an engine runs (a pid other than $old_pid when given).
+sub wait_for_engine
+{
+	my ($node, $timeout, $old_pid) = @_;
+	return wait_until(
+		sub {
+			my $pid = engine_pid($node);
+			return $pid ne '' && (!defined $old_pid || $pid ne $old_pid);
+		},
+		$timeout // 60);
+}
+
+# Start psql running $sql in the background; finish_psql collects it.
+sub start_psql
+{
+	my ($node, $sql, %opt) = @_;
+	my %h = (out => '', err => '', t0 => time());
+	local %ENV = %ENV;
+	$ENV{PGAPPNAME} = $opt{appname} if $opt{appname};
+	$h{run} = IPC::Run::start(
+		[
+			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
+			'-d', $node->connstr('postgres'), '-c', $sql
+		],
+		'>', \$h{out}, '2>', \$h{err},
+		IPC::Run::timeout($opt{timeout} // 300));
+	return \%h;
+}
+
+# Wait for a background psql; returns (exit code, stdout, stderr, seconds).
+sub finish_psql
+{
+	my ($h) = @_;
+	eval { $h->{run}->finish; };
+	my $rc = $@ ? -1 : $h->{run}->result(0);
+	chomp $h->{out};
+	return ($rc, $h->{out}, $h->{err}, time() - $h->{t0});
+}
+
+# Reload the configuration and wait until a new session sees $guc = $value
+# (pg_settings.setting: the value in the GUC's base unit).
+sub reload_and_wait
+{
+	my ($node, $guc, $value) = @_;
+	$node->reload;
+	wait_until(
+		sub {
+			$node->safe_psql('postgres',
+				"SELECT setting FROM pg_settings WHERE name = '$guc'") eq $value;
+		},
+		30)
+	  or die "$guc never became $value";
+	# the engine reads the file on its next loop; it wakes on SIGHUP
+	usleep(300_000);
+}
+
+# The reference file's "id|{...}" lines for some ids, as one text.
+sub slurp_ref
+{
+	my ($ref, @ids) = @_;
+	my %want = map { $_ => 1 } @ids;
+	return join("\n", grep { /^(-?\d+)\|/ && $want{$1} } split(/\n/, slurp_file($ref)));
+}
+
+1;
