@@ -4,8 +4,8 @@
 #   make USE_CUDA=0       CPU-only build
 #   make install          install into the server's directories
 #   make unit             build and run the cmocka unit tests of src/core and cuda/
-#   make regress          pg_regress on a temporary instance (quiver preloaded)
-#   make tap              TAP tests (test/t/*.pl) with PostgreSQL::Test::Cluster
+#   make installcheck     pg_regress and the TAP tests (test/t/*.pl), quiver preloaded
+#   make bench            build test/bench/quiver-bench (engine core alone)
 
 EXTENSION = quiver
 EXTVERSION = 0.1.0
@@ -28,11 +28,15 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress --temp-config=$(srcdir)/tes
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
-EXTRA_CLEAN = test/unit/bin tmp_regress tmp_check cuda/*.o cuda/quiver_cuda.so results regression.diffs regression.out
+EXTRA_CLEAN = test/bench/quiver-bench test/unit/bin tmp_regress tmp_check cuda/*.o cuda/quiver_cuda.so results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies (Debian's server is built without
+# --enable-depend): every object depends on every header of the project.
+$(OBJS): $(wildcard src/*.h src/core/*.h cuda/*.h)
 
 # ---- CUDA -------------------------------------------------------------------
 # cuda/quiver_cuda.so is built when nvcc is found (or USE_CUDA=1); USE_CUDA=0
@@ -77,7 +81,7 @@ install-cuda: cuda/quiver_cuda.so
 	$(MKDIR_P) '$(DESTDIR)$(pkglibdir)'
 	$(INSTALL_SHLIB) cuda/quiver_cuda.so '$(DESTDIR)$(pkglibdir)/quiver_cuda.so'
 
-.PHONY: install-cuda unit regress tap
+.PHONY: install-cuda unit bench
 
 # ---- tests ------------------------------------------------------------------
 UNIT_SRCS = $(sort $(wildcard test/unit/test_*.c))
@@ -92,7 +96,8 @@ test/unit/bin/%: test/unit/%.c $(CORE_SRCS) $(wildcard src/core/*.h) $(wildcard 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
-regress: installcheck
+# ---- benchmarks ---------------------------------------------------------------
+test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(wildcard src/core/*.h)
+	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Icuda -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
 
-tap:
-	$(prove_installcheck)
+bench: test/bench/quiver-bench

@@ -70,10 +70,23 @@ CREATE FUNCTION gnn_resident(OUT kind text, OUT name text, OUT state text,
 
 CREATE FUNCTION gnn_stats(OUT model text, OUT requests bigint, OUT batches bigint,
                           OUT seeds bigint, OUT cpu_batches bigint, OUT gpu_batches bigint,
-                          OUT psgs_threshold float8, OUT p50_ms float8, OUT p95_ms float8,
+                          OUT psgs_threshold float8, OUT threshold_reason text,
+                          OUT cpu_cost_a_us float8, OUT cpu_cost_b_us float8,
+                          OUT cost_samples bigint,
+                          OUT p50_ms float8, OUT p95_ms float8,
                           OUT p99_ms float8, OUT cache_hit_rate float8)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_stats' LANGUAGE C VOLATILE;
+
+-- Why a node's batch would run where it runs: its PSGS, the threshold and
+-- the CPU cost model (cost = a + b x PSGS, in microseconds).
+CREATE FUNCTION gnn_explain(model text, node_id bigint,
+                            OUT psgs float8, OUT path text, OUT psgs_threshold float8,
+                            OUT reason text, OUT cpu_cost_a_us float8,
+                            OUT cpu_cost_b_us float8, OUT predicted_cpu_us float8,
+                            OUT cost_samples bigint, OUT seed_share float8)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'gnn_explain' LANGUAGE C VOLATILE STRICT;
 
 CREATE VIEW gnn_graphs AS
     SELECT g.name, g.undirected, g.owner, g.created_at,

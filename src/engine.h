@@ -6,12 +6,22 @@
 
 #include "quiver.h"
 
+#include "pool.h"
+#include "registry.h"
+
 extern MemoryContext engine_batch_cxt;
+extern QvPool *engine_pool;
+
+/* worker.c */
+extern double engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids,
+								const int32 *dense, int n, float *out, uint64 rng_seed,
+								QvError *err);
 
 /* load.c */
 extern void engine_serve_admin(QuiverSlot *slot);
 extern void engine_rebuild_all(void);
 extern void engine_process_resync(void);
+extern void engine_explain(QuiverSlot *slot);
 
 /* gpu glue (load.c) */
 extern void engine_open_gpus(void);

@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -33,6 +35,7 @@ PG_FUNCTION_INFO_V1(gnn_drop_graph);
 PG_FUNCTION_INFO_V1(gnn_drop_model);
 PG_FUNCTION_INFO_V1(gnn_resident);
 PG_FUNCTION_INFO_V1(gnn_stats);
+PG_FUNCTION_INFO_V1(gnn_explain);
 
 /* ---- undo after an aborted transaction ------------------------------------ */
 
@@ -470,6 +473,14 @@ gnn_resident(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* NaN (no fit yet) is shown as NULL. */
+static void
+set_float(Datum *values, bool *nulls, int i, double v)
+{
+	values[i] = Float8GetDatum(v);
+	nulls[i] = isnan(v);
+}
+
 Datum
 gnn_stats(PG_FUNCTION_ARGS)
 {
@@ -481,8 +492,8 @@ gnn_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		QuiverDirEntry *e = &dir[i];
-		Datum		values[11];
-		bool		nulls[11] = {0};
+		Datum		values[15];
+		bool		nulls[15] = {0};
 		double		q[3] = {0.5, 0.95, 0.99};
 
 		if (e->kind != 'm')
@@ -493,16 +504,52 @@ gnn_stats(PG_FUNCTION_ARGS)
 		values[3] = Int64GetDatum(e->seeds);
 		values[4] = Int64GetDatum(e->cpu_batches);
 		values[5] = Int64GetDatum(e->gpu_batches);
-		nulls[6] = true;		/* no GPU path yet: every batch runs on CPU */
+		set_float(values, nulls, 6, e->psgs_threshold);
+		values[7] = CStringGetTextDatum(e->threshold_reason);
+		nulls[7] = e->threshold_reason[0] == '\0';
+		set_float(values, nulls, 8, e->cost_a_us);
+		set_float(values, nulls, 9, e->cost_b_us);
+		values[10] = Int64GetDatum(e->cost_samples);
 		for (int k = 0; k < 3; k++)
 		{
 			double		ms = registry_latency_quantile(e, q[k]);
 
-			values[7 + k] = Float8GetDatum(ms);
-			nulls[7 + k] = ms < 0;
+			values[11 + k] = Float8GetDatum(ms);
+			nulls[11 + k] = ms < 0;
 		}
-		nulls[10] = true;		/* no feature cache yet */
+		nulls[14] = true;		/* no feature cache without a GPU path */
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+Datum
+gnn_explain(PG_FUNCTION_ARGS)
+{
+	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		id = PG_GETARG_INT64(1);
+	QuiverSlot *slot = queue_begin(REQ_EXPLAIN, model);
+	ExplainResult res;
+	TupleDesc	desc;
+	Datum		values[9];
+	bool		nulls[9] = {0};
+
+	memcpy(slot->payload, &id, sizeof(id));
+	queue_submit_and_wait(slot);
+	queue_raise(slot);
+	memcpy(&res, slot->payload, sizeof(res));
+	queue_finish(slot);
+
+	set_float(values, nulls, 0, res.psgs);
+	values[1] = CStringGetTextDatum(res.path);
+	set_float(values, nulls, 2, res.psgs_threshold);
+	values[3] = CStringGetTextDatum(res.reason);
+	set_float(values, nulls, 4, res.cost_a_us);
+	set_float(values, nulls, 5, res.cost_b_us);
+	set_float(values, nulls, 6, res.predicted_cpu_us);
+	values[7] = Int64GetDatum(res.cost_samples);
+	set_float(values, nulls, 8, res.seed_share);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "gnn_explain must return a composite type");
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

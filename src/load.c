@@ -14,6 +14,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include <math.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -41,12 +42,52 @@ load_graph_rows(const char *name, const GraphRows *rows, QvError *err)
 		return false;
 	if (qv_graph_build(&in, &g, err) != QV_OK)
 		return false;
-	if (!registry_install_graph(name, g, err))
+	if (!registry_install_graph(name, g, engine_pool, err))
 	{
 		qv_graph_free(g);
 		return false;
 	}
 	return true;
+}
+
+#define PROBE_BUDGET_US 300000.0	/* stop probing after this much time */
+
+/* Time the CPU path on probe batches of random seeds (1 to 256) so the
+ * model's cost line exists before the first request; failures only end the
+ * probing early. */
+static void
+calibrate_cpu(ResModel *rm, ResGraph *rg)
+{
+	static const int sizes[] = {1, 4, 16, 64, 256};
+	double		spent = 0;
+	uint64		rng = 0x9e3779b97f4a7c15ULL ^ (uint64) rg->g->n_nodes;
+
+	for (int s = 0; s < lengthof(sizes) && spent < PROBE_BUDGET_US; s++)
+		for (int rep = 0; rep < 2 && spent < PROBE_BUDGET_US; rep++)
+		{
+			int			n = (int) Min(sizes[s], rg->g->n_nodes);
+			int64	   *ids = palloc(sizeof(int64) * n);
+			int32	   *dense = palloc(sizeof(int32) * n);
+			float	   *out = palloc(sizeof(float) * n * rm->m->out_dim);
+			QvError		err = {0};
+			double		us;
+
+			for (int i = 0; i < n; i++)
+			{
+				rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+				dense[i] = (int32) ((rng >> 33) % (uint64) rg->g->n_nodes);
+				ids[i] = rg->g->ids[dense[i]];
+			}
+			us = engine_time_batch(rm, rg, ids, dense, n, out, rng, &err);
+			pfree(ids);
+			pfree(dense);
+			pfree(out);
+			if (us < 0)
+				return;
+			spent += us;
+		}
+	registry_forget_seeds(rg);	/* probes are not requests */
+	registry_publish_cost(rm);
 }
 
 /* Build a model from weights and install it; false with err on failure. */
@@ -57,6 +98,7 @@ load_model_blob(const char *name, const char *graph, const char *arch_name,
 	ResGraph   *rg = registry_graph(graph);
 	QvArch		arch;
 	QvModel    *m = NULL;
+	ResModel   *rm;
 
 	if (rg == NULL)
 	{
@@ -72,11 +114,12 @@ load_model_blob(const char *name, const char *graph, const char *arch_name,
 		return false;
 	if (qv_model_load(arch, weights, len, config, rg->g->dim, &m, err) != QV_OK)
 		return false;
-	if (!registry_install_model(name, graph, m, err))
+	if ((rm = registry_install_model(name, graph, m, engine_pool, err)) == NULL)
 	{
 		qv_model_free(m);
 		return false;
 	}
+	calibrate_cpu(rm, rg);
 	return true;
 }
 
@@ -150,6 +193,59 @@ engine_serve_admin(QuiverSlot *slot)
 		queue_complete(slot);
 	else
 		queue_fail_qv(slot, &err);
+}
+
+/* Answer gnn_explain: the node's PSGS, the path a batch of it alone would
+ * take, and why. */
+void
+engine_explain(QuiverSlot *slot)
+{
+	ResModel   *rm = registry_model(slot->name);
+	ResGraph   *rg = rm ? registry_graph(rm->graph) : NULL;
+	int64		id = *(int64 *) slot->payload;
+	ExplainResult res;
+	QvThetaReason reason;
+	QvCostFit	fit;
+	int32		v;
+
+	if (rm == NULL || rg == NULL)
+	{
+		queue_fail(slot, ERRCODE_UNDEFINED_OBJECT, "model \"%s\" does not exist", slot->name);
+		return;
+	}
+	if ((v = qv_graph_find(rg->g, id)) < 0)
+	{
+		queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE,
+				   "node id " INT64_FORMAT " does not exist in graph \"%s\"", id, rg->name);
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	res.psgs = rm->psgs[v];
+	res.psgs_threshold = registry_threshold(rm, &reason);
+	fit = qv_costmodel_fit(&rm->cpu_cost);
+	res.cost_a_us = fit.a;
+	res.cost_b_us = fit.b;
+	res.cost_samples = rm->cpu_cost.n_samples;
+	res.predicted_cpu_us = qv_costmodel_predict(&rm->cpu_cost, res.psgs);
+	res.seed_share = rg->hist.total > 0 ? rg->hist.counts[v] / rg->hist.total : 0;
+	if (res.psgs > res.psgs_threshold)
+	{
+		strlcpy(res.path, "gpu", sizeof(res.path));
+		snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is above the threshold %.1f (%s)",
+				 res.psgs, res.psgs_threshold, registry_threshold_text(reason));
+	}
+	else
+	{
+		strlcpy(res.path, "cpu", sizeof(res.path));
+		if (isinf(res.psgs_threshold))
+			snprintf(res.reason, sizeof(res.reason), "CPU for every batch: %s",
+					 registry_threshold_text(reason));
+		else
+			snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is not above the threshold %.1f",
+					 res.psgs, res.psgs_threshold);
+	}
+	memcpy(slot->payload, &res, sizeof(res));
+	queue_complete(slot);
 }
 
 /* ---- from the catalog ----------------------------------------------------- */

@@ -52,7 +52,8 @@ typedef enum RequestKind
 	REQ_LOAD_GRAPH,
 	REQ_LOAD_MODEL,
 	REQ_DROP_GRAPH,
-	REQ_DROP_MODEL
+	REQ_DROP_MODEL,
+	REQ_EXPLAIN
 } RequestKind;
 
 typedef enum EngineState
@@ -106,7 +107,26 @@ typedef struct QuiverDirEntry
 	int64		cpu_batches;
 	int64		gpu_batches;
 	int64		lat_hist[QUIVER_LAT_BUCKETS];
+	double		cost_a_us;		/* CPU cost model: a + b x PSGS */
+	double		cost_b_us;
+	int64		cost_samples;
+	double		psgs_threshold; /* θ: GPU above it (infinity: always CPU) */
+	char		threshold_reason[64];
 } QuiverDirEntry;
+
+/* What REQ_EXPLAIN answers, in the slot's payload. */
+typedef struct ExplainResult
+{
+	double		psgs;
+	double		psgs_threshold;
+	char		path[8];		/* "cpu" or "gpu" */
+	char		reason[160];
+	double		cost_a_us;
+	double		cost_b_us;
+	double		predicted_cpu_us;
+	int64		cost_samples;
+	double		seed_share;		/* share of requested seeds that were this node */
+} ExplainResult;
 
 typedef struct QuiverShared
 {

@@ -13,7 +13,11 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+#include "psgs.h"
 #include "registry.h"
+
+#define COST_FORGET 0.98		/* weight of older batches per new one */
+#define SEED_DECAY 0.999999		/* seed histogram half-life ~ 700k seeds */
 
 static ResGraph graphs[QUIVER_MAX_OBJECTS];
 static ResModel models[QUIVER_MAX_OBJECTS];
@@ -131,68 +135,125 @@ dir_remove(char kind, const char *name)
 	LWLockRelease(quiver_shared->lock);
 }
 
+/* PSGS of every node of g for model m's fanouts (malloc'd), or NULL. */
+static float *
+model_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err)
+{
+	float	   *psgs = qv_malloc(sizeof(float) * (size_t) g->n_nodes, err, "PSGS");
+
+	if (psgs && qv_psgs_compute(g, m->fanout, m->n_layers, psgs, pool, err) != QV_OK)
+	{
+		free(psgs);
+		psgs = NULL;
+	}
+	return psgs;
+}
+
 /* Install g as graph `name`, replacing any resident one.  Fails, leaving the
- * old graph serving, if a model on it expects another feature dimension. */
+ * old graph serving, if a model on it expects another feature dimension or
+ * its per-node state cannot be rebuilt for g. */
 bool
-registry_install_graph(const char *name, QvGraph *g, QvError *err)
+registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err)
 {
 	ResGraph   *rg = registry_graph(name);
+	float	   *new_psgs[QUIVER_MAX_OBJECTS] = {0};
+	QvSeedHistogram hist;
+	bool		ok = true;
 
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_OBJECTS && ok; i++)
 	{
 		ResModel   *rm = &models[i];
 
-		if (rm->m != NULL && strcmp(rm->graph, name) == 0 && rm->m->in_dim != g->dim)
-		{
-			qv_error(err, QV_EDATA,
-					 "model \"%s\" on graph \"%s\" expects %d features per node; the new feature rows have %d",
-					 rm->name, name, rm->m->in_dim, g->dim);
-			return false;
-		}
+		if (rm->m == NULL || strcmp(rm->graph, name) != 0)
+			continue;
+		if (rm->m->in_dim != g->dim)
+			ok = !qv_error(err, QV_EDATA,
+						   "model \"%s\" on graph \"%s\" expects %d features per node; the new feature rows have %d",
+						   rm->name, name, rm->m->in_dim, g->dim);
+		else
+			ok = (new_psgs[i] = model_psgs(rm->m, g, pool, err)) != NULL;
 	}
-	if (rg == NULL)
+	if (ok && rg == NULL)
 	{
 		for (int i = 0; i < QUIVER_MAX_OBJECTS && rg == NULL; i++)
 			if (graphs[i].g == NULL)
 				rg = &graphs[i];
 		if (rg == NULL)
-		{
-			qv_error(err, QV_ELIMIT, "cannot hold more than %d graphs", QUIVER_MAX_OBJECTS);
-			return false;
-		}
-		strlcpy(rg->name, name, NAMEDATALEN);
+			ok = !qv_error(err, QV_ELIMIT, "cannot hold more than %d graphs", QUIVER_MAX_OBJECTS);
 	}
-	else
+	if (ok)
+		ok = qv_seed_histogram_init(&hist, g->n_nodes, SEED_DECAY, err) == QV_OK;
+	if (!ok)
+	{
+		for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+			free(new_psgs[i]);
+		return false;
+	}
+
+	/* everything is ready: swap */
+	if (rg->g != NULL)
+	{
 		qv_graph_free(rg->g);
+		qv_seed_histogram_free(&rg->hist);
+	}
+	strlcpy(rg->name, name, NAMEDATALEN);
 	rg->g = g;
+	rg->hist = hist;
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		if (new_psgs[i] != NULL)
+		{
+			free(models[i].psgs);
+			models[i].psgs = new_psgs[i];
+		}
 	dir_publish_graph(name, g);
 	return true;
 }
 
+/* Empty the graph's histogram of requested seeds. */
+void
+registry_forget_seeds(ResGraph *rg)
+{
+	memset(rg->hist.counts, 0, sizeof(double) * rg->hist.n_nodes);
+	rg->hist.total = 0;
+	rg->hist.weight = 1.0;
+	rg->hist.n_seen = 0;
+}
+
 /* Install m as model `name` on `graph`, replacing any resident one. */
-bool
-registry_install_model(const char *name, const char *graph, QvModel *m, QvError *err)
+ResModel *
+registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *pool, QvError *err)
 {
 	ResModel   *rm = registry_model(name);
+	ResGraph   *rg = registry_graph(graph);
+	float	   *psgs;
 
+	if (rg == NULL)
+	{
+		qv_error(err, QV_ENOTFOUND, "graph \"%s\" does not exist", graph);
+		return NULL;
+	}
+	for (int i = 0; i < QUIVER_MAX_OBJECTS && rm == NULL; i++)
+		if (models[i].m == NULL)
+			rm = &models[i];
 	if (rm == NULL)
 	{
-		for (int i = 0; i < QUIVER_MAX_OBJECTS && rm == NULL; i++)
-			if (models[i].m == NULL)
-				rm = &models[i];
-		if (rm == NULL)
-		{
-			qv_error(err, QV_ELIMIT, "cannot hold more than %d models", QUIVER_MAX_OBJECTS);
-			return false;
-		}
-		strlcpy(rm->name, name, NAMEDATALEN);
+		qv_error(err, QV_ELIMIT, "cannot hold more than %d models", QUIVER_MAX_OBJECTS);
+		return NULL;
 	}
-	else
+	if ((psgs = model_psgs(m, rg->g, pool, err)) == NULL)
+		return NULL;
+	if (rm->m != NULL)
+	{
 		qv_model_free(rm->m);
-	rm->m = m;
+		free(rm->psgs);
+	}
+	strlcpy(rm->name, name, NAMEDATALEN);
 	strlcpy(rm->graph, graph, NAMEDATALEN);
+	rm->m = m;
+	rm->psgs = psgs;
+	qv_costmodel_init(&rm->cpu_cost, COST_FORGET, NULL);
 	dir_publish_model(name, graph, m);
-	return true;
+	return rm;
 }
 
 void
@@ -203,6 +264,7 @@ registry_drop_graph(const char *name)
 	if (rg)
 	{
 		qv_graph_free(rg->g);
+		qv_seed_histogram_free(&rg->hist);
 		rg->g = NULL;
 	}
 	dir_remove('g', name);
@@ -216,6 +278,8 @@ registry_drop_model(const char *name)
 	if (rm)
 	{
 		qv_model_free(rm->m);
+		free(rm->psgs);
+		rm->psgs = NULL;
 		rm->m = NULL;
 	}
 	dir_remove('m', name);
@@ -252,15 +316,64 @@ latency_bucket(int64 us)
 	return Min(b, QUIVER_LAT_BUCKETS - 1);
 }
 
+/* The PSGS threshold θ for a model: with no GPU path every batch runs on
+ * the CPU (θ = infinity, reason "no GPU"). */
+double
+registry_threshold(ResModel *rm, QvThetaReason *reason)
+{
+	double		theta;
+
+	*reason = qv_psgs_threshold(&rm->cpu_cost, NULL, &theta);
+	return theta;
+}
+
+/* Why θ is what it is, in words. */
+const char *
+registry_threshold_text(QvThetaReason reason)
+{
+	if (reason == QV_THETA_NO_GPU && quiver_shared->gpu_count == 0)
+		return "no GPU path on this host";
+	if (reason == QV_THETA_NO_GPU)
+		return "GPU path not built yet";
+	return qv_theta_reason_text(reason);
+}
+
+/* Publish the model's current cost fit and threshold. Caller holds the lock. */
+static void
+dir_set_cost(QuiverDirEntry *e, ResModel *rm)
+{
+	QvCostFit	fit = qv_costmodel_fit(&rm->cpu_cost);
+	QvThetaReason reason;
+
+	e->cost_a_us = fit.a;
+	e->cost_b_us = fit.b;
+	e->cost_samples = rm->cpu_cost.n_samples;
+	e->psgs_threshold = registry_threshold(rm, &reason);
+	strlcpy(e->threshold_reason, registry_threshold_text(reason), sizeof(e->threshold_reason));
+}
+
+/* Publish the cost model alone (after calibration). */
+void
+registry_publish_cost(ResModel *rm)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry('m', rm->name, false);
+	if (e)
+		dir_set_cost(e, rm);
+	LWLockRelease(quiver_shared->lock);
+}
+
 /* Count one batch of a model and the latencies of its requests. */
 void
-registry_count_batch(const char *model, int n_requests, int64 n_seeds,
+registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 					 const int64 *latency_us, bool on_gpu)
 {
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('m', model, false);
+	e = dir_entry('m', rm->name, false);
 	if (e)
 	{
 		e->batches++;
@@ -272,6 +385,7 @@ registry_count_batch(const char *model, int n_requests, int64 n_seeds,
 			e->cpu_batches++;
 		for (int i = 0; i < n_requests; i++)
 			e->lat_hist[latency_bucket(latency_us[i])]++;
+		dir_set_cost(e, rm);
 	}
 	LWLockRelease(quiver_shared->lock);
 }

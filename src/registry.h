@@ -4,14 +4,18 @@
 #ifndef QUIVER_REGISTRY_H
 #define QUIVER_REGISTRY_H
 
+#include "costmodel.h"
 #include "graph.h"
 #include "model.h"
+#include "placement.h"
+#include "pool.h"
 #include "quiver.h"
 
 typedef struct ResGraph
 {
 	char		name[NAMEDATALEN];
 	QvGraph    *g;				/* NULL = unused entry */
+	QvSeedHistogram hist;		/* requested seeds, for placement */
 } ResGraph;
 
 typedef struct ResModel
@@ -19,18 +23,25 @@ typedef struct ResModel
 	char		name[NAMEDATALEN];
 	char		graph[NAMEDATALEN];
 	QvModel    *m;				/* NULL = unused entry */
+	float	   *psgs;			/* per node of the graph, for this model's fanouts */
+	QvCostModel cpu_cost;		/* CPU batch cost = a + b x PSGS */
 } ResModel;
 
 /* engine only */
 extern ResGraph *registry_graph(const char *name);
 extern ResModel *registry_model(const char *name);
-extern bool registry_install_graph(const char *name, QvGraph *g, QvError *err);
-extern bool registry_install_model(const char *name, const char *graph, QvModel *m, QvError *err);
+extern bool registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err);
+extern ResModel *registry_install_model(const char *name, const char *graph, QvModel *m,
+										QvPool *pool, QvError *err);
+extern void registry_forget_seeds(ResGraph *rg);
 extern void registry_drop_graph(const char *name);
 extern void registry_drop_model(const char *name);
 extern void registry_publish_failed(char kind, const char *name, const char *detail);
-extern void registry_count_batch(const char *model, int n_requests, int64 n_seeds,
+extern void registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 								 const int64 *latency_us, bool on_gpu);
+extern void registry_publish_cost(ResModel *rm);
+extern double registry_threshold(ResModel *rm, QvThetaReason *reason);
+extern const char *registry_threshold_text(QvThetaReason reason);
 
 /* any process */
 extern const char *registry_failure(char kind, const char *name, char *buf, size_t len);

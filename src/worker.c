@@ -17,6 +17,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "portability/instr_time.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
@@ -31,10 +32,11 @@
 
 #include "engine.h"
 #include "forward.h"
+#include "psgs.h"
 #include "pool.h"
 #include "registry.h"
 
-static QvPool *engine_pool = NULL;
+QvPool	   *engine_pool = NULL;
 static uint64 batch_counter = 0;
 
 /* Tell backends what the engine is doing. */
@@ -145,6 +147,27 @@ debug_delay(PredictBatch *b)
 	}
 }
 
+/* Run qv_infer on a batch and feed its time to the model's CPU cost model
+ * and its seeds to the graph's histogram.  Returns the time in us, or -1
+ * with err. */
+double
+engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *dense,
+				  int n, float *out, uint64 rng_seed, QvError *err)
+{
+	instr_time	start, elapsed;
+	double		us;
+
+	INSTR_TIME_SET_CURRENT(start);
+	if (qv_infer(rm->m, rg->g, ids, n, out, rng_seed, engine_pool, err) != QV_OK)
+		return -1;
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+	us = INSTR_TIME_GET_MICROSEC(elapsed);
+	qv_costmodel_add(&rm->cpu_cost, qv_psgs_sum(rm->psgs, dense, n), us, NULL);
+	qv_seed_histogram_add(&rg->hist, dense, n, NULL);
+	return us;
+}
+
 /* Run one merged batch and answer its slots. */
 static void
 predict_run(PredictBatch *b)
@@ -153,6 +176,7 @@ predict_run(PredictBatch *b)
 	ResGraph   *rg = registry_graph(rm->graph);
 	int64		n = 0, off = 0;
 	int64	   *ids;
+	int32	   *dense;
 	float	   *out;
 	int64	   *lat;
 	QvError		err = {0};
@@ -163,6 +187,7 @@ predict_run(PredictBatch *b)
 	for (int i = 0; i < b->n_slots; i++)
 		n += b->slots[i]->n_ids;
 	ids = palloc(sizeof(int64) * Max(n, 1));
+	dense = palloc(sizeof(int32) * Max(n, 1));
 	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
 	lat = palloc(sizeof(int64) * b->n_slots);
 	for (int i = 0; i < b->n_slots; i++)
@@ -170,13 +195,12 @@ predict_run(PredictBatch *b)
 		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
 		off += b->slots[i]->n_ids;
 	}
-	if (qv_infer(rm->m, rg->g, ids, (int32) n, out, ++batch_counter, engine_pool, &err) != QV_OK)
+	for (int64 i = 0; i < n; i++)
+		dense[i] = qv_graph_find(rg->g, ids[i]);	/* validated: all found */
+	if (engine_time_batch(rm, rg, ids, dense, (int) n, out, ++batch_counter, &err) < 0)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
-		pfree(ids);
-		pfree(out);
-		pfree(lat);
 		return;
 	}
 	now = GetCurrentTimestamp();
@@ -193,10 +217,7 @@ predict_run(PredictBatch *b)
 		lat[i] = now - slot->submitted;
 		queue_complete(slot);
 	}
-	registry_count_batch(rm->name, b->n_slots, n, lat, false);
-	pfree(ids);
-	pfree(out);
-	pfree(lat);
+	registry_count_batch(rm, b->n_slots, n, lat, false);
 }
 
 /* Take every pending predict request, group by model, run batches of at most
@@ -272,7 +293,10 @@ serve_one_admin(void)
 
 		if (queue_take(slot, false))
 		{
-			engine_serve_admin(slot);
+			if (slot->kind == REQ_EXPLAIN)
+				engine_explain(slot);
+			else
+				engine_serve_admin(slot);
 			return true;
 		}
 	}
