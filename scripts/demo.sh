@@ -18,99 +18,37 @@
 
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODES=${NODES:-100000}
 AVG_DEGREE=${AVG_DEGREE:-10}
 DIM=${DIM:-64}
 HIDDEN=${HIDDEN:-128}
 CLASSES=${CLASSES:-16}
 FANOUT='[10, 5]'
-PACKAGES=(build-essential pkg-config python3 python3-numpy postgresql-15
-	postgresql-client-15 postgresql-server-dev-15 libopenblas-dev libhwloc-dev
-	libjansson-dev)
-PGBIN=/usr/lib/postgresql/15/bin
-PYTHON=/usr/bin/python3		# Debian's, with python3-numpy
 
-say() { printf '\n=== %s\n' "$*"; }
 die() { printf 'demo.sh: %s\n' "$*" >&2; exit 2; }
 
 [ "$(id -u)" = 0 ] || die "run as root (sudo bash scripts/demo.sh): it installs packages and PostgreSQL files"
 
-# ---- packages, build, install -----------------------------------------------
 say "packages"
-missing=""
-for p in "${PACKAGES[@]}"; do
-	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	echo "installing:$missing"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q
-	# shellcheck disable=SC2086
-	apt-get install -y -q --no-install-recommends $missing </dev/null
-else
-	echo "all present"
-fi
-
+install_packages || die "could not install packages"
 say "build and install"
-make -C "$ROOT" -j"$(nproc)" PG_CONFIG=$PGBIN/pg_config ${USE_CUDA:+USE_CUDA=$USE_CUDA} >/dev/null
-make -C "$ROOT" install PG_CONFIG=$PGBIN/pg_config ${USE_CUDA:+USE_CUDA=$USE_CUDA} >/dev/null
-echo "quiver installed into $($PGBIN/pg_config --pkglibdir)"
+build_install >/dev/null || die "build failed (run make to see why)"
 
-# ---- a throw-away cluster ---------------------------------------------------
-WORK=$(mktemp -d /tmp/quiver-demo.XXXXXX)
-chmod 755 "$WORK"
-chown postgres: "$WORK"
-PORT=$($PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
-as_pg() { runuser -u postgres -- "$@"; }
-psql_demo() { as_pg $PGBIN/psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -d postgres "$@"; }
-
-cleanup() {
-	if [ -f "$WORK/data/postmaster.pid" ]; then
-		as_pg $PGBIN/pg_ctl -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
-		echo "cluster stopped"
-	fi
-	if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-say "cluster in $WORK, port $PORT"
-as_pg $PGBIN/initdb -D "$WORK/data" -A trust -E UTF8 --no-locale >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-shared_preload_libraries = 'quiver'
-quiver.database = 'postgres'
-quiver.engine_threads = 0
-max_parallel_workers_per_gather = 0
-EOF
-as_pg $PGBIN/pg_ctl -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
-psql_demo -c 'CREATE EXTENSION quiver'
+trap stop_cluster EXIT
+start_cluster </dev/null
+WORK=$CLUSTER_DIR
+psql_demo() { cluster_psql "$@"; }
+pgb() { cluster_pgbench "$@"; }
+say "cluster in $WORK, port $CLUSTER_PORT"
 psql_demo -At -c "SELECT 'engine: pid ' || pid FROM pg_stat_activity WHERE backend_type = 'quiver engine'"
 
 # ---- the graph, in SQL ------------------------------------------------------
-# Chung-Lu style: both ends of an edge are drawn with P(node i) ~ i^(-1/2),
-# i = floor(N * u^2); node 0 is the biggest hub.  Deterministic: setseed.
 say "generating $NODES nodes, $((NODES * AVG_DEGREE / 2)) edge rows (undirected), $DIM features"
-psql_demo <<EOF
-\timing on
-SELECT setseed(0.42);
-CREATE TABLE demo_node AS
-	SELECT i::bigint AS id,
-		   ARRAY(SELECT (2 * random() - 1)::real FROM generate_series(1, $DIM) WHERE i >= 0) AS feat
-	FROM generate_series(0, $NODES - 1) AS i;
-CREATE TABLE demo_edge AS
-	SELECT floor($NODES * random() ^ 2)::bigint AS src, floor($NODES * random() ^ 2)::bigint AS dst
-	FROM generate_series(1, $NODES * $AVG_DEGREE / 2);
-\timing off
-EOF
+make_graph_tables demo "$NODES" "$AVG_DEGREE" "$DIM"
 
 say "random GraphSAGE weights ($DIM -> $HIDDEN -> $CLASSES), written by python3 as safetensors"
-$PYTHON "$ROOT/test/ref/quiver_ref.py" weights --arch graphsage --dims "$DIM,$HIDDEN,$CLASSES" \
-	--seed 1 --out "$WORK/sage.safetensors"
-chown postgres: "$WORK/sage.safetensors"
+write_sage_weights "$DIM,$HIDDEN,$CLASSES" "$WORK/sage.safetensors"
 ls -l "$WORK/sage.safetensors"
 
 # ---- create the graph and the model -----------------------------------------
@@ -150,8 +88,6 @@ SELECT class, count(*) AS nodes
 EOF
 
 # ---- timings ----------------------------------------------------------------
-pgb() { as_pg $PGBIN/pgbench -n -h "$WORK" -p "$PORT" "$@" postgres; }
-
 say "single-call latency: pgbench, 1 client, 2000 calls on random nodes"
 echo "\\set id random(0, $((NODES - 1)))
 SELECT gnn_predict('sage', :id);" >"$WORK/one.sql"

@@ -23,14 +23,11 @@
 
 set -u -o pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$QUIVER_ROOT
 JOBS=${JOBS:-$(nproc)}
 RUN_USER=postgres
-PACKAGES=(build-essential pkg-config perl python3 python3-numpy
-	postgresql-15 postgresql-client-15 postgresql-server-dev-15
-	libopenblas-dev libhwloc-dev libjansson-dev libcmocka-dev libipc-run-perl)
 
-say() { printf '\n=== %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 2; }
 # A step before the suites failed: report it as one failed runner.
 fail_early() {
@@ -44,36 +41,15 @@ fail_early() {
 [ "$(id -u)" = 0 ] || die "run as root (sudo bash scripts/test.sh): it installs packages and PostgreSQL files"
 
 # ---- 1. packages ------------------------------------------------------------
-missing_packages() {
-	local p
-	for p in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
-	done
-}
-
 say "packages"
-missing=$(missing_packages | tr '\n' ' ')
-if [ -n "$missing" ]; then
-	echo "installing: $missing"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q || fail_early "apt-get update failed"
-	# shellcheck disable=SC2086
-	apt-get install -y -q --no-install-recommends $missing </dev/null || fail_early "apt-get install failed"
-else
-	echo "all present: ${PACKAGES[*]}"
-fi
+install_packages || fail_early "apt-get failed"
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 [ -x "$PG_CONFIG" ] || fail_early "no $PG_CONFIG"
 id "$RUN_USER" >/dev/null 2>&1 || fail_early "no user $RUN_USER (the postgresql-15 package creates it)"
 
 # ---- 2. build and install ---------------------------------------------------
-say "build (make -j$JOBS${USE_CUDA:+ USE_CUDA=$USE_CUDA})"
-make -C "$ROOT" -j"$JOBS" PG_CONFIG="$PG_CONFIG" ${USE_CUDA:+USE_CUDA=$USE_CUDA} 2>&1 | tail -n 25
-[ "${PIPESTATUS[0]}" = 0 ] || fail_early "make failed"
-make -C "$ROOT" install PG_CONFIG="$PG_CONFIG" ${USE_CUDA:+USE_CUDA=$USE_CUDA} >/dev/null \
-	|| fail_early "make install failed"
-echo "installed into $("$PG_CONFIG" --pkglibdir) and $("$PG_CONFIG" --sharedir)/extension"
+say "build and install${USE_CUDA:+ (USE_CUDA=$USE_CUDA)}"
+build_install || fail_early "make or make install failed"
 
 # ---- 3. the suites, as postgres, in a copy of the tree ----------------------
 WORK=$(mktemp -d /tmp/quiver-test.XXXXXX)

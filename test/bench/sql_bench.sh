@@ -1,0 +1,74 @@
+#!/bin/bash
+#
+# test/bench/sql_bench.sh — SQL round trips under pgbench: gnn_predict beside
+# SELECT 1, at several client counts, with request batching off and on.
+#
+#   sudo bash test/bench/sql_bench.sh
+#
+# Builds and installs quiver, starts a throw-away cluster, generates a
+# power-law graph (NODES nodes, DIM features) and a 2-layer GraphSAGE
+# (DIM -> HIDDEN -> CLASSES, fanout [10, 5]), then for every value of
+# quiver.batch_wait_us in WAITS and every client count in CLIENTS runs
+# `SELECT 1` and `SELECT gnn_predict('sage', random id)` for SECONDS each and
+# prints one JSON line: both rates, their ratio, gnn_predict's median and p99
+# latency and the requests the engine merged per batch.
+#
+# Environment: NODES (100000), AVG_DEGREE (10), DIM (32), HIDDEN (64),
+# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), SECONDS (10), KEEP=1.
+
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+NODES=${NODES:-100000}
+AVG_DEGREE=${AVG_DEGREE:-10}
+DIM=${DIM:-32}
+HIDDEN=${HIDDEN:-64}
+CLASSES=${CLASSES:-16}
+CLIENTS=${CLIENTS:-"1 8 32 64"}
+WAITS=${WAITS:-"0 200"}
+SECONDS_EACH=${SECONDS:-10}
+
+[ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
+install_packages >&2
+build_install >&2
+trap stop_cluster EXIT
+start_cluster <<<"max_connections = 100" >&2
+make_graph_tables bench "$NODES" "$AVG_DEGREE" "$DIM" >&2
+write_sage_weights "$DIM,$HIDDEN,$CLASSES" "$CLUSTER_DIR/sage.safetensors" >&2
+cluster_psql -c "SELECT nodes, edges FROM gnn_create_graph('bench', 'SELECT src, dst FROM bench_edge',
+	'SELECT id, feat FROM bench_node', undirected => true)" >&2
+cluster_psql -c "SELECT gnn_create_model('sage', 'bench', 'graphsage',
+	pg_read_binary_file('$CLUSTER_DIR/sage.safetensors'), '{\"fanout\": [10, 5]}')" >&2
+
+echo "SELECT 1;" >"$CLUSTER_DIR/select1.sql"
+printf '\\set id random(0, %d)\nSELECT gnn_predict('"'sage'"', :id);\n' $((NODES - 1)) >"$CLUSTER_DIR/predict.sql"
+chown postgres: "$CLUSTER_DIR"/*.sql
+
+# tps of a pgbench run of script $1 with $2 clients; latencies to $3 if given
+run_pgbench() {
+	local script=$1 clients=$2 log=${3:-} jobs
+	jobs=$((clients < 2 ? 1 : 2))
+	(cd "$CLUSTER_DIR" && cluster_pgbench -c "$clients" -j "$jobs" -T "$SECONDS_EACH" -f "$script" \
+		${log:+-l --log-prefix="$log"}) | awk '/^tps = / {print $3}'
+}
+
+stat() { cluster_psql -At -c "SELECT $1 FROM gnn_stats() WHERE model = 'sage'"; }
+
+echo "{\"machine\": \"$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)\", \"nodes\": $NODES, \"dim\": $DIM, \"model\": \"graphsage $DIM-$HIDDEN-$CLASSES fanout [10,5]\", \"seconds\": $SECONDS_EACH}"
+for wait in $WAITS; do
+	cluster_psql -c "ALTER SYSTEM SET quiver.batch_wait_us = $wait" -c "SELECT pg_reload_conf()" >/dev/null
+	sleep 1
+	for c in $CLIENTS; do
+		rm -f "$CLUSTER_DIR"/lat*
+		s1=$(run_pgbench select1.sql "$c")
+		req0=$(stat requests)
+		bat0=$(stat batches)
+		pr=$(run_pgbench predict.sql "$c" "$CLUSTER_DIR/lat")
+		req1=$(stat requests)
+		bat1=$(stat batches)
+		read -r p50 p99 <<<"$(cat "$CLUSTER_DIR"/lat* | awk '{print $3}' | sort -n |
+			awk '{v[NR] = $1} END {printf "%.3f %.3f", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000}')"
+		printf '{"batch_wait_us": %d, "clients": %d, "select1_tps": %.0f, "predict_tps": %.0f, "ratio": %.3f, "predict_p50_ms": %s, "predict_p99_ms": %s, "requests_per_batch": %.2f}\n' \
+			"$wait" "$c" "$s1" "$pr" "$(awk -v a="$pr" -v b="$s1" 'BEGIN {print a / b}')" "$p50" "$p99" \
+			"$(awk -v r=$((req1 - req0)) -v b=$((bat1 - bat0)) 'BEGIN {print b > 0 ? r / b : 0}')"
+	done
+done
