@@ -69,6 +69,6 @@ for wait in $WAITS; do
 			awk '{v[NR] = $1} END {printf "%.3f %.3f", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000}')"
 		printf '{"batch_wait_us": %d, "clients": %d, "select1_tps": %.0f, "predict_tps": %.0f, "ratio": %.3f, "predict_p50_ms": %s, "predict_p99_ms": %s, "requests_per_batch": %.2f}\n' \
 			"$wait" "$c" "$s1" "$pr" "$(awk -v a="$pr" -v b="$s1" 'BEGIN {print a / b}')" "$p50" "$p99" \
-			"$(awk -v r=$((req1 - req0)) -v b=$((bat1 - bat0)) 'BEGIN {print b > 0 ? r / b : 0}')"
+			"$(awk -v r=$((req1 - req0)) -v b=$((bat1 - bat0)) 'BEGIN {print (b > 0 ? r / b : 0)}')"
 	done
 done
