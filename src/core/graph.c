@@ -54,8 +54,8 @@ idmap_capacity(int64_t n)
 }
 
 /* Fill the id map with ids[0..n); a repeated id is QV_EDATA. */
-static int
-idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
+int
+qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
 {
 	uint64_t	cap = idmap_capacity(n);
 
@@ -279,8 +279,8 @@ build_undirected(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges,
 }
 
 /* In-degree without self loops; a row too long for int32 is QV_ELIMIT. */
-static int
-build_degrees(QvGraph *g, QvError *err)
+int
+qv_graph_fill_degrees(QvGraph *g, QvError *err)
 {
 	g->deg_noloop = alloc_array((size_t) g->n_nodes, sizeof(int32_t), err, "node degrees");
 	if (g->deg_noloop == NULL)
@@ -338,7 +338,7 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 	g->n_nodes = in->n_nodes;
 	g->dim = in->dim;
 
-	if ((rc = idmap_build(&g->idmap, in->ids, in->n_nodes, err)) != QV_OK)
+	if ((rc = qv_idmap_build(&g->idmap, in->ids, in->n_nodes, err)) != QV_OK)
 		goto fail;
 	s = alloc_array((size_t) in->n_edges, sizeof(int32_t), err, "edge sources");
 	d = s ? alloc_array((size_t) in->n_edges, sizeof(int32_t), err, "edge destinations") : NULL;
@@ -360,7 +360,7 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 	s = d = NULL;
 
 	if ((rc = copy_nodes(g, in, err)) != QV_OK ||
-		(rc = build_degrees(g, err)) != QV_OK)
+		(rc = qv_graph_fill_degrees(g, err)) != QV_OK)
 		goto fail;
 	*out = g;
 	return QV_OK;

@@ -2,11 +2,9 @@
  * graph_csr.c — QvGraph from a ready in-neighbour CSR; dataset folders of
  * .npy files (rowptr, col, feat).
  *
- * The id map and the degrees are filled exactly as graph.c fills them (same
- * hash, same capacity, same probing), so qv_graph_find works unchanged and
- * a graph from a CSR equals one from qv_graph_build on the same edges.
- * graph.c keeps its helpers static, hence the small copies below
- * (id_hash, idmap_fill, fill_degrees); they must stay in step with it.
+ * The id map and the degrees are filled by graph.c's own qv_idmap_build and
+ * qv_graph_fill_degrees, so a graph from a CSR equals one from
+ * qv_graph_build on the same edges.
  */
 #include "graph_csr.h"
 
@@ -17,71 +15,6 @@
 #include <sys/stat.h>
 
 #include "npy.h"
-
-/* graph.c's mix64: splitmix64's finaliser. */
-static inline uint64_t
-id_hash(uint64_t x)
-{
-	x += UINT64_C(0x9e3779b97f4a7c15);
-	x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return x ^ (x >> 31);
-}
-
-/* graph.c's idmap_build: capacity the smallest power of two >= 2n (>= 16),
- * linear probing, vals -1 when empty; a repeated id is QV_EDATA. */
-static int
-idmap_fill(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
-{
-	uint64_t	cap = 16;
-
-	while (cap < (uint64_t) n * 2)
-		cap <<= 1;
-	map->mask = cap - 1;
-	map->keys = qv_malloc(cap * sizeof(int64_t), err, "node id map keys");
-	if (map->keys == NULL)
-		return QV_ENOMEM;
-	map->vals = qv_malloc(cap * sizeof(int32_t), err, "node id map values");
-	if (map->vals == NULL)
-		return QV_ENOMEM;
-	memset(map->vals, 0xff, cap * sizeof(int32_t));
-
-	for (int64_t i = 0; i < n; i++)
-	{
-		uint64_t	slot = id_hash((uint64_t) ids[i]) & map->mask;
-
-		while (map->vals[slot] >= 0)
-		{
-			if (map->keys[slot] == ids[i])
-				return qv_error(err, QV_EDATA, "duplicate node id %lld", (long long) ids[i]);
-			slot = (slot + 1) & map->mask;
-		}
-		map->keys[slot] = ids[i];
-		map->vals[slot] = (int32_t) i;
-	}
-	return QV_OK;
-}
-
-/* graph.c's build_degrees: in-degree without self loops. */
-static int
-fill_degrees(QvGraph *g, QvError *err)
-{
-	g->deg_noloop = qv_malloc((size_t) g->n_nodes * sizeof(int32_t), err, "node degrees");
-	if (g->deg_noloop == NULL)
-		return QV_ENOMEM;
-	for (int64_t v = 0; v < g->n_nodes; v++)
-	{
-		int64_t		deg = 0;
-
-		for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
-			deg += (g->col[j] != v);
-		if (deg > INT32_MAX - 1)
-			return qv_error(err, QV_ELIMIT, "node %lld has %lld in-edges, more than the limit of %d",
-							(long long) g->ids[v], (long long) deg, INT32_MAX - 1);
-		g->deg_noloop[v] = (int32_t) deg;
-	}
-	return QV_OK;
-}
 
 /* Sizes, row pointers and column indices of a CSR. */
 static int
@@ -161,8 +94,8 @@ qv_graph_adopt_csr(int64_t n_nodes, int32_t dim, int64_t *rowptr, int32_t *col,
 	if (g->ids == NULL)
 		rc = QV_ENOMEM;
 	if (rc != QV_OK ||
-		(rc = idmap_fill(&g->idmap, g->ids, n_nodes, err)) != QV_OK ||
-		(rc = fill_degrees(g, err)) != QV_OK)
+		(rc = qv_idmap_build(&g->idmap, g->ids, n_nodes, err)) != QV_OK ||
+		(rc = qv_graph_fill_degrees(g, err)) != QV_OK)
 	{
 		qv_graph_free(g);
 		return rc;
