@@ -114,7 +114,7 @@ report_progress(TimestampTz *last, const char *what, int64 rows)
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (*last == 0)
-		*last = now;
+		*last = GetCurrentStatementStartTimestamp();
 	else if (TimestampDifferenceExceeds(*last, now, PROGRESS_EVERY_MS))
 	{
 		ereport(NOTICE, (errmsg("quiver: read " INT64_FORMAT " %s rows so far", rows, what)));
@@ -167,9 +167,10 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 			d = read_id(tup, SPI_tuptable->tupdesc, 2, row, "edges", "dst");
 			grow_append(&src, &s, sizeof(s));
 			grow_append(&dst, &d, sizeof(d));
+			if ((row & 255) == 0)
+				report_progress(&last, "edge", row);
 		}
 		SPI_freetuptable(SPI_tuptable);
-		report_progress(&last, "edge", row);
 	}
 	SPI_cursor_close(portal);
 	rows->n_edges = row;
@@ -269,9 +270,10 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 						 errmsg("feature row of node " INT64_FORMAT " is NULL", id)));
 			append_feature(&feat, d, SPI_gettypeid(desc, 2), id, rows);
 			grow_append(&ids, &id, sizeof(id));
+			if ((row & 255) == 0)
+				report_progress(&last, "feature", row);
 		}
 		SPI_freetuptable(SPI_tuptable);
-		report_progress(&last, "feature", row);
 	}
 	SPI_cursor_close(portal);
 	rows->n_nodes = row;
