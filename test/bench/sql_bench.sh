@@ -13,8 +13,13 @@
 # prints one JSON line: both rates, their ratio, gnn_predict's median and p99
 # latency and the requests the engine merged per batch.
 #
+# First it times gnn_create_graph on a LOAD_EDGES-edge table (1,000,000
+# nodes, 4 features) and prints the rate and the resident bytes against the
+# documented size of CSR + features + id map.
+#
 # Environment: NODES (100000), AVG_DEGREE (10), DIM (32), HIDDEN (64),
-# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), SECONDS (10), KEEP=1.
+# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), SECONDS (10),
+# LOAD_EDGES (10000000; 0 skips the load test), KEEP=1.
 
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -26,12 +31,35 @@ CLASSES=${CLASSES:-16}
 CLIENTS=${CLIENTS:-"1 8 32 64"}
 WAITS=${WAITS:-"0 200"}
 SECONDS_EACH=${SECONDS:-10}
+LOAD_EDGES=${LOAD_EDGES:-10000000}
 
 [ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
 install_packages >&2
 build_install >&2
 trap stop_cluster EXIT
 start_cluster <<<"max_connections = 100" >&2
+echo "{\"machine\": \"$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)\", \"cpu\": \"$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)\"}"
+
+if [ "$LOAD_EDGES" -gt 0 ]; then
+	cluster_psql <<SQL >&2
+CREATE TABLE load_node AS SELECT i::bigint AS id, ARRAY[random(), random(), random(), random()]::real[] AS feat
+	FROM generate_series(0, 999999) AS i;
+CREATE TABLE load_edge AS SELECT (random() * 999999)::bigint AS src, (random() * 999999)::bigint AS dst
+	FROM generate_series(1, $LOAD_EDGES);
+SQL
+	cluster_psql -At -F ' ' -c "SELECT nodes, edges, load_ms FROM gnn_create_graph('load',
+		'SELECT src, dst FROM load_edge', 'SELECT id, feat FROM load_node')" | {
+		read -r n e ms
+		bytes=$(cluster_psql -At -c "SELECT bytes FROM gnn_graphs WHERE name = 'load'")
+		# CSR (rowptr + col) + features + id map (ids + hash of capacity 2^21)
+		base=$((8 * (n + 1) + 4 * e + 4 * 4 * n + 8 * n + 12 * 2097152))
+		printf '{"load_edges": %d, "load_nodes": %d, "load_ms": %.0f, "edges_per_s": %.0f, "resident_bytes": %d, "csr_feat_idmap_bytes": %d, "ratio": %.3f}\n' \
+			"$e" "$n" "$ms" "$(awk -v e="$e" -v ms="$ms" 'BEGIN {print e / ms * 1000}')" "$bytes" "$base" \
+			"$(awk -v a="$bytes" -v b="$base" 'BEGIN {print a / b}')"
+	}
+	cluster_psql -c "SELECT gnn_drop_graph('load')" -c "DROP TABLE load_node, load_edge" >/dev/null
+fi
+
 make_graph_tables bench "$NODES" "$AVG_DEGREE" "$DIM" >&2
 write_sage_weights "$DIM,$HIDDEN,$CLASSES" "$CLUSTER_DIR/sage.safetensors" >&2
 cluster_psql -c "SELECT nodes, edges FROM gnn_create_graph('bench', 'SELECT src, dst FROM bench_edge',
@@ -53,7 +81,7 @@ run_pgbench() {
 
 stat() { cluster_psql -At -c "SELECT $1 FROM gnn_stats() WHERE model = 'sage'"; }
 
-echo "{\"machine\": \"$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)\", \"nodes\": $NODES, \"dim\": $DIM, \"model\": \"graphsage $DIM-$HIDDEN-$CLASSES fanout [10,5]\", \"seconds\": $SECONDS_EACH}"
+echo "{\"nodes\": $NODES, \"dim\": $DIM, \"model\": \"graphsage $DIM-$HIDDEN-$CLASSES fanout [10,5]\", \"seconds\": $SECONDS_EACH}"
 for wait in $WAITS; do
 	cluster_psql -c "ALTER SYSTEM SET quiver.batch_wait_us = $wait" -c "SELECT pg_reload_conf()" >/dev/null
 	sleep 1
