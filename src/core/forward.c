@@ -3,138 +3,579 @@
  *
  * The seeds are sampled for L = n_layers hops, and layer i = 0..L-1 turns
  * rows of nodes[L-i] into rows of nodes[L-1-i] through block L-1-i.  The
- * first layer reads the features of nodes[L] in place, through the node
- * list, instead of gathering them (nodes[L] is by far the largest set);
- * only GraphSAGE's root term gathers the rows of its targets into a matrix.
+ * last hop is sampled without de-duplication (raw_last): the first layer
+ * reads the feature rows of the sampled sources in place, through their
+ * graph indices, and never gathers nodes[L], by far the largest set.
  * Because nodes[h+1] starts with nodes[h], a target's own row is the row of
  * the same index in the layer's input.
- * Aggregation (mean for GraphSAGE, normalised sum for GCN; see
- * docs/sampling.md) runs in parallel over targets with double accumulators;
- * the dense parts are OpenBLAS sgemm calls.
+ *
+ * A layer is one parallel loop over blocks of QV_ROWS target rows (fixed
+ * boundaries, so results do not depend on the thread count).  Per block a
+ * worker aggregates the rows into its own scratch matrix (mean for
+ * GraphSAGE, normalised sum for GCN, see docs/sampling.md; double
+ * accumulators; neighbour rows prefetched a few rows ahead), appends
+ * GraphSAGE's root rows for the first layer, and runs the block's dense part
+ * through single-threaded OpenBLAS calls while the scratch is still in
+ * cache: out = bias, += agg W_l^T, += self W_r^T, then ReLU (sgemm, or
+ * sgemv per row for blocks of a few rows, where sgemm's packing of W
+ * dominates).  All buffers
+ * live in a QvWorkspace that is reused across calls.
  */
 #include "forward.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdalign.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sample.h"
 
-/* What the aggregation workers share for one layer. */
-typedef struct AggJob
+#define QV_ROWS_SMALL 64		/* rows per block of a layer under ... */
+#define QV_ROWS_LARGE 256		/* ... QV_ROWS_SWITCH targets, and above */
+#define QV_ROWS_SWITCH 16384
+#define QV_ROW_PREFETCH 8		/* neighbour rows prefetched ahead */
+#define QV_ID_RANGE 2048		/* ids per item of the parallel id lookup */
+#define QV_GEMV_ROWS 4			/* blocks this small use sgemv */
+
+#define prefetch(p) __builtin_prefetch((p), 0, 3)
+
+/* Vector kernels get AVX2 and AVX-512 clones picked at load time: the
+ * extension is built for baseline x86-64. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones) && !defined(__clang__)	/* clang: PGXS bitcode */
+#define QV_KERNEL __attribute__((target_clones("avx512f", "avx2", "default"), noinline))
+#endif
+#endif
+#ifndef QV_KERNEL
+#define QV_KERNEL __attribute__((noinline))
+#endif
+
+typedef float v8sf __attribute__((vector_size(32)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+typedef double v8df __attribute__((vector_size(64)));
+
+/* ---- vector kernels ----------------------------------------------------------- */
+
+/* Eight floats at p, widened to doubles (a macro: a function returning a
+ * 64-byte vector would change ABI between the clones). */
+#define load8_f32_as_f64(p) \
+	({ v8sf v8_; memcpy(&v8_, (p), sizeof(v8_)); __builtin_convertvector(v8_, v8df); })
+
+/* acc[0..n) += x[0..n) */
+QV_KERNEL static void
+acc_add(double *restrict acc, const float *restrict x, int32_t n)
+{
+	int32_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+	{
+		v8df		a;
+
+		memcpy(&a, acc + i, sizeof(a));
+		a += load8_f32_as_f64(x + i);
+		memcpy(acc + i, &a, sizeof(a));
+	}
+	for (; i < n; i++)
+		acc[i] += x[i];
+}
+
+/* acc[0..n) += w * x[0..n) */
+QV_KERNEL static void
+acc_axpy(double *restrict acc, double w, const float *restrict x, int32_t n)
+{
+	int32_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+	{
+		v8df		a;
+
+		memcpy(&a, acc + i, sizeof(a));
+		a += w * load8_f32_as_f64(x + i);
+		memcpy(acc + i, &a, sizeof(a));
+	}
+	for (; i < n; i++)
+		acc[i] += w * x[i];
+}
+
+/* y[0..n) = (float) (acc * s + x * xs); x may be NULL */
+QV_KERNEL static void
+acc_store(float *restrict y, const double *restrict acc, double s,
+		  const float *restrict x, double xs, int32_t n)
+{
+	int32_t		i = 0;
+
+	if (x == NULL)
+	{
+		for (; i + 8 <= n; i += 8)
+		{
+			v8df		a;
+			v8sf		r;
+
+			memcpy(&a, acc + i, sizeof(a));
+			r = __builtin_convertvector(a * s, v8sf);
+			memcpy(y + i, &r, sizeof(r));
+		}
+		for (; i < n; i++)
+			y[i] = (float) (acc[i] * s);
+		return;
+	}
+	for (; i + 8 <= n; i += 8)
+	{
+		v8df		a;
+		v8sf		r;
+
+		memcpy(&a, acc + i, sizeof(a));
+		r = __builtin_convertvector(a * s + load8_f32_as_f64(x + i) * xs, v8sf);
+		memcpy(y + i, &r, sizeof(r));
+	}
+	for (; i < n; i++)
+		y[i] = (float) (acc[i] * s + x[i] * xs);
+}
+
+/* y[0..n) = max(y, 0), NaN kept */
+QV_KERNEL static void
+relu(float *restrict y, size_t n)
+{
+	size_t		i = 0;
+
+	for (; i + 8 <= n; i += 8)
+	{
+		v8sf		v;
+		v8si		neg;
+
+		memcpy(&v, y + i, sizeof(v));
+		neg = v < (v8sf) {0};
+		v = (v8sf) ((v8si) v & ~neg);
+		memcpy(y + i, &v, sizeof(v));
+	}
+	for (; i < n; i++)
+		if (y[i] < 0.0f)
+			y[i] = 0.0f;
+}
+
+/* Prefetch every cache line of a row of `bytes` bytes. */
+static inline void
+prefetch_row(const void *row, size_t bytes)
+{
+	const char *p = row;
+
+	for (size_t off = 0; off < bytes; off += 64)
+		prefetch(p + off);
+	prefetch(p + bytes - 1);
+}
+
+/* ---- workspace ------------------------------------------------------------------ */
+
+/* Scratch of one pool worker, on its own cache lines. */
+typedef struct LayerScratch
+{
+	alignas(64) float *a;		/* QV_ROWS_LARGE x lda: aggregates, roots */
+	size_t		a_cap;
+	double	   *acc;			/* one accumulator row */
+	size_t		acc_cap;
+} LayerScratch;
+
+struct QvWorkspace
+{
+	QvPoolCached cached;		/* first: the pool may hold us */
+	size_t		bytes;
+	QvSampleBuf *sbuf;
+	int32_t    *seeds;
+	size_t		seeds_cap;
+	float	   *act[2];			/* layer outputs, alternating */
+	size_t		act_cap[2];
+	double	   *scale;			/* GCN: 1/sqrt(dh) per input row */
+	size_t		scale_cap;
+	float	   *bias;			/* bias_l + bias_r of the current layer */
+	size_t		bias_cap;
+	int			n_workers;
+	LayerScratch *scratch;
+};
+
+/* Make *p hold at least need elements of elem bytes; contents are lost. */
+static int
+ws_grow(QvWorkspace *ws, void **p, size_t *cap, size_t need, size_t elem,
+		QvError *err, const char *what)
+{
+	size_t		n,
+				bytes;
+
+	if (need <= *cap && *p != NULL)
+		return QV_OK;
+	n = need + need / 8 + 16;	/* slack for batches that vary a little */
+	if (n < need || __builtin_mul_overflow(n, elem, &bytes))
+		return qv_error(err, QV_ELIMIT, "%s: %zu elements overflow", what, need);
+	free(*p);
+	ws->bytes -= *cap * elem;
+	*cap = 0;
+	*p = qv_malloc(bytes, err, what);
+	if (*p == NULL)
+		return QV_ENOMEM;
+	*cap = n;
+	ws->bytes += bytes;
+	return QV_OK;
+}
+
+static void
+workspace_free_cached(QvPoolCached *obj)
+{
+	qv_workspace_destroy((QvWorkspace *) obj);
+}
+
+QvWorkspace *
+qv_workspace_create(QvError *err)
+{
+	QvWorkspace *ws = qv_calloc(1, sizeof(QvWorkspace), err, "inference workspace");
+
+	if (ws == NULL)
+		return NULL;
+	ws->cached.free_fn = workspace_free_cached;
+	ws->sbuf = qv_sample_buf_create(err);
+	if (ws->sbuf == NULL)
+	{
+		free(ws);
+		return NULL;
+	}
+	return ws;
+}
+
+static void
+free_scratch(QvWorkspace *ws)
+{
+	for (int w = 0; w < ws->n_workers; w++)
+	{
+		free(ws->scratch[w].a);
+		free(ws->scratch[w].acc);
+		ws->bytes -= ws->scratch[w].a_cap * sizeof(float) +
+			ws->scratch[w].acc_cap * sizeof(double);
+	}
+	free(ws->scratch);
+	ws->scratch = NULL;
+	ws->n_workers = 0;
+}
+
+void
+qv_workspace_destroy(QvWorkspace *ws)
+{
+	if (ws == NULL)
+		return;
+	qv_sample_buf_destroy(ws->sbuf);
+	free_scratch(ws);
+	free(ws->seeds);
+	free(ws->act[0]);
+	free(ws->act[1]);
+	free(ws->scale);
+	free(ws->bias);
+	free(ws);
+}
+
+size_t
+qv_workspace_bytes(const QvWorkspace *ws)
+{
+	return ws ? ws->bytes + sizeof(QvWorkspace) + qv_sample_buf_bytes(ws->sbuf) +
+		(size_t) ws->n_workers * sizeof(LayerScratch) : 0;
+}
+
+void
+qv_infer_release(QvPool *pool)
+{
+	QvPoolCached *cached = qv_pool_cache_take(pool);
+
+	if (cached != NULL)
+		cached->free_fn(cached);
+}
+
+/* Per-worker scratch: a block of lda floats per row, accumulators of acc. */
+static int
+prepare_scratch(QvWorkspace *ws, int n_workers, size_t lda, size_t acc, QvError *err)
+{
+	if (ws->n_workers < n_workers)
+	{
+		LayerScratch *s;
+
+		free_scratch(ws);
+		s = aligned_alloc(64, (size_t) n_workers * sizeof(LayerScratch));
+		if (s == NULL)
+			return qv_error(err, QV_ENOMEM, "out of memory allocating %zu bytes for inference scratch",
+							(size_t) n_workers * sizeof(LayerScratch));
+		memset(s, 0, (size_t) n_workers * sizeof(LayerScratch));
+		ws->scratch = s;
+		ws->n_workers = n_workers;
+	}
+	for (int w = 0; w < n_workers; w++)
+	{
+		LayerScratch *s = &ws->scratch[w];
+		int			rc;
+
+		if ((rc = ws_grow(ws, (void **) &s->a, &s->a_cap, lda * QV_ROWS_LARGE, sizeof(float),
+						  err, "aggregation scratch")) != QV_OK ||
+			(rc = ws_grow(ws, (void **) &s->acc, &s->acc_cap, acc, sizeof(double),
+						  err, "aggregation accumulators")) != QV_OK)
+			return rc;
+	}
+	return QV_OK;
+}
+
+/* ---- layers ------------------------------------------------------------------------ */
+
+/* What the workers share for one layer. */
+typedef struct LayerJob
 {
 	QvArch		arch;
+	const QvLayer *l;
 	const QvGraph *g;
 	const QvBlock *blk;
-	const int32_t *src_nodes;	/* nodes[h+1]: graph index of each input row */
-	const float *h;				/* input rows, width dim */
-	const int32_t *h_rows;		/* if set, input row u is h_rows[u] of h */
-	int32_t		dim;
-	float	   *agg;			/* blk->n_dst rows, width dim */
-	double	   *scratch;		/* one accumulator of width dim per worker */
-} AggJob;
+	bool		first;			/* nbr are graph indices into the features */
+	const int32_t *targets;		/* graph index of each target */
+	const float *in;			/* input row u at in + u * in_dim */
+	const double *scale;		/* GCN after the first layer: 1/sqrt(dh) per row */
+	const float *bias;			/* summed biases, or NULL */
+	float	   *out;
+	int32_t		n_dst;
+	int32_t		rows;			/* rows per block */
+	bool		relu;
+	LayerScratch *scratch;
+} LayerJob;
 
-/* What the feature gather workers share. */
-typedef struct GatherJob
-{
-	const QvGraph *g;
-	const int32_t *nodes;
-	float	   *dst;
-} GatherJob;
-
-static void
-gather_rows(void *arg, int64_t begin, int64_t end, int worker)
-{
-	GatherJob  *job = arg;
-	size_t		row_bytes = (size_t) job->g->dim * sizeof(float);
-
-	for (int64_t i = begin; i < end; i++)
-		memcpy(job->dst + i * job->g->dim,
-			   job->g->feat + (size_t) job->nodes[i] * job->g->dim, row_bytes);
-}
-
-/* Input row u of an aggregation. */
 static inline const float *
-input_row(const AggJob *job, int32_t u)
+input_row(const LayerJob *job, int64_t u)
 {
-	return job->h + (size_t) (job->h_rows ? job->h_rows[u] : u) * job->dim;
+	return job->in + (size_t) u * job->l->in_dim;
 }
 
-/* GraphSAGE: agg[t] = mean of the sampled neighbours' rows (0 if none). */
+/* GraphSAGE: a[t] = mean of the sampled neighbours' rows (0 if none). */
 static void
-aggregate_mean(const AggJob *job, int32_t t, double *acc)
+aggregate_mean(const LayerJob *job, int32_t r0, int32_t r1, float *a, size_t lda, double *acc)
 {
-	int64_t		begin = job->blk->offsets[t];
-	int64_t		end = job->blk->offsets[t + 1];
-	int32_t		dim = job->dim;
-	float	   *out = job->agg + (size_t) t * dim;
+	const int64_t *off = job->blk->offsets;
+	const int32_t *nbr = job->blk->nbr;
+	int32_t		dim = job->l->in_dim;
+	size_t		row_bytes = (size_t) dim * sizeof(float);
+	int64_t		pf = off[r0];
+	int64_t		stop = off[r1];
 
-	memset(acc, 0, (size_t) dim * sizeof(double));
-	for (int64_t j = begin; j < end; j++)
+	for (int32_t t = r0; t < r1; t++)
 	{
-		const float *hu = input_row(job, job->blk->nbr[j]);
+		int64_t		begin = off[t],
+					end = off[t + 1];
 
-		for (int32_t c = 0; c < dim; c++)
-			acc[c] += hu[c];
+		memset(acc, 0, (size_t) dim * sizeof(double));
+		for (int64_t j = begin; j < end; j++)
+		{
+			for (; pf < stop && pf < j + QV_ROW_PREFETCH; pf++)
+				prefetch_row(input_row(job, nbr[pf]), row_bytes);
+			acc_add(acc, input_row(job, nbr[j]), dim);
+		}
+		acc_store(a + (size_t) (t - r0) * lda, acc,
+				  end > begin ? 1.0 / (double) (end - begin) : 0.0, NULL, 0.0, dim);
 	}
-	for (int32_t c = 0; c < dim; c++)
-		out[c] = end > begin ? (float) (acc[c] / (double) (end - begin)) : 0.0f;
+}
+
+/* 1/sqrt(dh) of graph node v, dh = in-degree without loops + 1. */
+static inline double
+gcn_norm(const QvGraph *g, int32_t v)
+{
+	return 1.0 / sqrt((double) g->deg_noloop[v] + 1.0);
 }
 
 /*
- * GCN: agg[t] = s_t * sum_{sampled u->t, u != t} h_u / sqrt(dh_u dh_t)
- *               + h_t / dh_t,
+ * GCN: a[t] = s_t * sum_{sampled u->t, u != t} h_u / sqrt(dh_u dh_t)
+ *             + h_t / dh_t,
  * dh = deg_noloop + 1, s_t = deg_noloop[t] / (sampled non-loop edges).
  */
 static void
-aggregate_gcn(const AggJob *job, int32_t t, double *acc)
+aggregate_gcn(const LayerJob *job, int32_t r0, int32_t r1, float *a, size_t lda, double *acc)
 {
-	int64_t		begin = job->blk->offsets[t];
-	int64_t		end = job->blk->offsets[t + 1];
-	int32_t		dim = job->dim;
+	const int64_t *off = job->blk->offsets;
+	const int32_t *nbr = job->blk->nbr;
 	const int32_t *deg = job->g->deg_noloop;
-	double		dh_t = (double) deg[job->src_nodes[t]] + 1.0;
-	const float *ht = input_row(job, t);
-	float	   *out = job->agg + (size_t) t * dim;
-	int64_t		n_taken = 0;
-	double		scale = 0.0;
+	int32_t		dim = job->l->in_dim;
+	size_t		row_bytes = (size_t) dim * sizeof(float);
+	int64_t		pf = off[r0];
+	int64_t		stop = off[r1];
 
-	memset(acc, 0, (size_t) dim * sizeof(double));
-	for (int64_t j = begin; j < end; j++)
+	for (int32_t t = r0; t < r1; t++)
 	{
-		int32_t		u = job->blk->nbr[j];
-		const float *hu;
-		double		w;
+		int64_t		begin = off[t],
+					end = off[t + 1];
+		int32_t		v = job->targets[t];
+		int64_t		self = job->first ? v : t;	/* t's own row in the input */
+		double		dh_t = (double) deg[v] + 1.0;
+		int64_t		n_taken = 0;
+		double		s = 0.0;
 
-		if (u == t)				/* self loop: replaced by the added one */
-			continue;
-		hu = input_row(job, u);
-		w = 1.0 / sqrt((double) deg[job->src_nodes[u]] + 1.0);
-		for (int32_t c = 0; c < dim; c++)
-			acc[c] += w * hu[c];
-		n_taken++;
+		memset(acc, 0, (size_t) dim * sizeof(double));
+		for (int64_t j = begin; j < end; j++)
+		{
+			int32_t		u = nbr[j];
+
+			for (; pf < stop && pf < j + QV_ROW_PREFETCH; pf++)
+			{
+				prefetch_row(input_row(job, nbr[pf]), row_bytes);
+				if (job->first)
+					prefetch(&deg[nbr[pf]]);
+			}
+			if (u == self)		/* self loop: replaced by the added one */
+				continue;
+			acc_axpy(acc, job->first ? gcn_norm(job->g, u) : job->scale[u],
+					 input_row(job, u), dim);
+			n_taken++;
+		}
+		if (n_taken > 0)
+			s = (double) deg[v] / (double) n_taken / sqrt(dh_t);
+		acc_store(a + (size_t) (t - r0) * lda, acc, s, input_row(job, self), 1.0 / dh_t, dim);
 	}
-	if (n_taken > 0)
-		scale = (double) deg[job->src_nodes[t]] / (double) n_taken / sqrt(dh_t);
-	for (int32_t c = 0; c < dim; c++)
-		out[c] = (float) (acc[c] * scale + ht[c] / dh_t);
 }
+
+/* GraphSAGE's first layer: the targets' own feature rows after the
+ * aggregates, columns [dim, 2 dim) of the block. */
+static void
+gather_roots(const LayerJob *job, int32_t r0, int32_t r1, float *a, size_t lda)
+{
+	int32_t		dim = job->l->in_dim;
+	size_t		row_bytes = (size_t) dim * sizeof(float);
+
+	for (int32_t t = r0; t < r1; t++)
+	{
+		if (t + QV_ROW_PREFETCH < r1)
+			prefetch_row(input_row(job, job->targets[t + QV_ROW_PREFETCH]), row_bytes);
+		memcpy(a + (size_t) (t - r0) * lda + dim, input_row(job, job->targets[t]), row_bytes);
+	}
+}
+
+/*
+ * c[m x out] += a[m x in] W^T, W [out, in] row-major.  Up to
+ * QV_GEMV_ROWS rows go through sgemv, row by row: sgemm packs all of W
+ * first, which costs several times more than the product itself there.
+ */
+static void
+matmul_rows(int32_t m, int32_t out_dim, int32_t in_dim, const float *a, size_t lda,
+			const float *w, float *c)
+{
+	if (m <= QV_GEMV_ROWS)
+		for (int32_t r = 0; r < m; r++)
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, out_dim, in_dim, 1.0f, w, in_dim,
+						a + (size_t) r * lda, 1, 1.0f, c + (size_t) r * out_dim, 1);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, out_dim, in_dim,
+					1.0f, a, (int) lda, w, in_dim, 1.0f, c, out_dim);
+}
+
+/* Dense part of a block of m rows starting at r0: out = bias + a W_l^T
+ * (+ self W_r^T), ReLU unless last. */
+static void
+dense_block(const LayerJob *job, int32_t r0, int32_t m, const float *a, size_t lda)
+{
+	const QvLayer *l = job->l;
+	float	   *c = job->out + (size_t) r0 * l->out_dim;
+
+	/* start from the biases (or zeros) and accumulate: never scale c by a
+	 * beta of 0, which would keep a NaN left in a reused buffer */
+	for (int32_t r = 0; r < m; r++)
+		if (job->bias)
+			memcpy(c + (size_t) r * l->out_dim, job->bias, (size_t) l->out_dim * sizeof(float));
+		else
+			memset(c + (size_t) r * l->out_dim, 0, (size_t) l->out_dim * sizeof(float));
+	matmul_rows(m, l->out_dim, l->in_dim, a, lda, l->weight_l, c);
+	if (job->arch == QV_ARCH_GRAPHSAGE)
+	{
+		if (job->first)
+			matmul_rows(m, l->out_dim, l->in_dim, a + l->in_dim, lda, l->weight_r, c);
+		else
+			matmul_rows(m, l->out_dim, l->in_dim, input_row(job, r0), (size_t) l->in_dim,
+						l->weight_r, c);
+	}
+	if (job->relu)
+		relu(c, (size_t) m * (size_t) l->out_dim);
+}
+
+/* Pool items: blocks of job->rows targets. */
+static void
+layer_blocks(void *arg, int64_t begin, int64_t end, int worker)
+{
+	LayerJob   *job = arg;
+	LayerScratch *sc = &job->scratch[worker];
+	bool		roots = job->arch == QV_ARCH_GRAPHSAGE && job->first;
+	size_t		lda = (size_t) job->l->in_dim * (roots ? 2 : 1);
+
+	for (int64_t b = begin; b < end; b++)
+	{
+		int32_t		r0 = (int32_t) (b * job->rows);
+		int32_t		r1 = r0 + job->rows < job->n_dst ? r0 + job->rows : job->n_dst;
+
+		if (job->arch == QV_ARCH_GCN)
+			aggregate_gcn(job, r0, r1, sc->a, lda, sc->acc);
+		else
+			aggregate_mean(job, r0, r1, sc->a, lda, sc->acc);
+		if (roots)
+			gather_roots(job, r0, r1, sc->a, lda);
+		dense_block(job, r0, r1 - r0, sc->a, lda);
+	}
+}
+
+/* What the GCN normalisation pass shares. */
+typedef struct ScaleJob
+{
+	const QvGraph *g;
+	const int32_t *nodes;
+	double	   *scale;
+} ScaleJob;
 
 static void
-aggregate_rows(void *arg, int64_t begin, int64_t end, int worker)
+scale_rows(void *arg, int64_t begin, int64_t end, int worker)
 {
-	AggJob	   *job = arg;
-	double	   *acc = job->scratch + (size_t) worker * job->dim;
+	ScaleJob   *job = arg;
 
-	for (int64_t t = begin; t < end; t++)
+	for (int64_t u = begin; u < end; u++)
 	{
-		if (job->arch == QV_ARCH_GCN)
-			aggregate_gcn(job, (int32_t) t, acc);
-		else
-			aggregate_mean(job, (int32_t) t, acc);
+		if (u + 16 < end)
+			prefetch(&job->g->deg_noloop[job->nodes[u + 16]]);
+		job->scale[u] = gcn_norm(job->g, job->nodes[u]);
 	}
 }
+
+/* Layer i of the model: rows of nodes[h+1] (in) to rows of nodes[h] (out). */
+static int
+run_layer(const QvModel *m, const QvGraph *g, const QvSample *s, int i,
+		  const float *in, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+{
+	const QvLayer *l = &m->layers[i];
+	int			h = m->n_layers - 1 - i;
+	LayerJob	job = {
+		.arch = m->arch, .l = l, .g = g, .blk = &s->blocks[h], .first = i == 0,
+		.targets = s->nodes[h], .in = in, .out = out, .n_dst = s->n_nodes[h],
+		.relu = i < m->n_layers - 1, .scratch = ws->scratch
+	};
+	int			rc;
+
+	job.rows = job.n_dst < QV_ROWS_SWITCH ? QV_ROWS_SMALL : QV_ROWS_LARGE;
+	if (l->bias_l || l->bias_r)
+	{
+		if ((rc = ws_grow(ws, (void **) &ws->bias, &ws->bias_cap, (size_t) l->out_dim,
+						  sizeof(float), err, "layer biases")) != QV_OK)
+			return rc;
+		for (int32_t c = 0; c < l->out_dim; c++)
+			ws->bias[c] = (l->bias_l ? l->bias_l[c] : 0.0f) + (l->bias_r ? l->bias_r[c] : 0.0f);
+		job.bias = ws->bias;
+	}
+	if (m->arch == QV_ARCH_GCN && !job.first)
+	{
+		ScaleJob	sj = {g, s->nodes[h + 1], NULL};
+
+		if ((rc = ws_grow(ws, (void **) &ws->scale, &ws->scale_cap, (size_t) s->n_nodes[h + 1],
+						  sizeof(double), err, "GCN normalisation")) != QV_OK)
+			return rc;
+		sj.scale = ws->scale;
+		qv_pool_run(pool, s->n_nodes[h + 1], 4096, scale_rows, &sj);
+		job.scale = ws->scale;
+	}
+	qv_pool_run(pool, (job.n_dst + job.rows - 1) / job.rows, 1, layer_blocks, &job);
+	return QV_OK;
+}
+
+/* ---- entry points ------------------------------------------------------------------ */
 
 /* Check that the model's layers chain and fit the graph. */
 static int
@@ -165,147 +606,87 @@ validate_model(const QvModel *m, const QvGraph *g, QvError *err)
 	return QV_OK;
 }
 
-/* External ids -> dense seeds; an unknown id is QV_ENOTFOUND. */
-static int
-map_ids(const QvGraph *g, const int64_t *ids, int32_t n, int32_t *seeds, QvError *err)
+/* What the parallel id lookup shares. */
+typedef struct IdJob
 {
+	const QvGraph *g;
+	const int64_t *ids;
+	int32_t		n;
+	int32_t    *seeds;
+} IdJob;
+
+static void
+map_id_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+	IdJob	   *job = arg;
+	int64_t		stop = end * QV_ID_RANGE < job->n ? end * QV_ID_RANGE : job->n;
+
+	for (int64_t i = begin * QV_ID_RANGE; i < stop; i++)
+		job->seeds[i] = qv_graph_find(job->g, job->ids[i]);
+}
+
+/* External ids -> dense seeds; the first unknown id is QV_ENOTFOUND. */
+static int
+map_ids(const QvGraph *g, const int64_t *ids, int32_t n, int32_t *seeds,
+		QvPool *pool, QvError *err)
+{
+	IdJob		job = {g, ids, n, seeds};
+
+	qv_pool_run(pool, (n + QV_ID_RANGE - 1) / QV_ID_RANGE, 1, map_id_range, &job);
 	for (int32_t i = 0; i < n; i++)
-	{
-		seeds[i] = qv_graph_find(g, ids[i]);
 		if (seeds[i] < 0)
 			return qv_error(err, QV_ENOTFOUND, "node id %lld does not exist",
 							(long long) ids[i]);
-	}
 	return QV_OK;
 }
 
-/* Elements of the largest activation and aggregate buffers, and the widest
- * layer input (for the accumulators). */
+/* Size the activations and scratch for a sample. */
 static int
-buffer_sizes(const QvModel *m, const QvGraph *g, const QvSample *s,
-			 size_t *act_elems, size_t *agg_elems, int32_t *max_in, QvError *err)
+prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace *ws,
+				QvError *err)
 {
-	int			L = m->n_layers;
+	size_t		act[2] = {0, 0},	/* layer i writes act[i % 2] */
+				lda = 0,
+				acc = 0;
+	int			rc;
 
-	*act_elems = 0;
-	if (m->arch == QV_ARCH_GRAPHSAGE &&		/* first layer's gathered roots */
-		__builtin_mul_overflow((size_t) s->n_nodes[L - 1], (size_t) g->dim, act_elems))
-		return qv_error(err, QV_ELIMIT, "activations of %d nodes overflow", (int) s->n_nodes[L - 1]);
-	*agg_elems = 0;
-	*max_in = g->dim;
-	for (int i = 0; i < L; i++)
+	for (int i = 0; i < m->n_layers; i++)
 	{
 		const QvLayer *l = &m->layers[i];
-		size_t		rows = (size_t) s->n_nodes[L - 1 - i];
-		size_t		out_elems,
-					in_elems;
+		size_t		rows = (size_t) s->n_nodes[m->n_layers - 1 - i];
+		size_t		elems;
+		size_t		width = (size_t) l->in_dim *
+			((m->arch == QV_ARCH_GRAPHSAGE && i == 0) ? 2 : 1);
 
-		if (__builtin_mul_overflow(rows, (size_t) l->out_dim, &out_elems) ||
-			__builtin_mul_overflow(rows, (size_t) l->in_dim, &in_elems))
+		if (__builtin_mul_overflow(rows, (size_t) l->out_dim, &elems))
 			return qv_error(err, QV_ELIMIT, "activations of %zu nodes overflow", rows);
-		if (out_elems > *act_elems)
-			*act_elems = out_elems;
-		if (in_elems > *agg_elems)
-			*agg_elems = in_elems;
-		if (l->in_dim > *max_in)
-			*max_in = l->in_dim;
+		act[i % 2] = elems > act[i % 2] ? elems : act[i % 2];
+		lda = width > lda ? width : lda;
+		acc = (size_t) l->in_dim > acc ? (size_t) l->in_dim : acc;
 	}
-	return QV_OK;
+	for (int p = 0; p < 2 && p < m->n_layers; p++)
+		if ((rc = ws_grow(ws, (void **) &ws->act[p], &ws->act_cap[p], act[p], sizeof(float),
+						  err, "activations")) != QV_OK)
+			return rc;
+	return prepare_scratch(ws, n_workers, lda, acc, err);
 }
 
-/* Add biases to every row and apply ReLU unless this is the last layer. */
+/* Keep OpenBLAS to the calling thread: the pool splits the GEMMs. */
 static void
-bias_relu(float *x, int32_t rows, const QvLayer *l, int relu)
+single_threaded_blas(void)
 {
-	for (int32_t r = 0; r < rows; r++)
-	{
-		float	   *row = x + (size_t) r * l->out_dim;
-
-		for (int32_t c = 0; c < l->out_dim; c++)
-		{
-			float		v = row[c];
-
-			if (l->bias_l)
-				v += l->bias_l[c];
-			if (l->bias_r)
-				v += l->bias_r[c];
-			row[c] = (relu && v < 0.0f) ? 0.0f : v;
-		}
-	}
-}
-
-/*
- * Layer i: rows of nodes[h+1] -> rows of nodes[h] in `out`.  The input is
- * `in` (row u at h_rows[u] when h_rows is set); `self` holds the targets'
- * own rows as a matrix (GraphSAGE's root term).
- */
-static void
-apply_layer(const QvModel *m, const QvGraph *g, const QvSample *s, int i,
-			const float *in, const int32_t *h_rows, const float *self,
-			float *agg, float *out, double *scratch, QvPool *pool)
-{
-	const QvLayer *l = &m->layers[i];
-	int			h = m->n_layers - 1 - i;
-	int32_t		n_dst = s->n_nodes[h];
-	AggJob		job = {
-		.arch = m->arch, .g = g, .blk = &s->blocks[h], .src_nodes = s->nodes[h + 1],
-		.h = in, .h_rows = h_rows, .dim = l->in_dim, .agg = agg, .scratch = scratch
-	};
-
-	qv_pool_run(pool, n_dst, 64, aggregate_rows, &job);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_dst, l->out_dim, l->in_dim,
-				1.0f, agg, l->in_dim, l->weight_l, l->in_dim, 0.0f, out, l->out_dim);
-	if (m->arch == QV_ARCH_GRAPHSAGE)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_dst, l->out_dim, l->in_dim,
-					1.0f, self, l->in_dim, l->weight_r, l->in_dim, 1.0f, out, l->out_dim);
-	bias_relu(out, n_dst, l, i < m->n_layers - 1);
-}
-
-/* Run the layers over a sample; buffers are sized by buffer_sizes. */
-static void
-run_layers(const QvModel *m, const QvGraph *g, const QvSample *s, float *cur,
-		   float *next, float *agg, double *scratch, QvPool *pool,
-		   float *out)
-{
-	int			L = m->n_layers;
-	int32_t		out_dim = m->out_dim;
-
-	/* first layer: features in place; GraphSAGE gathers its targets' rows */
-	if (m->arch == QV_ARCH_GRAPHSAGE)
-	{
-		GatherJob	gather = {g, s->nodes[L - 1], next};
-
-		qv_pool_run(pool, s->n_nodes[L - 1], 256, gather_rows, &gather);
-	}
-	apply_layer(m, g, s, 0, g->feat, s->nodes[L], next, agg, cur, scratch, pool);
-	for (int i = 1; i < L; i++)
-	{
-		float	   *tmp;
-
-		apply_layer(m, g, s, i, cur, NULL, cur, agg, next, scratch, pool);
-		tmp = cur;
-		cur = next;
-		next = tmp;
-	}
-	for (int32_t i = 0; i < s->n_seeds; i++)
-		memcpy(out + (size_t) i * out_dim, cur + (size_t) s->seed_pos[i] * out_dim,
-			   (size_t) out_dim * sizeof(float));
+	if (openblas_get_num_threads() != 1)
+		openblas_set_num_threads(1);
 }
 
 int
-qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
-		 int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
-		 QvError *err)
+qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
+			int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
+			QvWorkspace *ws, QvError *err)
 {
+	QvWorkspace *temp = NULL;
 	QvSample	s;
-	int32_t    *seeds;
-	float	   *cur = NULL,
-			   *next = NULL,
-			   *agg = NULL;
-	double	   *scratch = NULL;
-	size_t		act_elems = 0,
-				agg_elems = 0;
-	int32_t		max_in = 0;
+	const float *in;
 	int			rc;
 
 	if (m == NULL || g == NULL || (n > 0 && (ids == NULL || out == NULL)))
@@ -316,37 +697,46 @@ qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
 		return rc;
 	if (n == 0)
 		return QV_OK;
-
-	seeds = qv_malloc((size_t) n * sizeof(int32_t), err, "seed indices");
-	if (seeds == NULL)
+	if (ws == NULL && (ws = temp = qv_workspace_create(err)) == NULL)
 		return QV_ENOMEM;
-	rc = map_ids(g, ids, n, seeds, err);
-	if (rc == QV_OK)
-		rc = qv_sample(g, seeds, n, m->fanout, m->n_layers, rng_seed, &s, err);
-	free(seeds);
-	if (rc != QV_OK)
-		return rc;
+	single_threaded_blas();
 
-	if ((rc = buffer_sizes(m, g, &s, &act_elems, &agg_elems, &max_in, err)) != QV_OK)
+	if ((rc = ws_grow(ws, (void **) &ws->seeds, &ws->seeds_cap, (size_t) n, sizeof(int32_t),
+					  err, "seed indices")) != QV_OK ||
+		(rc = map_ids(g, ids, n, ws->seeds, pool, err)) != QV_OK ||
+		(rc = qv_sample_into(g, ws->seeds, n, m->fanout, m->n_layers, rng_seed, true,
+							 pool, ws->sbuf, &s, err)) != QV_OK ||
+		(rc = prepare_buffers(m, &s, qv_pool_size(pool), ws, err)) != QV_OK)
 		goto done;
-	cur = qv_malloc(act_elems * sizeof(float), err, "activations");
-	next = cur ? qv_malloc(act_elems * sizeof(float), err, "activations") : NULL;
-	agg = next ? qv_malloc(agg_elems * sizeof(float), err, "aggregates") : NULL;
-	scratch = agg ? qv_malloc((size_t) qv_pool_size(pool) * (size_t) max_in * sizeof(double),
-							  err, "aggregation accumulators") : NULL;
-	if (scratch == NULL)
+
+	in = g->feat;
+	for (int i = 0; i < m->n_layers; i++)
 	{
-		rc = QV_ENOMEM;
-		goto done;
+		if ((rc = run_layer(m, g, &s, i, in, ws->act[i % 2], pool, ws, err)) != QV_OK)
+			goto done;
+		in = ws->act[i % 2];
 	}
-	run_layers(m, g, &s, cur, next, agg, scratch, pool, out);
+	for (int32_t i = 0; i < s.n_seeds; i++)
+		memcpy(out + (size_t) i * m->out_dim, in + (size_t) s.seed_pos[i] * m->out_dim,
+			   (size_t) m->out_dim * sizeof(float));
 	rc = QV_OK;
 
 done:
-	free(cur);
-	free(next);
-	free(agg);
-	free(scratch);
-	qv_sample_free(&s);
+	qv_workspace_destroy(temp);
+	return rc;
+}
+
+int
+qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
+		 int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
+		 QvError *err)
+{
+	QvWorkspace *ws = (QvWorkspace *) qv_pool_cache_take(pool);
+	int			rc;
+
+	if (ws == NULL && pool != NULL && (ws = qv_workspace_create(err)) == NULL)
+		return QV_ENOMEM;
+	rc = qv_infer_ws(m, g, ids, n, out, rng_seed, pool, ws, err);
+	qv_pool_cache_put(pool, (QvPoolCached *) ws);
 	return rc;
 }

@@ -8,14 +8,21 @@
  * nodes[h+1].  Sampling is uniform without replacement over t's in-edges
  * (duplicate edges are distinct edges); fanout -1 or fanout >= degree takes
  * every edge in CSR order, so the result is deterministic.
+ *
+ * The sample is a function of (graph, seeds, fanout, rng_seed) alone: it is
+ * the same for any thread count, because randomness comes from one stream
+ * per group of targets and the de-duplication keeps first-appearance order.
  */
 #ifndef QV_SAMPLE_H
 #define QV_SAMPLE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "graph.h"
 #include "model.h"
+#include "pool.h"
 
 typedef struct QvBlock
 {
@@ -32,6 +39,10 @@ typedef struct QvSample
 	QvBlock		blocks[QV_MAX_LAYERS];
 	int32_t    *seed_pos;		/* input position i -> index in nodes[0] */
 	int32_t		n_seeds;		/* input length, duplicates included */
+	bool		raw_last;		/* qv_sample_into without de-duplication of
+								 * the last hop: blocks[n_hops-1].nbr holds
+								 * dense graph indices, nodes[n_hops] is NULL
+								 * and n_nodes[n_hops] is 0 */
 } QvSample;
 
 /* Sample n_hops hops around the dense seeds; fanout[h] as in model.h. */
@@ -40,5 +51,25 @@ int			qv_sample(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 					  QvSample *out, QvError *err);
 
 void		qv_sample_free(QvSample *s);
+
+/* Reusable sampler buffers: they grow to the largest sample seen and are
+ * kept, so repeated samples allocate nothing (and touch no fresh page). */
+typedef struct QvSampleBuf QvSampleBuf;
+
+QvSampleBuf *qv_sample_buf_create(QvError *err);
+void		qv_sample_buf_destroy(QvSampleBuf *buf);
+size_t		qv_sample_buf_bytes(const QvSampleBuf *buf);	/* held now */
+
+/*
+ * As qv_sample, but the arrays of *out live in buf and stay valid until
+ * buf's next use or destruction (never qv_sample_free them); large hops run
+ * in parallel on pool (NULL: serially), with the same result for any pool
+ * size.  With raw_last the last hop is not de-duplicated (see raw_last in
+ * QvSample), which is all the first layer of a forward pass needs.
+ */
+int			qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
+						   const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+						   bool raw_last, QvPool *pool, QvSampleBuf *buf,
+						   QvSample *out, QvError *err);
 
 #endif

@@ -4,7 +4,9 @@
  * The reference is a double-precision full-graph forward written here over
  * the EDGE LIST (external ids, linear search), sharing nothing with the
  * engine's CSR, id map or sampler.  Relative error is max |out - ref| /
- * max |ref| over a batch, required below 1e-5.
+ * max |ref| over a batch, required below 1e-5.  Also: the pool's lock-free
+ * run under contention and after sleeping, its cached object, workspace
+ * reuse, and outputs that are bitwise the same for every pool size.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -14,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <cblas.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "forward.h"
 
@@ -123,6 +128,105 @@ test_pool_nested_and_errors(void **state)
 	assert_int_equal(err.code, QV_EINVAL);
 	assert_int_equal(qv_pool_size(NULL), 1);
 	qv_pool_destroy(NULL);
+}
+
+
+/* Two threads share one pool: one gets it, the other runs serially, and
+ * both sum correctly; then runs far apart (workers asleep) still work. */
+typedef struct RaceArg
+{
+	QvPool	   *pool;
+	SumJob		job;
+	int			ok;
+} RaceArg;
+
+static void *
+race_main(void *p)
+{
+	RaceArg    *a = p;
+
+	a->ok = 1;
+	for (int run = 0; run < 200; run++)
+	{
+		int64_t		total = 0;
+
+		memset(a->job.visits, 0, 100000);
+		memset(a->job.partial, 0, sizeof(a->job.partial));
+		qv_pool_run(a->pool, 100000, 100, sum_items, &a->job);
+		for (int w = 0; w < 8; w++)
+			total += a->job.partial[w][0];
+		a->ok &= total == (int64_t) 100000 * 99999 / 2 && a->job.bad_worker == 0 &&
+			memchr(a->job.visits, 0, 100000) == NULL && memchr(a->job.visits, 2, 100000) == NULL;
+	}
+	return NULL;
+}
+
+static void
+test_pool_contention_and_sleep(void **state)
+{
+	QvError		err = {0};
+	QvPool	   *pool = qv_pool_create(2, &err);
+	RaceArg		a[2];
+	pthread_t	th[2];
+
+	for (int i = 0; i < 2; i++)
+	{
+		memset(&a[i], 0, sizeof(a[i]));
+		a[i].pool = pool;
+		a[i].job.visits = malloc(100000);
+		a[i].job.n_threads = 2;
+		assert_int_equal(pthread_create(&th[i], NULL, race_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		pthread_join(th[i], NULL);
+		assert_true(a[i].ok);
+	}
+	for (int run = 0; run < 5; run++)
+	{
+		usleep(2000);			/* well past the spin: workers sleep */
+		race_main(&a[0]);
+		assert_true(a[0].ok);
+	}
+	free(a[0].job.visits);
+	free(a[1].job.visits);
+	qv_pool_destroy(pool);
+}
+
+/* The pool's cache slot: take empties it, a second put frees the object,
+ * destroying the pool frees what it holds. */
+typedef struct Counted
+{
+	QvPoolCached head;
+	int		   *frees;
+} Counted;
+
+static void
+counted_free(QvPoolCached *obj)
+{
+	(*((Counted *) obj)->frees)++;
+}
+
+static void
+test_pool_cache(void **state)
+{
+	int			frees = 0;
+	Counted		a = {{counted_free}, &frees},
+				b = {{counted_free}, &frees};
+	QvPool	   *pool = qv_pool_create(1, NULL);
+
+	assert_null(qv_pool_cache_take(pool));
+	qv_pool_cache_put(pool, &a.head);
+	qv_pool_cache_put(pool, &b.head);	/* slot full: b is freed */
+	assert_int_equal(frees, 1);
+	assert_ptr_equal(qv_pool_cache_take(pool), &a.head);
+	assert_null(qv_pool_cache_take(pool));
+	qv_pool_cache_put(pool, &a.head);
+	qv_pool_destroy(pool);
+	assert_int_equal(frees, 2);
+	qv_pool_cache_put(NULL, &b.head);	/* no pool: freed at once */
+	assert_int_equal(frees, 3);
+	assert_null(qv_pool_cache_take(NULL));
 }
 
 /* ---- reference ----------------------------------------------------------- */
@@ -501,6 +605,229 @@ test_sampled_rescaling(void **state)
 	qv_graph_free(g);
 }
 
+
+/* ---- larger graphs ------------------------------------------------------- */
+
+/* A model with its own weight arrays: dims[0] -> ... -> dims[n_layers]. */
+static QvModel *
+alloc_model(QvArch arch, int n_layers, const int *dims, uint64_t seed)
+{
+	QvModel    *m = calloc(1, sizeof(QvModel));
+
+	m->arch = arch;
+	m->n_layers = n_layers;
+	m->in_dim = dims[0];
+	m->out_dim = dims[n_layers];
+	for (int i = 0; i < n_layers; i++)
+	{
+		QvLayer    *l = &m->layers[i];
+		int			w = dims[i] * dims[i + 1];
+
+		l->in_dim = dims[i];
+		l->out_dim = dims[i + 1];
+		l->weight_l = malloc(sizeof(float) * w);
+		l->bias_l = malloc(sizeof(float) * dims[i + 1]);
+		for (int j = 0; j < w; j++)
+			l->weight_l[j] = (float) (0.5 * rnd(&seed));
+		for (int j = 0; j < dims[i + 1]; j++)
+			l->bias_l[j] = (float) (0.2 * rnd(&seed));
+		if (arch == QV_ARCH_GRAPHSAGE)
+		{
+			l->weight_r = malloc(sizeof(float) * w);
+			for (int j = 0; j < w; j++)
+				l->weight_r[j] = (float) (0.5 * rnd(&seed));
+		}
+		m->fanout[i] = -1;
+	}
+	return m;
+}
+
+static void
+free_model(QvModel *m)
+{
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		free(m->layers[i].weight_l);
+		free(m->layers[i].bias_l);
+		free(m->layers[i].weight_r);
+	}
+	free(m);
+}
+
+/* Random directed multigraph: ids 1000 + 3v, features in [-1, 1). */
+typedef struct BigGraph
+{
+	int			n;
+	int			n_edges;
+	int64_t    *ids;
+	int64_t    *src;
+	int64_t    *dst;
+	float	   *feat;
+	QvGraph    *g;
+} BigGraph;
+
+static BigGraph *
+big_graph(int n, int n_edges, int dim, uint64_t seed)
+{
+	BigGraph   *b = calloc(1, sizeof(BigGraph));
+	QvError		err = {0};
+
+	b->n = n;
+	b->n_edges = n_edges;
+	b->ids = malloc(sizeof(int64_t) * n);
+	b->src = malloc(sizeof(int64_t) * n_edges);
+	b->dst = malloc(sizeof(int64_t) * n_edges);
+	b->feat = malloc(sizeof(float) * n * dim);
+	for (int v = 0; v < n; v++)
+		b->ids[v] = 1000 + 3 * (int64_t) v;
+	for (int i = 0; i < n * dim; i++)
+		b->feat[i] = (float) rnd(&seed);
+	for (int e = 0; e < n_edges; e++)
+	{
+		/* a skewed source: hubs appear often, self loops happen */
+		double		r = 0.5 * (rnd(&seed) + 1.0);
+
+		b->src[e] = b->ids[(int) (r * r * n) % n];
+		b->dst[e] = b->ids[(int) ((0.5 * (rnd(&seed) + 1.0)) * n) % n];
+	}
+	{
+		QvGraphInput in = {n, dim, b->ids, b->feat, n_edges, b->src, b->dst, false};
+
+		assert_int_equal(qv_graph_build(&in, &b->g, &err), QV_OK);
+	}
+	return b;
+}
+
+static void
+free_big_graph(BigGraph *b)
+{
+	qv_graph_free(b->g);
+	free(b->ids);
+	free(b->src);
+	free(b->dst);
+	free(b->feat);
+	free(b);
+}
+
+/*
+ * Fanout -1 on 300 nodes and 2500 edges, every node in the batch: layers
+ * of several row blocks, run on a pool of 2, match the double reference.
+ * Widths 19 -> 33 -> 5 exercise the vector kernels' tails.
+ */
+static void
+check_full_big(QvArch arch)
+{
+	int			dims[] = {19, 33, 5};
+	BigGraph   *b = big_graph(300, 2500, 19, 7);
+	QvModel    *m = alloc_model(arch, 2, dims, 99);
+	RefGraph	r = {b->n, b->ids, b->n_edges, b->src, b->dst};
+	QvPool	   *pool = qv_pool_create(2, NULL);
+	float	   *out = malloc(sizeof(float) * b->n * 5);
+	double	   *ref;
+	double		err_max = 0,
+				scale = 0;
+	QvError		err = {0};
+
+	if (arch == QV_ARCH_GCN)	/* a layer without bias */
+	{
+		free(m->layers[1].bias_l);
+		m->layers[1].bias_l = NULL;
+	}
+	ref = ref_forward(&r, m, b->feat);
+	assert_int_equal(qv_infer(m, b->g, b->ids, b->n, out, 1, pool, &err), QV_OK);
+	for (int i = 0; i < b->n * 5; i++)
+	{
+		err_max = fmax(err_max, fabs(out[i] - ref[i]));
+		scale = fmax(scale, fabs(ref[i]));
+	}
+	assert_true(scale > 0.1);
+	assert_true(err_max / scale < 1e-5);
+	free(ref);
+	free(out);
+	qv_pool_destroy(pool);
+	free_model(m);
+	free_big_graph(b);
+}
+
+static void
+test_full_big(void **state)
+{
+	check_full_big(QV_ARCH_GRAPHSAGE);
+	check_full_big(QV_ARCH_GCN);
+}
+
+/*
+ * Sampled fanout [6, 4, 3] on 6000 nodes, a batch of 2500 ids with
+ * repeats: no pool, pools of 1, 2 and 3 threads, and one workspace reused
+ * across batch sizes all give bitwise the same outputs.  A repeated batch
+ * grows no buffer, and OpenBLAS is left on one thread.
+ */
+static void
+check_threads_agree(QvArch arch)
+{
+	int			dims[] = {20, 24, 17, 5};
+	BigGraph   *b = big_graph(6000, 90000, 20, 3);
+	QvModel    *m = alloc_model(arch, 3, dims, 5);
+	int			n = 2500;
+	int64_t    *batch_ids = malloc(sizeof(int64_t) * n);
+	float	   *ref = malloc(sizeof(float) * n * 5);
+	float	   *out = malloc(sizeof(float) * n * 5);
+	QvWorkspace *ws = qv_workspace_create(NULL);
+	QvError		err = {0};
+	size_t		bytes;
+
+	m->fanout[0] = 6;
+	m->fanout[1] = 4;
+	m->fanout[2] = 3;
+	for (int i = 0; i < n; i++)
+		batch_ids[i] = b->ids[(i * 37) % 2200];
+	openblas_set_num_threads(2);
+	assert_int_equal(qv_infer(m, b->g, batch_ids, n, ref, 77, NULL, &err), QV_OK);
+	assert_int_equal(openblas_get_num_threads(), 1);
+	for (int threads = 1; threads <= 3; threads++)
+	{
+		QvPool	   *pool = qv_pool_create(threads, NULL);
+
+		memset(out, 0, sizeof(float) * n * 5);
+		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, 77, pool, &err), QV_OK);
+		assert_memory_equal(out, ref, sizeof(float) * n * 5);
+		/* the pool now holds the workspace; a second call reuses it */
+		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, 77, pool, &err), QV_OK);
+		assert_memory_equal(out, ref, sizeof(float) * n * 5);
+		qv_infer_release(pool);
+		assert_null(qv_pool_cache_take(pool));
+
+		/* an explicit workspace through small and large batches */
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, 3, out, 77, pool, ws, &err), QV_OK);
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, pool, ws, &err), QV_OK);
+		assert_memory_equal(out, ref, sizeof(float) * n * 5);
+		bytes = qv_workspace_bytes(ws);
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, pool, ws, &err), QV_OK);
+		assert_int_equal(qv_workspace_bytes(ws), bytes);
+		qv_pool_destroy(pool);
+	}
+	/* another seed samples differently */
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 78, NULL, ws, &err), QV_OK);
+	assert_true(memcmp(out, ref, sizeof(float) * n * 5) != 0);
+	/* an unknown id late in a big batch is reported by value */
+	batch_ids[n - 3] = 1001;
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, NULL, ws, &err), QV_ENOTFOUND);
+	assert_string_equal(err.msg, "node id 1001 does not exist");
+	qv_workspace_destroy(ws);
+	free(batch_ids);
+	free(ref);
+	free(out);
+	free_model(m);
+	free_big_graph(b);
+}
+
+static void
+test_threads_agree(void **state)
+{
+	check_threads_agree(QV_ARCH_GRAPHSAGE);
+	check_threads_agree(QV_ARCH_GCN);
+}
+
 static void
 test_errors(void **state)
 {
@@ -536,10 +863,14 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pool_sums),
 		cmocka_unit_test(test_pool_nested_and_errors),
+		cmocka_unit_test(test_pool_contention_and_sleep),
+		cmocka_unit_test(test_pool_cache),
 		cmocka_unit_test(test_graphsage_full),
 		cmocka_unit_test(test_gcn_full),
 		cmocka_unit_test(test_sampled),
 		cmocka_unit_test(test_sampled_rescaling),
+		cmocka_unit_test(test_full_big),
+		cmocka_unit_test(test_threads_agree),
 		cmocka_unit_test(test_errors),
 	};
 
