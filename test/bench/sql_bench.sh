@@ -18,7 +18,7 @@
 # documented size of CSR + features + id map.
 #
 # Environment: NODES (100000), AVG_DEGREE (10), DIM (32), HIDDEN (64),
-# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), SECONDS (10),
+# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), RUN_SECONDS (10),
 # LOAD_EDGES (10000000; 0 skips the load test), KEEP=1.
 
 set -euo pipefail
@@ -30,7 +30,7 @@ HIDDEN=${HIDDEN:-64}
 CLASSES=${CLASSES:-16}
 CLIENTS=${CLIENTS:-"1 8 32 64"}
 WAITS=${WAITS:-"0 200"}
-SECONDS_EACH=${SECONDS:-10}
+SECONDS_EACH=${RUN_SECONDS:-10}
 LOAD_EDGES=${LOAD_EDGES:-10000000}
 
 [ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
