@@ -9,7 +9,7 @@
 # power-law graph (NODES nodes, DIM features) and a 2-layer GraphSAGE
 # (DIM -> HIDDEN -> CLASSES, fanout [10, 5]), then for every value of
 # quiver.batch_wait_us in WAITS and every client count in CLIENTS runs
-# `SELECT 1` and `SELECT gnn_predict('sage', random id)` for SECONDS each and
+# `SELECT 1` and `SELECT gnn_predict('sage', random id)` for RUN_SECONDS each and
 # prints one JSON line: both rates, their ratio, gnn_predict's median and p99
 # latency and the requests the engine merged per batch.
 #
