@@ -10,15 +10,20 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "portability/instr_time.h"
 #include "storage/proc.h"
+#include "storage/s_lock.h"
 #include "utils/timestamp.h"
 
 #include "quiver.h"
 
 #define QUEUE_POLL_MS 50
+#define QUEUE_SPIN_US 20		/* a quick answer is taken without sleeping */
 
 static SlotState
 slot_get_state(QuiverSlot *slot)
@@ -148,6 +153,31 @@ queue_poll(QuiverSlot *slot, TimestampTz began)
 	return false;
 }
 
+/* Wait up to QUEUE_SPIN_US for the answer without sleeping, when few
+ * requests are in flight: a lone request then costs neither a sleep on the
+ * latch nor a signal from the engine.  Under load, spinning would take the
+ * CPU the engine needs, so it is skipped. */
+static void
+queue_spin(QuiverSlot *slot)
+{
+	static uint32 spin_limit = 0;
+	instr_time	start, now;
+
+	if (spin_limit == 0)
+		spin_limit = Max(1, sysconf(_SC_NPROCESSORS_ONLN) / 2);
+	if (pg_atomic_read_u32(&quiver_shared->in_flight) > spin_limit)
+		return;
+	INSTR_TIME_SET_CURRENT(start);
+	while (((volatile QuiverSlot *) slot)->state != SLOT_DONE)
+	{
+		INSTR_TIME_SET_CURRENT(now);
+		INSTR_TIME_SUBTRACT(now, start);
+		if (INSTR_TIME_GET_MICROSEC(now) >= QUEUE_SPIN_US)
+			return;
+		pg_spin_delay();
+	}
+}
+
 /* Hand the filled slot to the engine and wait, cancellably, for its answer. */
 void
 queue_submit_and_wait(QuiverSlot *slot)
@@ -155,10 +185,12 @@ queue_submit_and_wait(QuiverSlot *slot)
 	TimestampTz began = GetCurrentTimestamp();
 
 	slot->submitted = began;
+	pg_atomic_fetch_add_u32(&quiver_shared->in_flight, 1);
 	SpinLockAcquire(&slot->mutex);
 	slot->state = SLOT_PENDING;
 	SpinLockRelease(&slot->mutex);
 	wake_engine();
+	queue_spin(slot);
 
 	PG_TRY();
 	{
@@ -171,10 +203,12 @@ queue_submit_and_wait(QuiverSlot *slot)
 	}
 	PG_CATCH();
 	{
+		pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
 		queue_abandon(slot);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
 }
 
 /* Release the slot after the answer has been read. */

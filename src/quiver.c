@@ -81,6 +81,7 @@ quiver_shmem_startup(void)
 		quiver_shared->engine_state = ENGINE_DOWN;
 		quiver_shared->engine_procno = -1;
 		quiver_shared->n_slots = n;
+		pg_atomic_init_u32(&quiver_shared->in_flight, 0);
 		for (int i = 0; i < n; i++)
 		{
 			SpinLockInit(&quiver_shared->slots[i].mutex);

@@ -138,6 +138,7 @@ typedef struct QuiverShared
 	uint64		engine_generation;	/* bumped at every engine start */
 	char		engine_detail[QUIVER_DETAIL_LEN];	/* what it is doing */
 	int			gpu_count;
+	pg_atomic_uint32 in_flight;	/* requests submitted and not yet answered */
 	int			n_resync;
 	bool		resync_all;
 	char		resync[QUIVER_RESYNC_MAX][NAMEDATALEN + 1];	/* 'g'/'m' + name */
