@@ -220,6 +220,32 @@ predict_run(PredictBatch *b)
 	registry_count_batch(rm, b->n_slots, n, lat, false);
 }
 
+/* With quiver.batch_wait_us set, give requests that are in flight but not
+ * yet queued up to that long to arrive, so they join this batch; stop as
+ * soon as every request in flight is queued (a lone request waits for
+ * nothing). */
+static void
+wait_for_stragglers(void)
+{
+	instr_time	start, now;
+
+	INSTR_TIME_SET_CURRENT(start);
+	for (;;)
+	{
+		uint32		pending = 0;
+
+		for (int i = 0; i < quiver_shared->n_slots; i++)
+			pending += ((volatile QuiverSlot *) &quiver_shared->slots[i])->state == SLOT_PENDING;
+		if (pending >= pg_atomic_read_u32(&quiver_shared->in_flight))
+			return;
+		INSTR_TIME_SET_CURRENT(now);
+		INSTR_TIME_SUBTRACT(now, start);
+		if (INSTR_TIME_GET_MICROSEC(now) >= quiver_batch_wait_us)
+			return;
+		pg_usleep(10);
+	}
+}
+
 /* Take every pending predict request, group by model, run batches of at most
  * quiver.max_batch seeds.  Returns true if any request was served. */
 static bool
@@ -231,7 +257,7 @@ serve_predicts(void)
 	int			n_taken = 0;
 
 	if (quiver_batch_wait_us > 0)
-		pg_usleep(quiver_batch_wait_us);
+		wait_for_stragglers();
 	for (int i = 0; i < n_slots; i++)
 	{
 		QuiverSlot *slot = &quiver_shared->slots[i];
