@@ -12,6 +12,7 @@
  * function of the seed alone.  Features come from per-block streams too.
  */
 #include "chunglu.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -28,11 +29,6 @@
 #define STREAM_PERM (UINT64_C(1) << 62)
 #define STREAM_EDGES (UINT64_C(1) << 61)
 #define STREAM_FEAT (UINT64_C(1) << 60)
-
-typedef struct Rng
-{
-	uint64_t	s[4];
-} Rng;
 
 /* One alias-table slot: outcome `keep` when the low 32 random bits fall
  * below thr (thr = 2^32 means always), else `other`. */
@@ -55,56 +51,20 @@ typedef struct GenJob
 	bool		atomic;			/* more than one thread */
 } GenJob;
 
-static inline uint64_t
-splitmix64(uint64_t *x)
-{
-	uint64_t	z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
 /* xoshiro256** state for stream `stream` of `seed`. */
 static void
-rng_init(Rng *r, uint64_t seed, uint64_t stream)
+rng_init(QvRng *r, uint64_t seed, uint64_t stream)
 {
 	uint64_t	x = stream;
-	uint64_t	mixed = splitmix64(&x);
 
-	x = seed ^ mixed;
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t
-rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** */
-static inline uint64_t
-rng_next(Rng *r)
-{
-	uint64_t   *s = r->s;
-	uint64_t	result = rotl(s[1] * 5, 7) * 9;
-	uint64_t	t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return result;
+	qv_rng_seed(r, seed ^ qv_splitmix64(&x));
 }
 
 /* Uniform double in [0, 1). */
 static inline double
-rng_unit(Rng *r)
+rng_unit(QvRng *r)
 {
-	return (double) (rng_next(r) >> 11) * 0x1.0p-53;
+	return (double) (qv_rng_next(r) >> 11) * 0x1.0p-53;
 }
 
 void
@@ -153,7 +113,7 @@ static int32_t *
 make_perm(int64_t n, uint64_t seed, QvError *err)
 {
 	int32_t    *perm = qv_malloc((size_t) n * sizeof(int32_t), err, "node permutation");
-	Rng			r;
+	QvRng		r;
 
 	if (perm == NULL)
 		return NULL;
@@ -162,7 +122,7 @@ make_perm(int64_t n, uint64_t seed, QvError *err)
 		perm[i] = (int32_t) i;
 	for (int64_t i = n - 1; i > 0; i--)
 	{
-		int64_t		j = (int64_t) (((__uint128_t) rng_next(&r) * (uint64_t) (i + 1)) >> 64);
+		int64_t		j = (int64_t) (((__uint128_t) qv_rng_next(&r) * (uint64_t) (i + 1)) >> 64);
 		int32_t		t = perm[i];
 
 		perm[i] = perm[j];
@@ -248,9 +208,9 @@ build_alias(const QvChungLuParams *p, AliasSlot **out, QvError *err)
 
 /* One endpoint: a slot from the high 32 bits, the coin from the low 32. */
 static inline int32_t
-draw_node(const AliasSlot *table, uint64_t n, Rng *r)
+draw_node(const AliasSlot *table, uint64_t n, QvRng *r)
 {
-	uint64_t	x = rng_next(r);
+	uint64_t	x = qv_rng_next(r);
 	const AliasSlot *slot = &table[((x >> 32) * n) >> 32];
 
 	return (x & UINT64_C(0xffffffff)) < slot->thr ? slot->keep : slot->other;
@@ -274,7 +234,7 @@ count_chunks(void *arg, int64_t begin, int64_t end, int worker)
 
 	for (int64_t c = begin; c < end; c++)
 	{
-		Rng			r;
+		QvRng		r;
 		int64_t		first,
 					last;
 
@@ -309,7 +269,7 @@ scatter_chunks(void *arg, int64_t begin, int64_t end, int worker)
 
 	for (int64_t c = begin; c < end; c++)
 	{
-		Rng			r;
+		QvRng		r;
 		int64_t		first,
 					last;
 
@@ -434,7 +394,7 @@ fill_features(void *arg, int64_t begin, int64_t end, int worker)
 		int64_t		rows = row0 + ROWS_PER_FEAT_BLOCK < n ? ROWS_PER_FEAT_BLOCK : n - row0;
 		float	   *x = job->feat + (size_t) row0 * dim;
 		size_t		count = (size_t) rows * dim;
-		Rng			r;
+		QvRng		r;
 
 		rng_init(&r, job->p->seed, STREAM_FEAT | (uint64_t) b);
 		for (size_t i = 0; i < count; i += 2)

@@ -199,23 +199,7 @@ static int
 ws_grow(QvWorkspace *ws, void **p, size_t *cap, size_t need, size_t elem,
 		QvError *err, const char *what)
 {
-	size_t		n,
-				bytes;
-
-	if (need <= *cap && *p != NULL)
-		return QV_OK;
-	n = need + need / 8 + 16;	/* slack for batches that vary a little */
-	if (n < need || __builtin_mul_overflow(n, elem, &bytes))
-		return qv_error(err, QV_ELIMIT, "%s: %zu elements overflow", what, need);
-	free(*p);
-	ws->bytes -= *cap * elem;
-	*cap = 0;
-	*p = qv_malloc(bytes, err, what);
-	if (*p == NULL)
-		return QV_ENOMEM;
-	*cap = n;
-	ws->bytes += bytes;
-	return QV_OK;
+	return qv_grow(p, cap, need, elem, &ws->bytes, err, what);
 }
 
 static void

@@ -40,4 +40,8 @@ int			qv_error(QvError *err, QvErrCode code, const char *fmt,...)
 void	   *qv_malloc(size_t size, QvError *err, const char *what);
 void	   *qv_calloc(size_t n, size_t size, QvError *err, const char *what);
 
+/* Grow a reusable buffer to hold need elements (see qv_error.c). */
+int			qv_grow(void **p, size_t *cap, size_t need, size_t elem, size_t *held,
+					QvError *err, const char *what);
+
 #endif

@@ -27,6 +27,7 @@
  * kept, so repeated samples allocate nothing.
  */
 #include "sample.h"
+#include "rng.h"
 
 #include <stdalign.h>
 #include <stdlib.h>
@@ -46,60 +47,19 @@
 
 /* ---- random numbers -------------------------------------------------------- */
 
-typedef struct Rng
-{
-	uint64_t	s[4];
-} Rng;
-
-static inline uint64_t
-splitmix64(uint64_t *x)
-{
-	uint64_t	z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
 /* The stream of group `group` at hop `hop` of a sample seeded rng_seed. */
 static void
-rng_stream(Rng *r, uint64_t rng_seed, int hop, int64_t group)
+rng_stream(QvRng *r, uint64_t rng_seed, int hop, int64_t group)
 {
 	uint64_t	stream = ((uint64_t) hop << 48) ^ (uint64_t) group;
-	uint64_t	x = rng_seed ^ splitmix64(&stream);
-
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t
-rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** */
-static inline uint64_t
-rng_next(Rng *r)
-{
-	uint64_t   *s = r->s;
-	uint64_t	result = rotl(s[1] * 5, 7) * 9;
-	uint64_t	t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return result;
+	qv_rng_seed(r, rng_seed ^ qv_splitmix64(&stream));
 }
 
 /* Uniform integer in [0, n), n >= 1, without modulo bias (Lemire). */
 static inline uint64_t
-rng_below(Rng *r, uint64_t n)
+rng_below(QvRng *r, uint64_t n)
 {
-	__uint128_t m = (__uint128_t) rng_next(r) * n;
+	__uint128_t m = (__uint128_t) qv_rng_next(r) * n;
 	uint64_t	low = (uint64_t) m;
 
 	if (low < n)
@@ -108,7 +68,7 @@ rng_below(Rng *r, uint64_t n)
 
 		while (low < threshold)
 		{
-			m = (__uint128_t) rng_next(r) * n;
+			m = (__uint128_t) qv_rng_next(r) * n;
 			low = (uint64_t) m;
 		}
 	}
@@ -171,7 +131,7 @@ posset_add(PosSet *p, int64_t x)
  * pos[0..k).  Membership is a linear scan for small k, else the set.
  */
 static void
-floyd_sample(Rng *rng, int64_t d, int64_t k, int64_t *pos, PosSet *set)
+floyd_sample(QvRng *rng, int64_t d, int64_t k, int64_t *pos, PosSet *set)
 {
 	int64_t		n = 0;
 
@@ -263,23 +223,7 @@ static int
 grow(QvSampleBuf *buf, void **p, size_t *cap, size_t need, size_t elem,
 	 QvError *err, const char *what)
 {
-	size_t		n,
-				bytes;
-
-	if (need <= *cap && *p != NULL)
-		return QV_OK;
-	n = need + need / 8 + 16;	/* slack for batches that vary a little */
-	if (n < need || __builtin_mul_overflow(n, elem, &bytes))
-		return qv_error(err, QV_ELIMIT, "%s: %zu elements overflow", what, need);
-	free(*p);
-	buf->bytes -= *cap * elem;
-	*cap = 0;
-	*p = qv_malloc(bytes, err, what);
-	if (*p == NULL)
-		return QV_ENOMEM;
-	*cap = n;
-	buf->bytes += bytes;
-	return QV_OK;
+	return qv_grow(p, cap, need, elem, &buf->bytes, err, what);
 }
 
 #define GROW(buf, field, capfield, need, what, err) \
@@ -816,7 +760,7 @@ hop_pick(void *arg, int64_t begin, int64_t end, int worker)
 		int64_t		t1 = t0 + QV_GROUP < job->n ? t0 + QV_GROUP : job->n;
 		int64_t		off = job->group_sum[grp];
 		int64_t		pt = t0;
-		Rng			rng;
+		QvRng		rng;
 
 		rng_stream(&rng, job->rng_seed, job->hop, grp);
 		for (int64_t t = t0; t < t1; t++)
