@@ -422,3 +422,19 @@ qv_model_free(QvModel *m)
 	}
 	free(m);
 }
+
+/* Fanouts as model.h allows them: -1 or >= 1, at most QV_MAX_LAYERS hops. */
+int
+qv_check_fanouts(const int32_t *fanout, int n_hops, QvError *err)
+{
+	if (n_hops < 0 || n_hops > QV_MAX_LAYERS)
+		return qv_error(err, QV_EINVAL, "hop count %d must be between 0 and %d",
+						n_hops, QV_MAX_LAYERS);
+	if (n_hops > 0 && fanout == NULL)
+		return qv_error(err, QV_EINVAL, "no fanouts given for %d hops", n_hops);
+	for (int h = 0; h < n_hops; h++)
+		if (fanout[h] != -1 && fanout[h] < 1)
+			return qv_error(err, QV_EINVAL, "fanout %d of hop %d must be -1 or at least 1",
+							(int) fanout[h], h + 1);
+	return QV_OK;
+}

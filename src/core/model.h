@@ -69,4 +69,7 @@ int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
 
 void		qv_model_free(QvModel *m);
 
+/* QV_OK when n_hops is 0..QV_MAX_LAYERS and every fanout is -1 or >= 1. */
+int			qv_check_fanouts(const int32_t *fanout, int n_hops, QvError *err);
+
 #endif

@@ -131,22 +131,6 @@ ap_block_rows(const QvGraph *g, int n_blocks, int64_t *block_row)
 	block_row[n_blocks] = g->n_nodes;
 }
 
-/* Fanouts as model.h allows them: -1 or >= 1. */
-static int
-check_fanouts(const int32_t *fanout, int n_hops, QvError *err)
-{
-	if (n_hops < 0 || n_hops > QV_MAX_LAYERS)
-		return qv_error(err, QV_EINVAL, "hop count %d must be between 0 and %d",
-						n_hops, QV_MAX_LAYERS);
-	if (n_hops > 0 && fanout == NULL)
-		return qv_error(err, QV_EINVAL, "no fanouts given for %d hops", n_hops);
-	for (int h = 0; h < n_hops; h++)
-		if (fanout[h] != -1 && fanout[h] < 1)
-			return qv_error(err, QV_EINVAL, "fanout %d of hop %d must be -1 or at least 1",
-							(int) fanout[h], h + 1);
-	return QV_OK;
-}
-
 /* Copy p0 (or 1/N) into out, checking every value is a probability. */
 static int
 ap_init(const double *p0, int64_t n, double *out, QvError *err)
@@ -176,7 +160,7 @@ qv_access_probability(const QvGraph *g, const double *p0,
 
 	if (g == NULL || out == NULL)
 		return qv_error(err, QV_EINVAL, "access probability needs a graph and an output array");
-	rc = check_fanouts(fanout, n_hops, err);
+	rc = qv_check_fanouts(fanout, n_hops, err);
 	if (rc != QV_OK)
 		return rc;
 	n = g->n_nodes;

@@ -61,22 +61,6 @@ fill_ones(void *arg, int64_t begin, int64_t end, int worker)
 		buf[i] = 1.0f;
 }
 
-/* Fanouts as model.h allows them: -1 or >= 1. */
-static int
-check_fanouts(const int32_t *fanout, int n_hops, QvError *err)
-{
-	if (n_hops < 0 || n_hops > QV_MAX_LAYERS)
-		return qv_error(err, QV_EINVAL, "hop count %d must be between 0 and %d",
-						n_hops, QV_MAX_LAYERS);
-	if (n_hops > 0 && fanout == NULL)
-		return qv_error(err, QV_EINVAL, "no fanouts given for %d hops", n_hops);
-	for (int h = 0; h < n_hops; h++)
-		if (fanout[h] != -1 && fanout[h] < 1)
-			return qv_error(err, QV_EINVAL, "fanout %d of hop %d must be -1 or at least 1",
-							(int) fanout[h], h + 1);
-	return QV_OK;
-}
-
 int
 qv_psgs_compute(const QvGraph *g, const int32_t *fanout, int n_hops,
 				float *out, QvPool *pool, QvError *err)
@@ -87,7 +71,7 @@ qv_psgs_compute(const QvGraph *g, const int32_t *fanout, int n_hops,
 
 	if (g == NULL || out == NULL)
 		return qv_error(err, QV_EINVAL, "PSGS needs a graph and an output array");
-	rc = check_fanouts(fanout, n_hops, err);
+	rc = qv_check_fanouts(fanout, n_hops, err);
 	if (rc != QV_OK)
 		return rc;
 	if (g->n_nodes == 0)

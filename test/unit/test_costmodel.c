@@ -13,15 +13,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "costmodel.h"
 
-#define assert_close(got, want, tol) \
-	do { \
-		double		got_ = (got), want_ = (want); \
-		if (!(fabs(got_ - want_) <= (tol))) \
-			fail_msg("%s = %.17g, expected %.17g (tolerance %g)", \
-					 #got, got_, want_, (double) (tol)); \
-	} while (0)
 
 /* A model fed n points of the line a + b x at x = x0, x0 + dx, ... */
 static void

@@ -15,46 +15,12 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "model.h"
 #include "placement.h"
 
-#define assert_close(got, want, tol) \
-	do { \
-		double		got_ = (got), want_ = (want); \
-		if (!(fabs(got_ - want_) <= (tol))) \
-			fail_msg("%s = %.17g, expected %.17g (tolerance %g)", \
-					 #got, got_, want_, (double) (tol)); \
-	} while (0)
 
-/* Directed graph on n dense nodes (ids 0..n-1). */
-static QvGraph *
-make_graph(int n, const int64_t (*edges)[2], int64_t n_edges)
-{
-	int64_t    *ids = calloc(n, sizeof(int64_t));
-	float	   *feat = calloc(n, sizeof(float));
-	int64_t    *src = calloc(n_edges + 1, sizeof(int64_t));
-	int64_t    *dst = calloc(n_edges + 1, sizeof(int64_t));
-	QvGraph    *g = NULL;
-	QvError		err = {0};
-
-	for (int i = 0; i < n; i++)
-		ids[i] = i;
-	for (int64_t e = 0; e < n_edges; e++)
-	{
-		src[e] = edges[e][0];
-		dst[e] = edges[e][1];
-	}
-	{
-		QvGraphInput in = {n, 1, ids, feat, n_edges, src, dst, false};
-
-		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
-	}
-	free(ids);
-	free(feat);
-	free(src);
-	free(dst);
-	return g;
-}
 
 /* ---- access probability ---------------------------------------------- */
 
@@ -81,7 +47,7 @@ static const int64_t small_edges[][2] = {{1, 0}, {2, 0}, {2, 1}, {0, 3}, {1, 3},
 static void
 test_access_by_hand(void **state)
 {
-	QvGraph    *g = make_graph(4, small_edges, 6);
+	QvGraph    *g = test_graph(4, small_edges, 6, false);
 	double		p0[] = {0.5, 0.2, 0.0, 0.1};
 	int32_t		f1[] = {1};
 	int32_t		f12[] = {1, 2};
@@ -124,8 +90,8 @@ static void
 test_access_uniform_and_duplicates(void **state)
 {
 	static const int64_t dup_edges[][2] = {{1, 0}, {2, 0}, {2, 1}, {2, 1}, {0, 3}, {1, 3}, {2, 3}};
-	QvGraph    *g = make_graph(4, small_edges, 6);
-	QvGraph    *gd = make_graph(4, dup_edges, 7);
+	QvGraph    *g = test_graph(4, small_edges, 6, false);
+	QvGraph    *gd = test_graph(4, dup_edges, 7, false);
 	int32_t		fall[] = {-1};
 	int32_t		f1[] = {1};
 	double		out[4];
@@ -148,7 +114,7 @@ test_access_uniform_and_duplicates(void **state)
 static void
 test_access_certain(void **state)
 {
-	QvGraph    *g = make_graph(4, small_edges, 6);
+	QvGraph    *g = test_graph(4, small_edges, 6, false);
 	double		p0[] = {0.0, 0.0, 0.0, 1.0};
 	int32_t		fall[] = {-1};
 	double		out[4];
@@ -222,7 +188,7 @@ test_access_blocks_and_pool(void **state)
 	}
 	for (int v = 0; v < N; v++)
 		p0[v] = v < 64 ? 0.01 * (v + 1) / 64 : 1e-6;
-	g = make_graph(N, (const int64_t (*)[2]) edges, E);
+	g = test_graph(N, (const int64_t (*)[2]) edges, E, false);
 	pool = qv_pool_create(3, &err);
 	assert_non_null(pool);
 	assert_int_equal(qv_access_probability(g, p0, fanout, 2, serial, NULL, &err), QV_OK);
@@ -246,7 +212,7 @@ test_access_blocks_and_pool(void **state)
 static void
 test_access_errors(void **state)
 {
-	QvGraph    *g = make_graph(4, small_edges, 6);
+	QvGraph    *g = test_graph(4, small_edges, 6, false);
 	double		bad[] = {0.5, 1.5, 0.0, 0.0};
 	double		nan_p[] = {0.5, 0.0, NAN, 0.0};
 	int32_t		f0[] = {0};

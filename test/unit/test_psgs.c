@@ -13,40 +13,13 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "model.h"
 #include "psgs.h"
 
 #define TOL 1e-5
 
-/* Directed graph on n dense nodes (ids 0..n-1) with the given edges. */
-static QvGraph *
-make_graph(int n, const int64_t (*edges)[2], int n_edges, bool undirected)
-{
-	int64_t    *ids = calloc(n, sizeof(int64_t));
-	float	   *feat = calloc(n, sizeof(float));
-	int64_t    *src = calloc(n_edges + 1, sizeof(int64_t));
-	int64_t    *dst = calloc(n_edges + 1, sizeof(int64_t));
-	QvGraph    *g = NULL;
-	QvError		err = {0};
-
-	for (int i = 0; i < n; i++)
-		ids[i] = i;
-	for (int e = 0; e < n_edges; e++)
-	{
-		src[e] = edges[e][0];
-		dst[e] = edges[e][1];
-	}
-	{
-		QvGraphInput in = {n, 1, ids, feat, n_edges, src, dst, undirected};
-
-		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
-	}
-	free(ids);
-	free(feat);
-	free(src);
-	free(dst);
-	return g;
-}
 
 /* PSGS of every node for the given fanouts, checked against expect[]. */
 static void
@@ -72,7 +45,7 @@ static void
 test_path(void **state)
 {
 	static const int64_t edges[][2] = {{0, 1}, {1, 2}, {2, 3}};
-	QvGraph    *g = make_graph(4, edges, 3, false);
+	QvGraph    *g = test_graph(4, edges, 3, false);
 	int32_t		all2[] = {-1, -1};
 	int32_t		one2[] = {1, 1};
 	int32_t		all3[] = {-1, -1, -1};
@@ -106,7 +79,7 @@ static void
 test_star_fanout_order(void **state)
 {
 	static const int64_t edges[][2] = {{1, 0}, {2, 0}, {3, 0}, {4, 0}};
-	QvGraph    *g = make_graph(6, edges, 4, true);
+	QvGraph    *g = test_graph(6, edges, 4, true);
 	int32_t		f23[] = {2, 3};
 	int32_t		f32[] = {3, 2};
 	int32_t		f231[] = {2, 3, 1};
@@ -137,7 +110,7 @@ static void
 test_duplicates_self_loop(void **state)
 {
 	static const int64_t edges[][2] = {{1, 0}, {1, 0}, {0, 0}};
-	QvGraph    *g = make_graph(2, edges, 3, false);
+	QvGraph    *g = test_graph(2, edges, 3, false);
 	int32_t		f2[] = {2};
 	int32_t		f5[] = {5};
 	int32_t		fall[] = {-1, -1};
@@ -236,7 +209,7 @@ test_brute_force(void **state)
 		{2}, {2, 1}, {1, 2}, {-1, 2}, {2, 1, 2}, {3, 1, -1}, {1, 1, 1}
 	};
 	static const int hops[] = {1, 2, 2, 2, 3, 3, 3};
-	QvGraph    *g = make_graph(5, edges, 12, false);
+	QvGraph    *g = test_graph(5, edges, 12, false);
 	float		out[5];
 	QvError		err = {0};
 
@@ -312,7 +285,7 @@ test_pool_matches_serial(void **state)
 		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
 		edges[e][1] = (x >> 20) % 4 == 0 ? (int64_t) ((x >> 33) % N) : (int64_t) ((x >> 40) % 97);
 	}
-	g = make_graph(N, (const int64_t (*)[2]) edges, E, false);
+	g = test_graph(N, (const int64_t (*)[2]) edges, E, false);
 	pool = qv_pool_create(3, &err);
 	assert_non_null(pool);
 	assert_int_equal(qv_psgs_compute(g, fanout, 3, serial, NULL, &err), QV_OK);
@@ -349,7 +322,7 @@ static void
 test_errors(void **state)
 {
 	static const int64_t edges[][2] = {{0, 1}};
-	QvGraph    *g = make_graph(2, edges, 1, false);
+	QvGraph    *g = test_graph(2, edges, 1, false);
 	float		out[2];
 	int32_t		zero[] = {0};
 	int32_t		minus2[] = {10, -2};
