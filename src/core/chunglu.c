@@ -419,15 +419,6 @@ fill_features(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/* Row pointers after the scatter hold each row's end: shift them back. */
-static void
-unshift(int64_t *rowptr, int64_t n)
-{
-	for (int64_t v = n; v > 0; v--)
-		rowptr[v] = rowptr[v - 1];
-	rowptr[0] = 0;
-}
-
 /* The CSR of job->p into job->rowptr and job->col. */
 static int
 build_csr(GenJob *job, QvPool *pool, QvError *err)
@@ -441,10 +432,9 @@ build_csr(GenJob *job, QvPool *pool, QvError *err)
 		return QV_ENOMEM;
 
 	qv_pool_run(pool, n_chunks, 1, count_chunks, job);
-	for (int64_t v = 0; v < n; v++)
-		job->rowptr[v + 1] += job->rowptr[v];
+	qv_csr_prefix_sum(job->rowptr, n);
 	qv_pool_run(pool, n_chunks, 1, scatter_chunks, job);
-	unshift(job->rowptr, n);
+	qv_csr_unshift(job->rowptr, n);
 	qv_pool_run(pool, n, 4096, sort_rows, job);
 	return QV_OK;
 }

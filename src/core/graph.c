@@ -152,8 +152,8 @@ map_edges(const QvGraph *g, const QvGraphInput *in, int32_t *s, int32_t *d,
 }
 
 /* Turn per-bucket counts in ptr[1..n] into bucket starts ptr[0..n]. */
-static void
-prefix_sum(int64_t *ptr, int64_t n)
+void
+qv_csr_prefix_sum(int64_t *ptr, int64_t n)
 {
 	ptr[0] = 0;
 	for (int64_t v = 0; v < n; v++)
@@ -161,8 +161,8 @@ prefix_sum(int64_t *ptr, int64_t n)
 }
 
 /* After filling with ptr[b]++ the starts moved one bucket up: restore them. */
-static void
-unshift(int64_t *ptr, int64_t n)
+void
+qv_csr_unshift(int64_t *ptr, int64_t n)
 {
 	for (int64_t v = n; v > 0; v--)
 		ptr[v] = ptr[v - 1];
@@ -185,10 +185,10 @@ build_directed(QvGraph *g, const int32_t *s, const int32_t *d, int64_t n_edges,
 
 	for (int64_t e = 0; e < n_edges; e++)
 		g->rowptr[d[e] + 1]++;
-	prefix_sum(g->rowptr, n);
+	qv_csr_prefix_sum(g->rowptr, n);
 	for (int64_t e = 0; e < n_edges; e++)
 		g->col[g->rowptr[d[e]]++] = s[e];
-	unshift(g->rowptr, n);
+	qv_csr_unshift(g->rowptr, n);
 	g->n_edges = n_edges;
 	return QV_OK;
 }
@@ -226,13 +226,13 @@ build_undirected(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges,
 		outptr[s[e] + 1]++;
 		outptr[d[e] + 1]++;
 	}
-	prefix_sum(outptr, n);
+	qv_csr_prefix_sum(outptr, n);
 	for (int64_t e = 0; e < n_edges; e++)
 	{
 		out[outptr[s[e]]++] = d[e];
 		out[outptr[d[e]]++] = s[e];
 	}
-	unshift(outptr, n);
+	qv_csr_unshift(outptr, n);
 	free(s);
 	free(d);
 	*s_p = *d_p = NULL;
@@ -247,11 +247,11 @@ build_undirected(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges,
 	}
 	for (int64_t j = 0; j < n_dir; j++)
 		g->rowptr[out[j] + 1]++;
-	prefix_sum(g->rowptr, n);
+	qv_csr_prefix_sum(g->rowptr, n);
 	for (int64_t u = 0; u < n; u++)
 		for (int64_t j = outptr[u]; j < outptr[u + 1]; j++)
 			g->col[g->rowptr[out[j]]++] = (int32_t) u;
-	unshift(g->rowptr, n);
+	qv_csr_unshift(g->rowptr, n);
 	free(outptr);
 	free(out);
 

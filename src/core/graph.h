@@ -73,4 +73,9 @@ void		qv_graph_free(QvGraph *g);
 int			qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err);
 int			qv_graph_fill_degrees(QvGraph *g, QvError *err);
 
+/* Counting sort into a CSR: counts in ptr[1..n] become row starts; after
+ * filling rows with ptr[row]++, qv_csr_unshift restores the starts. */
+void		qv_csr_prefix_sum(int64_t *ptr, int64_t n);
+void		qv_csr_unshift(int64_t *ptr, int64_t n);
+
 #endif
