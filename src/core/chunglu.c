@@ -224,13 +224,22 @@ chunk_range(const GenJob *job, int64_t c, int64_t *first, int64_t *end)
 	*end = *first + PAIRS_PER_CHUNK < job->n_pairs ? *first + PAIRS_PER_CHUNK : job->n_pairs;
 }
 
-/* Pass 1: rowptr[v + 1] += in-degree of v. */
-static void
-count_chunks(void *arg, int64_t begin, int64_t end, int worker)
+/* One bump of a row cursor: atomic when several threads share the rows. */
+static inline int64_t
+bump(const GenJob *job, int64_t *slot)
 {
-	GenJob	   *job = arg;
+	if (job->atomic)
+		return __atomic_fetch_add(slot, 1, __ATOMIC_RELAXED);
+	return (*slot)++;
+}
+
+/* Replay the seeded draws of chunks [begin, end): without col, count each
+ * row's entries into rowptr[v + 1] (pass 1); with col, place s into row d
+ * and d into row s at rowptr[v]++ (pass 2).  Both passes draw the same. */
+static void
+walk_chunks(GenJob *job, int64_t begin, int64_t end, bool place)
+{
 	uint64_t	n = (uint64_t) job->p->n_nodes;
-	int64_t    *cnt = job->rowptr + 1;
 
 	for (int64_t c = begin; c < end; c++)
 	{
@@ -245,53 +254,30 @@ count_chunks(void *arg, int64_t begin, int64_t end, int worker)
 			int32_t		s = draw_node(job->table, n, &r);
 			int32_t		d = draw_node(job->table, n, &r);
 
-			if (job->atomic)
+			if (place)
 			{
-				__atomic_fetch_add(&cnt[d], 1, __ATOMIC_RELAXED);
-				__atomic_fetch_add(&cnt[s], 1, __ATOMIC_RELAXED);
+				job->col[bump(job, &job->rowptr[d])] = s;
+				job->col[bump(job, &job->rowptr[s])] = d;
 			}
 			else
 			{
-				cnt[d]++;
-				cnt[s]++;
+				bump(job, &job->rowptr[d + 1]);
+				bump(job, &job->rowptr[s + 1]);
 			}
 		}
 	}
 }
 
-/* Pass 2: the same draws, placed at rowptr[v]++ (s into row d, d into row s). */
+static void
+count_chunks(void *arg, int64_t begin, int64_t end, int worker)
+{
+	walk_chunks(arg, begin, end, false);
+}
+
 static void
 scatter_chunks(void *arg, int64_t begin, int64_t end, int worker)
 {
-	GenJob	   *job = arg;
-	uint64_t	n = (uint64_t) job->p->n_nodes;
-	int64_t    *cur = job->rowptr;
-
-	for (int64_t c = begin; c < end; c++)
-	{
-		QvRng		r;
-		int64_t		first,
-					last;
-
-		rng_init(&r, job->p->seed, STREAM_EDGES | (uint64_t) c);
-		chunk_range(job, c, &first, &last);
-		for (int64_t e = first; e < last; e++)
-		{
-			int32_t		s = draw_node(job->table, n, &r);
-			int32_t		d = draw_node(job->table, n, &r);
-
-			if (job->atomic)
-			{
-				job->col[__atomic_fetch_add(&cur[d], 1, __ATOMIC_RELAXED)] = s;
-				job->col[__atomic_fetch_add(&cur[s], 1, __ATOMIC_RELAXED)] = d;
-			}
-			else
-			{
-				job->col[cur[d]++] = s;
-				job->col[cur[s]++] = d;
-			}
-		}
-	}
+	walk_chunks(arg, begin, end, true);
 }
 
 /* Insertion sort of a[0..n), for short rows. */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "sample.h"
 #include "pool.h"
 
@@ -270,32 +272,20 @@ test_errors(void **state)
 static QvGraph *
 random_graph(int n)
 {
-	int64_t    *ids = malloc(sizeof(int64_t) * n);
-	float	   *feat = calloc(n, sizeof(float));
 	int64_t    *src = malloc(sizeof(int64_t) * n * 61);
 	int64_t    *dst = malloc(sizeof(int64_t) * n * 61);
 	int64_t		e = 0;
 	uint64_t	x = 42;
-	QvGraph    *g = NULL;
-	QvError		err = {0};
+	QvGraph    *g;
 
 	for (int v = 0; v < n; v++)
-	{
-		ids[v] = v;
 		for (int j = 0; j < (v * 7919) % 61; j++)
 		{
 			x = x * UINT64_C(6364136223846793005) + 1442695040888963407;
 			src[e] = (int64_t) ((x >> 33) % (uint64_t) n);
 			dst[e++] = v;
 		}
-	}
-	{
-		QvGraphInput in = {n, 1, ids, feat, e, src, dst, false};
-
-		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
-	}
-	free(ids);
-	free(feat);
+	g = test_graph_from(n, src, dst, e, false);
 	free(src);
 	free(dst);
 	return g;
