@@ -60,9 +60,8 @@ quiver_xact_callback(XactEvent event, void *arg)
 			else
 				quiver_shared->resync_all = true;
 		}
-		if (quiver_shared->engine_procno >= 0)
-			SetLatch(&ProcGlobal->allProcs[quiver_shared->engine_procno].procLatch);
 		SpinLockRelease(&quiver_shared->mutex);
+		queue_wake_engine();
 	}
 	list_free_deep(touched);
 	touched = NIL;

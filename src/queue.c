@@ -10,10 +10,20 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "storage/latch.h"
 #include "portability/instr_time.h"
 #include "storage/proc.h"
@@ -51,21 +61,72 @@ engine_state(uint64 *generation, int *procno)
 	return st;
 }
 
+/* Sleep while *word still holds expect, for at most timeout_ms; a signal
+ * handled by this thread ends the sleep early.  pg_stat_activity shows the
+ * sleep as wait event Extension, as a latch wait would. */
 static void
-wake_engine(void)
+futex_sleep(pg_atomic_uint32 *word, uint32 expect, int timeout_ms)
 {
-	int			procno;
+#ifdef __linux__
+	struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+	long		rc;
 
-	if (engine_state(NULL, &procno) != ENGINE_DOWN && procno >= 0)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	rc = syscall(SYS_futex, &word->value, FUTEX_WAIT, expect, &ts, NULL, 0);
+	pgstat_report_wait_end();
+	if (rc != 0 && errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT)
+		elog(ERROR, "quiver: futex wait failed: %m");
+#else
+	pg_usleep(100L);
+#endif
 }
 
-static void
-wait_a_little(void)
+/* Wake every process sleeping on word.  Async-signal-safe: no error report. */
+static int
+futex_wake_all(pg_atomic_uint32 *word)
 {
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 QUEUE_POLL_MS, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
+#ifdef __linux__
+	return syscall(SYS_futex, &word->value, FUTEX_WAKE, INT_MAX, NULL, NULL, 0) < 0 ? -1 : 0;
+#else
+	return 0;
+#endif
+}
+
+/* Wake the engine unconditionally; safe in a signal handler. */
+void
+queue_engine_poke(void)
+{
+	int			save_errno = errno;
+
+	pg_atomic_fetch_add_u32(&quiver_shared->engine_seq, 1);
+	(void) futex_wake_all(&quiver_shared->engine_seq);
+	errno = save_errno;
+}
+
+/* Wake the engine if it sleeps; call after publishing work for it. */
+void
+queue_wake_engine(void)
+{
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&quiver_shared->engine_sleeping))
+		queue_engine_poke();
+}
+
+/* Sleep (cancellably, at most QUEUE_POLL_MS) until the slot is in state
+ * awaited.  The engine bumps answer_seq after every change it makes, so a
+ * change between our look and the futex call ends the sleep at once. */
+static void
+slot_sleep(QuiverSlot *slot, SlotState awaited)
+{
+	uint32		seq = pg_atomic_read_u32(&slot->answer_seq);
+
+	pg_atomic_write_u32(&slot->sleeping, 1);
+	pg_memory_barrier();
+	if (((volatile QuiverSlot *) slot)->state != awaited && !InterruptPending)
+		futex_sleep(&slot->answer_seq, seq, QUEUE_POLL_MS);
+	pg_atomic_write_u32(&slot->sleeping, 0);
+	if (!PostmasterIsAlive())
+		proc_exit(1);
 	CHECK_FOR_INTERRUPTS();
 }
 
@@ -93,7 +154,7 @@ queue_begin(RequestKind kind, const char *name)
 		elog(ERROR, "quiver: no request slot for this process");
 	slot = &quiver_shared->slots[MyProc->pgprocno];
 	while (slot_get_state(slot) != SLOT_FREE)
-		wait_a_little();
+		slot_sleep(slot, SLOT_FREE);
 
 	slot->kind = kind;
 	slot->procno = MyProc->pgprocno;
@@ -149,13 +210,13 @@ queue_poll(QuiverSlot *slot, TimestampTz began)
 	if (st != ENGINE_READY &&
 		TimestampDifferenceExceeds(began, GetCurrentTimestamp(), quiver_engine_start_timeout))
 		raise_engine_down(slot, st);
-	wait_a_little();
+	slot_sleep(slot, SLOT_DONE);
 	return false;
 }
 
 /* Wait up to QUEUE_SPIN_US for the answer without sleeping, when few
  * requests are in flight: a lone request then costs neither a sleep on the
- * latch nor a signal from the engine.  Under load, spinning would take the
+ * futex nor a wake-up from the engine.  Under load, spinning would take the
  * CPU the engine needs, so it is skipped. */
 static void
 queue_spin(QuiverSlot *slot)
@@ -189,16 +250,16 @@ queue_submit_and_wait(QuiverSlot *slot)
 	SpinLockAcquire(&slot->mutex);
 	slot->state = SLOT_PENDING;
 	SpinLockRelease(&slot->mutex);
-	wake_engine();
+	queue_wake_engine();
 	queue_spin(slot);
 
 	PG_TRY();
 	{
 		while (!queue_poll(slot, began))
 		{
-			/* a restarted engine may not have our latch: keep waking it */
+			/* a restarted engine may have missed the wake-up */
 			if (slot_get_state(slot) == SLOT_PENDING)
-				wake_engine();
+				queue_wake_engine();
 		}
 	}
 	PG_CATCH();
@@ -274,7 +335,9 @@ queue_complete(QuiverSlot *slot)
 	else
 		slot->state = SLOT_DONE;
 	SpinLockRelease(&slot->mutex);
-	SetLatch(&ProcGlobal->allProcs[slot->procno].procLatch);
+	pg_atomic_fetch_add_u32(&slot->answer_seq, 1);	/* a full barrier */
+	if (pg_atomic_read_u32(&slot->sleeping) && futex_wake_all(&slot->answer_seq) != 0)
+		elog(WARNING, "quiver: futex wake failed: %m");
 }
 
 /* Answer with an error. */
@@ -295,6 +358,36 @@ void
 queue_fail_qv(QuiverSlot *slot, const QvError *err)
 {
 	queue_fail(slot, quiver_sqlstate(err->code), "%s", err->msg);
+}
+
+/* True when a request or a resync waits for the engine (unlocked look). */
+static bool
+queue_has_work(void)
+{
+	volatile QuiverShared *sh = quiver_shared;
+
+	if (sh->n_resync > 0 || sh->resync_all)
+		return true;
+	for (int i = 0; i < sh->n_slots; i++)
+		if (sh->slots[i].state == SLOT_PENDING)
+			return true;
+	return false;
+}
+
+/* The engine's idle sleep: until a backend wakes it, a signal arrives or
+ * timeout_ms passes.  Exits if the postmaster died. */
+void
+queue_engine_sleep(int timeout_ms)
+{
+	uint32		seq = pg_atomic_read_u32(&quiver_shared->engine_seq);
+
+	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 1);
+	pg_memory_barrier();
+	if (!queue_has_work() && !InterruptPending && !ConfigReloadPending)
+		futex_sleep(&quiver_shared->engine_seq, seq, timeout_ms);
+	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 0);
+	if (!PostmasterIsAlive())
+		proc_exit(1);
 }
 
 /* At engine start: requests a previous engine held are answered with an

@@ -82,11 +82,15 @@ quiver_shmem_startup(void)
 		quiver_shared->engine_procno = -1;
 		quiver_shared->n_slots = n;
 		pg_atomic_init_u32(&quiver_shared->in_flight, 0);
+		pg_atomic_init_u32(&quiver_shared->engine_seq, 0);
+		pg_atomic_init_u32(&quiver_shared->engine_sleeping, 0);
 		for (int i = 0; i < n; i++)
 		{
 			SpinLockInit(&quiver_shared->slots[i].mutex);
 			quiver_shared->slots[i].state = SLOT_FREE;
 			quiver_shared->slots[i].dsm = DSM_HANDLE_INVALID;
+			pg_atomic_init_u32(&quiver_shared->slots[i].answer_seq, 0);
+			pg_atomic_init_u32(&quiver_shared->slots[i].sleeping, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -2,9 +2,10 @@
  * quiver.h — declarations shared by the PostgreSQL glue of quiver.
  *
  * Backends talk to the one engine process through a shared-memory slot per
- * backend (indexed by pgprocno): the backend fills its slot and sets the
- * engine's latch; the engine answers in the slot and sets the backend's
- * latch.  Bulk inputs (graph rows, weights) travel in a DSM segment that the
+ * backend (indexed by pgprocno): the backend fills its slot and wakes the
+ * engine; the engine answers in the slot and wakes the backend.  Both
+ * sleep on futexes in shared memory (queue.c), not on latches: a wake-up
+ * is one system call on each side.  Bulk inputs (graph rows, weights) travel in a DSM segment that the
  * backend creates and the engine attaches.
  */
 #ifndef QUIVER_H
@@ -67,6 +68,8 @@ typedef struct QuiverSlot
 {
 	slock_t		mutex;			/* protects state */
 	SlotState	state;
+	pg_atomic_uint32 answer_seq;	/* futex word: bumped at every answer */
+	pg_atomic_uint32 sleeping;	/* the backend may be in futex_wait */
 	RequestKind kind;
 	int			procno;			/* requesting backend */
 	TimestampTz submitted;
@@ -139,6 +142,8 @@ typedef struct QuiverShared
 	char		engine_detail[QUIVER_DETAIL_LEN];	/* what it is doing */
 	int			gpu_count;
 	pg_atomic_uint32 in_flight;	/* requests submitted and not yet answered */
+	pg_atomic_uint32 engine_seq;	/* futex word: bumped to wake the engine */
+	pg_atomic_uint32 engine_sleeping;	/* the engine may be in futex_wait */
 	int			n_resync;
 	bool		resync_all;
 	char		resync[QUIVER_RESYNC_MAX][NAMEDATALEN + 1];	/* 'g'/'m' + name */
@@ -168,6 +173,9 @@ extern bool queue_abandoned(QuiverSlot *slot);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_reset_after_restart(void);
+extern void queue_wake_engine(void);
+extern void queue_engine_sleep(int timeout_ms);
+extern void queue_engine_poke(void);
 
 /* catalog.c */
 typedef struct GraphRows

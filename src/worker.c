@@ -21,7 +21,6 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -348,21 +347,36 @@ engine_loop(void)
 		MemoryContextReset(engine_batch_cxt);
 		if (busy)
 			continue;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		queue_engine_sleep(1000);
 	}
 }
 
 MemoryContext engine_batch_cxt = NULL;
+
+/* SIGTERM: PostgreSQL's handler, then end the engine's futex sleep (which,
+ * unlike a latch, a handler does not end if it ran just before the sleep). */
+static void
+engine_die(SIGNAL_ARGS)
+{
+	die(postgres_signal_arg);
+	queue_engine_poke();
+}
+
+/* SIGHUP: as engine_die, for a configuration reload. */
+static void
+engine_reload(SIGNAL_ARGS)
+{
+	SignalHandlerForConfigReload(postgres_signal_arg);
+	queue_engine_poke();
+}
 
 void
 quiver_engine_main(Datum arg)
 {
 	QvError		err = {0};
 
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, engine_die);
+	pqsignal(SIGHUP, engine_reload);
 	BackgroundWorkerUnblockSignals();
 	if (quiver_shared == NULL)
 		proc_exit(1);
