@@ -56,8 +56,10 @@ CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 \
 NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -fPIC,-fvisibility=hidden,-Wall \
 	-I$(srcdir)/src/core -I$(srcdir)/cuda $(CUDA_GENCODE)
 # Shared cudart (one runtime with cuBLAS); --no-undefined: the module must not
-# lean on symbols of quiver.so or of the process that loads it.
-NVCC_LDFLAGS = -shared -cudart shared -L$(CUDA_HOME)/lib64 -lcublas \
+# lean on symbols of quiver.so or of the process that loads it.  cuBLAS is not
+# linked: cuda/blas.cu dlopens libcublas.so.<major> (through this runpath) at
+# the first lane_create, so loading the module stays cheap and driver-free.
+NVCC_LDFLAGS = -shared -cudart shared -L$(CUDA_HOME)/lib64 -ldl -lpthread \
 	-Xlinker --no-undefined -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64
 
 ifeq ($(USE_CUDA),1)
@@ -69,7 +71,8 @@ install: install-cuda
 unit: cuda/quiver_cuda.so
 endif
 
-cuda/%.o: cuda/%.cu $(wildcard cuda/*.h) src/core/qv_error.h
+cuda/%.o: cuda/%.cu $(wildcard cuda/*.h cuda/*.cuh) src/core/qv_error.h \
+		src/core/graph.h src/core/model.h
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
 # The GPU module is a separate library that only the engine process dlopens:
@@ -101,3 +104,9 @@ test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(wildcard src/c
 	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Icuda -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
 
 bench: test/bench/quiver-bench
+
+# The fake GPU module (a CPU test double of cuda/quiver_cuda.so) for the
+# unit and TAP tests of the engine's GPU glue on machines without a GPU.
+include test/fake_gpu/fake_gpu.mk
+unit: fake-gpu
+installcheck: fake-gpu

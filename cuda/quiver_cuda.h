@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../src/core/graph.h"
+#include "../src/core/model.h"
 #include "../src/core/qv_error.h"
 
 #ifdef __cplusplus
@@ -29,7 +31,7 @@ extern "C"
 {
 #endif
 
-#define QV_CUDA_ABI_VERSION 1
+#define QV_CUDA_ABI_VERSION 2
 #define QV_CUDA_API_SYMBOL "quiver_cuda_api"
 
 #define QV_GPU_NAME_LEN 256
@@ -47,6 +49,87 @@ typedef struct QvGpuInfo
 	int			multiprocessors;
 	char		pci_bus_id[QV_GPU_BUSID_LEN];	/* "0000:3b:00.0", for hwloc */
 } QvGpuInfo;
+
+/*
+ * Where one device reads feature row v: a 64-bit location word.
+ *   bits 62..63  kind: QV_LOC_LOCAL, QV_LOC_PEER or QV_LOC_HOST
+ *   bits 40..61  the peer GPU (QV_LOC_PEER only)
+ *   bits  0..39  the slot: the row of the device's (or the peer's) feature
+ *                store, or the dense row of the host feature matrix
+ * A device's store holds the replicated rows first (slot = placement rank),
+ * then the rows of its own partition (slot = R + partition index), so a
+ * peer's slot means the same thing on the peer.
+ */
+#define QV_LOC_LOCAL 0ULL
+#define QV_LOC_PEER 1ULL
+#define QV_LOC_HOST 2ULL
+#define QV_LOC_KIND_SHIFT 62
+#define QV_LOC_GPU_SHIFT 40
+#define QV_LOC_SLOT_MASK ((1ULL << 40) - 1)
+#define QV_LOC_GPU_MASK ((1ULL << 22) - 1)
+
+static inline uint64_t
+qv_loc_make(uint64_t kind, uint32_t gpu, uint64_t slot)
+{
+	return (kind << QV_LOC_KIND_SHIFT) |
+		(((uint64_t) gpu & QV_LOC_GPU_MASK) << QV_LOC_GPU_SHIFT) |
+		(slot & QV_LOC_SLOT_MASK);
+}
+
+static inline uint64_t
+qv_loc_kind(uint64_t loc)
+{
+	return loc >> QV_LOC_KIND_SHIFT;
+}
+
+static inline uint32_t
+qv_loc_gpu(uint64_t loc)
+{
+	return (uint32_t) ((loc >> QV_LOC_GPU_SHIFT) & QV_LOC_GPU_MASK);
+}
+
+static inline uint64_t
+qv_loc_slot(uint64_t loc)
+{
+	return loc & QV_LOC_SLOT_MASK;
+}
+
+/* A graph resident on one device: CSR and feature store. */
+typedef struct QvGpuStore QvGpuStore;
+
+/* A model's parameters on one device. */
+typedef struct QvGpuModel QvGpuModel;
+
+/* One stream of work on one device: its CUDA stream, cuBLAS handle and
+ * scratch buffers.  A lane serves one call at a time; two lanes of a device
+ * let consecutive batches overlap. */
+typedef struct QvGpuLane QvGpuLane;
+
+typedef struct QvGpuStoreSpec
+{
+	/* Host graph (src/core/graph.h): CSR, GCN degrees, features.  Its
+	 * features, and its CSR when csr_on_device is 0, must have been
+	 * registered with host_register; the graph outlives the store. */
+	const QvGraph *graph;
+	int			csr_on_device;	/* 1: copy the CSR to the device; 0: read
+								 * the registered host CSR zero-copy */
+	const uint64_t *loc;		/* graph->n_nodes location words */
+	const int32_t *local_rows;	/* dense rows of the device's store, in slot
+								 * order (n_local of them) */
+	int64_t		n_local;
+} QvGpuStoreSpec;
+
+/* What one inference call did, for gnn_stats.  The CUDA module counts
+ * every feature row the first layer reads (a row read twice counts twice);
+ * the test double (test/fake_gpu) counts the deepest hop's distinct nodes.
+ * Either way the split by tier is the same. */
+typedef struct QvGpuBatchStats
+{
+	int64_t		rows_local;		/* feature rows gathered from own memory */
+	int64_t		rows_peer;		/* ... from a peer GPU */
+	int64_t		rows_host;		/* ... from pinned host memory */
+	double		device_us;		/* time of the batch on the device */
+} QvGpuBatchStats;
 
 typedef struct QvCudaApi
 {
@@ -82,6 +165,51 @@ typedef struct QvCudaApi
 								   int32_t dim, const int64_t *offsets,
 								   const int32_t *nbr, int32_t n_dst,
 								   float *out, QvError *err);
+
+	/* ---- ABI 2: resident graphs and models, inference ---- */
+
+	/* Page-lock host memory for zero-copy reads by every device
+	 * (cudaHostRegisterMapped | Portable | ReadOnly when supported). */
+	int			(*host_register) (void *ptr, size_t bytes, QvError *err);
+	int			(*host_unregister) (void *ptr, QvError *err);
+
+	int			(*lane_create) (int dev, QvGpuLane **out, QvError *err);
+	void		(*lane_destroy) (QvGpuLane *lane);
+
+	/* Upload a graph to device dev as spec says: CSR (or a zero-copy view
+	 * of it), GCN degrees, the store of local rows and the location words.
+	 * Device bytes taken are in *device_bytes. */
+	int			(*store_create) (int dev, const QvGpuStoreSpec *spec,
+								 QvGpuStore **out, size_t *device_bytes,
+								 QvError *err);
+
+	/* Give store the addresses of the stores of the other devices
+	 * (stores[g] is GPU g's, n_gpus of them, NULL where absent) and enable
+	 * peer access to every GPU its QV_LOC_PEER words name. */
+	int			(*store_link_peers) (QvGpuStore *store,
+									 QvGpuStore *const *stores,
+									 int32_t n_gpus, QvError *err);
+	void		(*store_destroy) (QvGpuStore *store);
+
+	/* Copy a model's weights to device dev.  allow_tf32 lets cuBLAS use
+	 * TF32 tensor cores (otherwise FP32 results match the CPU's to 1e-5). */
+	int			(*model_create) (int dev, const QvModel *m, int allow_tf32,
+								 QvGpuModel **out, size_t *device_bytes,
+								 QvError *err);
+	void		(*model_destroy) (QvGpuModel *model);
+
+	/*
+	 * Predict n seeds (dense indices into the store's graph, duplicates
+	 * allowed) into out (n x model out_dim, host, row-major, input order).
+	 * Sampling follows the model's fanouts without replacement, seeded by
+	 * rng_seed; a fanout of -1 takes every neighbour, and then the result
+	 * is the CPU path's function (qv_infer).  lane, model and store must be
+	 * on one device.  Synchronous: returns when out is filled.
+	 */
+	int			(*infer) (QvGpuLane *lane, const QvGpuModel *model,
+						  const QvGpuStore *store, const int32_t *seeds,
+						  int32_t n, uint64_t rng_seed, float *out,
+						  QvGpuBatchStats *stats, QvError *err);
 } QvCudaApi;
 
 /* The module's one exported entry point. */

@@ -74,9 +74,20 @@ CREATE FUNCTION gnn_stats(OUT model text, OUT requests bigint, OUT batches bigin
                           OUT cpu_cost_a_us float8, OUT cpu_cost_b_us float8,
                           OUT cost_samples bigint,
                           OUT p50_ms float8, OUT p95_ms float8,
-                          OUT p99_ms float8, OUT cache_hit_rate float8)
+                          OUT p99_ms float8, OUT cache_hit_rate float8,
+                          OUT gpu_cost_a_us float8, OUT gpu_cost_b_us float8,
+                          OUT gpu_cost_samples bigint, OUT gpu_rows_local bigint,
+                          OUT gpu_rows_peer bigint, OUT gpu_rows_host bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_stats' LANGUAGE C VOLATILE;
+
+-- The engine's GPUs: device number, name, memory, the bytes quiver holds
+-- there (feature stores, CSR, models), whether it serves, and why not.
+CREATE FUNCTION gnn_gpus(OUT device int, OUT name text, OUT total_bytes bigint,
+                         OUT used_bytes bigint, OUT usable boolean, OUT detail text,
+                         OUT batches bigint, OUT seeds bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'gnn_gpus' LANGUAGE C VOLATILE;
 
 -- Why a node's batch would run where it runs: its PSGS, the threshold and
 -- the CPU cost model (cost = a + b x PSGS, in microseconds).

@@ -16,14 +16,13 @@ extern QvPool *engine_pool;
 extern double engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids,
 								const int32 *dense, int n, float *out, uint64 rng_seed,
 								QvError *err);
+extern void engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots,
+								const float *out, bool on_gpu);
 
 /* load.c */
 extern void engine_serve_admin(QuiverSlot *slot);
 extern void engine_rebuild_all(void);
 extern void engine_process_resync(void);
 extern void engine_explain(QuiverSlot *slot);
-
-/* gpu glue (load.c) */
-extern void engine_open_gpus(void);
 
 #endif

@@ -35,6 +35,7 @@ PG_FUNCTION_INFO_V1(gnn_drop_graph);
 PG_FUNCTION_INFO_V1(gnn_drop_model);
 PG_FUNCTION_INFO_V1(gnn_resident);
 PG_FUNCTION_INFO_V1(gnn_stats);
+PG_FUNCTION_INFO_V1(gnn_gpus);
 PG_FUNCTION_INFO_V1(gnn_explain);
 
 /* ---- undo after an aborted transaction ------------------------------------ */
@@ -491,9 +492,10 @@ gnn_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		QuiverDirEntry *e = &dir[i];
-		Datum		values[15];
-		bool		nulls[15] = {0};
+		Datum		values[21];
+		bool		nulls[21] = {0};
 		double		q[3] = {0.5, 0.95, 0.99};
+		int64		rows = e->gpu_rows[0] + e->gpu_rows[1] + e->gpu_rows[2];
 
 		if (e->kind != 'm')
 			continue;
@@ -516,7 +518,46 @@ gnn_stats(PG_FUNCTION_ARGS)
 			values[11 + k] = Float8GetDatum(ms);
 			nulls[11 + k] = ms < 0;
 		}
-		nulls[14] = true;		/* no feature cache without a GPU path */
+		/* share of GPU feature reads served from GPU memory */
+		set_float(values, nulls, 14, rows > 0 ? (double) (e->gpu_rows[0] + e->gpu_rows[1]) / rows : NAN);
+		set_float(values, nulls, 15, e->gpu_cost_a_us);
+		set_float(values, nulls, 16, e->gpu_cost_b_us);
+		values[17] = Int64GetDatum(e->gpu_cost_samples);
+		for (int k = 0; k < 3; k++)
+			values[18 + k] = Int64GetDatum(e->gpu_rows[k]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* The engine's GPUs: what they are, what quiver holds there, whether they
+ * serve and why not. */
+Datum
+gnn_gpus(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	QuiverGpuEntry gpus[QUIVER_MAX_GPUS];
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(quiver_shared->lock, LW_SHARED);
+	n = Min(quiver_shared->gpu_count, QUIVER_MAX_GPUS);
+	memcpy(gpus, quiver_shared->gpus, sizeof(QuiverGpuEntry) * n);
+	LWLockRelease(quiver_shared->lock);
+	for (int d = 0; d < n; d++)
+	{
+		Datum		values[8];
+		bool		nulls[8] = {0};
+
+		values[0] = Int32GetDatum(d);
+		values[1] = CStringGetTextDatum(gpus[d].name);
+		values[2] = Int64GetDatum(gpus[d].total_bytes);
+		values[3] = Int64GetDatum(gpus[d].used_bytes);
+		values[4] = BoolGetDatum(gpus[d].usable);
+		values[5] = CStringGetTextDatum(gpus[d].detail);
+		nulls[5] = gpus[d].detail[0] == '\0';
+		values[6] = Int64GetDatum(gpus[d].batches);
+		values[7] = Int64GetDatum(gpus[d].seeds);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -17,8 +17,8 @@
 #include <math.h>
 #include <unistd.h>
 
+#include "device.h"
 #include "engine.h"
-#include "gpu.h"
 #include "graph.h"
 #include "model.h"
 #include "registry.h"
@@ -47,23 +47,26 @@ load_graph_rows(const char *name, const GraphRows *rows, QvError *err)
 		qv_graph_free(g);
 		return false;
 	}
+	device_graph_replaced(registry_graph(name));
 	return true;
 }
 
-#define PROBE_BUDGET_US 300000.0	/* stop probing after this much time */
+#define PROBE_BUDGET_US 300000.0	/* stop probing a path after this long */
 
-/* Time the CPU path on probe batches of random seeds (1 to 256) so the
- * model's cost line exists before the first request; failures only end the
- * probing early. */
+/* Time the CPU path, and the GPU path when the model is on a GPU, on the
+ * same probe batches of random seeds (1 to 1024), so that both cost lines
+ * and θ exist before the first request; a failure only ends that path's
+ * probing. */
 static void
-calibrate_cpu(ResModel *rm, ResGraph *rg)
+calibrate(ResModel *rm, ResGraph *rg)
 {
-	static const int sizes[] = {1, 4, 16, 64, 256};
-	double		spent = 0;
+	static const int sizes[] = {1, 4, 16, 64, 256, 1024};
+	double		spent_cpu = 0,
+				spent_gpu = rm->dev ? 0 : PROBE_BUDGET_US;
 	uint64		rng = 0x9e3779b97f4a7c15ULL ^ (uint64) rg->g->n_nodes;
 
-	for (int s = 0; s < lengthof(sizes) && spent < PROBE_BUDGET_US; s++)
-		for (int rep = 0; rep < 2 && spent < PROBE_BUDGET_US; rep++)
+	for (int s = 0; s < lengthof(sizes); s++)
+		for (int rep = 0; rep < 2; rep++)
 		{
 			int			n = (int) Min(sizes[s], rg->g->n_nodes);
 			int64	   *ids = palloc(sizeof(int64) * n);
@@ -78,13 +81,19 @@ calibrate_cpu(ResModel *rm, ResGraph *rg)
 				dense[i] = (int32) ((rng >> 33) % (uint64) rg->g->n_nodes);
 				ids[i] = rg->g->ids[dense[i]];
 			}
-			us = engine_time_batch(rm, rg, ids, dense, n, out, rng, &err);
+			if (spent_cpu < PROBE_BUDGET_US)
+			{
+				us = engine_time_batch(rm, rg, ids, dense, n, out, rng, &err);
+				spent_cpu = us < 0 ? PROBE_BUDGET_US : spent_cpu + us;
+			}
+			if (spent_gpu < PROBE_BUDGET_US)
+			{
+				us = device_time_probe(rm, rg, dense, n, out, rng);
+				spent_gpu = us < 0 ? PROBE_BUDGET_US : spent_gpu + us;
+			}
 			pfree(ids);
 			pfree(dense);
 			pfree(out);
-			if (us < 0)
-				return;
-			spent += us;
 		}
 	registry_forget_seeds(rg);	/* probes are not requests */
 	registry_publish_cost(rm);
@@ -119,7 +128,8 @@ load_model_blob(const char *name, const char *graph, const char *arch_name,
 		qv_model_free(m);
 		return false;
 	}
-	calibrate_cpu(rm, rg);
+	device_attach_model(rm, rg);
+	calibrate(rm, rg);
 	return true;
 }
 
@@ -141,6 +151,7 @@ engine_serve_admin(QuiverSlot *slot)
 	void	   *base = NULL;
 	bool		ok = true;
 
+	device_drain();				/* no GPU batch may see a change */
 	if ((slot->kind == REQ_LOAD_GRAPH || slot->kind == REQ_LOAD_MODEL) &&
 		(base = attach_payload(slot, &seg)) == NULL)
 	{
@@ -204,7 +215,7 @@ engine_explain(QuiverSlot *slot)
 	ResGraph   *rg = rm ? registry_graph(rm->graph) : NULL;
 	int64		id = *(int64 *) slot->payload;
 	ExplainResult res;
-	QvThetaReason reason;
+	const char *why;
 	QvCostFit	fit;
 	int32		v;
 
@@ -221,7 +232,7 @@ engine_explain(QuiverSlot *slot)
 	}
 	memset(&res, 0, sizeof(res));
 	res.psgs = rm->psgs[v];
-	res.psgs_threshold = registry_threshold(rm, &reason);
+	res.psgs_threshold = device_threshold(rm, &why);
 	fit = qv_costmodel_fit(&rm->cpu_cost);
 	res.cost_a_us = fit.a;
 	res.cost_b_us = fit.b;
@@ -232,14 +243,13 @@ engine_explain(QuiverSlot *slot)
 	{
 		strlcpy(res.path, "gpu", sizeof(res.path));
 		snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is above the threshold %.1f (%s)",
-				 res.psgs, res.psgs_threshold, registry_threshold_text(reason));
+				 res.psgs, res.psgs_threshold, why);
 	}
 	else
 	{
 		strlcpy(res.path, "cpu", sizeof(res.path));
 		if (isinf(res.psgs_threshold))
-			snprintf(res.reason, sizeof(res.reason), "CPU for every batch: %s",
-					 registry_threshold_text(reason));
+			snprintf(res.reason, sizeof(res.reason), "CPU for every batch: %s", why);
 		else
 			snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is not above the threshold %.1f",
 					 res.psgs, res.psgs_threshold);
@@ -458,40 +468,4 @@ engine_process_resync(void)
 		for (int i = 0; i < n; i++)
 			if (todo[i][0] == (pass == 0 ? 'g' : 'm'))
 				sync_object(todo[i][0], todo[i] + 1);
-}
-
-static QvGpu *engine_gpu = NULL;
-
-/* Open the CUDA module if one is installed and log the devices; the engine
- * runs CPU-only otherwise.  Only the engine process ever loads CUDA. */
-void
-engine_open_gpus(void)
-{
-	char		path[MAXPGPATH];
-	QvError		err = {0};
-
-	quiver_shared->gpu_count = 0;
-	snprintf(path, sizeof(path), "%s/quiver_cuda.so", pkglib_path);
-	if (access(path, R_OK) != 0)
-	{
-		ereport(LOG, (errmsg("quiver engine: CPU only (built without the GPU module)")));
-		return;
-	}
-	if (qv_gpu_open(path, &engine_gpu, &err) != QV_OK)
-	{
-		ereport(LOG, (errmsg("quiver engine: CPU only: %s", err.msg)));
-		return;
-	}
-	quiver_shared->gpu_count = qv_gpu_device_count(engine_gpu);
-	for (int dev = 0; dev < quiver_shared->gpu_count; dev++)
-	{
-		QvGpuInfo	info;
-
-		if (qv_gpu_device_info(engine_gpu, dev, &info, &err) == QV_OK)
-			ereport(LOG, (errmsg("quiver engine: GPU %d: %s, %zu MB, compute %d.%d, bus %s",
-								 dev, info.name, info.total_mem >> 20, info.cc_major,
-								 info.cc_minor, info.pci_bus_id)));
-		else
-			ereport(LOG, (errmsg("quiver engine: GPU %d: %s", dev, err.msg)));
-	}
 }

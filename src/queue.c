@@ -374,16 +374,19 @@ queue_has_work(void)
 	return false;
 }
 
-/* The engine's idle sleep: until a backend wakes it, a signal arrives or
- * timeout_ms passes.  Exits if the postmaster died. */
+/* The engine's idle sleep: until a backend wakes it, a signal arrives,
+ * more_work() (if given) says so, or timeout_ms passes.  Whatever makes
+ * more_work true must poke the engine (queue_engine_poke) afterwards.
+ * Exits if the postmaster died. */
 void
-queue_engine_sleep(int timeout_ms)
+queue_engine_sleep(int timeout_ms, bool (*more_work) (void))
 {
 	uint32		seq = pg_atomic_read_u32(&quiver_shared->engine_seq);
 
 	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 1);
 	pg_memory_barrier();
-	if (!queue_has_work() && !InterruptPending && !ConfigReloadPending)
+	if (!queue_has_work() && !InterruptPending && !ConfigReloadPending &&
+		!(more_work && more_work()))
 		futex_sleep(&quiver_shared->engine_seq, seq, timeout_ms);
 	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 0);
 	if (!PostmasterIsAlive())

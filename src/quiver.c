@@ -30,6 +30,11 @@ int			quiver_batch_wait_us = 0;
 int			quiver_engine_start_timeout = 10000;
 int			quiver_debug_engine_delay_ms = 0;
 int			quiver_memory_limit_mb = 0;
+char	   *quiver_gpu_module = NULL;
+int			quiver_gpu_cache_size_mb = 0;
+bool		quiver_gpu_allow_tf32 = false;
+double		quiver_psgs_threshold = -1;
+double		quiver_replan_drift = 0.25;
 
 QuiverShared *quiver_shared = NULL;
 
@@ -109,6 +114,18 @@ quiver_define_postmaster_gucs(void)
 							"CPU threads of the engine (0 = one per core).",
 							NULL, &quiver_engine_threads, 0, 0, 1024,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("quiver.gpu_module",
+							   "GPU module the engine loads ('' = quiver_cuda.so in the library directory, 'none' = CPU only).",
+							   NULL, &quiver_gpu_module, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.gpu_cache_size",
+							"Feature memory per GPU (0 = half the device memory left after the graph's CSR).",
+							NULL, &quiver_gpu_cache_size_mb, 0, 0, INT_MAX,
+							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("quiver.gpu_allow_tf32",
+							 "Let the GPU's dense layers use TF32 tensor cores (faster, about 1e-3 relative error).",
+							 NULL, &quiver_gpu_allow_tf32, false,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 }
 
 static void
@@ -135,6 +152,14 @@ quiver_define_gucs(void)
 							"Testing only: the engine sleeps this long before each predict batch.",
 							NULL, &quiver_debug_engine_delay_ms, 0, 0, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomRealVariable("quiver.psgs_threshold",
+							 "Fixed PSGS threshold between the CPU and GPU paths (-1 = calibrated by the engine).",
+							 NULL, &quiver_psgs_threshold, -1, -1, 1e15,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("quiver.replan_drift",
+							 "Drift of the requested seeds (total variation distance) that makes the engine re-plan GPU feature placement.",
+							 NULL, &quiver_replan_drift, 0.25, 0.01, 1,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("quiver.memory_limit",
 							"Most memory the engine's resident graphs and models may hold.",
 							"0 means half of the machine's physical memory.",

@@ -27,6 +27,7 @@
 #define QUIVER_LAT_BUCKETS 96	/* latency histogram, 2^(1/4) steps from 1 us */
 #define QUIVER_RESYNC_MAX 32
 #define QUIVER_DETAIL_LEN 256
+#define QUIVER_MAX_GPUS 16		/* = QV_DISPATCH_MAX_GPUS */
 
 /* GUCs */
 extern char *quiver_database;
@@ -37,6 +38,11 @@ extern int	quiver_batch_wait_us;
 extern int	quiver_engine_start_timeout;
 extern int	quiver_debug_engine_delay_ms;
 extern int	quiver_memory_limit_mb;
+extern char *quiver_gpu_module;
+extern int	quiver_gpu_cache_size_mb;
+extern bool quiver_gpu_allow_tf32;
+extern double quiver_psgs_threshold;
+extern double quiver_replan_drift;
 
 typedef enum SlotState
 {
@@ -115,7 +121,24 @@ typedef struct QuiverDirEntry
 	int64		cost_samples;
 	double		psgs_threshold; /* θ: GPU above it (infinity: always CPU) */
 	char		threshold_reason[64];
+	double		gpu_cost_a_us;	/* GPU cost model, NaN before any sample */
+	double		gpu_cost_b_us;
+	int64		gpu_cost_samples;
+	int64		gpu_rows[3];	/* feature rows GPU batches read: own memory,
+								 * a peer GPU, pinned host memory */
 } QuiverDirEntry;
+
+/* One GPU as the engine publishes it (gnn_gpus). */
+typedef struct QuiverGpuEntry
+{
+	char		name[64];
+	int64		total_bytes;
+	int64		used_bytes;		/* stores and models quiver put there */
+	bool		usable;
+	char		detail[QUIVER_DETAIL_LEN];	/* why not usable */
+	int64		batches;
+	int64		seeds;
+} QuiverGpuEntry;
 
 /* What REQ_EXPLAIN answers, in the slot's payload. */
 typedef struct ExplainResult
@@ -141,6 +164,7 @@ typedef struct QuiverShared
 	uint64		engine_generation;	/* bumped at every engine start */
 	char		engine_detail[QUIVER_DETAIL_LEN];	/* what it is doing */
 	int			gpu_count;
+	QuiverGpuEntry gpus[QUIVER_MAX_GPUS];	/* under lock */
 	pg_atomic_uint32 in_flight;	/* requests submitted and not yet answered */
 	pg_atomic_uint32 engine_seq;	/* futex word: bumped to wake the engine */
 	pg_atomic_uint32 engine_sleeping;	/* the engine may be in futex_wait */
@@ -174,7 +198,7 @@ extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_a
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_reset_after_restart(void);
 extern void queue_wake_engine(void);
-extern void queue_engine_sleep(int timeout_ms);
+extern void queue_engine_sleep(int timeout_ms, bool (*more_work) (void));
 extern void queue_engine_poke(void);
 
 /* catalog.c */

@@ -13,6 +13,7 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+#include "device.h"
 #include "psgs.h"
 #include "registry.h"
 
@@ -38,6 +39,19 @@ registry_model(const char *name)
 		if (models[i].m != NULL && strcmp(models[i].name, name) == 0)
 			return &models[i];
 	return NULL;
+}
+
+/* The i-th entry (0 .. QUIVER_MAX_OBJECTS-1) if in use, for iteration. */
+ResGraph *
+registry_graph_at(int i)
+{
+	return graphs[i].g ? &graphs[i] : NULL;
+}
+
+ResModel *
+registry_model_at(int i)
+{
+	return models[i].m ? &models[i] : NULL;
 }
 
 /* Directory entry of (kind, name), created if absent; NULL if full.
@@ -193,6 +207,7 @@ registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err)
 	/* everything is ready: swap */
 	if (rg->g != NULL)
 	{
+		device_release_graph(rg);
 		qv_graph_free(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 	}
@@ -244,6 +259,7 @@ registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *
 		return NULL;
 	if (rm->m != NULL)
 	{
+		device_release_model(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 	}
@@ -251,7 +267,10 @@ registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *
 	strlcpy(rm->graph, graph, NAMEDATALEN);
 	rm->m = m;
 	rm->psgs = psgs;
+	rm->dev = NULL;
+	rm->gpu_detail[0] = '\0';
 	qv_costmodel_init(&rm->cpu_cost, COST_FORGET, NULL);
+	qv_costmodel_init(&rm->gpu_cost, COST_FORGET, NULL);
 	dir_publish_model(name, graph, m);
 	return rm;
 }
@@ -263,6 +282,7 @@ registry_drop_graph(const char *name)
 
 	if (rg)
 	{
+		device_release_graph(rg);
 		qv_graph_free(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 		rg->g = NULL;
@@ -277,6 +297,7 @@ registry_drop_model(const char *name)
 
 	if (rm)
 	{
+		device_release_model(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 		rm->psgs = NULL;
@@ -316,40 +337,22 @@ latency_bucket(int64 us)
 	return Min(b, QUIVER_LAT_BUCKETS - 1);
 }
 
-/* The PSGS threshold θ for a model: with no GPU path every batch runs on
- * the CPU (θ = infinity, reason "no GPU"). */
-double
-registry_threshold(ResModel *rm, QvThetaReason *reason)
-{
-	double		theta;
-
-	*reason = qv_psgs_threshold(&rm->cpu_cost, NULL, &theta);
-	return theta;
-}
-
-/* Why θ is what it is, in words. */
-const char *
-registry_threshold_text(QvThetaReason reason)
-{
-	if (reason == QV_THETA_NO_GPU && quiver_shared->gpu_count == 0)
-		return "no GPU path on this host";
-	if (reason == QV_THETA_NO_GPU)
-		return "GPU path not built yet";
-	return qv_theta_reason_text(reason);
-}
-
 /* Publish the model's current cost fit and threshold. Caller holds the lock. */
 static void
 dir_set_cost(QuiverDirEntry *e, ResModel *rm)
 {
 	QvCostFit	fit = qv_costmodel_fit(&rm->cpu_cost);
-	QvThetaReason reason;
+	QvCostFit	gfit = qv_costmodel_fit(&rm->gpu_cost);
+	const char *why;
 
 	e->cost_a_us = fit.a;
 	e->cost_b_us = fit.b;
 	e->cost_samples = rm->cpu_cost.n_samples;
-	e->psgs_threshold = registry_threshold(rm, &reason);
-	strlcpy(e->threshold_reason, registry_threshold_text(reason), sizeof(e->threshold_reason));
+	e->gpu_cost_a_us = gfit.a;
+	e->gpu_cost_b_us = gfit.b;
+	e->gpu_cost_samples = rm->gpu_cost.n_samples;
+	e->psgs_threshold = device_threshold(rm, &why);
+	strlcpy(e->threshold_reason, why, sizeof(e->threshold_reason));
 }
 
 /* Publish the cost model alone (after calibration). */
@@ -363,6 +366,15 @@ registry_publish_cost(ResModel *rm)
 	if (e)
 		dir_set_cost(e, rm);
 	LWLockRelease(quiver_shared->lock);
+}
+
+/* Publish every model's cost fits and threshold. */
+void
+registry_publish_all_costs(void)
+{
+	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		if (models[i].m != NULL)
+			registry_publish_cost(&models[i]);
 }
 
 /* Count one batch of a model and the latencies of its requests. */
@@ -386,6 +398,23 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 		for (int i = 0; i < n_requests; i++)
 			e->lat_hist[latency_bucket(latency_us[i])]++;
 		dir_set_cost(e, rm);
+	}
+	LWLockRelease(quiver_shared->lock);
+}
+
+/* Count the feature rows a GPU batch of the model read, by where from. */
+void
+registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = dir_entry('m', rm->name, false);
+	if (e)
+	{
+		e->gpu_rows[0] += local;
+		e->gpu_rows[1] += peer;
+		e->gpu_rows[2] += host;
 	}
 	LWLockRelease(quiver_shared->lock);
 }

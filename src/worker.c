@@ -29,6 +29,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "device.h"
 #include "engine.h"
 #include "forward.h"
 #include "psgs.h"
@@ -167,7 +168,32 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	return us;
 }
 
-/* Run one merged batch and answer its slots. */
+/* Answer a batch's slots from out (rows in slot order) and count it. */
+void
+engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
+{
+	Size		rowbytes = sizeof(float) * rm->m->out_dim;
+	int64	   *lat = palloc(sizeof(int64) * n_slots);
+	TimestampTz now = GetCurrentTimestamp();
+	int64		off = 0;
+
+	for (int i = 0; i < n_slots; i++)
+	{
+		QuiverSlot *slot = slots[i];
+
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * rm->m->out_dim,
+			   rowbytes * slot->n_ids);
+		slot->out_dim = rm->m->out_dim;
+		off += slot->n_ids;
+		lat[i] = now - slot->submitted;
+		queue_complete(slot);
+	}
+	registry_count_batch(rm, n_slots, off, lat, on_gpu);
+	pfree(lat);
+}
+
+/* Run one merged batch: queue it on a GPU if dispatch says so, else run it
+ * here on the CPU and answer its slots. */
 static void
 predict_run(PredictBatch *b)
 {
@@ -177,9 +203,7 @@ predict_run(PredictBatch *b)
 	int64	   *ids;
 	int32	   *dense;
 	float	   *out;
-	int64	   *lat;
 	QvError		err = {0};
-	TimestampTz now;
 
 	if (quiver_debug_engine_delay_ms > 0)
 		debug_delay(b);
@@ -187,8 +211,6 @@ predict_run(PredictBatch *b)
 		n += b->slots[i]->n_ids;
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	dense = palloc(sizeof(int32) * Max(n, 1));
-	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
-	lat = palloc(sizeof(int64) * b->n_slots);
 	for (int i = 0; i < b->n_slots; i++)
 	{
 		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
@@ -196,27 +218,18 @@ predict_run(PredictBatch *b)
 	}
 	for (int64 i = 0; i < n; i++)
 		dense[i] = qv_graph_find(rg->g, ids[i]);	/* validated: all found */
+	if (device_count() > 0 &&
+		device_submit(rm, rg, b->slots, b->n_slots, dense, (int) n,
+					  qv_psgs_sum(rm->psgs, dense, (int) n)))
+		return;
+	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
 	if (engine_time_batch(rm, rg, ids, dense, (int) n, out, ++batch_counter, &err) < 0)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
 		return;
 	}
-	now = GetCurrentTimestamp();
-	off = 0;
-	for (int i = 0; i < b->n_slots; i++)
-	{
-		QuiverSlot *slot = b->slots[i];
-		Size		rowbytes = sizeof(float) * rm->m->out_dim;
-
-		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * rm->m->out_dim,
-			   rowbytes * slot->n_ids);
-		slot->out_dim = rm->m->out_dim;
-		off += slot->n_ids;
-		lat[i] = now - slot->submitted;
-		queue_complete(slot);
-	}
-	registry_count_batch(rm, b->n_slots, n, lat, false);
+	engine_answer_batch(rm, b->slots, b->n_slots, out, false);
 }
 
 /* With quiver.batch_wait_us set, give requests that are in flight but not
@@ -340,14 +353,17 @@ engine_loop(void)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			registry_publish_all_costs();	/* θ may be set by a GUC */
 		}
 		engine_process_resync();
 		busy = serve_predicts();
+		busy |= device_collect();
 		busy |= serve_one_admin();
+		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
 		if (busy)
 			continue;
-		queue_engine_sleep(1000);
+		queue_engine_sleep(1000, device_has_finished);
 	}
 }
 
@@ -390,7 +406,7 @@ quiver_engine_main(Datum arg)
 	engine_pool = qv_pool_create(engine_thread_count(), &err);
 	if (engine_pool == NULL)
 		ereport(FATAL, (errmsg("quiver engine: %s", err.msg)));
-	engine_open_gpus();
+	device_open();
 	ereport(LOG, (errmsg("quiver engine started on database \"%s\" with %d threads",
 						 quiver_database, qv_pool_size(engine_pool))));
 

@@ -33,7 +33,12 @@ qv_gpu_check_api(const QvCudaApi *api, const char *origin, QvError *err)
 		return qv_error(err, QV_EDEVICE, "GPU module %s has a function table of %zu bytes, this build needs %zu",
 						origin, api->api_size, sizeof(QvCudaApi));
 	if (api->versions == NULL || api->device_count == NULL || api->device_info == NULL ||
-		api->can_access_peer == NULL || api->mean_aggregate == NULL)
+		api->can_access_peer == NULL || api->mean_aggregate == NULL ||
+		api->host_register == NULL || api->host_unregister == NULL ||
+		api->lane_create == NULL || api->lane_destroy == NULL ||
+		api->store_create == NULL || api->store_link_peers == NULL ||
+		api->store_destroy == NULL || api->model_create == NULL ||
+		api->model_destroy == NULL || api->infer == NULL)
 		return qv_error(err, QV_EDEVICE, "GPU module %s has a function table with empty entries", origin);
 	return QV_OK;
 }
@@ -112,6 +117,12 @@ qv_gpu_open(const char *lib_path, QvGpu **out, QvError *err)
 	}
 	*out = gpu;
 	return QV_OK;
+}
+
+const QvCudaApi *
+qv_gpu_api(const QvGpu *gpu)
+{
+	return gpu ? gpu->api : NULL;
 }
 
 int
@@ -239,6 +250,65 @@ qv_cpu_mean_aggregate(const float *feat, int32_t n_src, int32_t dim,
 			for (int32_t c = 0; c < dim; c++)
 				row[c] /= count;
 	}
+	return QV_OK;
+}
+
+int64_t
+qv_gpu_local_rows(const QvPlacement *plan, int gpu)
+{
+	if (plan == NULL || gpu < 0 || gpu >= plan->n_gpus)
+		return 0;
+	return plan->n_replicated + plan->gpu[gpu].rows_partitioned;
+}
+
+/* The location word of row v for GPU gpu. */
+static uint64_t
+device_loc(const QvPlacement *plan, int gpu, const QvLocation *l, int32_t v)
+{
+	if (l->tier == QV_TIER_REPLICATED)
+		return qv_loc_make(QV_LOC_LOCAL, 0, (uint64_t) l->slot);
+	if (l->tier == QV_TIER_PARTITIONED)
+		return qv_loc_make(l->gpu == gpu ? QV_LOC_LOCAL : QV_LOC_PEER,
+						   l->gpu == gpu ? 0 : (uint32_t) l->gpu,
+						   (uint64_t) (plan->n_replicated + l->slot));
+	return qv_loc_make(QV_LOC_HOST, 0, (uint64_t) v);
+}
+
+int
+qv_gpu_device_layout(const QvPlacement *plan, int gpu, uint64_t *loc,
+					 int32_t *local_rows, int64_t *n_local, QvError *err)
+{
+	int64_t		want = qv_gpu_local_rows(plan, gpu);
+	int64_t		seen = 0;
+
+	if (plan == NULL || loc == NULL || n_local == NULL || (want > 0 && local_rows == NULL))
+		return qv_error(err, QV_EINVAL, "device layout: NULL argument");
+	if (gpu < 0 || gpu >= plan->n_gpus)
+		return qv_error(err, QV_EINVAL, "GPU %d is not in the plan's %d GPUs",
+						gpu, (int) plan->n_gpus);
+	for (int32_t v = 0; v < plan->n_nodes; v++)
+	{
+		QvLocation	l;
+		int			rc = qv_placement_locate(plan, gpu, v, &l, err);
+
+		if (rc != QV_OK)
+			return rc;
+		loc[v] = device_loc(plan, gpu, &l, v);
+		if (qv_loc_kind(loc[v]) == QV_LOC_LOCAL)
+		{
+			int64_t		slot = (int64_t) qv_loc_slot(loc[v]);
+
+			if (slot >= want)
+				return qv_error(err, QV_EINTERNAL, "row %d has slot %lld of %lld on GPU %d",
+								(int) v, (long long) slot, (long long) want, gpu);
+			local_rows[slot] = v;
+			seen++;
+		}
+	}
+	if (seen != want)
+		return qv_error(err, QV_EINTERNAL, "GPU %d holds %lld rows, the plan says %lld",
+						gpu, (long long) seen, (long long) want);
+	*n_local = want;
 	return QV_OK;
 }
 

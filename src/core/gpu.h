@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "placement.h"
 #include "qv_error.h"
 #include "../../cuda/quiver_cuda.h"	/* QvGpuInfo, QvCudaApi: the module's ABI */
 
@@ -27,6 +28,10 @@ int			qv_gpu_open(const char *lib_path, QvGpu **out, QvError *err);
 /* Check a function table as qv_gpu_open does (origin names it in errors). */
 int			qv_gpu_check_api(const QvCudaApi *api, const char *origin,
 							 QvError *err);
+
+/* The module's function table (checked by qv_gpu_open), for the resident
+ * stores, models, lanes and inference of ABI 2. */
+const QvCudaApi *qv_gpu_api(const QvGpu *gpu);
 
 /* Devices found when the module was opened (> 0). */
 int			qv_gpu_device_count(const QvGpu *gpu);
@@ -58,6 +63,17 @@ int			qv_cpu_mean_aggregate(const float *feat, int32_t n_src,
 								  int32_t dim, const int64_t *offsets,
 								  const int32_t *nbr, int32_t n_dst,
 								  float *out, QvError *err);
+
+/*
+ * The feature layout of GPU gpu under plan, as store_create wants it:
+ * loc[v] for every row (QV_LOC_* words of quiver_cuda.h) and the rows of
+ * the GPU's own store in slot order: the replicated ranks first, then its
+ * partition.  local_rows must have room for qv_gpu_local_rows(plan, gpu).
+ */
+int64_t		qv_gpu_local_rows(const QvPlacement *plan, int gpu);
+int			qv_gpu_device_layout(const QvPlacement *plan, int gpu, uint64_t *loc,
+								 int32_t *local_rows, int64_t *n_local,
+								 QvError *err);
 
 /* Unload the module (NULL is a no-op). */
 void		qv_gpu_close(QvGpu *gpu);

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include "test_util.h"
 #include <cblas.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -349,13 +351,6 @@ typedef struct Fixture
 	QvModel		m;
 } Fixture;
 
-static double
-rnd(uint64_t *s)
-{
-	*s = *s * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
-	return (double) (*s >> 11) / (double) (UINT64_C(1) << 53) * 2.0 - 1.0;
-}
-
 /* Two-layer model DIM -> HID -> OUT with random weights. */
 static void
 make_model(Fixture *f, QvArch arch, int with_bias_r)
@@ -364,7 +359,7 @@ make_model(Fixture *f, QvArch arch, int with_bias_r)
 	int			dims[3] = {DIM, HID, OUT};
 
 	for (int i = 0; i < N * DIM; i++)
-		f->feat[i] = (float) rnd(&s);
+		f->feat[i] = (float) test_rnd(&s);
 	memset(&f->m, 0, sizeof(f->m));
 	f->m.arch = arch;
 	f->m.n_layers = 2;
@@ -375,9 +370,9 @@ make_model(Fixture *f, QvArch arch, int with_bias_r)
 		QvLayer    *l = &f->m.layers[i];
 
 		for (int j = 0; j < HID * HID; j++)
-			f->w[i][0][j] = (float) (0.6 * rnd(&s)), f->w[i][1][j] = (float) (0.6 * rnd(&s));
+			f->w[i][0][j] = (float) (0.6 * test_rnd(&s)), f->w[i][1][j] = (float) (0.6 * test_rnd(&s));
 		for (int j = 0; j < HID; j++)
-			f->b[i][0][j] = (float) (0.3 * rnd(&s)), f->b[i][1][j] = (float) (0.3 * rnd(&s));
+			f->b[i][0][j] = (float) (0.3 * test_rnd(&s)), f->b[i][1][j] = (float) (0.3 * test_rnd(&s));
 		l->in_dim = dims[i];
 		l->out_dim = dims[i + 1];
 		l->weight_l = f->w[i][0];
@@ -608,52 +603,6 @@ test_sampled_rescaling(void **state)
 
 /* ---- larger graphs ------------------------------------------------------- */
 
-/* A model with its own weight arrays: dims[0] -> ... -> dims[n_layers]. */
-static QvModel *
-alloc_model(QvArch arch, int n_layers, const int *dims, uint64_t seed)
-{
-	QvModel    *m = calloc(1, sizeof(QvModel));
-
-	m->arch = arch;
-	m->n_layers = n_layers;
-	m->in_dim = dims[0];
-	m->out_dim = dims[n_layers];
-	for (int i = 0; i < n_layers; i++)
-	{
-		QvLayer    *l = &m->layers[i];
-		int			w = dims[i] * dims[i + 1];
-
-		l->in_dim = dims[i];
-		l->out_dim = dims[i + 1];
-		l->weight_l = malloc(sizeof(float) * w);
-		l->bias_l = malloc(sizeof(float) * dims[i + 1]);
-		for (int j = 0; j < w; j++)
-			l->weight_l[j] = (float) (0.5 * rnd(&seed));
-		for (int j = 0; j < dims[i + 1]; j++)
-			l->bias_l[j] = (float) (0.2 * rnd(&seed));
-		if (arch == QV_ARCH_GRAPHSAGE)
-		{
-			l->weight_r = malloc(sizeof(float) * w);
-			for (int j = 0; j < w; j++)
-				l->weight_r[j] = (float) (0.5 * rnd(&seed));
-		}
-		m->fanout[i] = -1;
-	}
-	return m;
-}
-
-static void
-free_model(QvModel *m)
-{
-	for (int i = 0; i < m->n_layers; i++)
-	{
-		free(m->layers[i].weight_l);
-		free(m->layers[i].bias_l);
-		free(m->layers[i].weight_r);
-	}
-	free(m);
-}
-
 /* Random directed multigraph: ids 1000 + 3v, features in [-1, 1). */
 typedef struct BigGraph
 {
@@ -681,14 +630,14 @@ big_graph(int n, int n_edges, int dim, uint64_t seed)
 	for (int v = 0; v < n; v++)
 		b->ids[v] = 1000 + 3 * (int64_t) v;
 	for (int i = 0; i < n * dim; i++)
-		b->feat[i] = (float) rnd(&seed);
+		b->feat[i] = (float) test_rnd(&seed);
 	for (int e = 0; e < n_edges; e++)
 	{
 		/* a skewed source: hubs appear often, self loops happen */
-		double		r = 0.5 * (rnd(&seed) + 1.0);
+		double		r = 0.5 * (test_rnd(&seed) + 1.0);
 
 		b->src[e] = b->ids[(int) (r * r * n) % n];
-		b->dst[e] = b->ids[(int) ((0.5 * (rnd(&seed) + 1.0)) * n) % n];
+		b->dst[e] = b->ids[(int) ((0.5 * (test_rnd(&seed) + 1.0)) * n) % n];
 	}
 	{
 		QvGraphInput in = {n, dim, b->ids, b->feat, n_edges, b->src, b->dst, false};
@@ -719,7 +668,7 @@ check_full_big(QvArch arch)
 {
 	int			dims[] = {19, 33, 5};
 	BigGraph   *b = big_graph(300, 2500, 19, 7);
-	QvModel    *m = alloc_model(arch, 2, dims, 99);
+	QvModel    *m = test_model_random(arch, 2, dims, NULL, false, 99);
 	RefGraph	r = {b->n, b->ids, b->n_edges, b->src, b->dst};
 	QvPool	   *pool = qv_pool_create(2, NULL);
 	float	   *out = malloc(sizeof(float) * b->n * 5);
@@ -745,7 +694,7 @@ check_full_big(QvArch arch)
 	free(ref);
 	free(out);
 	qv_pool_destroy(pool);
-	free_model(m);
+	test_model_free(m);
 	free_big_graph(b);
 }
 
@@ -767,7 +716,7 @@ check_threads_agree(QvArch arch)
 {
 	int			dims[] = {20, 24, 17, 5};
 	BigGraph   *b = big_graph(6000, 90000, 20, 3);
-	QvModel    *m = alloc_model(arch, 3, dims, 5);
+	QvModel    *m = test_model_random(arch, 3, dims, NULL, false, 5);
 	int			n = 2500;
 	int64_t    *batch_ids = malloc(sizeof(int64_t) * n);
 	float	   *ref = malloc(sizeof(float) * n * 5);
@@ -817,7 +766,7 @@ check_threads_agree(QvArch arch)
 	free(batch_ids);
 	free(ref);
 	free(out);
-	free_model(m);
+	test_model_free(m);
 	free_big_graph(b);
 }
 

@@ -18,6 +18,7 @@
 #include "test_util.h"
 
 #include "model.h"
+#include "gpu.h"
 #include "placement.h"
 
 
@@ -372,6 +373,60 @@ test_drift(void **state)
  * the holder's counts; owners of a clique differ by at most one row; hit
  * shares add up to 1.
  */
+/* The device layouts of every GPU agree with the plan and with each
+ * other: a local slot holds its row, a peer word names a slot where the
+ * peer holds the same row, a host word names the row itself. */
+static void
+check_layouts(const QvPlacement *plan)
+{
+	int64_t		n = plan->n_nodes;
+	uint64_t   *loc = calloc(plan->n_gpus * (n + 1), sizeof(uint64_t));
+	int32_t    *rows = calloc(plan->n_gpus * (n + 1), sizeof(int32_t));
+	QvError		err = {0};
+
+	for (int g = 0; g < plan->n_gpus; g++)
+	{
+		int64_t		n_local = -1;
+
+		assert_int_equal(qv_gpu_device_layout(plan, g, loc + g * (n + 1), rows + g * (n + 1),
+											  &n_local, &err), QV_OK);
+		assert_int_equal(n_local, qv_gpu_local_rows(plan, g));
+		assert_int_equal(n_local, plan->n_replicated + plan->gpu[g].rows_partitioned);
+	}
+	for (int g = 0; g < plan->n_gpus; g++)
+		for (int32_t v = 0; v < n; v++)
+		{
+			uint64_t	w = loc[g * (n + 1) + v];
+			uint64_t	slot = qv_loc_slot(w);
+			QvLocation	l;
+
+			assert_int_equal(qv_placement_locate(plan, g, v, &l, &err), QV_OK);
+			switch (qv_loc_kind(w))
+			{
+				case QV_LOC_LOCAL:
+					assert_true(l.tier != QV_TIER_HOST && l.gpu == g);
+					assert_int_equal(rows[g * (n + 1) + slot], v);
+					break;
+				case QV_LOC_PEER:
+					assert_int_equal(l.tier, QV_TIER_PARTITIONED);
+					assert_int_equal(qv_loc_gpu(w), l.gpu);
+					assert_true(l.gpu != g);
+					assert_int_equal(rows[l.gpu * (n + 1) + slot], v);
+					assert_int_equal(loc[l.gpu * (n + 1) + v], qv_loc_make(QV_LOC_LOCAL, 0, slot));
+					break;
+				case QV_LOC_HOST:
+					assert_int_equal(l.tier, QV_TIER_HOST);
+					assert_int_equal(slot, v);
+					break;
+				default:
+					fail_msg("bad location kind of row %d", (int) v);
+			}
+		}
+	assert_int_equal(qv_gpu_device_layout(plan, plan->n_gpus, loc, rows, &n, &err), QV_EINVAL);
+	free(loc);
+	free(rows);
+}
+
 static void
 check_plan(const QvPlacement *plan, const double *p)
 {
@@ -446,6 +501,7 @@ check_plan(const QvPlacement *plan, const double *p)
 	assert_int_equal(plan->rows[0] + plan->rows[1] + plan->rows[2], n);
 	assert_close(plan->hit[0] + plan->hit[1] + plan->hit[2],
 				 plan->total_p > 0 ? 1.0 : 0.0, 1e-12);
+	check_layouts(plan);
 }
 
 /* Two identical plans for the same input. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "graph.h"
+#include "model.h"
 
 /* Fail unless |got - want| <= tol. */
 #define assert_close(got, want, tol) \
@@ -60,6 +61,73 @@ test_graph(int n, const int64_t (*edges)[2], int64_t n_edges, bool undirected)
 	free(src);
 	free(dst);
 	return g;
+}
+
+/* Uniform double in [-1, 1) from a 64-bit LCG state (reproducible). */
+static inline double
+test_rnd(uint64_t *s)
+{
+	*s = *s * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+	return (double) (*s >> 11) / (double) (UINT64_C(1) << 53) * 2.0 - 1.0;
+}
+
+/* A model dims[0] -> ... -> dims[n_layers] with random weights (and lin_r
+ * biases for GraphSAGE when bias_r); fanout[i], or -1 when fanout is NULL;
+ * bytes set.  Free with test_model_free. */
+static inline QvModel *
+test_model_random(QvArch arch, int n_layers, const int *dims, const int32_t *fanout,
+				  bool bias_r, uint64_t seed)
+{
+	QvModel    *m = calloc(1, sizeof(QvModel));
+
+	m->arch = arch;
+	m->n_layers = n_layers;
+	m->in_dim = dims[0];
+	m->out_dim = dims[n_layers];
+	for (int i = 0; i < n_layers; i++)
+	{
+		QvLayer    *l = &m->layers[i];
+		int			w = dims[i] * dims[i + 1];
+
+		l->in_dim = dims[i];
+		l->out_dim = dims[i + 1];
+		l->weight_l = malloc(sizeof(float) * w);
+		l->bias_l = malloc(sizeof(float) * dims[i + 1]);
+		for (int j = 0; j < w; j++)
+			l->weight_l[j] = (float) (0.5 * test_rnd(&seed));
+		for (int j = 0; j < dims[i + 1]; j++)
+			l->bias_l[j] = (float) (0.2 * test_rnd(&seed));
+		m->bytes += sizeof(float) * (w + dims[i + 1]);
+		if (arch == QV_ARCH_GRAPHSAGE)
+		{
+			l->weight_r = malloc(sizeof(float) * w);
+			for (int j = 0; j < w; j++)
+				l->weight_r[j] = (float) (0.5 * test_rnd(&seed));
+			m->bytes += sizeof(float) * w;
+		}
+		if (arch == QV_ARCH_GRAPHSAGE && bias_r)
+		{
+			l->bias_r = malloc(sizeof(float) * dims[i + 1]);
+			for (int j = 0; j < dims[i + 1]; j++)
+				l->bias_r[j] = (float) (0.1 * test_rnd(&seed));
+			m->bytes += sizeof(float) * dims[i + 1];
+		}
+		m->fanout[i] = fanout ? fanout[i] : -1;
+	}
+	return m;
+}
+
+static inline void
+test_model_free(QvModel *m)
+{
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		free(m->layers[i].weight_l);
+		free(m->layers[i].bias_l);
+		free(m->layers[i].weight_r);
+		free(m->layers[i].bias_r);
+	}
+	free(m);
 }
 
 #endif

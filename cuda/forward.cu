@@ -1,0 +1,605 @@
+/*
+ * forward.cu — lanes, models and inference of the GPU module.
+ *
+ * A lane is one CUDA stream of one device with its cuBLAS handle (bound to
+ * the stream; cuBLAS is dlopened by the first lane, blas.cu), two timing events, pinned host staging for the seeds, the
+ * output and the per-batch readbacks, and device scratch buffers that grow
+ * to the largest batch seen and are then reused.  A model is a copy of its
+ * weights: GraphSAGE's W_l and W_r side by side as one [out, 2 in] matrix
+ * (the aggregation kernel writes [mean | own row] so one GEMM does both
+ * terms) and the summed biases.
+ *
+ * infer: seeds to the device, sample (sample.cu: one readback per hop),
+ * then per layer the fused gather + aggregation kernel (aggregate.cu), one
+ * cublasSgemm and a bias + ReLU kernel, the rows of the seeds gathered in
+ * input order, and one copy back with the row counters.  The layers follow
+ * forward.c: layer i turns rows of nodes[L-i] into rows of nodes[L-1-i],
+ * ReLU between layers, none after the last.
+ */
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#include <new>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.cuh"
+
+/* ---- device buffers ------------------------------------------------------------ */
+
+int
+devbuf_grow(DevBuf *b, size_t bytes, const char *what, int dev, size_t *held,
+			QvError *err)
+{
+	const size_t want = bytes + bytes / 8;
+	cudaError_t crc;
+
+	if (bytes <= b->cap)
+		return QV_OK;
+	if (b->p != NULL)
+	{
+		crc = cudaFree(b->p);
+		*held -= b->cap;
+		b->p = NULL;
+		b->cap = 0;
+		if (crc != cudaSuccess)
+			return cuda_error(err, crc, "cudaFree", dev);
+	}
+	if ((crc = cudaMalloc(&b->p, want)) != cudaSuccess)
+	{
+		char		call[128];
+
+		b->p = NULL;
+		snprintf(call, sizeof(call), "cudaMalloc of %zu bytes for %s", want, what);
+		return cuda_error(err, crc, call, dev);
+	}
+	b->cap = want;
+	*held += want;
+	return QV_OK;
+}
+
+void
+devbuf_free(DevBuf *b, size_t *held)
+{
+	if (b->p != NULL)
+		(void) cudaFree(b->p);
+	*held -= b->cap;
+	b->p = NULL;
+	b->cap = 0;
+}
+
+int
+qvc_upload(void **dptr, const void *src, size_t bytes, const char *what, int dev,
+		   size_t *held, QvError *err)
+{
+	cudaError_t crc;
+	char		call[128];
+
+	*dptr = NULL;
+	if (bytes == 0)
+		return QV_OK;
+	if ((crc = cudaMalloc(dptr, bytes)) != cudaSuccess)
+	{
+		*dptr = NULL;
+		snprintf(call, sizeof(call), "cudaMalloc of %zu bytes for %s", bytes, what);
+		return cuda_error(err, crc, call, dev);
+	}
+	*held += bytes;
+	if ((crc = cudaMemcpy(*dptr, src, bytes, cudaMemcpyHostToDevice)) != cudaSuccess)
+	{
+		snprintf(call, sizeof(call), "cudaMemcpy of %s", what);
+		return cuda_error(err, crc, call, dev);
+	}
+	return QV_OK;
+}
+
+/* Grow pinned host staging *p of *cap bytes to bytes (contents lost). */
+static int
+pinned_grow(void **p, size_t *cap, size_t bytes, const char *what, int dev, QvError *err)
+{
+	const size_t want = bytes + bytes / 8;
+	cudaError_t crc;
+
+	if (bytes <= *cap)
+		return QV_OK;
+	if (*p != NULL)
+	{
+		crc = cudaFreeHost(*p);
+		*p = NULL;
+		*cap = 0;
+		if (crc != cudaSuccess)
+			return cuda_error(err, crc, "cudaFreeHost", dev);
+	}
+	if ((crc = cudaHostAlloc(p, want, cudaHostAllocDefault)) != cudaSuccess)
+	{
+		char		call[128];
+
+		*p = NULL;
+		snprintf(call, sizeof(call), "cudaHostAlloc of %zu bytes for %s", want, what);
+		return cuda_error(err, crc, call, dev);
+	}
+	*cap = want;
+	return QV_OK;
+}
+
+/* ---- lanes ------------------------------------------------------------------------- */
+
+/* Free every scratch buffer of a lane. */
+static void
+free_lane_buffers(QvGpuLane *lane)
+{
+	DevBuf	   *bufs[] = {&lane->seeds, &lane->seed_pos, &lane->keys[0], &lane->keys[1],
+		&lane->vals[0], &lane->vals[1], &lane->scan, &lane->temp, &lane->act[0],
+	&lane->act[1], &lane->agg, &lane->out};
+
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		devbuf_free(bufs[i], &lane->bytes);
+	for (int h = 0; h < QV_MAX_LAYERS; h++)
+	{
+		devbuf_free(&lane->nodes[h], &lane->bytes);
+		devbuf_free(&lane->offsets[h], &lane->bytes);
+		devbuf_free(&lane->nbr[h], &lane->bytes);
+	}
+}
+
+void
+api_lane_destroy(QvGpuLane *lane)
+{
+	if (lane == NULL)
+		return;
+	if (cudaSetDevice(lane->dev) == cudaSuccess)
+	{
+		if (lane->stream)
+			(void) cudaStreamSynchronize(lane->stream);
+		free_lane_buffers(lane);
+		if (lane->blas)
+			(void) lane->bl->destroy(lane->blas);
+		if (lane->ev_start)
+			(void) cudaEventDestroy(lane->ev_start);
+		if (lane->ev_stop)
+			(void) cudaEventDestroy(lane->ev_stop);
+		if (lane->stream)
+			(void) cudaStreamDestroy(lane->stream);
+		if (lane->d_ctl)
+			(void) cudaFree(lane->d_ctl);
+		if (lane->h_ctl)
+			(void) cudaFreeHost(lane->h_ctl);
+		if (lane->h_seeds)
+			(void) cudaFreeHost(lane->h_seeds);
+		if (lane->h_out)
+			(void) cudaFreeHost(lane->h_out);
+	}
+	(void) cudaGetLastError();
+	delete lane;
+}
+
+/* Stream, cuBLAS handle, events and control block of a new lane. */
+static int
+init_lane(QvGpuLane *lane, QvError *err)
+{
+	int			dev = lane->dev;
+	cublasStatus_t st;
+	int			rc = QV_OK;
+
+	QVC_DO(qvc_blas(&lane->bl, err));
+	QVC_DO(qvc_set_device(dev, err));
+	QVC_TRY("cudaStreamCreateWithFlags",
+			cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
+	if ((st = lane->bl->create(&lane->blas)) != CUBLAS_STATUS_SUCCESS)
+	{
+		lane->blas = NULL;
+		return cublas_error(err, st, "cublasCreate", dev);
+	}
+	if ((st = lane->bl->set_stream(lane->blas, lane->stream)) != CUBLAS_STATUS_SUCCESS)
+		return cublas_error(err, st, "cublasSetStream", dev);
+	QVC_TRY("cudaEventCreate", cudaEventCreate(&lane->ev_start));
+	QVC_TRY("cudaEventCreate", cudaEventCreate(&lane->ev_stop));
+	QVC_TRY("cudaHostAlloc of the lane's control block",
+			cudaHostAlloc((void **) &lane->h_ctl, sizeof(GpuCtl), cudaHostAllocDefault));
+	QVC_TRY("cudaMalloc of the lane's control block",
+			cudaMalloc((void **) &lane->d_ctl, sizeof(GpuCtl)));
+	lane->bytes += sizeof(GpuCtl);
+fail:
+	return rc;
+}
+
+int
+api_lane_create(int dev, QvGpuLane **out, QvError *err)
+{
+	QvGpuLane  *lane;
+	int			rc;
+
+	if (out == NULL)
+		return set_error(err, QV_EINVAL, "lane_create: NULL output argument");
+	*out = NULL;
+	if ((rc = qvc_check_device(dev, "lane_create", err)) != QV_OK)
+		return rc;
+	lane = new (std::nothrow) QvGpuLane();
+	if (lane == NULL)
+		return set_error(err, QV_ENOMEM, "lane_create: out of host memory");
+	lane->dev = dev;
+	if ((rc = init_lane(lane, err)) != QV_OK)
+	{
+		api_lane_destroy(lane);
+		return rc;
+	}
+	*out = lane;
+	return QV_OK;
+}
+
+/* ---- models -------------------------------------------------------------------------- */
+
+/* The checks of forward.c's validate_model, without a graph. */
+static int
+check_model(const QvModel *m, QvError *err)
+{
+	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN)
+		return set_error(err, QV_EINVAL, "model_create: unknown model architecture %d", (int) m->arch);
+	if (m->n_layers < 1 || m->n_layers > QV_MAX_LAYERS)
+		return set_error(err, QV_EINVAL, "model_create: layer count %d must be between 1 and %d",
+						 (int) m->n_layers, QV_MAX_LAYERS);
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+
+		if (l->in_dim < 1 || (i > 0 && l->in_dim != m->layers[i - 1].out_dim))
+			return set_error(err, QV_EINVAL, "model_create: layer %d takes %d inputs, but %s %d",
+							 i, (int) l->in_dim, i == 0 ? "needs at least" : "the layer before gives",
+							 i == 0 ? 1 : (int) m->layers[i - 1].out_dim);
+		if (l->out_dim < 1 || l->weight_l == NULL ||
+			(m->arch == QV_ARCH_GRAPHSAGE && l->weight_r == NULL))
+			return set_error(err, QV_EINVAL, "model_create: layer %d lacks weights", i);
+		if (m->fanout[i] < -1)
+			return set_error(err, QV_EINVAL, "model_create: fanout %d at hop %d must be -1 or >= 0",
+							 (int) m->fanout[i], i + 1);
+	}
+	if (m->layers[m->n_layers - 1].out_dim != m->out_dim)
+		return set_error(err, QV_EINVAL, "model_create: last layer gives %d outputs, model declares %d",
+						 (int) m->layers[m->n_layers - 1].out_dim, (int) m->out_dim);
+	return QV_OK;
+}
+
+/* Weights of layer l on the device: [W_l | W_r] for SAGE, W for GCN, and
+ * the summed biases. */
+static int
+upload_layer(QvGpuModel *gm, QvArch arch, const QvLayer *l, GpuLayer *gl, QvError *err)
+{
+	const int32_t in = l->in_dim,
+				out = l->out_dim;
+	const int32_t k = arch == QV_ARCH_GRAPHSAGE ? 2 * in : in;
+	float	   *w = (float *) malloc((size_t) out * k * sizeof(float));
+	float	   *b = (float *) malloc((size_t) out * sizeof(float));
+	int			rc = QV_OK;
+
+	gl->in_dim = in;
+	gl->out_dim = out;
+	if (w == NULL || b == NULL)
+		rc = set_error(err, QV_ENOMEM, "model_create: out of host memory for a %d x %d layer", out, k);
+	else
+	{
+		for (int32_t o = 0; o < out; o++)
+		{
+			memcpy(w + (size_t) o * k, l->weight_l + (size_t) o * in, (size_t) in * sizeof(float));
+			if (arch == QV_ARCH_GRAPHSAGE)
+				memcpy(w + (size_t) o * k + in, l->weight_r + (size_t) o * in, (size_t) in * sizeof(float));
+			b[o] = (l->bias_l ? l->bias_l[o] : 0.0f) + (l->bias_r ? l->bias_r[o] : 0.0f);
+		}
+		rc = qvc_upload((void **) &gl->w, w, (size_t) out * k * sizeof(float), "layer weights",
+						gm->dev, &gm->bytes, err);
+		if (rc == QV_OK && (l->bias_l || l->bias_r))
+			rc = qvc_upload((void **) &gl->bias, b, (size_t) out * sizeof(float), "layer biases",
+							gm->dev, &gm->bytes, err);
+	}
+	free(w);
+	free(b);
+	return rc;
+}
+
+void
+api_model_destroy(QvGpuModel *model)
+{
+	if (model == NULL)
+		return;
+	if (cudaSetDevice(model->dev) == cudaSuccess)
+		for (int i = 0; i < model->n_layers; i++)
+		{
+			if (model->layers[i].w)
+				(void) cudaFree(model->layers[i].w);
+			if (model->layers[i].bias)
+				(void) cudaFree(model->layers[i].bias);
+		}
+	(void) cudaGetLastError();
+	free(model);
+}
+
+int
+api_model_create(int dev, const QvModel *m, int allow_tf32, QvGpuModel **out,
+				 size_t *device_bytes, QvError *err)
+{
+	QvGpuModel *gm;
+	int			rc;
+
+	if (out == NULL)
+		return set_error(err, QV_EINVAL, "model_create: NULL output argument");
+	*out = NULL;
+	if (device_bytes)
+		*device_bytes = 0;
+	if (m == NULL)
+		return set_error(err, QV_EINVAL, "model_create: NULL model");
+	if ((rc = check_model(m, err)) != QV_OK ||
+		(rc = qvc_check_device(dev, "model_create", err)) != QV_OK ||
+		(rc = qvc_set_device(dev, err)) != QV_OK)
+		return rc;
+	gm = (QvGpuModel *) calloc(1, sizeof(QvGpuModel));
+	if (gm == NULL)
+		return set_error(err, QV_ENOMEM, "model_create: out of host memory");
+	gm->dev = dev;
+	gm->arch = m->arch;
+	gm->n_layers = m->n_layers;
+	gm->in_dim = m->layers[0].in_dim;
+	gm->out_dim = m->out_dim;
+	gm->allow_tf32 = allow_tf32 ? 1 : 0;
+	memcpy(gm->fanout, m->fanout, sizeof(gm->fanout));
+	for (int i = 0; i < m->n_layers; i++)
+		if ((rc = upload_layer(gm, m->arch, &m->layers[i], &gm->layers[i], err)) != QV_OK)
+		{
+			api_model_destroy(gm);
+			return rc;
+		}
+	if (device_bytes)
+		*device_bytes = gm->bytes;
+	*out = gm;
+	return QV_OK;
+}
+
+/* ---- inference ---------------------------------------------------------------------- */
+
+/* Host checks of an infer call: nothing has reached the device yet. */
+static int
+check_infer(const QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+			const int32_t *seeds, int32_t n, const float *out, QvError *err)
+{
+	if (lane == NULL || model == NULL || store == NULL)
+		return set_error(err, QV_EINVAL, "infer: NULL lane, model or store");
+	if (lane->dev != model->dev || lane->dev != store->dev)
+		return set_error(err, QV_EINVAL,
+						 "infer: lane on device %d, model on device %d, store on device %d must share one device",
+						 lane->dev, model->dev, store->dev);
+	if (n < 0)
+		return set_error(err, QV_EINVAL, "infer: batch size %d is negative", (int) n);
+	if (n > 0 && (seeds == NULL || out == NULL))
+		return set_error(err, QV_EINVAL, "infer: NULL seeds or output with %d seeds", (int) n);
+	if (model->in_dim != store->dim)
+		return set_error(err, QV_EINVAL,
+						 "infer: the model takes %d inputs, but the graph's feature dimension is %d",
+						 (int) model->in_dim, (int) store->dim);
+	for (int32_t i = 0; i < n; i++)
+		if (seeds[i] < 0 || seeds[i] >= store->n_nodes)
+			return set_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
+							 (int) seeds[i], (int) i, (long long) store->n_nodes);
+	return QV_OK;
+}
+
+/* Device address of lane's row counters. */
+static unsigned long long *
+ctl_rows(const QvGpuLane *lane)
+{
+	return (unsigned long long *) ((char *) lane->d_ctl + offsetof(GpuCtl, rows));
+}
+
+/* Grow the activations and the aggregate matrix for sample s. */
+static int
+prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError *err)
+{
+	size_t		act[2] = {0, 0},
+				agg = 0;
+	int			rc;
+
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		const GpuLayer *l = &m->layers[i];
+		const size_t rows = (size_t) s->n_nodes[m->n_layers - 1 - i];
+		const size_t lda = (size_t) l->in_dim * (m->arch == QV_ARCH_GRAPHSAGE ? 2 : 1);
+
+		act[i % 2] = rows * l->out_dim > act[i % 2] ? rows * l->out_dim : act[i % 2];
+		agg = rows * lda > agg ? rows * lda : agg;
+	}
+	for (int p = 0; p < 2; p++)
+		if ((rc = devbuf_grow(&lane->act[p], act[p] * sizeof(float), "activations", lane->dev,
+							  &lane->bytes, err)) != QV_OK)
+			return rc;
+	return devbuf_grow(&lane->agg, agg * sizeof(float), "aggregates", lane->dev, &lane->bytes, err);
+}
+
+/* c[n x out] = a[n x k] W^T, W [out, k] row-major (cuBLAS is column-major:
+ * c^T = W a^T). */
+static int
+dense(QvGpuLane *lane, const GpuLayer *l, int32_t k, int32_t n, const float *a, float *c,
+	  QvError *err)
+{
+	const float one = 1.0f,
+				zero = 0.0f;
+	cublasStatus_t st;
+
+	st = lane->bl->sgemm(lane->blas, CUBLAS_OP_T, CUBLAS_OP_N, l->out_dim, n, k, &one, l->w, k,
+						 a, k, &zero, c, l->out_dim);
+	return st == CUBLAS_STATUS_SUCCESS ? QV_OK : cublas_error(err, st, "cublasSgemm", lane->dev);
+}
+
+/* Layer i: aggregate the rows of nodes[h+1] into nodes[h]'s, dense, bias,
+ * ReLU; in is the previous layer's output (NULL: the feature tiers). */
+static int
+run_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const GpuSample *s,
+		  int i, const float *in, float *c, QvError *err)
+{
+	const GpuLayer *l = &m->layers[i];
+	const int	h = m->n_layers - 1 - i;
+	const bool	sage = m->arch == QV_ARCH_GRAPHSAGE;
+	const int32_t lda = l->in_dim * (sage ? 2 : 1);
+	AggJob		job;
+	int			rc;
+
+	memset(&job, 0, sizeof(job));
+	job.gcn = !sage;
+	job.from_tiers = i == 0;
+	job.vec4 = l->in_dim % 4 == 0 && (i > 0 || store->feat_vec4);
+	job.n_dst = s->n_nodes[h];
+	job.dim = l->in_dim;
+	job.offsets = s->offsets[h];
+	job.nbr = s->nbr[h];
+	job.targets = s->nodes[h];
+	job.in_nodes = i > 0 ? s->nodes[h + 1] : NULL;
+	job.in = in;
+	job.tiers.loc = store->d_loc;
+	job.tiers.local = store->d_local;
+	job.tiers.peers = store->d_peers;
+	job.tiers.host = store->host_feat;
+	job.tiers.dim = store->dim;
+	job.deg = store->d_deg;
+	job.out = (float *) lane->agg.p;
+	job.ldo = lda;
+	job.self_col = sage ? l->in_dim : -1;
+	job.rows = ctl_rows(lane);
+	if ((rc = qvc_aggregate(&job, lane->stream, lane->dev, err)) != QV_OK ||
+		(rc = dense(lane, l, lda, job.n_dst, job.out, c, err)) != QV_OK)
+		return rc;
+	return qvc_bias_act(c, l->bias, job.n_dst, l->out_dim, i < m->n_layers - 1,
+						lane->stream, lane->dev, err);
+}
+
+/* Every layer; *last gets the output rows of nodes[0]. */
+static int
+run_layers(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const GpuSample *s,
+		   const float **last, QvError *err)
+{
+	const float *in = NULL;
+	cublasStatus_t st;
+	int			rc;
+
+	if ((rc = prepare_layers(lane, m, s, err)) != QV_OK)
+		return rc;
+	st = lane->bl->set_math_mode(lane->blas,
+								 m->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+	if (st != CUBLAS_STATUS_SUCCESS)
+		return cublas_error(err, st, "cublasSetMathMode", lane->dev);
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		float	   *c = (float *) lane->act[i % 2].p;
+
+		if ((rc = run_layer(lane, m, store, s, i, in, c, err)) != QV_OK)
+			return rc;
+		in = c;
+	}
+	*last = in;
+	return QV_OK;
+}
+
+/* Staging and device buffers of a batch of n seeds. */
+static int
+prepare_batch(QvGpuLane *lane, int32_t n, int32_t out_dim, QvError *err)
+{
+	const size_t out_bytes = (size_t) n * out_dim * sizeof(float);
+	int			rc;
+
+	if ((rc = pinned_grow((void **) &lane->h_seeds, &lane->h_seeds_cap, (size_t) n * sizeof(int32_t),
+						  "seed staging", lane->dev, err)) != QV_OK ||
+		(rc = pinned_grow((void **) &lane->h_out, &lane->h_out_cap, out_bytes,
+						  "output staging", lane->dev, err)) != QV_OK ||
+		(rc = devbuf_grow(&lane->seeds, (size_t) n * sizeof(int32_t), "seeds", lane->dev,
+						  &lane->bytes, err)) != QV_OK ||
+		(rc = devbuf_grow(&lane->seed_pos, (size_t) n * sizeof(int32_t), "seed positions",
+						  lane->dev, &lane->bytes, err)) != QV_OK)
+		return rc;
+	return devbuf_grow(&lane->out, out_bytes, "output", lane->dev, &lane->bytes, err);
+}
+
+/* Output rows in input order, then back to the host with the counters. */
+static int
+finish_batch(QvGpuLane *lane, const GpuSample *s, const float *last, int32_t n,
+			 int32_t out_dim, QvError *err)
+{
+	int			dev = lane->dev;
+	int			rc;
+
+	QVC_DO(qvc_gather_rows((float *) lane->out.p, last, s->seed_pos, n, out_dim, lane->stream,
+						   dev, err));
+	QVC_TRY("cudaMemcpyAsync of the output",
+			cudaMemcpyAsync(lane->h_out, lane->out.p, (size_t) n * out_dim * sizeof(float),
+							cudaMemcpyDeviceToHost, lane->stream));
+	QVC_TRY("cudaMemcpyAsync of the row counters",
+			cudaMemcpyAsync(lane->h_ctl->rows, ctl_rows(lane), sizeof(lane->h_ctl->rows),
+							cudaMemcpyDeviceToHost, lane->stream));
+	QVC_TRY("cudaEventRecord", cudaEventRecord(lane->ev_stop, lane->stream));
+	QVC_TRY("cudaStreamSynchronize at the end of a batch", cudaStreamSynchronize(lane->stream));
+	return QV_OK;
+fail:
+	return rc;
+}
+
+/* The device work of infer, its arguments checked. */
+static int
+run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		  const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
+		  QvGpuBatchStats *stats, QvError *err)
+{
+	const int32_t od = model->out_dim;
+	int			dev = lane->dev;
+	GpuSample	s;
+	const float *last = NULL;
+	float		ms = 0.0f;
+	int			rc;
+
+	QVC_DO(qvc_set_device(dev, err));
+	QVC_DO(qvc_store_check_live(store, err));
+	QVC_DO(prepare_batch(lane, n, od, err));
+	memcpy(lane->h_seeds, seeds, (size_t) n * sizeof(int32_t));
+	QVC_TRY("cudaEventRecord", cudaEventRecord(lane->ev_start, lane->stream));
+	QVC_TRY("cudaMemsetAsync of the control block",
+			cudaMemsetAsync(lane->d_ctl, 0, sizeof(GpuCtl), lane->stream));
+	QVC_TRY("cudaMemcpyAsync of the seeds",
+			cudaMemcpyAsync(lane->seeds.p, lane->h_seeds, (size_t) n * sizeof(int32_t),
+							cudaMemcpyHostToDevice, lane->stream));
+	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers, rng_seed, n, &s, err));
+	QVC_DO(run_layers(lane, model, store, &s, &last, err));
+	QVC_DO(finish_batch(lane, &s, last, n, od, err));
+	memcpy(out, lane->h_out, (size_t) n * od * sizeof(float));
+	if (stats)
+	{
+		QVC_TRY("cudaEventElapsedTime", cudaEventElapsedTime(&ms, lane->ev_start, lane->ev_stop));
+		stats->rows_local = (int64_t) lane->h_ctl->rows[0];
+		stats->rows_peer = (int64_t) lane->h_ctl->rows[1];
+		stats->rows_host = (int64_t) lane->h_ctl->rows[2];
+		stats->device_us = (double) ms * 1000.0;
+	}
+	return QV_OK;
+fail:
+	/* leave nothing of this batch running on the lane's buffers */
+	(void) cudaStreamSynchronize(lane->stream);
+	(void) cudaGetLastError();
+	return rc;
+}
+
+int
+api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		  const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
+		  QvGpuBatchStats *stats, QvError *err)
+{
+	int			expect = 0;
+	int			rc;
+
+	if (stats)
+		memset(stats, 0, sizeof(*stats));
+	if ((rc = check_infer(lane, model, store, seeds, n, out, err)) != QV_OK)
+		return rc;
+	if (n == 0)
+		return QV_OK;
+	if (!lane->busy.compare_exchange_strong(expect, 1))
+		return set_error(err, QV_EINVAL, "infer: the lane of device %d is already serving another call",
+						 lane->dev);
+	rc = run_infer(lane, model, store, seeds, n, rng_seed, out, stats, err);
+	lane->busy.store(0);
+	if (rc != QV_OK && stats)
+		memset(stats, 0, sizeof(*stats));
+	return rc;
+}
