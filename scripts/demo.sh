@@ -115,3 +115,7 @@ printf 'model            GraphSAGE %s -> %s -> %s, fanout %s, created in %s s\n'
 printf 'single call      median %.3f ms, p99 %.3f ms (%s calls, SQL round trip, 1 client)\n' "$P50" "$P99" "$N"
 printf 'batch of 4096    %.0f seeds/s (%.1f batches/s, 1 client)\n' "$($PYTHON -c "print($BATCH_TPS * 4096)")" "$BATCH_TPS"
 printf '8 clients        %.0f single calls/s\n' "$CONC_TPS"
+GPUS=$(psql_demo -At -c "SELECT coalesce(string_agg(format('GPU %s %s (%s)', device, name,
+	CASE WHEN usable THEN 'serving' ELSE detail END), '; '), 'none: every batch ran on the CPU threads')
+	FROM gnn_gpus()")
+printf 'GPUs             %s\n' "$GPUS"

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "portability/instr_time.h"
 #include "storage/lwlock.h"
 #include "utils/memutils.h"
@@ -196,6 +197,15 @@ notify_engine(void)
 	queue_engine_poke();
 }
 
+/* At engine exit: let the lane threads finish and stop before the process
+ * (and the CUDA runtime's exit handlers) goes away under them. */
+static void
+device_shutdown(int code, Datum arg)
+{
+	qv_runner_destroy(runner);
+	runner = NULL;
+}
+
 void
 device_open(void)
 {
@@ -242,6 +252,7 @@ device_open(void)
 		return;
 	}
 	quiver_shared->gpu_count = n_gpus;
+	before_shmem_exit(device_shutdown, 0);
 }
 
 int
