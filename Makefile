@@ -101,7 +101,8 @@ unit: $(UNIT_BINS)
 
 # ---- benchmarks ---------------------------------------------------------------
 test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(wildcard src/core/*.h)
-	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Icuda -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
+	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Icuda \
+		-DQV_BENCH_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"' -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
 
 bench: test/bench/quiver-bench
 

@@ -9,6 +9,7 @@
  *   sample.cu       the GPU sampler and its CUB de-duplication
  *   store.cu        host registration, resident graphs (CSR, tiers, peers)
  *   forward.cu      lanes, models, inference (cuBLAS dense layers)
+ *   bench.cu        gather_bench: the feature gather against a copy
  *
  * Rules of the module: every CUDA, cuBLAS and CUB call is checked and turned
  * into a QvError (never an abort); arguments are checked on the host before
@@ -338,6 +339,9 @@ int			api_infer(QvGpuLane *lane, const QvGpuModel *model,
 					  const QvGpuStore *store, const int32_t *seeds, int32_t n,
 					  uint64_t rng_seed, float *out, QvGpuBatchStats *stats,
 					  QvError *err);
+int			api_gather_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows,
+							 int32_t reps, uint64_t seed, double *gather_gbps,
+							 double *copy_gbps, QvError *err);
 
 /* QV_OK when the store can be read now: host arrays still registered,
  * linked peer stores still alive (store.cu). */

@@ -234,6 +234,7 @@ static const QvCudaApi quiver_cuda_table = {
 	api_model_create,
 	api_model_destroy,
 	api_infer,
+	api_gather_bench,
 };
 
 extern "C" __attribute__((visibility("default"))) const QvCudaApi *

@@ -31,7 +31,7 @@ extern "C"
 {
 #endif
 
-#define QV_CUDA_ABI_VERSION 2
+#define QV_CUDA_ABI_VERSION 3
 #define QV_CUDA_API_SYMBOL "quiver_cuda_api"
 
 #define QV_GPU_NAME_LEN 256
@@ -210,6 +210,26 @@ typedef struct QvCudaApi
 						  const QvGpuStore *store, const int32_t *seeds,
 						  int32_t n, uint64_t rng_seed, float *out,
 						  QvGpuBatchStats *stats, QvError *err);
+
+	/* ---- ABI 3: measurement ---- */
+
+	/*
+	 * Bandwidth of the feature gather against a plain copy, on lane's
+	 * device (store on the same device, holding at least n_rows local
+	 * rows).  n_rows rows are drawn uniformly (with repeats) from the
+	 * store's local slots, seeded by seed, and gathered into a contiguous
+	 * buffer by the first layer's gather kernel (location words, float4
+	 * loads when the store allows them), reps times after one untimed run;
+	 * then the same number of bytes is copied device to device
+	 * (cudaMemcpyAsync) reps times.  *gather_gbps and *copy_gbps are bytes
+	 * per second / 1e9, counting each byte moved once (n_rows x row bytes
+	 * per run, not read plus write).  Every row must read as LOCAL, else
+	 * QV_EDATA.  Like infer, the lane serves one call at a time.
+	 */
+	int			(*gather_bench) (QvGpuLane *lane, const QvGpuStore *store,
+								 int32_t n_rows, int32_t reps, uint64_t seed,
+								 double *gather_gbps, double *copy_gbps,
+								 QvError *err);
 } QvCudaApi;
 
 /* The module's one exported entry point. */

@@ -38,7 +38,8 @@ qv_gpu_check_api(const QvCudaApi *api, const char *origin, QvError *err)
 		api->lane_create == NULL || api->lane_destroy == NULL ||
 		api->store_create == NULL || api->store_link_peers == NULL ||
 		api->store_destroy == NULL || api->model_create == NULL ||
-		api->model_destroy == NULL || api->infer == NULL)
+		api->model_destroy == NULL || api->infer == NULL ||
+		api->gather_bench == NULL)
 		return qv_error(err, QV_EDEVICE, "GPU module %s has a function table with empty entries", origin);
 	return QV_OK;
 }

@@ -7,6 +7,13 @@
  * with random weights, then times qv_infer on batches of uniform random
  * seeds.  stdout gets JSON lines only: one of graph and memory statistics,
  * then one per batch size; progress goes to stderr.  See docs/bench.md.
+ *
+ * With --device gpu (or auto, when the GPU module opens) the same batches
+ * run through the module's infer on device 0, after the engine's placement
+ * (access probabilities, qv_placement_plan for one GPU, host registration,
+ * the device layout, a store, the model and a lane); --check compares the
+ * GPU with qv_infer on full neighbourhoods first, and gather_bench measures
+ * the feature gather against a device-to-device copy.
  */
 #include <cblas.h>
 #include <getopt.h>
@@ -22,16 +29,27 @@
 
 #include "chunglu.h"
 #include "forward.h"
+#include "gpu.h"
 #include "graph.h"
 #include "graph_csr.h"
 #include "model.h"
+#include "placement.h"
 #include "pool.h"
+
+#ifndef QV_BENCH_CUDA_LIB
+#define QV_BENCH_CUDA_LIB "cuda/quiver_cuda.so"
+#endif
 
 #define MAX_BATCHES 32
 #define MAX_BATCH 1000000
 #define DEFAULT_REPS 50
 #define DEFAULT_REPS_LARGE 20	/* batches of LARGE_BATCH seeds or more */
 #define LARGE_BATCH 4096
+#define CHECK_CHUNK 256			/* seeds per call of the --check comparison */
+#define CHECK_TOL 1e-5			/* --check tolerance with TF32 off */
+#define CHECK_TOL_TF32 1e-2		/* ... and with --tf32 */
+#define GATHER_REPS 20			/* timed runs of gather_bench */
+#define DEFAULT_GATHER_ROWS 1000000
 
 typedef enum Device
 {
@@ -60,6 +78,12 @@ typedef struct Options
 	int			warmup;
 	double		max_seconds;	/* per batch size, after at least 5 reps */
 	int64_t		mmap_threshold; /* glibc M_MMAP_THRESHOLD, pinned */
+	const char *gpu_module;		/* path of the GPU module */
+	int64_t		gpu_cache_mb;	/* feature budget of the GPU; -1: default */
+	bool		csr_on_host;	/* the GPU reads the CSR zero-copy */
+	bool		tf32;			/* let cuBLAS use TF32 */
+	int32_t		check;			/* seeds of the full-neighbourhood check */
+	int64_t		gather_rows;	/* rows of gather_bench; 0: skip it */
 } Options;
 
 /* Timings of one batch size. */
@@ -70,6 +94,34 @@ typedef struct BatchResult
 	double		p99_us;
 	double		mean_us;
 } BatchResult;
+
+/* What the GPU module reported for the timed batches of one size. */
+typedef struct GpuBatchStats
+{
+	int64_t		rows_local;		/* QvGpuBatchStats summed */
+	int64_t		rows_host;
+	double		device_us_median;
+} GpuBatchStats;
+
+/* The GPU side of the bench: module, placement and device objects. */
+typedef struct GpuRig
+{
+	QvGpu	   *gpu;
+	const QvCudaApi *api;
+	QvGpuInfo	info;
+	QvPlacement *plan;
+	bool		csr_on_device;
+	size_t		budget;
+	bool		feat_registered;
+	bool		csr_registered;
+	QvGpuStore *store;
+	size_t		store_bytes;
+	int64_t		n_local;
+	QvGpuModel *model;
+	size_t		model_bytes;
+	QvGpuLane  *lane;
+	double		setup_s;
+} GpuRig;
 
 static const char *const usage_text =
 "usage: quiver-bench [options]\n"
@@ -91,11 +143,19 @@ static const char *const usage_text =
 "  timing\n"
 "    --batch LIST       batch sizes (1,16,256,4096)\n"
 "    --threads T        worker threads (online CPUs)\n"
-"    --device cpu|gpu|auto  (auto = cpu until the GPU path exists)\n"
+"    --device cpu|gpu|auto  (auto: gpu when the GPU module opens, else cpu)\n"
 "    --reps R           timed batches per size (50; 20 from 4096 seeds)\n"
 "    --warmup W         untimed batches per size (3)\n"
 "    --max-seconds S    stop timing a size after S s, 5 reps at least (60)\n"
-"    --mmap-threshold B glibc malloc's mmap threshold, pinned (33554432)\n";
+"    --mmap-threshold B glibc malloc's mmap threshold, pinned (33554432)\n"
+"  GPU (device 0)\n"
+"    --gpu-module PATH  the GPU module (" QV_BENCH_CUDA_LIB ")\n"
+"    --gpu-cache-mb N   feature rows on the GPU, in MB (default: all rows\n"
+"                       if they fit in half the free device memory)\n"
+"    --csr-on-host      the GPU reads the CSR zero-copy from host memory\n"
+"    --tf32             let cuBLAS use TF32 (off: FP32, as the CPU)\n"
+"    --check N          compare N seeds with qv_infer first, fanout -1\n"
+"    --gather-rows N    rows of the gather bandwidth test (1000000; 0 = skip)\n";
 
 /* ---- small utilities ------------------------------------------------------ */
 
@@ -236,6 +296,9 @@ set_defaults(Options *o)
 	o->warmup = 3;
 	o->max_seconds = 60.0;
 	o->mmap_threshold = INT64_C(32) << 20;
+	o->gpu_module = QV_BENCH_CUDA_LIB;
+	o->gpu_cache_mb = -1;
+	o->gather_rows = DEFAULT_GATHER_ROWS;
 }
 
 enum
@@ -243,7 +306,8 @@ enum
 	OPT_NODES = 256, OPT_EDGES, OPT_ALPHA, OPT_DIM, OPT_SEED, OPT_DATASET,
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
-	OPT_MMAP_THRESHOLD, OPT_HELP
+	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -266,9 +330,45 @@ static const struct option long_options[] = {
 	{"warmup", required_argument, NULL, OPT_WARMUP},
 	{"max-seconds", required_argument, NULL, OPT_MAX_SECONDS},
 	{"mmap-threshold", required_argument, NULL, OPT_MMAP_THRESHOLD},
+	{"gpu-module", required_argument, NULL, OPT_GPU_MODULE},
+	{"gpu-cache-mb", required_argument, NULL, OPT_GPU_CACHE_MB},
+	{"csr-on-host", no_argument, NULL, OPT_CSR_ON_HOST},
+	{"tf32", no_argument, NULL, OPT_TF32},
+	{"check", required_argument, NULL, OPT_CHECK},
+	{"gather-rows", required_argument, NULL, OPT_GATHER_ROWS},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0}
 };
+
+/* Apply one of the GPU options; false when its value is bad. */
+static bool
+apply_gpu_option(Options *o, int opt, const char *arg)
+{
+	int64_t		v;
+
+	switch (opt)
+	{
+		case OPT_GPU_MODULE:
+			o->gpu_module = arg;
+			return *arg != '\0';
+		case OPT_GPU_CACHE_MB:
+			return parse_int64(arg, 0, INT64_C(1) << 30, &o->gpu_cache_mb);
+		case OPT_CSR_ON_HOST:
+			o->csr_on_host = true;
+			return true;
+		case OPT_TF32:
+			o->tf32 = true;
+			return true;
+		case OPT_CHECK:
+			if (!parse_int64(arg, 0, MAX_BATCH, &v))
+				return false;
+			o->check = (int32_t) v;
+			return true;
+		case OPT_GATHER_ROWS:
+			return parse_int64(arg, 0, INT32_MAX, &o->gather_rows);
+	}
+	return false;
+}
 
 /* Apply one option; false when its value is bad. */
 static bool
@@ -345,6 +445,8 @@ apply_option(Options *o, int opt, const char *arg)
 		case OPT_MMAP_THRESHOLD:
 			/* glibc accepts up to 32 MiB on 64-bit systems */
 			return parse_int64(arg, 0, INT64_C(32) << 20, &o->mmap_threshold);
+		default:
+			return apply_gpu_option(o, opt, arg);
 	}
 	return false;
 }
@@ -382,6 +484,11 @@ parse_options(int argc, char **argv, Options *o)
 	if (o->save_only && o->save_dataset == NULL)
 	{
 		fprintf(stderr, "quiver-bench: --save-only needs --save-dataset\n");
+		return 2;
+	}
+	if (o->check > 0 && o->device == DEVICE_CPU)
+	{
+		fprintf(stderr, "quiver-bench: --check compares the GPU with the CPU: it needs --device gpu or auto\n");
 		return 2;
 	}
 	return 0;
@@ -555,13 +662,26 @@ print_stats(const Options *o, const QvGraph *g, const QvModel *m, double build_s
 	fflush(stdout);
 }
 
+/* One batch size's line; rig and gs only for the GPU. */
 static void
-print_batch(const Options *o, int32_t batch, const BatchResult *r)
+print_batch(const Options *o, int32_t batch, const BatchResult *r, const GpuRig *rig,
+			const GpuBatchStats *gs)
 {
-	printf("{\"batch\":%d,\"device\":\"cpu\",\"threads\":%d,\"arch\":\"%s\",\"reps\":%d,"
-		   "\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"seeds_per_s\":%.0f}\n",
-		   (int) batch, o->threads, qv_arch_name(o->arch), r->reps,
+	printf("{\"batch\":%d,\"device\":\"%s\",", (int) batch, rig ? "gpu" : "cpu");
+	if (rig)
+	{
+		printf("\"gpu_name\":");
+		print_json_string(stdout, rig->info.name);
+		printf(",");
+	}
+	printf("\"threads\":%d,\"arch\":\"%s\",\"reps\":%d,"
+		   "\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"seeds_per_s\":%.0f",
+		   o->threads, qv_arch_name(o->arch), r->reps,
 		   r->median_us, r->p99_us, r->mean_us, (double) batch / (r->mean_us * 1e-6));
+	if (gs)
+		printf(",\"device_us_median\":%.1f,\"rows_local\":%lld,\"rows_host\":%lld",
+			   gs->device_us_median, (long long) gs->rows_local, (long long) gs->rows_host);
+	printf("}\n");
 	fflush(stdout);
 }
 
@@ -629,6 +749,450 @@ time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
 	return rc;
 }
 
+/* ---- the GPU ------------------------------------------------------------------ */
+
+/* Dense index in [0, n) from the bench's random stream. */
+static int32_t
+draw_index(uint64_t *rng, int64_t n)
+{
+	return (int32_t) (((splitmix64(rng) >> 32) * (uint64_t) n) >> 32);
+}
+
+/*
+ * Where the GPU reads the CSR, and its feature budget: the CSR goes to the
+ * device unless --csr-on-host or it takes half the free memory or more (the
+ * engine's rule); the budget is --gpu-cache-mb, else half of what is free
+ * after the CSR, which holds every row when they fit.
+ */
+static void
+gpu_budget(const Options *o, const QvGraph *g, GpuRig *rig)
+{
+	size_t		csr = (size_t) (g->n_nodes + 1) * sizeof(int64_t) +
+		(size_t) g->n_edges * sizeof(int32_t);
+	size_t		free_mem = rig->info.free_mem;
+
+	rig->csr_on_device = !o->csr_on_host && csr < free_mem / 2;
+	if (o->gpu_cache_mb >= 0)
+		rig->budget = (size_t) o->gpu_cache_mb << 20;
+	else
+		rig->budget = (free_mem - (rig->csr_on_device ? csr : 0)) / 2;
+}
+
+/* Access probabilities under the model's fanouts (uniform seeds), then the
+ * placement plan for one GPU. */
+static int
+gpu_plan(const QvGraph *g, const QvModel *m, QvPool *pool, GpuRig *rig, QvError *err)
+{
+	double	   *p = qv_malloc((size_t) g->n_nodes * sizeof(double), err, "access probabilities");
+	QvTopology	topo;
+	int			rc;
+
+	if (p == NULL)
+		return QV_ENOMEM;
+	memset(&topo, 0, sizeof(topo));
+	topo.n_gpus = 1;
+	rc = qv_access_probability(g, NULL, m->fanout, m->n_layers, p, pool, err);
+	if (rc == QV_OK)
+		rc = qv_placement_plan(p, g->n_nodes, (size_t) g->dim * sizeof(float), rig->budget,
+							   &topo, &rig->plan, err);
+	free(p);
+	return rc;
+}
+
+/* Page-lock the features, and the CSR when the GPU reads it in place. */
+static int
+gpu_register(const QvGraph *g, GpuRig *rig, QvError *err)
+{
+	const QvCudaApi *api = rig->api;
+	int			rc;
+
+	if ((rc = api->host_register(g->feat, (size_t) g->n_nodes * g->dim * sizeof(float), err)) != QV_OK)
+		return rc;
+	rig->feat_registered = true;
+	if (rig->csr_on_device)
+		return QV_OK;
+	if ((rc = api->host_register(g->rowptr, (size_t) (g->n_nodes + 1) * sizeof(int64_t), err)) != QV_OK)
+		return rc;
+	if ((rc = api->host_register(g->col, (size_t) (g->n_edges > 0 ? g->n_edges : 1) * sizeof(int32_t),
+								 err)) != QV_OK)
+	{
+		QvError		ignore = {0};
+
+		(void) api->host_unregister(g->rowptr, &ignore);
+		return rc;
+	}
+	rig->csr_registered = true;
+	return QV_OK;
+}
+
+/* The device layout of the plan and the store of device 0. */
+static int
+gpu_store(const QvGraph *g, GpuRig *rig, QvError *err)
+{
+	int64_t		n_rows = qv_gpu_local_rows(rig->plan, 0);
+	uint64_t   *loc = qv_malloc((size_t) g->n_nodes * sizeof(uint64_t), err, "location words");
+	int32_t    *rows = loc ? qv_malloc((size_t) (n_rows > 0 ? n_rows : 1) * sizeof(int32_t), err,
+									   "local rows") : NULL;
+	int			rc = rows ? QV_OK : QV_ENOMEM;
+
+	if (rc == QV_OK)
+		rc = qv_gpu_device_layout(rig->plan, 0, loc, rows, &rig->n_local, err);
+	if (rc == QV_OK)
+	{
+		QvGpuStoreSpec spec = {g, rig->csr_on_device, loc, rows, rig->n_local};
+
+		rc = rig->api->store_create(0, &spec, &rig->store, &rig->store_bytes, err);
+	}
+	free(loc);
+	free(rows);
+	return rc;
+}
+
+/* Everything the timed GPU batches need, as the engine builds it. */
+static int
+gpu_setup(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, GpuRig *rig,
+		  QvError *err)
+{
+	double		t0 = now_s();
+	int			rc;
+
+	rig->api = qv_gpu_api(rig->gpu);
+	if ((rc = qv_gpu_device_info(rig->gpu, 0, &rig->info, err)) != QV_OK)
+		return rc;
+	fprintf(stderr, "quiver-bench: GPU 0: %s, %zu MiB free; planning the feature placement\n",
+			rig->info.name, rig->info.free_mem >> 20);
+	gpu_budget(o, g, rig);
+	if ((rc = gpu_plan(g, m, pool, rig, err)) != QV_OK ||
+		(rc = gpu_register(g, rig, err)) != QV_OK ||
+		(rc = gpu_store(g, rig, err)) != QV_OK ||
+		(rc = rig->api->model_create(0, m, o->tf32, &rig->model, &rig->model_bytes, err)) != QV_OK ||
+		(rc = rig->api->lane_create(0, &rig->lane, err)) != QV_OK)
+		return rc;
+	rig->setup_s = now_s() - t0;
+	fprintf(stderr, "quiver-bench: GPU ready in %.2f s: %lld of %lld feature rows on the device\n",
+			rig->setup_s, (long long) rig->n_local, (long long) g->n_nodes);
+	return QV_OK;
+}
+
+/* Free what gpu_setup made (any part of it) and close the module. */
+static void
+gpu_teardown(const QvGraph *g, GpuRig *rig)
+{
+	QvError		err = {0};
+
+	if (rig->api)
+	{
+		rig->api->lane_destroy(rig->lane);
+		rig->api->model_destroy(rig->model);
+		rig->api->store_destroy(rig->store);
+		if (rig->feat_registered && rig->api->host_unregister(g->feat, &err) != QV_OK)
+			fprintf(stderr, "quiver-bench: %s\n", err.msg);
+		if (rig->csr_registered &&
+			(rig->api->host_unregister(g->rowptr, &err) != QV_OK ||
+			 rig->api->host_unregister(g->col, &err) != QV_OK))
+			fprintf(stderr, "quiver-bench: %s\n", err.msg);
+	}
+	qv_placement_free(rig->plan);
+	qv_gpu_close(rig->gpu);
+	memset(rig, 0, sizeof(*rig));
+}
+
+/* The line describing the GPU, the module and the placement. */
+static void
+print_gpu(const Options *o, const QvGraph *g, const GpuRig *rig)
+{
+	int			driver = 0,
+				runtime = 0;
+	QvError		err = {0};
+
+	(void) rig->api->versions(&driver, &runtime, &err);
+	printf("{\"gpu\":");
+	print_json_string(stdout, rig->info.name);
+	printf(",\"module\":");
+	print_json_string(stdout, o->gpu_module);
+	printf(",\"build\":");
+	print_json_string(stdout, rig->api->build ? rig->api->build : "");
+	printf(",\"driver\":%d,\"runtime\":%d,\"cc\":\"%d.%d\",\"total_bytes\":%zu,\"free_bytes\":%zu,"
+		   "\"csr_on_device\":%s,\"budget_bytes\":%zu,\"store_rows\":%lld,\"host_rows\":%lld,"
+		   "\"expected_hit_local\":%.4f,\"store_bytes\":%zu,\"gpu_model_bytes\":%zu,"
+		   "\"tf32\":%s,\"setup_s\":%.3f}\n",
+		   driver, runtime, rig->info.cc_major, rig->info.cc_minor, rig->info.total_mem,
+		   rig->info.free_mem, rig->csr_on_device ? "true" : "false", rig->budget,
+		   (long long) rig->n_local, (long long) (g->n_nodes - rig->n_local),
+		   rig->plan->gpu[0].hit_local, rig->store_bytes, rig->model_bytes,
+		   o->tf32 ? "true" : "false", rig->setup_s);
+	fflush(stdout);
+}
+
+/* max |a - b| and max |b| over n values into *diff and *scale (NaN: inf). */
+static void
+accumulate_error(const float *a, const float *b, size_t n, double *diff, double *scale)
+{
+	for (size_t i = 0; i < n; i++)
+	{
+		double		d = fabs((double) a[i] - (double) b[i]);
+
+		*diff = fmax(*diff, isnan(d) ? INFINITY : d);
+		*scale = fmax(*scale, fabs((double) b[i]));
+	}
+}
+
+/* One chunk of the check: the same n seeds through the GPU and qv_infer. */
+static int
+check_chunk(const QvModel *full, const QvGpuModel *gm, const QvGraph *g, QvPool *pool,
+			GpuRig *rig, int32_t n, uint64_t *rng, double *diff, double *scale, QvError *err)
+{
+	size_t		n_out = (size_t) n * (size_t) full->out_dim;
+	int32_t    *seeds = qv_malloc((size_t) n * sizeof(int32_t), err, "check seeds");
+	int64_t    *ids = seeds ? qv_malloc((size_t) n * sizeof(int64_t), err, "check ids") : NULL;
+	float	   *gpu = ids ? qv_malloc(n_out * sizeof(float), err, "GPU predictions") : NULL;
+	float	   *cpu = gpu ? qv_malloc(n_out * sizeof(float), err, "CPU predictions") : NULL;
+	uint64_t	rng_seed = splitmix64(rng);
+	int			rc = cpu ? QV_OK : QV_ENOMEM;
+
+	for (int32_t k = 0; rc == QV_OK && k < n; k++)
+	{
+		seeds[k] = draw_index(rng, g->n_nodes);
+		ids[k] = g->ids[seeds[k]];
+	}
+	if (rc == QV_OK)
+		rc = rig->api->infer(rig->lane, gm, rig->store, seeds, n, rng_seed, gpu, NULL, err);
+	if (rc == QV_OK)
+		rc = qv_infer(full, g, ids, n, cpu, rng_seed, pool, err);
+	if (rc == QV_OK)
+		accumulate_error(gpu, cpu, n_out, diff, scale);
+	free(seeds);
+	free(ids);
+	free(gpu);
+	free(cpu);
+	return rc;
+}
+
+/*
+ * --check: o->check uniform seeds through the GPU and qv_infer with every
+ * fanout -1 (the same function on both), in chunks; *max_rel gets
+ * max |gpu - cpu| / max |cpu| over all outputs, as test_gpu_infer.c.
+ */
+static int
+gpu_check(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool, GpuRig *rig,
+		  double *max_rel, QvError *err)
+{
+	QvModel		full = *m;		/* shares m's weights; never freed */
+	QvGpuModel *gm = NULL;
+	uint64_t	rng = o->gen.seed ^ UINT64_C(0xc4ec4ec4ec4e);
+	double		diff = 0.0,
+				scale = 0.0;
+	int			rc;
+
+	for (int i = 0; i < full.n_layers; i++)
+		full.fanout[i] = -1;
+	if ((rc = rig->api->model_create(0, &full, o->tf32, &gm, NULL, err)) != QV_OK)
+		return rc;
+	for (int32_t done = 0; rc == QV_OK && done < o->check; done += CHECK_CHUNK)
+	{
+		int32_t		n = o->check - done < CHECK_CHUNK ? o->check - done : CHECK_CHUNK;
+
+		rc = check_chunk(&full, gm, g, pool, rig, n, &rng, &diff, &scale, err);
+	}
+	rig->api->model_destroy(gm);
+	if (rc == QV_OK)
+		*max_rel = scale > 0.0 ? diff / scale : (diff > 0.0 ? INFINITY : 0.0);
+	return rc;
+}
+
+/* gather_bench over min(--gather-rows, local rows) random local rows. */
+static int
+gpu_gather(const Options *o, const QvGraph *g, GpuRig *rig, QvError *err)
+{
+	int32_t		n = (int32_t) (o->gather_rows < rig->n_local ? o->gather_rows : rig->n_local);
+	double		gather = 0.0,
+				copy = 0.0;
+	int			rc;
+
+	if (o->gather_rows == 0)
+		return QV_OK;
+	if (n == 0)
+	{
+		printf("{\"gather_rows\":0,\"skipped\":\"no feature row is on the GPU\"}\n");
+		fflush(stdout);
+		return QV_OK;
+	}
+	rc = rig->api->gather_bench(rig->lane, rig->store, n, GATHER_REPS, o->gen.seed ^ UINT64_C(0x6a7e),
+								&gather, &copy, err);
+	if (rc != QV_OK)
+		return rc;
+	printf("{\"gather_rows\":%d,\"row_bytes\":%zu,\"reps\":%d,\"gather_gbps\":%.1f,"
+		   "\"copy_gbps\":%.1f,\"ratio\":%.3f}\n",
+		   (int) n, (size_t) g->dim * sizeof(float), GATHER_REPS, gather, copy,
+		   copy > 0.0 ? gather / copy : 0.0);
+	fflush(stdout);
+	return QV_OK;
+}
+
+/* Warm up, then time the module's infer on batches of `batch` uniform
+ * random seeds, as time_batch does for qv_infer. */
+static int
+time_batch_gpu(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch,
+			   BatchResult *r, GpuBatchStats *gs, QvError *err)
+{
+	int			reps = o->reps ? o->reps : batch >= LARGE_BATCH ? DEFAULT_REPS_LARGE : DEFAULT_REPS;
+	int32_t    *seeds = qv_malloc((size_t) batch * sizeof(int32_t), err, "seeds");
+	float	   *out = seeds ? qv_malloc((size_t) batch * (size_t) o->classes * sizeof(float), err, "predictions") : NULL;
+	double	   *t = out ? qv_malloc((size_t) reps * sizeof(double), err, "timings") : NULL;
+	double	   *dev_t = t ? qv_malloc((size_t) reps * sizeof(double), err, "device timings") : NULL;
+	uint64_t	rng = o->gen.seed * UINT64_C(0x100000001b3) + (uint64_t) batch;
+	double		started = 0.0;
+	int			done = 0,
+				rc = dev_t ? QV_OK : QV_ENOMEM;
+
+	memset(gs, 0, sizeof(*gs));
+	for (int i = 0; rc == QV_OK && i < o->warmup + reps; i++)
+	{
+		QvGpuBatchStats st;
+		double		t0;
+
+		if (i == o->warmup)
+			started = now_s();
+		else if (i > o->warmup && done >= 5 && now_s() - started > o->max_seconds)
+			break;
+		for (int32_t k = 0; k < batch; k++)
+			seeds[k] = draw_index(&rng, g->n_nodes);
+		t0 = now_s();
+		rc = rig->api->infer(rig->lane, rig->model, rig->store, seeds, batch, splitmix64(&rng),
+							 out, &st, err);
+		if (i < o->warmup || rc != QV_OK)
+			continue;
+		t[done] = now_s() - t0;
+		dev_t[done++] = st.device_us * 1e-6;
+		gs->rows_local += st.rows_local;
+		gs->rows_host += st.rows_host;
+	}
+	if (rc == QV_OK)
+	{
+		BatchResult dr;
+
+		summarise(t, done, r);
+		summarise(dev_t, done, &dr);
+		gs->device_us_median = dr.median_us;
+	}
+	free(seeds);
+	free(out);
+	free(t);
+	free(dev_t);
+	return rc;
+}
+
+/* Check, gather and timed batches on the GPU; *stage names a failure.
+ * *check_failed is set when --check found a difference over tolerance. */
+static int
+run_gpu(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, GpuRig *rig,
+		const char **stage, bool *check_failed, QvError *err)
+{
+	int			rc;
+
+	*stage = "gpu-setup";
+	if ((rc = gpu_setup(o, g, m, pool, rig, err)) != QV_OK)
+		return rc;
+	print_gpu(o, g, rig);
+	if (o->check > 0)
+	{
+		double		tol = o->tf32 ? CHECK_TOL_TF32 : CHECK_TOL;
+		double		rel = 0.0;
+
+		*stage = "check";
+		fprintf(stderr, "quiver-bench: checking %d seeds against qv_infer, fanout -1\n", (int) o->check);
+		if ((rc = gpu_check(o, m, g, pool, rig, &rel, err)) != QV_OK)
+			return rc;
+		*check_failed = !(rel <= tol);
+		printf("{\"check\":%d,\"max_rel_err\":%.3g,\"tolerance\":%g,\"tf32\":%s,\"ok\":%s}\n",
+			   (int) o->check, rel, tol, o->tf32 ? "true" : "false",
+			   *check_failed ? "false" : "true");
+		fflush(stdout);
+	}
+	*stage = "gather";
+	if ((rc = gpu_gather(o, g, rig, err)) != QV_OK)
+		return rc;
+	*stage = "infer";
+	for (int b = 0; b < o->n_batch; b++)
+	{
+		BatchResult r;
+		GpuBatchStats gs;
+
+		if ((rc = time_batch_gpu(o, g, rig, o->batch[b], &r, &gs, err)) != QV_OK)
+			return rc;
+		print_batch(o, o->batch[b], &r, rig, &gs);
+	}
+	return QV_OK;
+}
+
+/* Time every batch size on the CPU. */
+static int
+run_cpu(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, QvError *err)
+{
+	for (int b = 0; b < o->n_batch; b++)
+	{
+		BatchResult r;
+		int			rc;
+
+		if ((rc = time_batch(o, m, g, pool, o->batch[b], &r, err)) != QV_OK)
+			return rc;
+		print_batch(o, o->batch[b], &r, NULL, NULL);
+	}
+	return QV_OK;
+}
+
+/* Open the GPU module for --device gpu or auto; false (after an error
+ * line) when gpu was asked for and cannot be had. */
+static bool
+open_device(const Options *o, GpuRig *rig)
+{
+	QvError		err = {0};
+
+	memset(rig, 0, sizeof(*rig));
+	if (o->device == DEVICE_CPU)
+		return true;
+	if (qv_gpu_open(o->gpu_module, &rig->gpu, &err) == QV_OK)
+		return true;
+	if (o->device == DEVICE_GPU)
+	{
+		fail("device", err.msg);
+		return false;
+	}
+	fprintf(stderr, "quiver-bench: --device auto: timing the CPU, no GPU: %s\n", err.msg);
+	if (o->check > 0)
+		fprintf(stderr, "quiver-bench: --check skipped: it needs a GPU\n");
+	return true;
+}
+
+/* Build (or read) the graph, save it and make the model; the stats line. */
+static int
+prepare(const Options *o, QvPool *pool, QvGraph **g, QvModel **m, const char **stage,
+		QvError *err)
+{
+	double		build_s,
+				save_s = 0.0;
+	int			rc;
+
+	*stage = o->dataset ? "dataset" : "generate";
+	if ((rc = make_graph(o, pool, g, &build_s, err)) != QV_OK)
+		return rc;
+	if (o->save_dataset)
+	{
+		double		t0 = now_s();
+
+		*stage = "save-dataset";
+		if ((rc = qv_graph_save_dir(*g, o->save_dataset, err)) != QV_OK)
+			return rc;
+		save_s = now_s() - t0;
+		fprintf(stderr, "quiver-bench: dataset written to %s in %.2f s\n", o->save_dataset, save_s);
+	}
+	*stage = "model";
+	if ((rc = make_model(o, (*g)->dim, m, err)) != QV_OK)
+		return rc;
+	print_stats(o, *g, *m, build_s, save_s);
+	return QV_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -637,15 +1201,13 @@ main(int argc, char **argv)
 	QvPool	   *pool;
 	QvGraph    *g = NULL;
 	QvModel    *m = NULL;
-	double		build_s,
-				save_s = 0.0;
+	GpuRig		rig;
+	const char *stage = "";
+	bool		check_failed = false;
 	int			rc;
 
 	if ((rc = parse_options(argc, argv, &o)) != 0)
 		return rc < 0 ? 0 : rc;
-	if (o.device == DEVICE_GPU)
-		return fail("device", "the GPU path is not built yet (issue 4): "
-					"use --device cpu or auto");
 	/*
 	 * Pin glibc's thresholds.  Left dynamic, they rise after large free()s,
 	 * so qv_infer's per-call buffers would come from fresh mmap()s (a page
@@ -657,34 +1219,34 @@ main(int argc, char **argv)
 	if (!mallopt(M_MMAP_THRESHOLD, (int) o.mmap_threshold) ||
 		!mallopt(M_TRIM_THRESHOLD, (int) (2 * o.mmap_threshold)))
 		return fail("malloc", "mallopt refused the mmap threshold");
+	if (!open_device(&o, &rig))
+		return 1;
 	openblas_set_num_threads(o.threads);
 	pool = qv_pool_create(o.threads, &err);
 	if (pool == NULL)
+	{
+		qv_gpu_close(rig.gpu);
 		return fail("threads", err.msg);
-	if (make_graph(&o, pool, &g, &build_s, &err) != QV_OK)
-		return fail(o.dataset ? "dataset" : "generate", err.msg);
-	if (o.save_dataset)
-	{
-		double		t0 = now_s();
-
-		if (qv_graph_save_dir(g, o.save_dataset, &err) != QV_OK)
-			return fail("save-dataset", err.msg);
-		save_s = now_s() - t0;
-		fprintf(stderr, "quiver-bench: dataset written to %s in %.2f s\n", o.save_dataset, save_s);
 	}
-	if (make_model(&o, g->dim, &m, &err) != QV_OK)
-		return fail("model", err.msg);
-	print_stats(&o, g, m, build_s, save_s);
-	for (int b = 0; !o.save_only && b < o.n_batch; b++)
+	rc = prepare(&o, pool, &g, &m, &stage, &err);
+	if (rc == QV_OK && !o.save_only && rig.gpu)
+		rc = run_gpu(&o, g, m, pool, &rig, &stage, &check_failed, &err);
+	else if (rc == QV_OK && !o.save_only)
 	{
-		BatchResult r;
-
-		if (time_batch(&o, m, g, pool, o.batch[b], &r, &err) != QV_OK)
-			return fail("infer", err.msg);
-		print_batch(&o, o.batch[b], &r);
+		stage = "infer";
+		rc = run_cpu(&o, g, m, pool, &err);
 	}
+	if (rc != QV_OK)
+		fail(stage, err.msg);
+	else if (check_failed)
+		rc = fail("check", "the GPU's predictions differ from qv_infer's by more than the tolerance "
+				  "(see the check line)");
+	if (g)
+		gpu_teardown(g, &rig);
+	else
+		qv_gpu_close(rig.gpu);
 	qv_model_free(m);
 	qv_graph_free(g);
 	qv_pool_destroy(pool);
-	return 0;
+	return rc == QV_OK ? 0 : 1;
 }

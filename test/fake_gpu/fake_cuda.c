@@ -22,6 +22,10 @@
  *   - lanes: one call at a time per lane (a second concurrent call on the
  *     same lane is QV_EINVAL instead of silently sharing its buffers).
  *
+ * gather_bench times a CPU memcpy gather of the store's local rows and a
+ * CPU memcpy of the same bytes: its "bandwidths" are this CPU's, never a
+ * GPU's.
+ *
  * Environment (read at every call, so a test may change it between calls):
  *   QUIVER_FAKE_GPUS          device count, default 1; 0 means no device
  *   QUIVER_FAKE_GPU_MEM_MB    memory of each device, default 1024
@@ -1022,6 +1026,116 @@ fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	return rc;
 }
 
+/* ---- gather_bench ------------------------------------------------------- */
+
+static uint64_t
+fake_splitmix64(uint64_t *x)
+{
+	uint64_t	z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* Host checks of gather_bench, as the real module makes them. */
+static int
+check_gather_bench(const QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows,
+				   int32_t reps, const double *gather_gbps, const double *copy_gbps,
+				   QvError *err)
+{
+	if (lane == NULL || store == NULL || gather_gbps == NULL || copy_gbps == NULL)
+		return qv_error(err, QV_EINVAL, "gather_bench: NULL lane, store or output");
+	if (lane->dev != store->dev)
+		return qv_error(err, QV_EINVAL,
+						"gather_bench: lane on device %d and store on device %d must share one device",
+						lane->dev, store->dev);
+	if (n_rows < 1 || reps < 1)
+		return qv_error(err, QV_EINVAL,
+						"gather_bench: %d rows and %d repetitions must both be positive",
+						(int) n_rows, (int) reps);
+	if (n_rows > store->n_local)
+		return qv_error(err, QV_EINVAL,
+						"gather_bench: %d rows asked, but the store of fake device %d holds %lld local rows",
+						(int) n_rows, store->dev, (long long) store->n_local);
+	return QV_OK;
+}
+
+/*
+ * The fake's "bandwidths": a CPU gather of random local rows with memcpy
+ * (through the location words, which must all be LOCAL) and a CPU memcpy
+ * of the same bytes.  They measure this CPU, never a GPU.
+ */
+static int
+run_gather_bench(const QvGpuStore *store, int32_t n, int32_t reps, uint64_t seed,
+				 double *gather_gbps, double *copy_gbps, QvError *err)
+{
+	const QvGraph *g = store->graph;
+	const size_t row_bytes = (size_t) g->dim * sizeof(float);
+	const size_t bytes = (size_t) n * row_bytes;
+	int32_t    *nodes = qv_malloc((size_t) n * sizeof(int32_t), err, "fake gather rows");
+	char	   *buf = nodes ? qv_malloc(bytes, err, "fake gather output") : NULL;
+	uint64_t	x = seed;
+	double		t0,
+				t_gather,
+				t_copy;
+
+	if (buf == NULL)
+	{
+		free(nodes);
+		return QV_ENOMEM;
+	}
+	for (int32_t i = 0; i < n; i++)
+	{
+		uint64_t	slot = ((fake_splitmix64(&x) >> 32) * (uint64_t) store->n_local) >> 32;
+
+		nodes[i] = store->local_rows[slot];
+		if (qv_loc_kind(store->loc[nodes[i]]) != QV_LOC_LOCAL)
+		{
+			free(nodes);
+			free(buf);
+			return qv_error(err, QV_EDATA,
+							"gather_bench on fake device %d: row %d of local slot %llu does not read as LOCAL",
+							store->dev, (int) nodes[i], (unsigned long long) slot);
+		}
+	}
+	t0 = now_us();
+	for (int32_t r = 0; r < reps; r++)
+		for (int32_t i = 0; i < n; i++)
+			memcpy(buf + (size_t) i * row_bytes, g->feat + (size_t) nodes[i] * g->dim, row_bytes);
+	t_gather = now_us() - t0;
+	t0 = now_us();
+	for (int32_t r = 0; r < reps; r++)
+		memcpy(buf, g->feat, bytes);
+	t_copy = now_us() - t0;
+	*gather_gbps = (double) bytes * reps / (t_gather > 0 ? t_gather : 1e-3) / 1e3;
+	*copy_gbps = (double) bytes * reps / (t_copy > 0 ? t_copy : 1e-3) / 1e3;
+	free(nodes);
+	free(buf);
+	return QV_OK;
+}
+
+static int
+fake_gather_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows, int32_t reps,
+				  uint64_t seed, double *gather_gbps, double *copy_gbps, QvError *err)
+{
+	int			expect = 0;
+	int			rc;
+
+	if (gather_gbps)
+		*gather_gbps = 0.0;
+	if (copy_gbps)
+		*copy_gbps = 0.0;
+	if ((rc = check_gather_bench(lane, store, n_rows, reps, gather_gbps, copy_gbps, err)) != QV_OK)
+		return rc;
+	if (!atomic_compare_exchange_strong(&lane->busy, &expect, 1))
+		return qv_error(err, QV_EINVAL,
+						"gather_bench: the lane of fake device %d is already serving another call", lane->dev);
+	rc = run_gather_bench(store, n_rows, reps, seed, gather_gbps, copy_gbps, err);
+	atomic_store(&lane->busy, 0);
+	return rc;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 static const QvCudaApi fake_table = {
@@ -1043,6 +1157,7 @@ static const QvCudaApi fake_table = {
 	.model_create = fake_model_create,
 	.model_destroy = fake_model_destroy,
 	.infer = fake_infer,
+	.gather_bench = fake_gather_bench,
 };
 
 FAKE_EXPORT const QvCudaApi *

@@ -236,7 +236,7 @@ test_check_api_table(void **state)
 	}
 	real = ((QvCudaApiFn) dlsym(h, QV_CUDA_API_SYMBOL)) ();
 	assert_int_equal(qv_gpu_check_api(real, QV_TEST_CUDA_LIB, &err), QV_OK);
-	assert_int_equal(real->abi_version, 2);
+	assert_int_equal(real->abi_version, 3);
 
 	/* a table with the ABI 1 entries but one ABI 2 entry missing is refused */
 	memcpy(&api, real, sizeof(api));
@@ -246,6 +246,11 @@ test_check_api_table(void **state)
 	memcpy(&api, real, sizeof(api));
 	api.store_link_peers = NULL;
 	assert_int_equal(qv_gpu_check_api(&api, "x.so", &err), QV_EDEVICE);
+	/* ... and so is one without the ABI 3 entry */
+	memcpy(&api, real, sizeof(api));
+	api.gather_bench = NULL;
+	assert_int_equal(qv_gpu_check_api(&api, "x.so", &err), QV_EDEVICE);
+	assert_non_null(strstr(err.msg, "empty entries"));
 	dlclose(h);
 }
 

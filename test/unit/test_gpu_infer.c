@@ -306,12 +306,12 @@ test_module_table(void **state)
 	QvError		err = {0};
 
 	(void) state;
-	assert_int_equal(api->abi_version, 2);
+	assert_int_equal(api->abi_version, QV_CUDA_ABI_VERSION);
 	assert_true(api->api_size >= sizeof(QvCudaApi));
 	assert_int_equal(qv_gpu_check_api(api, QV_TEST_CUDA_LIB, &err), QV_OK);
 	assert_non_null(api->host_register);
 	assert_non_null(api->infer);
-	assert_non_null(strstr(api->build, "ABI 2"));
+	assert_non_null(strstr(api->build, "ABI 3"));
 	dlclose(dl);
 }
 
