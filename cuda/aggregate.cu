@@ -202,6 +202,170 @@ aggregate_kernel(const AggJob j)
 		flush_rows(rc, j.rows);
 }
 
+/*
+ * The same aggregation with the neighbour metadata of 32 edges loaded at
+ * once: lane k reads edge e0 + k's neighbour, location word (or input row)
+ * and GCN weight, so those dependent loads overlap across the warp; then
+ * the warp walks the 32 edges in block order, each lane adding its column
+ * chunks of every row, with up to 8 rows' loads in flight.  CH chunks of W
+ * floats per lane (dim <= 32 * CH * W).  Float operations are those of
+ * aggregate_kernel, in the same order, so the results are identical.
+ */
+template <int W, int CH, bool TIERS, bool GCN>
+__global__ void __launch_bounds__(QVC_BLOCK)
+aggregate_batched_kernel(const AggJob j)
+{
+	typedef typename Vec<W>::T T;
+	const unsigned full = 0xffffffffu;
+	const int	lane = threadIdx.x % QVC_WARP;
+	const int64_t n_warps = ((int64_t) gridDim.x * blockDim.x) / QVC_WARP;
+	const int32_t chunks = j.dim / W;
+	RowCount	rc = {0, 0, 0};
+
+	for (int64_t t = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / QVC_WARP;
+		 t < j.n_dst; t += n_warps)
+	{
+		const int64_t begin = j.offsets[t];
+		const int64_t end = j.offsets[t + 1];
+		const int32_t v = j.targets ? j.targets[t] : -1;
+		const bool	want_self = GCN || j.self_col >= 0;
+		const float *self = NULL;
+		T			acc[CH];
+		int64_t		taken = 0;
+		int			kind = 0;
+
+		for (int k = 0; k < CH; k++)
+			acc[k] = Vec<W>::zero();
+		if (want_self)
+		{
+			self = input_row<TIERS>(j, TIERS ? v : (int32_t) t, &kind);
+			if (TIERS && lane == 0)
+				count_row(rc, kind);
+		}
+		for (int64_t e0 = begin; e0 < end; e0 += QVC_WARP)
+		{
+			const int	cnt = (int) (end - e0 < QVC_WARP ? end - e0 : QVC_WARP);
+			const float *p = NULL;
+			float		w = 0.0f;
+
+			if (lane < cnt)
+			{
+				const int32_t u = j.nbr[e0 + lane];
+				bool		skip = false;
+
+				if (GCN)
+				{
+					const int32_t un = TIERS ? u : j.in_nodes[u];
+
+					skip = un == v; /* a self loop: replaced by the added one */
+					if (!skip)
+						w = gcn_norm(j.deg[un]);
+				}
+				else
+					w = 1.0f;
+				if (!skip)
+				{
+					p = input_row<TIERS>(j, u, &kind);
+					if (TIERS)
+						count_row(rc, kind);
+				}
+			}
+			if (GCN)
+				taken += __popc(__ballot_sync(full, p != NULL));
+#pragma unroll 8
+			for (int i = 0; i < QVC_WARP; i++)
+			{
+				const float *pi;
+				float		wi;
+
+				if (i >= cnt)
+					break;
+				pi = (const float *) __shfl_sync(full, (unsigned long long) p, i);
+				wi = __shfl_sync(full, w, i);
+				if (pi == NULL)
+					continue;
+				for (int k = 0; k < CH; k++)
+				{
+					const int32_t c = lane + k * QVC_WARP;
+
+					if (c < chunks)
+					{
+						if (GCN)
+							Vec<W>::axpy(acc[k], wi, reinterpret_cast<const T *>(pi)[c]);
+						else
+							Vec<W>::add(acc[k], reinterpret_cast<const T *>(pi)[c]);
+					}
+				}
+			}
+		}
+		for (int k = 0; k < CH; k++)
+		{
+			const int32_t c = lane + k * QVC_WARP;
+			T		   *orow = reinterpret_cast<T *>(j.out + t * j.ldo);
+
+			if (c >= chunks)
+				continue;
+			if (GCN)
+			{
+				const float dh = (float) j.deg[v] + 1.0f;
+				const float s = taken > 0 ?
+					(float) ((double) j.deg[v] / (double) taken / sqrt((double) dh)) : 0.0f;
+
+				acc[k] = Vec<W>::mix(acc[k], s, reinterpret_cast<const T *>(self)[c],
+									 1.0f / ((float) j.deg[v] + 1.0f));
+			}
+			else if (end > begin)
+				Vec<W>::div(acc[k], (float) (end - begin));
+			orow[c] = acc[k];
+			if (!GCN && j.self_col >= 0)
+				reinterpret_cast<T *>(j.out + t * j.ldo + j.self_col)[c] =
+					reinterpret_cast<const T *>(self)[c];
+		}
+	}
+	if (TIERS)
+	{
+		rc.local = __reduce_add_sync(full, rc.local);
+		rc.peer = __reduce_add_sync(full, rc.peer);
+		rc.host = __reduce_add_sync(full, rc.host);
+		if (lane == 0)
+			flush_rows(rc, j.rows);
+	}
+}
+
+/* Launch the batched kernel with CH chunks per lane. */
+template <int W, int CH>
+static void
+launch_batched(const AggJob *job, unsigned blocks, cudaStream_t stream)
+{
+	if (job->from_tiers && job->gcn)
+		aggregate_batched_kernel<W, CH, true, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+	else if (job->from_tiers)
+		aggregate_batched_kernel<W, CH, true, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+	else if (job->gcn)
+		aggregate_batched_kernel<W, CH, false, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+	else
+		aggregate_batched_kernel<W, CH, false, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+}
+
+/* The batched kernel for W-float chunks when a row has at most 4 x 32 of
+ * them; false (nothing launched) otherwise. */
+template <int W>
+static bool
+try_batched(const AggJob *job, unsigned blocks, cudaStream_t stream)
+{
+	const int32_t chunks = job->dim / W;
+
+	if (chunks <= QVC_WARP)
+		launch_batched<W, 1>(job, blocks, stream);
+	else if (chunks <= 2 * QVC_WARP)
+		launch_batched<W, 2>(job, blocks, stream);
+	else if (chunks <= 4 * QVC_WARP)
+		launch_batched<W, 4>(job, blocks, stream);
+	else
+		return false;
+	return true;
+}
+
 /* Launch the specialisation of aggregate_kernel that job asks for. */
 template <int W>
 static void
@@ -227,8 +391,11 @@ qvc_aggregate(const AggJob *job, cudaStream_t stream, int dev, QvError *err)
 	blocks = qvc_blocks(job->n_dst, true);
 	(void) cudaGetLastError();	/* launch errors must be our own */
 	if (job->vec4)
-		launch_aggregate<4>(job, blocks, stream);
-	else
+	{
+		if (!try_batched<4>(job, blocks, stream))
+			launch_aggregate<4>(job, blocks, stream);
+	}
+	else if (!try_batched<1>(job, blocks, stream))
 		launch_aggregate<1>(job, blocks, stream);
 	return qvc_launch_check("aggregate_kernel", dev, err);
 }

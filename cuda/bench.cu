@@ -63,12 +63,23 @@ splitmix64(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-/* Upload the nodes of n uniform random local slots and offsets 0..n. */
+#define ROWS_PER_TARGET 16
+
+/* Rows gathered per target for a bench of n rows (n is rounded down to a
+ * multiple of it). */
+static int32_t
+rows_per_target(int32_t n)
+{
+	return n >= ROWS_PER_TARGET ? ROWS_PER_TARGET : 1;
+}
+
+/* Upload the nodes of n uniform random local slots and the offsets of
+ * n / rows_per_target(n) targets. */
 static int
 upload_rows(const QvGpuStore *st, int32_t n, uint64_t seed, BenchBufs *b, QvError *err)
 {
 	int32_t    *nodes = (int32_t *) malloc((size_t) n * sizeof(int32_t));
-	int64_t    *off = (int64_t *) malloc(((size_t) n + 1) * sizeof(int64_t));
+	int64_t    *off = (int64_t *) calloc((size_t) n + 1, sizeof(int64_t));
 	uint64_t	x = seed;
 	int			rc;
 
@@ -81,9 +92,9 @@ upload_rows(const QvGpuStore *st, int32_t n, uint64_t seed, BenchBufs *b, QvErro
 			uint64_t	slot = ((splitmix64(&x) >> 32) * (uint64_t) st->n_local) >> 32;
 
 			nodes[i] = st->h_local_rows[slot];
-			off[i] = i;
 		}
-		off[n] = n;
+		for (int32_t t = 0; t <= n / rows_per_target(n); t++)
+			off[t] = (int64_t) t * rows_per_target(n);
 		rc = qvc_upload((void **) &b->nbr, nodes, (size_t) n * sizeof(int32_t),
 						"gathered rows", st->dev, &b->held, err);
 		if (rc == QV_OK)
@@ -104,7 +115,7 @@ gather_job(const QvGpuLane *lane, const QvGpuStore *st, int32_t n, const BenchBu
 	memset(&job, 0, sizeof(job));
 	job.from_tiers = 1;
 	job.vec4 = st->dim % 4 == 0 && st->feat_vec4;
-	job.n_dst = n;
+	job.n_dst = n / rows_per_target(n);
 	job.dim = st->dim;
 	job.offsets = b->offsets;
 	job.nbr = b->nbr;
@@ -199,14 +210,16 @@ static int
 run_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n, int32_t reps, uint64_t seed,
 		  double *gather_gbps, double *copy_gbps, QvError *err)
 {
-	const size_t bytes = (size_t) n * (size_t) store->dim * sizeof(float);
 	BenchBufs	b = {NULL, NULL, NULL, 0};
+	size_t		bytes;
 	int			dev = lane->dev;
 	float		ms_gather = 0.0f,
 				ms_copy = 0.0f;
 	AggJob		job;
 	int			rc;
 
+	n -= n % rows_per_target(n);	/* whole targets */
+	bytes = (size_t) n * (size_t) store->dim * sizeof(float);
 	QVC_DO(qvc_set_device(dev, err));
 	QVC_DO(upload_rows(store, n, seed, &b, err));
 	QVC_TRY("cudaMalloc of the gather output", cudaMalloc((void **) &b.out, bytes));
@@ -220,8 +233,10 @@ run_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n, int32_t reps, uin
 					   dev, (double) ms_gather, (double) ms_copy);
 		goto fail;
 	}
-	*gather_gbps = (double) bytes * reps / ((double) ms_gather * 1e-3) / 1e9;
-	*copy_gbps = (double) bytes * reps / ((double) ms_copy * 1e-3) / 1e9;
+	/* memory traffic, as bandwidthTest counts a copy: bytes read + written */
+	*gather_gbps = (double) (bytes + bytes / rows_per_target(n)) * reps /
+		((double) ms_gather * 1e-3) / 1e9;
+	*copy_gbps = 2.0 * (double) bytes * reps / ((double) ms_copy * 1e-3) / 1e9;
 	rc = QV_OK;
 fail:
 	/* leave nothing running on the buffers freed below */

@@ -502,7 +502,10 @@ prepare_batch(QvGpuLane *lane, int32_t n, int32_t out_dim, QvError *err)
 	const size_t out_bytes = (size_t) n * out_dim * sizeof(float);
 	int			rc;
 
-	if ((rc = pinned_grow((void **) &lane->h_seeds, &lane->h_seeds_cap, (size_t) n * sizeof(int32_t),
+	/* the seeds, then room for the sampler's host de-duplication of a small
+	 * batch: distinct seeds, positions and their count (sample.cu) */
+	if ((rc = pinned_grow((void **) &lane->h_seeds, &lane->h_seeds_cap,
+						  (3 * (size_t) n + 1) * sizeof(int32_t),
 						  "seed staging", lane->dev, err)) != QV_OK ||
 		(rc = pinned_grow((void **) &lane->h_out, &lane->h_out_cap, out_bytes,
 						  "output staging", lane->dev, err)) != QV_OK ||

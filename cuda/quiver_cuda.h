@@ -217,14 +217,16 @@ typedef struct QvCudaApi
 	 * Bandwidth of the feature gather against a plain copy, on lane's
 	 * device (store on the same device, holding at least n_rows local
 	 * rows).  n_rows rows are drawn uniformly (with repeats) from the
-	 * store's local slots, seeded by seed, and gathered into a contiguous
-	 * buffer by the first layer's gather kernel (location words, float4
-	 * loads when the store allows them), reps times after one untimed run;
-	 * then the same number of bytes is copied device to device
-	 * (cudaMemcpyAsync) reps times.  *gather_gbps and *copy_gbps are bytes
-	 * per second / 1e9, counting each byte moved once (n_rows x row bytes
-	 * per run, not read plus write).  Every row must read as LOCAL, else
-	 * QV_EDATA.  Like infer, the lane serves one call at a time.
+	 * store's local slots, seeded by seed, and read by the first layer's
+	 * gather-and-mean kernel (location words, float4 loads when the store
+	 * allows them), 16 rows per output row as in a fanout-15/10 hop, reps
+	 * times after one untimed run; then the same number of bytes is copied
+	 * device to device (cudaMemcpyAsync) reps times.  *gather_gbps and
+	 * *copy_gbps are memory traffic per second / 1e9, bytes read plus bytes
+	 * written, as CUDA's bandwidthTest counts a copy (a copy of B bytes
+	 * moves 2B; the gather moves the rows read plus the output rows).
+	 * Every row must read as LOCAL, else QV_EDATA.  Like infer, the lane
+	 * serves one call at a time.
 	 */
 	int			(*gather_bench) (QvGpuLane *lane, const QvGpuStore *store,
 								 int32_t n_rows, int32_t reps, uint64_t seed,

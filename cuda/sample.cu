@@ -382,6 +382,72 @@ fail:
 	return rc;
 }
 
+#define HOST_DEDUP_MAX 256		/* seeds de-duplicated on the host up to this */
+
+/* Row of x in the sorted distinct list[0..m), or where it would go. */
+static int32_t
+lower_bound(const int32_t *list, int32_t m, int32_t x)
+{
+	int32_t		lo = 0,
+				hi = m;
+
+	while (lo < hi)
+	{
+		int32_t		mid = lo + (hi - lo) / 2;
+
+		if (list[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * dedup() of the seeds of a small batch, done on the host from the pinned
+ * copy of the seeds (lane->h_seeds[0..n)): the same result (distinct seeds
+ * in increasing order, each input's row, the count) without the ten or so
+ * launches of a device sort and scan, which dominate a batch of a few
+ * seeds.  The three uploads are queued on the lane's stream.
+ */
+static int
+host_dedup_seeds(SampleCtx *c, int32_t n, QvError *err)
+{
+	QvGpuLane  *l = c->lane;
+	const int32_t *seeds = l->h_seeds;
+	int32_t    *uniq = l->h_seeds + n;
+	int32_t    *pos = l->h_seeds + 2 * (size_t) n;
+	int32_t    *count = l->h_seeds + 3 * (size_t) n;
+	int32_t		m = 0;
+	int			dev = c->dev;
+	int			rc = QV_OK;
+
+	for (int32_t i = 0; i < n; i++)
+	{
+		int32_t		at = lower_bound(uniq, m, seeds[i]);
+
+		if (at < m && uniq[at] == seeds[i])
+			continue;
+		memmove(uniq + at + 1, uniq + at, sizeof(int32_t) * (m - at));
+		uniq[at] = seeds[i];
+		m++;
+	}
+	for (int32_t i = 0; i < n; i++)
+		pos[i] = lower_bound(uniq, m, seeds[i]);
+	*count = m;
+	QVC_TRY("cudaMemcpyAsync of the distinct seeds",
+			cudaMemcpyAsync(l->nodes[0].p, uniq, sizeof(int32_t) * m, cudaMemcpyHostToDevice,
+							c->stream));
+	QVC_TRY("cudaMemcpyAsync of the seed positions",
+			cudaMemcpyAsync(l->seed_pos.p, pos, sizeof(int32_t) * n, cudaMemcpyHostToDevice,
+							c->stream));
+	QVC_TRY("cudaMemcpyAsync of the seed count",
+			cudaMemcpyAsync(ctl_n_nodes(l, 0), count, sizeof(int32_t), cudaMemcpyHostToDevice,
+							c->stream));
+fail:
+	return rc;
+}
+
 /*
  * Offsets of hop h over at most n_up targets (the true count is on the
  * device), then read back the true count and the hop's edge count: the one
@@ -466,9 +532,12 @@ qvc_sample(QvGpuLane *lane, const QvGpuStore *store, const int32_t *fanout,
 	s->n_hops = n_hops;
 	QVC_DO(devbuf_grow(&lane->nodes[0], (size_t) n_seeds * sizeof(int32_t), "seed nodes",
 					   dev, &lane->bytes, err));
-	QVC_DO(dedup(&c, NULL, 0, (const int32_t *) lane->seeds.p, n_seeds,
-				 (int32_t *) lane->nodes[0].p, (int32_t *) lane->seed_pos.p,
-				 ctl_n_nodes(lane, 0), err));
+	if (n_seeds <= HOST_DEDUP_MAX)
+		QVC_DO(host_dedup_seeds(&c, n_seeds, err));
+	else
+		QVC_DO(dedup(&c, NULL, 0, (const int32_t *) lane->seeds.p, n_seeds,
+					 (int32_t *) lane->nodes[0].p, (int32_t *) lane->seed_pos.p,
+					 ctl_n_nodes(lane, 0), err));
 	s->seed_pos = (const int32_t *) lane->seed_pos.p;
 	for (int h = 0; h < n_hops; h++)
 	{

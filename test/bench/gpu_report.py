@@ -63,7 +63,7 @@ def section_engine(rows, out, fake):
             out.append("check: %d seeds, fanout -1, max rel err %.3g (tolerance %g): %s" % (
                 r["check"], r["max_rel_err"], r["tolerance"], "ok" if r["ok"] else "FAILED"))
         if "gather_gbps" in r:
-            out.append("gather: %d rows of %d B: %.1f GB/s; copy %.1f GB/s; ratio %.3f (target %.2f: %s)" % (
+            out.append("gather: %d rows of %d B, 16 per output row: %.1f GB/s; copy %.1f GB/s (traffic: read + write); ratio %.3f (target %.2f: %s)" % (
                 r["gather_rows"], r["row_bytes"], r["gather_gbps"], r["copy_gbps"], r["ratio"],
                 TARGET_GATHER, verdict(r["ratio"] >= TARGET_GATHER)))
         if "error" in r and "stage" in r:
