@@ -17,6 +17,7 @@
  */
 #include <cblas.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdbool.h>
@@ -83,6 +84,7 @@ typedef struct Options
 	bool		csr_on_host;	/* the GPU reads the CSR zero-copy */
 	bool		tf32;			/* let cuBLAS use TF32 */
 	int32_t		check;			/* seeds of the full-neighbourhood check */
+	int64_t		lanes;			/* GPU lanes run at once for throughput (0: off) */
 	int64_t		gather_rows;	/* rows of gather_bench; 0: skip it */
 } Options;
 
@@ -155,6 +157,8 @@ static const char *const usage_text =
 "    --csr-on-host      the GPU reads the CSR zero-copy from host memory\n"
 "    --tf32             let cuBLAS use TF32 (off: FP32, as the CPU)\n"
 "    --check N          compare N seeds with qv_infer first, fanout -1\n"
+"    --lanes L          also run L lanes (streams) at once for 3 s per batch size\n"
+"                       and print the throughput, as the engine's lanes overlap\n"
 "    --gather-rows N    rows of the gather bandwidth test (1000000; 0 = skip)\n";
 
 /* ---- small utilities ------------------------------------------------------ */
@@ -307,7 +311,7 @@ enum
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
 	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
-	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_HELP
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -334,6 +338,7 @@ static const struct option long_options[] = {
 	{"gpu-cache-mb", required_argument, NULL, OPT_GPU_CACHE_MB},
 	{"csr-on-host", no_argument, NULL, OPT_CSR_ON_HOST},
 	{"tf32", no_argument, NULL, OPT_TF32},
+	{"lanes", required_argument, NULL, OPT_LANES},
 	{"check", required_argument, NULL, OPT_CHECK},
 	{"gather-rows", required_argument, NULL, OPT_GATHER_ROWS},
 	{"help", no_argument, NULL, OPT_HELP},
@@ -366,6 +371,8 @@ apply_gpu_option(Options *o, int opt, const char *arg)
 			return true;
 		case OPT_GATHER_ROWS:
 			return parse_int64(arg, 0, INT32_MAX, &o->gather_rows);
+		case OPT_LANES:
+			return parse_int64(arg, 0, 8, &o->lanes);
 	}
 	return false;
 }
@@ -1082,6 +1089,107 @@ time_batch_gpu(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch,
 	return rc;
 }
 
+/* ---- throughput over several lanes --------------------------------------- */
+
+#define LANE_SECONDS 3.0
+
+typedef struct LaneRun
+{
+	const GpuRig *rig;
+	QvGpuLane  *lane;
+	int32_t		batch;
+	int64_t		n_nodes;
+	int32_t		out_dim;
+	uint64_t	seed;
+	double		until;			/* now_s() deadline */
+	int64_t		batches;
+	int			rc;
+	QvError		err;
+} LaneRun;
+
+/* One lane's loop: batches of random seeds until the deadline. */
+static void *
+lane_main(void *arg)
+{
+	LaneRun    *lr = arg;
+	int32_t    *seeds = malloc((size_t) lr->batch * sizeof(int32_t));
+	float	   *out = malloc((size_t) lr->batch * (size_t) lr->out_dim * sizeof(float));
+
+	lr->rc = (seeds && out) ? QV_OK : qv_error(&lr->err, QV_ENOMEM, "lane buffers");
+	while (lr->rc == QV_OK && now_s() < lr->until)
+	{
+		for (int32_t k = 0; k < lr->batch; k++)
+			seeds[k] = draw_index(&lr->seed, lr->n_nodes);
+		lr->rc = lr->rig->api->infer(lr->lane, lr->rig->model, lr->rig->store, seeds, lr->batch,
+									 splitmix64(&lr->seed), out, NULL, &lr->err);
+		lr->batches += lr->rc == QV_OK;
+	}
+	free(seeds);
+	free(out);
+	return NULL;
+}
+
+/* Run o->lanes lanes at once on batches of `batch` for LANE_SECONDS and
+ * print their summed throughput. */
+static int
+gpu_throughput(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch, QvError *err)
+{
+	int			n = (int) o->lanes;
+	LaneRun		lr[8];
+	pthread_t	th[8];
+	double		t0,
+				wall;
+	int64_t		total = 0;
+	int			rc = QV_OK;
+
+	memset(lr, 0, sizeof(lr));
+	for (int i = 0; i < n && rc == QV_OK; i++)
+	{
+		lr[i].rig = rig;
+		lr[i].batch = batch;
+		lr[i].n_nodes = g->n_nodes;
+		lr[i].out_dim = (int32_t) o->classes;
+		lr[i].seed = o->gen.seed * UINT64_C(0x9e3779b97f4a7c15) + (uint64_t) (i + 1) * 7919 + (uint64_t) batch;
+		if (i == 0)
+			lr[i].lane = rig->lane;
+		else
+			rc = rig->api->lane_create(0, &lr[i].lane, err);
+	}
+	t0 = now_s();
+	for (int i = 0; i < n && rc == QV_OK; i++)
+	{
+		lr[i].until = t0 + LANE_SECONDS;
+		if (pthread_create(&th[i], NULL, lane_main, &lr[i]) != 0)
+		{
+			rc = qv_error(err, QV_EINTERNAL, "could not start lane thread %d", i);
+			n = i;
+		}
+	}
+	for (int i = 0; i < n && lr[i].lane; i++)
+		if (lr[i].until > 0)
+			pthread_join(th[i], NULL);
+	wall = now_s() - t0;
+	for (int i = 0; i < n; i++)
+	{
+		total += lr[i].batches;
+		if (rc == QV_OK && lr[i].rc != QV_OK)
+		{
+			rc = lr[i].rc;
+			*err = lr[i].err;
+		}
+	}
+	for (int i = 1; i < (int) o->lanes; i++)
+		if (lr[i].lane)
+			rig->api->lane_destroy(lr[i].lane);
+	if (rc == QV_OK)
+		printf("{\"throughput_batch\":%d,\"device\":\"gpu\",\"lanes\":%d,\"batches\":%lld,"
+			   "\"seconds\":%.3f,\"seeds_per_s\":%.0f,\"tf32\":%s}\n",
+			   (int) batch, (int) o->lanes, (long long) total, wall,
+			   (double) total * batch / wall, o->tf32 ? "true" : "false");
+	fflush(stdout);
+	return rc;
+}
+
 /* Check, gather and timed batches on the GPU; *stage names a failure.
  * *check_failed is set when --check found a difference over tolerance. */
 static int
@@ -1122,6 +1230,10 @@ run_gpu(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, GpuR
 			return rc;
 		print_batch(o, o->batch[b], &r, rig, &gs);
 	}
+	*stage = "lanes";
+	for (int b = 0; o->lanes > 0 && b < o->n_batch; b++)
+		if ((rc = gpu_throughput(o, g, rig, o->batch[b], err)) != QV_OK)
+			return rc;
 	return QV_OK;
 }
 
