@@ -103,128 +103,34 @@ template <> struct Vec<1>
 };
 
 /*
- * Column chunk c (W floats) of target t: walk the neighbours in block
- * order.  Lane 0's first chunk counts the rows read; *taken gets GCN's
- * non-loop entries.
- */
-template <int W, bool TIERS, bool GCN>
-static __device__ __forceinline__ typename Vec<W>::T
-gather_chunk(const AggJob &j, int64_t begin, int64_t end, int32_t v, int c,
-			 bool count, RowCount &rc, int64_t *taken)
-{
-	typedef typename Vec<W>::T T;
-	T			acc = Vec<W>::zero();
-	int64_t		n = 0;
-
-#pragma unroll 4
-	for (int64_t e = begin; e < end; e++)
-	{
-		const int32_t u = j.nbr[e];
-		float		w = 1.0f;
-		int			kind;
-		const float *row;
-
-		if (GCN)
-		{
-			const int32_t un = TIERS ? u : j.in_nodes[u];
-
-			if (un == v)		/* a self loop: replaced by the added one */
-				continue;
-			w = gcn_norm(j.deg[un]);
-			n++;
-		}
-		row = input_row<TIERS>(j, u, &kind);
-		if (TIERS && count)
-			count_row(rc, kind);
-		if (GCN)
-			Vec<W>::axpy(acc, w, reinterpret_cast<const T *>(row)[c]);
-		else
-			Vec<W>::add(acc, reinterpret_cast<const T *>(row)[c]);
-	}
-	*taken = n;
-	return acc;
-}
-
-/* Aggregate every target row of a job, W floats per load. */
-template <int W, bool TIERS, bool GCN>
-__global__ void __launch_bounds__(QVC_BLOCK)
-aggregate_kernel(const AggJob j)
-{
-	typedef typename Vec<W>::T T;
-	const int	lane = threadIdx.x % QVC_WARP;
-	const int64_t n_warps = ((int64_t) gridDim.x * blockDim.x) / QVC_WARP;
-	const int32_t chunks = j.dim / W;
-	RowCount	rc = {0, 0, 0};
-
-	for (int64_t t = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / QVC_WARP;
-		 t < j.n_dst; t += n_warps)
-	{
-		const int64_t begin = j.offsets[t];
-		const int64_t end = j.offsets[t + 1];
-		const int32_t v = j.targets ? j.targets[t] : -1;
-		const bool	want_self = GCN || j.self_col >= 0;
-		const float *self = NULL;
-		T		   *orow = reinterpret_cast<T *>(j.out + t * j.ldo);
-		float		self_scale = 0.0f;
-		int			kind = 0;
-
-		if (want_self)
-		{
-			self = input_row<TIERS>(j, TIERS ? v : (int32_t) t, &kind);
-			if (TIERS && lane == 0)
-				count_row(rc, kind);
-		}
-		if (GCN)
-			self_scale = 1.0f / ((float) j.deg[v] + 1.0f);
-		for (int32_t c = lane; c < chunks; c += QVC_WARP)
-		{
-			int64_t		taken = 0;
-			T			acc = gather_chunk<W, TIERS, GCN>(j, begin, end, v, c,
-														   c == 0, rc, &taken);
-
-			if (GCN)
-			{
-				const float dh = (float) j.deg[v] + 1.0f;
-				const float s = taken > 0 ?
-					(float) ((double) j.deg[v] / (double) taken / sqrt((double) dh)) : 0.0f;
-
-				acc = Vec<W>::mix(acc, s, reinterpret_cast<const T *>(self)[c], self_scale);
-			}
-			else if (end > begin)
-				Vec<W>::div(acc, (float) (end - begin));
-			orow[c] = acc;
-			if (!GCN && j.self_col >= 0)
-				reinterpret_cast<T *>(j.out + t * j.ldo + j.self_col)[c] =
-					reinterpret_cast<const T *>(self)[c];
-		}
-	}
-	if (TIERS && lane == 0)
-		flush_rows(rc, j.rows);
-}
-
-/*
- * The same aggregation with the neighbour metadata of 32 edges loaded at
- * once: lane k reads edge e0 + k's neighbour, location word (or input row)
- * and GCN weight, so those dependent loads overlap across the warp; then
- * the warp walks the 32 edges in block order, each lane adding its column
- * chunks of every row, with up to 8 rows' loads in flight.  CH chunks of W
- * floats per lane (dim <= 32 * CH * W).  Float operations are those of
- * aggregate_kernel, in the same order, so the results are identical.
+ * Aggregate every target row of a job, one warp per target, W floats per
+ * load.  The neighbour metadata of 32 edges is loaded at once: lane k reads
+ * edge e0 + k's neighbour, location word (or input row) and GCN weight, so
+ * those dependent loads overlap across the warp; then the warp walks the 32
+ * edges in block order, each lane adding its column chunks of every row,
+ * with up to 8 rows' loads in flight.  A lane holds CH chunks of W floats;
+ * rows wider than 32 * CH chunks are done in column groups of that width,
+ * the metadata loaded again for each.  Every output element is the sum of
+ * its inputs in block order, as on the CPU.
  */
 template <int W, int CH, bool TIERS, bool GCN>
 __global__ void __launch_bounds__(QVC_BLOCK)
-aggregate_batched_kernel(const AggJob j)
+aggregate_kernel(const AggJob j)
 {
 	typedef typename Vec<W>::T T;
 	const unsigned full = 0xffffffffu;
 	const int	lane = threadIdx.x % QVC_WARP;
 	const int64_t n_warps = ((int64_t) gridDim.x * blockDim.x) / QVC_WARP;
 	const int32_t chunks = j.dim / W;
+	const int32_t groups = (chunks + CH * QVC_WARP - 1) / (CH * QVC_WARP);
 	RowCount	rc = {0, 0, 0};
 
-	for (int64_t t = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / QVC_WARP;
-		 t < j.n_dst; t += n_warps)
+	for (int64_t tg = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / QVC_WARP;
+		 tg < (int64_t) j.n_dst * groups; tg += n_warps)
 	{
+		const int64_t t = tg / groups;
+		const int32_t c0 = (int32_t) (tg % groups) * CH * QVC_WARP;
+		const bool	counting = TIERS && c0 == 0;	/* each row counted once */
 		const int64_t begin = j.offsets[t];
 		const int64_t end = j.offsets[t + 1];
 		const int32_t v = j.targets ? j.targets[t] : -1;
@@ -239,7 +145,7 @@ aggregate_batched_kernel(const AggJob j)
 		if (want_self)
 		{
 			self = input_row<TIERS>(j, TIERS ? v : (int32_t) t, &kind);
-			if (TIERS && lane == 0)
+			if (counting && lane == 0)
 				count_row(rc, kind);
 		}
 		for (int64_t e0 = begin; e0 < end; e0 += QVC_WARP)
@@ -266,7 +172,7 @@ aggregate_batched_kernel(const AggJob j)
 				if (!skip)
 				{
 					p = input_row<TIERS>(j, u, &kind);
-					if (TIERS)
+					if (counting)
 						count_row(rc, kind);
 				}
 			}
@@ -286,7 +192,7 @@ aggregate_batched_kernel(const AggJob j)
 					continue;
 				for (int k = 0; k < CH; k++)
 				{
-					const int32_t c = lane + k * QVC_WARP;
+					const int32_t c = c0 + lane + k * QVC_WARP;
 
 					if (c < chunks)
 					{
@@ -300,7 +206,7 @@ aggregate_batched_kernel(const AggJob j)
 		}
 		for (int k = 0; k < CH; k++)
 		{
-			const int32_t c = lane + k * QVC_WARP;
+			const int32_t c = c0 + lane + k * QVC_WARP;
 			T		   *orow = reinterpret_cast<T *>(j.out + t * j.ldo);
 
 			if (c >= chunks)
@@ -338,20 +244,20 @@ static void
 launch_batched(const AggJob *job, unsigned blocks, cudaStream_t stream)
 {
 	if (job->from_tiers && job->gcn)
-		aggregate_batched_kernel<W, CH, true, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+		aggregate_kernel<W, CH, true, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
 	else if (job->from_tiers)
-		aggregate_batched_kernel<W, CH, true, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+		aggregate_kernel<W, CH, true, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
 	else if (job->gcn)
-		aggregate_batched_kernel<W, CH, false, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+		aggregate_kernel<W, CH, false, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
 	else
-		aggregate_batched_kernel<W, CH, false, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
+		aggregate_kernel<W, CH, false, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
 }
 
-/* The batched kernel for W-float chunks when a row has at most 4 x 32 of
- * them; false (nothing launched) otherwise. */
+/* The kernel for W-float chunks: the fewest chunks per lane (1, 2 or 4)
+ * that hold a row, column groups of 4 x 32 chunks beyond that. */
 template <int W>
-static bool
-try_batched(const AggJob *job, unsigned blocks, cudaStream_t stream)
+static void
+launch_aggregate(const AggJob *job, unsigned blocks, cudaStream_t stream)
 {
 	const int32_t chunks = job->dim / W;
 
@@ -359,26 +265,8 @@ try_batched(const AggJob *job, unsigned blocks, cudaStream_t stream)
 		launch_batched<W, 1>(job, blocks, stream);
 	else if (chunks <= 2 * QVC_WARP)
 		launch_batched<W, 2>(job, blocks, stream);
-	else if (chunks <= 4 * QVC_WARP)
+	else
 		launch_batched<W, 4>(job, blocks, stream);
-	else
-		return false;
-	return true;
-}
-
-/* Launch the specialisation of aggregate_kernel that job asks for. */
-template <int W>
-static void
-launch_aggregate(const AggJob *job, unsigned blocks, cudaStream_t stream)
-{
-	if (job->from_tiers && job->gcn)
-		aggregate_kernel<W, true, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
-	else if (job->from_tiers)
-		aggregate_kernel<W, true, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
-	else if (job->gcn)
-		aggregate_kernel<W, false, true><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
-	else
-		aggregate_kernel<W, false, false><<<blocks, QVC_BLOCK, 0, stream>>>(*job);
 }
 
 int
@@ -391,11 +279,8 @@ qvc_aggregate(const AggJob *job, cudaStream_t stream, int dev, QvError *err)
 	blocks = qvc_blocks(job->n_dst, true);
 	(void) cudaGetLastError();	/* launch errors must be our own */
 	if (job->vec4)
-	{
-		if (!try_batched<4>(job, blocks, stream))
-			launch_aggregate<4>(job, blocks, stream);
-	}
-	else if (!try_batched<1>(job, blocks, stream))
+		launch_aggregate<4>(job, blocks, stream);
+	else
 		launch_aggregate<1>(job, blocks, stream);
 	return qvc_launch_check("aggregate_kernel", dev, err);
 }

@@ -450,6 +450,7 @@ test_gpu_mean_vec4(void **state)
 	compare_gpu_cpu(gpu, 1000, 64, 500, 40, 1);	/* float4 path, one pass */
 	compare_gpu_cpu(gpu, 300, 260, 200, 25, 2);	/* 65 float4: lanes loop */
 	compare_gpu_cpu(gpu, 50, 4, 20000, 8, 3);	/* many rows: many blocks */
+	compare_gpu_cpu(gpu, 200, 1100, 60, 45, 7);	/* 275 float4: 3 column groups */
 	qv_gpu_close(gpu);
 }
 
@@ -462,6 +463,7 @@ test_gpu_mean_dim_not_multiple_of_4(void **state)
 	compare_gpu_cpu(gpu, 1000, 37, 500, 40, 4);
 	compare_gpu_cpu(gpu, 100, 1, 300, 10, 5);
 	compare_gpu_cpu(gpu, 200, 67, 100, 300, 6);	/* dim > 32, high degree */
+	compare_gpu_cpu(gpu, 100, 301, 50, 70, 8);	/* 301 > 128 floats: 3 groups */
 	qv_gpu_close(gpu);
 }
 
