@@ -18,6 +18,8 @@
 #include <dlfcn.h>
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "gpu.h"
 
 #ifndef QV_TEST_CUDA_LIB
@@ -40,26 +42,6 @@ static float
 rnd_float(uint64_t *s)
 {
 	return (float) ((rnd_next(s) >> 40) / (double) (1 << 24)) * 2.0f - 1.0f;
-}
-
-/* Skip (printing why) unless the module loads and has a device. */
-static QvGpu *
-open_gpu_or_skip(void)
-{
-	QvGpu	   *gpu = NULL;
-	QvError		err = {0};
-
-	if (access(QV_TEST_CUDA_LIB, R_OK) != 0)
-	{
-		printf("SKIPPED: no GPU (module %s not built)\n", QV_TEST_CUDA_LIB);
-		skip();
-	}
-	if (qv_gpu_open(QV_TEST_CUDA_LIB, &gpu, &err) != QV_OK)
-	{
-		printf("SKIPPED: no GPU (%s)\n", err.msg);
-		skip();
-	}
-	return gpu;
 }
 
 /* Random block: n_dst targets with 0..max_deg neighbours among n_src rows;
@@ -340,7 +322,7 @@ test_module_fails_cleanly_or_opens(void **state)
 static void
 test_gpu_device_info(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	int			n = qv_gpu_device_count(gpu);
 	QvError		err = {0};
 
@@ -444,7 +426,7 @@ compare_gpu_cpu(QvGpu *gpu, int32_t n_src, int32_t dim, int32_t n_dst, int max_d
 static void
 test_gpu_mean_vec4(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 
 	(void) state;
 	compare_gpu_cpu(gpu, 1000, 64, 500, 40, 1);	/* float4 path, one pass */
@@ -457,7 +439,7 @@ test_gpu_mean_vec4(void **state)
 static void
 test_gpu_mean_dim_not_multiple_of_4(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 
 	(void) state;
 	compare_gpu_cpu(gpu, 1000, 37, 500, 40, 4);
@@ -472,7 +454,7 @@ test_gpu_mean_dim_not_multiple_of_4(void **state)
 static void
 test_gpu_bad_block_then_good(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	const float feat[] = {1, 2, 3, 4};
 	const int64_t offsets[] = {0, 2, 2};
 	const int32_t bad[] = {0, 9};

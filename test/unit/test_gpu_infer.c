@@ -249,26 +249,6 @@ module_api_or_skip(void **dl)
 	return api;
 }
 
-/* Skip (printing why) unless the module loads and has a device. */
-static QvGpu *
-open_gpu_or_skip(void)
-{
-	QvGpu	   *gpu = NULL;
-	QvError		err = {0};
-
-	if (access(QV_TEST_CUDA_LIB, R_OK) != 0)
-	{
-		printf("SKIPPED: no GPU (module %s not built)\n", QV_TEST_CUDA_LIB);
-		skip();
-	}
-	if (qv_gpu_open(QV_TEST_CUDA_LIB, &gpu, &err) != QV_OK)
-	{
-		printf("SKIPPED: no GPU (%s)\n", err.msg);
-		skip();
-	}
-	return gpu;
-}
-
 /* Assert rc == want with a message in err; reset err. */
 #define assert_fails(call, want, err) \
 	do { \
@@ -627,36 +607,33 @@ check_full(QvGpu *gpu, QvArch arch, int dim, const int *dims2, const int *dims3)
 	test_graph_destroy(t);
 }
 
+/* Both architectures' full-neighbourhood checks, float4 and scalar rows. */
 static void
-test_gpu_full_graphsage(void **state)
+check_full_arch(QvArch arch)
 {
 	int			d2[] = {20, 32, 7},
 				d3[] = {20, 16, 12, 5},
 				o2[] = {19, 33, 6},
 				o3[] = {19, 9, 13, 3};
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 
-	QvGpu	   *gpu = open_gpu_or_skip();
-
-	(void) state;
-	check_full(gpu, QV_ARCH_GRAPHSAGE, 20, d2, d3);	/* float4 rows */
-	check_full(gpu, QV_ARCH_GRAPHSAGE, 19, o2, o3);	/* scalar rows */
+	check_full(gpu, arch, 20, d2, d3);	/* float4 rows */
+	check_full(gpu, arch, 19, o2, o3);	/* scalar rows */
 	qv_gpu_close(gpu);
+}
+
+static void
+test_gpu_full_graphsage(void **state)
+{
+	(void) state;
+	check_full_arch(QV_ARCH_GRAPHSAGE);
 }
 
 static void
 test_gpu_full_gcn(void **state)
 {
-	int			d2[] = {20, 32, 7},
-				d3[] = {20, 16, 12, 5},
-				o2[] = {19, 33, 6},
-				o3[] = {19, 9, 13, 3};
-
-	QvGpu	   *gpu = open_gpu_or_skip();
-
 	(void) state;
-	check_full(gpu, QV_ARCH_GCN, 20, d2, d3);
-	check_full(gpu, QV_ARCH_GCN, 19, o2, o3);
-	qv_gpu_close(gpu);
+	check_full_arch(QV_ARCH_GCN);
 }
 
 /*
@@ -740,7 +717,7 @@ test_gpu_sampled_without_replacement(void **state)
 	QvGraphInput in = {7, 1, nid, feat, 7, src, dst, false};
 	TestGraph	t = {7, 7, 1, nid, src, dst, feat, NULL};
 	QvModel		m = {0};
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	Rig			r;
 	Tiers		tiers;
 	QvGpuStore *st;
@@ -786,7 +763,7 @@ test_gpu_sampled_without_replacement(void **state)
 static void
 test_gpu_sampled(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 
 	(void) state;
 	check_sampled(gpu, QV_ARCH_GRAPHSAGE);
@@ -798,7 +775,7 @@ test_gpu_sampled(void **state)
 static void
 test_gpu_lane_reuse(void **state)
 {
-	QvGpu	   *dev = open_gpu_or_skip();
+	QvGpu	   *dev = test_open_gpu_or_skip();
 	TestGraph  *t = test_graph_random(400, 3000, 20, 23);
 	Rig			r = rig_open(dev, t);
 	int			dims[] = {20, 16, 7};
@@ -847,7 +824,7 @@ test_gpu_lane_reuse(void **state)
 static void
 test_gpu_bad_inputs(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	TestGraph  *t = test_graph_random(400, 3000, 20, 24);
 	Rig			r = rig_open(gpu, t);
 	int			dims[] = {20, 16, 7},
@@ -908,7 +885,7 @@ test_gpu_bad_inputs(void **state)
 static void
 test_gpu_unregistered_host_memory(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	TestGraph  *t = test_graph_random(100, 500, 8, 25);
 	const QvCudaApi *api = qv_gpu_api(gpu);
 	Tiers		host = tiers_make(t->g, TIERS_HOST);
@@ -973,7 +950,7 @@ peer_words(int n, uint64_t *loc0, int32_t *rows0, int64_t *n0, uint64_t *loc1,
 static void
 test_gpu_peers(void **state)
 {
-	QvGpu	   *gpu = open_gpu_or_skip();
+	QvGpu	   *gpu = test_open_gpu_or_skip();
 	int			can = 0;
 	QvError		err = {0};
 

@@ -130,4 +130,31 @@ test_model_free(QvModel *m)
 	free(m);
 }
 
+#ifdef QV_TEST_CUDA_LIB
+#include <stdio.h>
+#include <unistd.h>
+
+#include "gpu.h"
+
+/* Skip (printing why) unless the GPU module loads and has a device. */
+static inline QvGpu *
+test_open_gpu_or_skip(void)
+{
+	QvGpu	   *gpu = NULL;
+	QvError		err = {0};
+
+	if (access(QV_TEST_CUDA_LIB, R_OK) != 0)
+	{
+		printf("SKIPPED: no GPU (module %s not built)\n", QV_TEST_CUDA_LIB);
+		skip();
+	}
+	if (qv_gpu_open(QV_TEST_CUDA_LIB, &gpu, &err) != QV_OK)
+	{
+		printf("SKIPPED: no GPU (%s)\n", err.msg);
+		skip();
+	}
+	return gpu;
+}
+#endif
+
 #endif
