@@ -289,19 +289,22 @@ qvc_aggregate(const AggJob *job, cudaStream_t stream, int dev, QvError *err)
 
 /* c += bias per row, then ReLU (NaN kept, as forward.c's relu). */
 __global__ void __launch_bounds__(QVC_BLOCK)
-bias_act_kernel(float *c, const float *bias, int64_t n, int32_t cols, int relu)
+bias_act_kernel(float *c, const float *bias, int64_t rows, int32_t cols, int relu)
 {
-	const int64_t stride = (int64_t) gridDim.x * blockDim.x;
-
-	for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
 	{
-		float		x = c[i];
+		float	   *row = c + r * cols;
 
-		if (bias)
-			x += bias[i % cols];
-		if (relu && x < 0.0f)
-			x = 0.0f;
-		c[i] = x;
+		for (int32_t j = threadIdx.x; j < cols; j += blockDim.x)
+		{
+			float		x = row[j];
+
+			if (bias)
+				x += bias[j];
+			if (relu && x < 0.0f)
+				x = 0.0f;
+			row[j] = x;
+		}
 	}
 }
 
@@ -314,21 +317,22 @@ qvc_bias_act(float *c, const float *bias, int64_t rows, int32_t cols, int relu,
 	if (n <= 0 || (bias == NULL && !relu))
 		return QV_OK;
 	(void) cudaGetLastError();
-	bias_act_kernel<<<qvc_blocks(n, false), QVC_BLOCK, 0, stream>>>(c, bias, n, cols, relu);
+	/* a block per row (grid capped, blocks loop), threads over its columns */
+	bias_act_kernel<<<qvc_blocks(rows * QVC_BLOCK, false), QVC_BLOCK, 0, stream>>>(c, bias, rows,
+																				cols, relu);
 	return qvc_launch_check("bias_act_kernel", dev, err);
 }
 
 /* out[i, :] = in[pos[i], :] */
 __global__ void __launch_bounds__(QVC_BLOCK)
-gather_rows_kernel(float *out, const float *in, const int32_t *pos, int64_t n, int32_t cols)
+gather_rows_kernel(float *out, const float *in, const int32_t *pos, int64_t rows, int32_t cols)
 {
-	const int64_t stride = (int64_t) gridDim.x * blockDim.x;
-
-	for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
 	{
-		const int64_t r = i / cols;
+		const float *src = in + (int64_t) pos[r] * cols;
 
-		out[i] = in[(int64_t) pos[r] * cols + (i - r * cols)];
+		for (int32_t j = threadIdx.x; j < cols; j += blockDim.x)
+			out[r * cols + j] = src[j];
 	}
 }
 
@@ -341,7 +345,8 @@ qvc_gather_rows(float *out, const float *in, const int32_t *pos, int32_t n,
 	if (total <= 0)
 		return QV_OK;
 	(void) cudaGetLastError();
-	gather_rows_kernel<<<qvc_blocks(total, false), QVC_BLOCK, 0, stream>>>(out, in, pos, total, cols);
+	gather_rows_kernel<<<qvc_blocks((int64_t) n * QVC_BLOCK, false), QVC_BLOCK, 0, stream>>>(out, in,
+																						   pos, n, cols);
 	return qvc_launch_check("gather_rows_kernel", dev, err);
 }
 
