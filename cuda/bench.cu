@@ -119,11 +119,7 @@ gather_job(const QvGpuLane *lane, const QvGpuStore *st, int32_t n, const BenchBu
 	job.dim = st->dim;
 	job.offsets = b->offsets;
 	job.nbr = b->nbr;
-	job.tiers.loc = st->d_loc;
-	job.tiers.local = st->d_local;
-	job.tiers.peers = st->d_peers;
-	job.tiers.host = st->host_feat;
-	job.tiers.dim = st->dim;
+	job.tiers = qvc_store_tiers(st);
 	job.deg = st->d_deg;
 	job.out = b->out;
 	job.ldo = st->dim;

@@ -451,11 +451,7 @@ run_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const G
 	job.targets = s->nodes[h];
 	job.in_nodes = i > 0 ? s->nodes[h + 1] : NULL;
 	job.in = in;
-	job.tiers.loc = store->d_loc;
-	job.tiers.local = store->d_local;
-	job.tiers.peers = store->d_peers;
-	job.tiers.host = store->host_feat;
-	job.tiers.dim = store->dim;
+	job.tiers = qvc_store_tiers(store);
 	job.deg = store->d_deg;
 	job.out = (float *) lane->agg.p;
 	job.ldo = lda;

@@ -306,6 +306,20 @@ typedef struct AggJob
 	unsigned long long *rows;	/* QVC_N_KINDS counters (tiers) */
 } AggJob;
 
+/* The feature tiers of a store, for an AggJob that reads them. */
+static inline FeatTiers
+qvc_store_tiers(const QvGpuStore *st)
+{
+	FeatTiers	f;
+
+	f.loc = st->d_loc;
+	f.local = st->d_local;
+	f.peers = st->d_peers;
+	f.host = st->host_feat;
+	f.dim = st->dim;
+	return f;
+}
+
 int			qvc_aggregate(const AggJob *job, cudaStream_t stream, int dev, QvError *err);
 
 /* c[r, :] += bias (when not NULL), then ReLU when relu; rows x cols. */

@@ -707,10 +707,11 @@ check_sampled(QvGpu *gpu, QvArch arch)
 static void
 test_gpu_sampled_without_replacement(void **state)
 {
-	int64_t		nid[7] = {0, 1, 2, 3, 4, 5, 6};
-	int64_t		src[7] = {1, 2, 3, 0, 4, 5, 6};
-	int64_t		dst[7] = {0, 0, 0, 0, 0, 0, 0};
-	float		feat[7] = {2.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f};
+	TestStar	star = test_star();
+	int64_t    *nid = star.nid,
+			   *src = star.src,
+			   *dst = star.dst;
+	float	   *feat = star.feat;
 	float		w = 0.5f,
 				wr = -2.0f,
 				bias = 0.25f;

@@ -130,6 +130,29 @@ test_model_free(QvModel *m)
 	free(m);
 }
 
+/* The star of the sampled-rescaling cases: node 0 has in-edges from 1..6
+ * (feature 3, no in-edges of their own) and a self loop (feature 2). */
+typedef struct TestStar
+{
+	int64_t		nid[7];
+	int64_t		src[7];
+	int64_t		dst[7];
+	float		feat[7];
+} TestStar;
+
+static inline TestStar
+test_star(void)
+{
+	TestStar	s = {
+		{0, 1, 2, 3, 4, 5, 6},
+		{1, 2, 3, 0, 4, 5, 6},
+		{0, 0, 0, 0, 0, 0, 0},
+		{2.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f}
+	};
+
+	return s;
+}
+
 #ifdef QV_TEST_CUDA_LIB
 #include <stdio.h>
 #include <unistd.h>
