@@ -238,3 +238,16 @@ SELECT gnn_drop_graph('mine');
 RESET ROLE;
 REVOKE ALL ON quiver_graph, quiver_model, tiny_edge FROM regress_quiver_user;
 DROP ROLE regress_quiver_user;
+-- GUCs refuse bad values, naming them; nothing is written and the engine serves
+ALTER SYSTEM SET quiver.replan_drift = 2;
+SELECT :'SQLSTATE' AS sqlstate, serving();
+ALTER SYSTEM SET quiver.psgs_threshold = -5;
+SELECT :'SQLSTATE' AS sqlstate, serving();
+ALTER SYSTEM SET quiver.gpu_cache_size = -1;
+SELECT :'SQLSTATE' AS sqlstate, serving();
+ALTER SYSTEM SET quiver.gpu_allow_tf32 = 'maybe';
+SELECT :'SQLSTATE' AS sqlstate, serving();
+-- the threshold is server-wide, not per session
+SET quiver.psgs_threshold = 10;
+SELECT :'SQLSTATE' AS sqlstate, serving();
+SELECT current_setting('quiver.psgs_threshold') AS psgs_threshold;

@@ -702,8 +702,8 @@ device_drain(void)
 }
 
 double
-device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n, float *out,
-				  uint64 rng_seed)
+device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n, double psgs,
+				  float *out, uint64 rng_seed)
 {
 	bool		ok[QUIVER_MAX_GPUS];
 	QvGpuBatchStats stats;
@@ -723,7 +723,7 @@ device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n, float *
 	}
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
-	qv_costmodel_add(&rm->gpu_cost, qv_psgs_sum(rm->psgs, dense, n), INSTR_TIME_GET_MICROSEC(elapsed), NULL);
+	qv_costmodel_add(&rm->gpu_cost, psgs, INSTR_TIME_GET_MICROSEC(elapsed), NULL);
 	return INSTR_TIME_GET_MICROSEC(elapsed);
 }
 

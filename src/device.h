@@ -46,10 +46,11 @@ extern bool device_has_finished(void);
 /* Re-plan feature placement of graphs whose requested seeds drifted. */
 extern void device_maybe_replan(void);
 
-/* Time a probe batch on the first usable GPU; -1 if the model has no GPU
+/* Time a probe batch (PSGS psgs) on the first usable GPU and add it to the
+ * model's GPU cost line; -1 if the model has no GPU
  * copy or the call failed. */
 extern double device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n,
-								float *out, uint64 rng_seed);
+								double psgs, float *out, uint64 rng_seed);
 
 /* θ of a model and why; honours quiver.psgs_threshold. */
 extern double device_threshold(ResModel *rm, const char **reason);

@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "graph.h"
 #include "model.h"
+#include "psgs.h"
 #include "registry.h"
 
 /* Build a graph from rows and install it; false with err on failure. */
@@ -73,7 +74,8 @@ calibrate(ResModel *rm, ResGraph *rg)
 			int32	   *dense = palloc(sizeof(int32) * n);
 			float	   *out = palloc(sizeof(float) * n * rm->m->out_dim);
 			QvError		err = {0};
-			double		us;
+			double		us,
+						psgs;
 
 			for (int i = 0; i < n; i++)
 			{
@@ -81,14 +83,15 @@ calibrate(ResModel *rm, ResGraph *rg)
 				dense[i] = (int32) ((rng >> 33) % (uint64) rg->g->n_nodes);
 				ids[i] = rg->g->ids[dense[i]];
 			}
+			psgs = qv_psgs_sum(rm->psgs, dense, n);
 			if (spent_cpu < PROBE_BUDGET_US)
 			{
-				us = engine_time_batch(rm, rg, ids, dense, n, out, rng, &err);
+				us = engine_time_batch(rm, rg, ids, dense, n, psgs, out, rng, &err);
 				spent_cpu = us < 0 ? PROBE_BUDGET_US : spent_cpu + us;
 			}
 			if (spent_gpu < PROBE_BUDGET_US)
 			{
-				us = device_time_probe(rm, rg, dense, n, out, rng);
+				us = device_time_probe(rm, rg, dense, n, psgs, out, rng);
 				spent_gpu = us < 0 ? PROBE_BUDGET_US : spent_gpu + us;
 			}
 			pfree(ids);

@@ -112,21 +112,51 @@ queue_wake_engine(void)
 		queue_engine_poke();
 }
 
+/*
+ * The sleeper's half of a wake-up, for backends and the engine alike:
+ * announce the sleep in *sleeping, look once more (woken(arg)), and sleep
+ * on word unless it moved since before the look.  A waker changes what
+ * woken() looks at, bumps word, and calls FUTEX_WAKE when it sees
+ * *sleeping set, so no wake-up is lost between the look and the sleep.
+ * Exits if the postmaster died.
+ */
+static void
+sleep_on(pg_atomic_uint32 *word, pg_atomic_uint32 *sleeping,
+		 bool (*woken) (void *), void *arg, int timeout_ms)
+{
+	uint32		seq = pg_atomic_read_u32(word);
+
+	pg_atomic_write_u32(sleeping, 1);
+	pg_memory_barrier();
+	if (!woken(arg) && !InterruptPending)
+		futex_sleep(word, seq, timeout_ms);
+	pg_atomic_write_u32(sleeping, 0);
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+}
+
+typedef struct SlotWait
+{
+	QuiverSlot *slot;
+	SlotState	awaited;
+} SlotWait;
+
+static bool
+slot_reached(void *arg)
+{
+	SlotWait   *w = arg;
+
+	return ((volatile QuiverSlot *) w->slot)->state == w->awaited;
+}
+
 /* Sleep (cancellably, at most QUEUE_POLL_MS) until the slot is in state
- * awaited.  The engine bumps answer_seq after every change it makes, so a
- * change between our look and the futex call ends the sleep at once. */
+ * awaited.  The engine bumps answer_seq after every change it makes. */
 static void
 slot_sleep(QuiverSlot *slot, SlotState awaited)
 {
-	uint32		seq = pg_atomic_read_u32(&slot->answer_seq);
+	SlotWait	w = {slot, awaited};
 
-	pg_atomic_write_u32(&slot->sleeping, 1);
-	pg_memory_barrier();
-	if (((volatile QuiverSlot *) slot)->state != awaited && !InterruptPending)
-		futex_sleep(&slot->answer_seq, seq, QUEUE_POLL_MS);
-	pg_atomic_write_u32(&slot->sleeping, 0);
-	if (!PostmasterIsAlive())
-		proc_exit(1);
+	sleep_on(&slot->answer_seq, &slot->sleeping, slot_reached, &w, QUEUE_POLL_MS);
 	CHECK_FOR_INTERRUPTS();
 }
 
@@ -374,23 +404,29 @@ queue_has_work(void)
 	return false;
 }
 
+typedef struct EngineWait
+{
+	bool		(*more_work) (void);
+} EngineWait;
+
+static bool
+engine_has_work(void *arg)
+{
+	EngineWait *w = arg;
+
+	return queue_has_work() || ConfigReloadPending || (w->more_work && w->more_work());
+}
+
 /* The engine's idle sleep: until a backend wakes it, a signal arrives,
  * more_work() (if given) says so, or timeout_ms passes.  Whatever makes
- * more_work true must poke the engine (queue_engine_poke) afterwards.
- * Exits if the postmaster died. */
+ * more_work true must poke the engine (queue_engine_poke) afterwards. */
 void
 queue_engine_sleep(int timeout_ms, bool (*more_work) (void))
 {
-	uint32		seq = pg_atomic_read_u32(&quiver_shared->engine_seq);
+	EngineWait	w = {more_work};
 
-	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 1);
-	pg_memory_barrier();
-	if (!queue_has_work() && !InterruptPending && !ConfigReloadPending &&
-		!(more_work && more_work()))
-		futex_sleep(&quiver_shared->engine_seq, seq, timeout_ms);
-	pg_atomic_write_u32(&quiver_shared->engine_sleeping, 0);
-	if (!PostmasterIsAlive())
-		proc_exit(1);
+	sleep_on(&quiver_shared->engine_seq, &quiver_shared->engine_sleeping, engine_has_work, &w,
+			 timeout_ms);
 }
 
 /* At engine start: requests a previous engine held are answered with an

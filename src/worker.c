@@ -147,12 +147,12 @@ debug_delay(PredictBatch *b)
 	}
 }
 
-/* Run qv_infer on a batch and feed its time to the model's CPU cost model
- * and its seeds to the graph's histogram.  Returns the time in us, or -1
- * with err. */
+/* Run qv_infer on a batch of PSGS psgs and feed its time to the model's
+ * CPU cost model and its seeds to the graph's histogram.  Returns the time
+ * in us, or -1 with err. */
 double
 engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *dense,
-				  int n, float *out, uint64 rng_seed, QvError *err)
+				  int n, double psgs, float *out, uint64 rng_seed, QvError *err)
 {
 	instr_time	start, elapsed;
 	double		us;
@@ -163,7 +163,7 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
 	us = INSTR_TIME_GET_MICROSEC(elapsed);
-	qv_costmodel_add(&rm->cpu_cost, qv_psgs_sum(rm->psgs, dense, n), us, NULL);
+	qv_costmodel_add(&rm->cpu_cost, psgs, us, NULL);
 	qv_seed_histogram_add(&rg->hist, dense, n, NULL);
 	return us;
 }
@@ -203,6 +203,7 @@ predict_run(PredictBatch *b)
 	int64	   *ids;
 	int32	   *dense;
 	float	   *out;
+	double		psgs;
 	QvError		err = {0};
 
 	if (quiver_debug_engine_delay_ms > 0)
@@ -218,12 +219,11 @@ predict_run(PredictBatch *b)
 	}
 	for (int64 i = 0; i < n; i++)
 		dense[i] = qv_graph_find(rg->g, ids[i]);	/* validated: all found */
-	if (device_count() > 0 &&
-		device_submit(rm, rg, b->slots, b->n_slots, dense, (int) n,
-					  qv_psgs_sum(rm->psgs, dense, (int) n)))
+	psgs = qv_psgs_sum(rm->psgs, dense, (int) n);
+	if (device_submit(rm, rg, b->slots, b->n_slots, dense, (int) n, psgs))
 		return;
 	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
-	if (engine_time_batch(rm, rg, ids, dense, (int) n, out, ++batch_counter, &err) < 0)
+	if (engine_time_batch(rm, rg, ids, dense, (int) n, psgs, out, ++batch_counter, &err) < 0)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);

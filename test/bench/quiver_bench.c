@@ -17,7 +17,6 @@
  */
 #include <cblas.h>
 #include <getopt.h>
-#include <pthread.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdbool.h>
@@ -29,6 +28,7 @@
 #include <unistd.h>
 
 #include "chunglu.h"
+#include "dispatch.h"
 #include "forward.h"
 #include "gpu.h"
 #include "graph.h"
@@ -42,6 +42,7 @@
 #endif
 
 #define MAX_BATCHES 32
+#define MAX_LANES 8				/* --lanes at most */
 #define MAX_BATCH 1000000
 #define DEFAULT_REPS 50
 #define DEFAULT_REPS_LARGE 20	/* batches of LARGE_BATCH seeds or more */
@@ -372,7 +373,7 @@ apply_gpu_option(Options *o, int opt, const char *arg)
 		case OPT_GATHER_ROWS:
 			return parse_int64(arg, 0, INT32_MAX, &o->gather_rows);
 		case OPT_LANES:
-			return parse_int64(arg, 0, 8, &o->lanes);
+			return parse_int64(arg, 0, MAX_LANES, &o->lanes);
 	}
 	return false;
 }
@@ -1091,101 +1092,106 @@ time_batch_gpu(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch,
 
 /* ---- throughput over several lanes --------------------------------------- */
 
+/*
+ * The engine's own mechanism (dispatch.h): a QvRunner with L lanes on the
+ * device, fed GPU batches for LANE_SECONDS with two per lane queued at all
+ * times, so that consecutive batches overlap as they do in the engine.
+ */
 #define LANE_SECONDS 3.0
 
-typedef struct LaneRun
+typedef struct BenchJob
 {
+	QvJob		job;			/* first: the runner hands it back */
 	const GpuRig *rig;
-	QvGpuLane  *lane;
 	int32_t		batch;
-	int64_t		n_nodes;
-	int32_t		out_dim;
-	uint64_t	seed;
-	double		until;			/* now_s() deadline */
-	int64_t		batches;
-	int			rc;
-	QvError		err;
-} LaneRun;
+	int32_t    *seeds;
+	float	   *out;
+	uint64_t	rng_seed;
+} BenchJob;
 
-/* One lane's loop: batches of random seeds until the deadline. */
-static void *
-lane_main(void *arg)
+static int
+bench_job_run(QvJob *job, void *lane)
 {
-	LaneRun    *lr = arg;
-	int32_t    *seeds = malloc((size_t) lr->batch * sizeof(int32_t));
-	float	   *out = malloc((size_t) lr->batch * (size_t) lr->out_dim * sizeof(float));
+	BenchJob   *b = (BenchJob *) job;
 
-	lr->rc = (seeds && out) ? QV_OK : qv_error(&lr->err, QV_ENOMEM, "lane buffers");
-	while (lr->rc == QV_OK && now_s() < lr->until)
-	{
-		for (int32_t k = 0; k < lr->batch; k++)
-			seeds[k] = draw_index(&lr->seed, lr->n_nodes);
-		lr->rc = lr->rig->api->infer(lr->lane, lr->rig->model, lr->rig->store, seeds, lr->batch,
-									 splitmix64(&lr->seed), out, NULL, &lr->err);
-		lr->batches += lr->rc == QV_OK;
-	}
-	free(seeds);
-	free(out);
-	return NULL;
+	return b->rig->api->infer((QvGpuLane *) lane, b->rig->model, b->rig->store, b->seeds,
+							  b->batch, b->rng_seed, b->out, NULL, &job->err);
 }
 
-/* Run o->lanes lanes at once on batches of `batch` for LANE_SECONDS and
- * print their summed throughput. */
+/* Fill job with fresh random seeds and queue it. */
+static int
+bench_job_submit(QvRunner *r, BenchJob *b, uint64_t *rng, int64_t n_nodes, QvError *err)
+{
+	for (int32_t k = 0; k < b->batch; k++)
+		b->seeds[k] = draw_index(rng, n_nodes);
+	b->rng_seed = splitmix64(rng);
+	b->job.run = bench_job_run;
+	b->job.device = 0;
+	return qv_runner_submit(r, &b->job, err);
+}
+
+/* Run o->lanes lanes through a runner on batches of `batch` for
+ * LANE_SECONDS and print the throughput. */
 static int
 gpu_throughput(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch, QvError *err)
 {
 	int			n = (int) o->lanes;
-	LaneRun		lr[8];
-	pthread_t	th[8];
+	void	   *lanes[MAX_LANES] = {rig->lane};
+	BenchJob	jobs[2 * MAX_LANES];
+	QvRunner   *r = NULL;
+	uint64_t	rng = o->gen.seed * UINT64_C(0x9e3779b97f4a7c15) + (uint64_t) batch;
+	int64_t		done = 0;
 	double		t0,
 				wall;
-	int64_t		total = 0;
 	int			rc = QV_OK;
 
-	memset(lr, 0, sizeof(lr));
-	for (int i = 0; i < n && rc == QV_OK; i++)
+	memset(jobs, 0, sizeof(jobs));
+	for (int i = 1; i < n && rc == QV_OK; i++)
+		rc = rig->api->lane_create(0, (QvGpuLane **) &lanes[i], err);
+	for (int i = 0; i < 2 * n && rc == QV_OK; i++)
 	{
-		lr[i].rig = rig;
-		lr[i].batch = batch;
-		lr[i].n_nodes = g->n_nodes;
-		lr[i].out_dim = (int32_t) o->classes;
-		lr[i].seed = o->gen.seed * UINT64_C(0x9e3779b97f4a7c15) + (uint64_t) (i + 1) * 7919 + (uint64_t) batch;
-		if (i == 0)
-			lr[i].lane = rig->lane;
-		else
-			rc = rig->api->lane_create(0, &lr[i].lane, err);
+		jobs[i].rig = rig;
+		jobs[i].batch = batch;
+		jobs[i].seeds = qv_malloc((size_t) batch * sizeof(int32_t), err, "seeds");
+		jobs[i].out = qv_malloc((size_t) batch * (size_t) o->classes * sizeof(float), err, "predictions");
+		if (jobs[i].seeds == NULL || jobs[i].out == NULL)
+			rc = QV_ENOMEM;
 	}
+	if (rc == QV_OK && (r = qv_runner_create(1, n, lanes, NULL, err)) == NULL)
+		rc = err->code;
 	t0 = now_s();
-	for (int i = 0; i < n && rc == QV_OK; i++)
+	for (int i = 0; i < 2 * n && rc == QV_OK; i++)
+		rc = bench_job_submit(r, &jobs[i], &rng, g->n_nodes, err);
+	while (rc == QV_OK && qv_runner_outstanding(r) > 0)
 	{
-		lr[i].until = t0 + LANE_SECONDS;
-		if (pthread_create(&th[i], NULL, lane_main, &lr[i]) != 0)
+		QvJob	   *fin[2 * MAX_LANES];
+		int			k = qv_runner_collect(r, fin, 2 * MAX_LANES);
+
+		if (k == 0)
+			usleep(20);			/* the lanes are busy */
+		for (int i = 0; i < k && rc == QV_OK; i++)
 		{
-			rc = qv_error(err, QV_EINTERNAL, "could not start lane thread %d", i);
-			n = i;
+			if ((rc = fin[i]->status) != QV_OK)
+				*err = fin[i]->err;
+			else if (++done, now_s() - t0 < LANE_SECONDS)
+				rc = bench_job_submit(r, (BenchJob *) fin[i], &rng, g->n_nodes, err);
 		}
 	}
-	for (int i = 0; i < n && lr[i].lane; i++)
-		if (lr[i].until > 0)
-			pthread_join(th[i], NULL);
 	wall = now_s() - t0;
-	for (int i = 0; i < n; i++)
+	qv_runner_destroy(r);
+	for (int i = 0; i < 2 * n; i++)
 	{
-		total += lr[i].batches;
-		if (rc == QV_OK && lr[i].rc != QV_OK)
-		{
-			rc = lr[i].rc;
-			*err = lr[i].err;
-		}
+		free(jobs[i].seeds);
+		free(jobs[i].out);
 	}
-	for (int i = 1; i < (int) o->lanes; i++)
-		if (lr[i].lane)
-			rig->api->lane_destroy(lr[i].lane);
+	for (int i = 1; i < n; i++)
+		if (lanes[i])
+			rig->api->lane_destroy((QvGpuLane *) lanes[i]);
 	if (rc == QV_OK)
 		printf("{\"throughput_batch\":%d,\"device\":\"gpu\",\"lanes\":%d,\"batches\":%lld,"
 			   "\"seconds\":%.3f,\"seeds_per_s\":%.0f,\"tf32\":%s}\n",
-			   (int) batch, (int) o->lanes, (long long) total, wall,
-			   (double) total * batch / wall, o->tf32 ? "true" : "false");
+			   (int) batch, n, (long long) done, wall, (double) done * batch / wall,
+			   o->tf32 ? "true" : "false");
 	fflush(stdout);
 	return rc;
 }
