@@ -294,23 +294,55 @@ gnn_drop_model(PG_FUNCTION_ARGS)
 
 /* ---- predict -------------------------------------------------------------- */
 
-/* Predict n ids in one request; *out_dim set, predictions copied to out
- * (palloc'd n x out_dim). */
-static float *
-predict_request(const char *model, const int64 *ids, int n, int *out_dim)
+/* Send n ids in one request and wait for the answer. */
+static QuiverSlot *
+predict_submit(const char *model, const int64 *ids, int n)
 {
 	QuiverSlot *slot = queue_begin(REQ_PREDICT, model);
-	float	   *out;
 
 	memcpy(slot->payload, ids, sizeof(int64) * n);
 	slot->n_ids = n;
 	queue_submit_and_wait(slot);
-	queue_raise(slot);
+	return slot;
+}
+
+/* Copy a finished request's predictions (palloc'd n x out_dim) and release it. */
+static float *
+predict_take(QuiverSlot *slot, int n, int *out_dim)
+{
+	float	   *out;
+
 	*out_dim = slot->out_dim;
 	out = palloc(sizeof(float) * Max(1, n * *out_dim));
 	memcpy(out, slot->payload + sizeof(int64) * n, sizeof(float) * n * *out_dim);
 	queue_finish(slot);
 	return out;
+}
+
+/* Predict n ids in one request; *out_dim set, predictions copied to out
+ * (palloc'd n x out_dim). */
+static float *
+predict_request(const char *model, const int64 *ids, int n, int *out_dim)
+{
+	QuiverSlot *slot = predict_submit(model, ids, n);
+
+	queue_raise(slot);
+	return predict_take(slot, n, out_dim);
+}
+
+/* As predict_request, but NULL instead of the engine's error (an unknown id,
+ * say): prefetching leaves such ids to the calls that need them. */
+float *
+predict_try(const char *model, const int64 *ids, int n, int *out_dim)
+{
+	QuiverSlot *slot = predict_submit(model, ids, n);
+
+	if (slot->sqlstate != 0)
+	{
+		queue_finish(slot);
+		return NULL;
+	}
+	return predict_take(slot, n, out_dim);
 }
 
 static ArrayType *
@@ -327,7 +359,10 @@ static Datum
 predict_one(const char *model, int64 id)
 {
 	int			out_dim;
-	float	   *out = predict_request(model, &id, 1, &out_dim);
+	const float *out = prefetch_lookup(model, id, &out_dim);
+
+	if (out == NULL)
+		out = predict_request(model, &id, 1, &out_dim);
 
 	return PointerGetDatum(float_array(out, out_dim));
 }
@@ -350,8 +385,8 @@ gnn_predict_default(PG_FUNCTION_ARGS)
 }
 
 /* Ids that fit one request slot together with their predictions. */
-static int
-ids_per_request(const char *model)
+int
+predict_ids_per_request(const char *model)
 {
 	int			out_dim = registry_published_out_dim(model);
 
@@ -384,7 +419,7 @@ gnn_predict_batch(PG_FUNCTION_ARGS)
 		ids[i] = DatumGetInt64(elems[i]);
 	}
 	InitMaterializedSRF(fcinfo, 0);
-	chunk = ids_per_request(model);
+	chunk = predict_ids_per_request(model);
 	for (int off = 0; off < n; off += chunk)
 	{
 		int			len = Min(chunk, n - off);

@@ -165,6 +165,11 @@ quiver_define_gucs(void)
 							"0 means half of the machine's physical memory.",
 							&quiver_memory_limit_mb, 0, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.prefetch_rows",
+							"Most rows a query reads ahead to batch its row-by-row gnn_predict calls (0 = off).",
+							"Such calls are batched by a QuiverPrefetch plan node; its blocks grow 1, 2, 4, ... up to this.",
+							&quiver_prefetch_rows, 1024, 0, 65536,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("quiver");
 }
 
@@ -198,6 +203,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = quiver_shmem_startup;
 	quiver_register_engine();
+	prefetch_init();
 }
 
 /* Error out unless quiver is preloaded and this is the database it serves. */

@@ -43,6 +43,7 @@ extern int	quiver_gpu_cache_size_mb;
 extern bool quiver_gpu_allow_tf32;
 extern double quiver_psgs_threshold;
 extern double quiver_replan_drift;
+extern int	quiver_prefetch_rows;
 
 typedef enum SlotState
 {
@@ -216,6 +217,14 @@ typedef struct GraphRows
 extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows);
 extern char *catalog_extension_schema(void);
 extern Size graph_rows_bytes(const GraphRows *rows);
+
+/* functions.c: predictions */
+extern int	predict_ids_per_request(const char *model);
+extern float *predict_try(const char *model, const int64 *ids, int n, int *out_dim);
+
+/* prefetch.c: row-at-a-time calls batched per block of rows */
+extern void prefetch_init(void);
+extern const float *prefetch_lookup(const char *model, int64 id, int *out_dim);
 
 /* worker.c */
 extern PGDLLEXPORT void quiver_engine_main(Datum arg);

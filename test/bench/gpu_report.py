@@ -125,7 +125,9 @@ def section_sql(rows, out):
                 r["query"], r["clients"], r["tps"], r["p50_ms"], r["p99_ms"]))
         elif kind in ("scan", "array"):
             what = "SELECT gnn_predict('m', id) FROM t" if kind == "scan" else "gnn_predict('m', ARRAY[...])"
-            out.append("  %-36s %-5s %8d rows: %.2f s, %.0f rows/s" % (
+            if "prefetch_rows" in r:
+                what += " (prefetch_rows %d)" % r["prefetch_rows"]
+            out.append("  %-58s %-28s %8d rows: %.2f s, %.0f rows/s" % (
                 what, r.get("what", ""), r["rows"], r["seconds"], r["rows_per_s"]))
         elif "gnn_stats" in r:
             out.append("  gnn_stats: %s" % json.dumps(r["gnn_stats"]))

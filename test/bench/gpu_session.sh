@@ -428,22 +428,26 @@ sql_latency() {
 	pgbench_run "$WORK/predict.sql" 16 "gnn_predict"
 }
 
-# Rate of SELECT gnn_predict('m', id) FROM t over the first $1 rows of qv_ids.
+# Rate of SELECT gnn_predict('m', id) FROM t over the first $1 rows of qv_ids,
+# with quiver.prefetch_rows = $3 (0: every call its own request).
 scan_rate() {
-	local rows=$1 what=$2 t
+	local rows=$1 what=$2 prefetch=$3 t
 	psql_q -c "DROP TABLE IF EXISTS qv_t" -c "CREATE UNLOGGED TABLE qv_t AS SELECT id FROM qv_ids LIMIT $rows" \
 		-c "VACUUM ANALYZE qv_t" >>"$WORK/sql.log" 2>&1 || return 1
-	t=$(timed_psql -c "SELECT count(*), sum(array_length(gnn_predict('m', id), 1)) FROM qv_t") || return 1
-	emit "{\"sql\":\"scan\",\"what\":\"$what\",\"rows\":$rows,\"seconds\":$t,\"rows_per_s\":$(awk -v r="$rows" -v t="$t" 'BEGIN {printf "%.0f", r / t}')}"
-	log "SELECT gnn_predict over $rows rows ($what): $t s"
+	t=$(timed_psql -c "SET quiver.prefetch_rows = $prefetch" \
+		-c "SELECT count(*), sum(array_length(gnn_predict('m', id), 1)) FROM qv_t") || return 1
+	emit "{\"sql\":\"scan\",\"what\":\"$what\",\"prefetch_rows\":$prefetch,\"rows\":$rows,\"seconds\":$t,\"rows_per_s\":$(awk -v r="$rows" -v t="$t" 'BEGIN {printf "%.0f", r / t}')}"
+	log "SELECT gnn_predict over $rows rows ($what, prefetch_rows $prefetch): $t s"
 	echo "$t"
 }
 
-# The 1M-row scan, after a 1% probe tells whether it fits in the time left.
+# The 1M-row scan batched by QuiverPrefetch, after a 1% probe tells whether
+# it fits in the time left; the same probe with one request per row.
 sql_scan() {
 	local probe t_probe left est rows
 	probe=$(( SQL_ROWS / 100 > 1000 ? SQL_ROWS / 100 : 1000 ))
-	t_probe=$(scan_rate "$probe" probe) || return 1
+	scan_rate "$probe" "probe, one request per row" 0 >/dev/null || return 1
+	t_probe=$(scan_rate "$probe" probe 1024) || return 1
 	left=$(( STAGE_DEADLINE - $(now) - 60 ))
 	est=$(awk -v t="$t_probe" -v p="$probe" -v r="$SQL_ROWS" 'BEGIN {printf "%.0f", t * r / p}')
 	rows=$SQL_ROWS
@@ -451,7 +455,7 @@ sql_scan() {
 		rows=$(awk -v l="$left" -v t="$t_probe" -v p="$probe" 'BEGIN {n = int(l / 2 * p / t); print (n < 1000 ? 1000 : n)}')
 		log "the full scan would take about $est s, $left s are left: $rows rows instead"
 	fi
-	scan_rate "$rows" full >/dev/null || return 1
+	scan_rate "$rows" full 1024 >/dev/null || return 1
 	t=$(timed_psql -c "SELECT count(*) FROM gnn_predict('m', ARRAY(SELECT id::bigint FROM qv_t))") || return 1
 	emit "{\"sql\":\"array\",\"rows\":$rows,\"seconds\":$t,\"rows_per_s\":$(awk -v r="$rows" -v t="$t" 'BEGIN {printf "%.0f", r / t}')}"
 	log "gnn_predict('m', ARRAY[...]) of $rows ids: $t s"

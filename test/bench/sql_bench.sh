@@ -17,9 +17,16 @@
 # nodes, 4 features) and prints the rate and the resident bytes against the
 # documented size of CSR + features + id map.
 #
+# Last it times `SELECT count(*), sum(array_length(gnn_predict('sage', id),
+# 1)) FROM t` over a table of SCAN_ROWS random ids: with the calls batched by
+# QuiverPrefetch, with each call its own request (quiver.prefetch_rows = 0,
+# over SCAN_ROWS_UNBATCHED rows: the rate is what counts), and as one array
+# call, gnn_predict('sage', ARRAY(SELECT id FROM t)).
+#
 # Environment: NODES (100000), AVG_DEGREE (10), DIM (32), HIDDEN (64),
-# CLASSES (16), CLIENTS ("1 8 32 64"), WAITS ("0 200"), RUN_SECONDS (10),
-# LOAD_EDGES (10000000; 0 skips the load test), KEEP=1.
+# CLASSES (16), CLIENTS ("1 8 32 64"; "" skips), WAITS ("0 200"), RUN_SECONDS (10),
+# LOAD_EDGES (10000000; 0 skips the load test), SCAN_ROWS (1000000; 0 skips
+# the scans), SCAN_ROWS_UNBATCHED (100000), KEEP=1.
 
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -28,10 +35,12 @@ AVG_DEGREE=${AVG_DEGREE:-10}
 DIM=${DIM:-32}
 HIDDEN=${HIDDEN:-64}
 CLASSES=${CLASSES:-16}
-CLIENTS=${CLIENTS:-"1 8 32 64"}
-WAITS=${WAITS:-"0 200"}
+CLIENTS=${CLIENTS-"1 8 32 64"}
+WAITS=${WAITS-"0 200"}
 SECONDS_EACH=${RUN_SECONDS:-10}
 LOAD_EDGES=${LOAD_EDGES:-10000000}
+SCAN_ROWS=${SCAN_ROWS:-1000000}
+SCAN_ROWS_UNBATCHED=${SCAN_ROWS_UNBATCHED:-100000}
 
 [ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
 install_packages >&2
@@ -100,3 +109,29 @@ for wait in $WAITS; do
 			"$(awk -v r=$((req1 - req0)) -v b=$((bat1 - bat0)) 'BEGIN {print (b > 0 ? r / b : 0)}')"
 	done
 done
+
+# Seconds a statement takes (psql -c $2, with the settings in $1).
+timed_sql() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	cluster_psql -c "$1" -c "$2" >/dev/null
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'
+}
+
+# One JSON line: a scan's rows, seconds and rate.
+scan_line() {
+	printf '{"scan": "%s", "rows": %d, "seconds": %s, "rows_per_s": %.0f}\n' "$1" "$2" "$3" \
+		"$(awk -v r="$2" -v t="$3" 'BEGIN {print r / t}')"
+}
+
+if [ "$SCAN_ROWS" -gt 0 ]; then
+	cluster_psql -c "CREATE UNLOGGED TABLE scan_t AS SELECT (random() * $((NODES - 1)))::bigint AS id
+		FROM generate_series(1, $SCAN_ROWS)" -c "VACUUM ANALYZE scan_t" \
+		-c "CREATE UNLOGGED TABLE scan_u AS SELECT id FROM scan_t LIMIT $SCAN_ROWS_UNBATCHED" >&2
+	agg="SELECT count(*), sum(array_length(gnn_predict('sage', id), 1))"
+	scan_line "batched (QuiverPrefetch)" "$SCAN_ROWS" "$(timed_sql 'SET quiver.prefetch_rows = 1024' "$agg FROM scan_t")"
+	scan_line "one request per row" "$SCAN_ROWS_UNBATCHED" "$(timed_sql 'SET quiver.prefetch_rows = 0' "$agg FROM scan_u")"
+	scan_line "array call" "$SCAN_ROWS" "$(timed_sql 'SET quiver.prefetch_rows = 1024' \
+		"SELECT count(*) FROM gnn_predict('sage', ARRAY(SELECT id FROM scan_t))")"
+fi

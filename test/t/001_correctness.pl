@@ -61,6 +61,8 @@ for my $case (
 		create_model($node, $m, $g, $name, "$dir/$short.safetensors");
 		my $scalar = predict_all($node, $m, $g);
 		compare_ok($ref, $scalar, "$m: scalar predictions equal the reference");
+		compare_ok($ref, predict_all($node, $m, $g, unbatched => 1),
+			"$m: scalar predictions, each call its own request, equal the reference");
 		my $batch = predict_batch($node, $m, $g);
 		compare_ok($ref, $batch, "$m: batch predictions equal the reference");
 		# scalar and batch agree with each other as closely

@@ -1,7 +1,8 @@
 # 004_concurrency: 16 concurrent clients (pgbench -c 16), each checking
 # every answer it gets against the reference inside the database: a wrong
 # answer raises an error, which pgbench counts as a failed transaction.
-# Single calls and batches of two models are mixed, requests of different
+# Single calls, batches and scans whose calls QuiverPrefetch batches, of two
+# models, are mixed, requests of different
 # backends are merged into engine batches (quiver.batch_wait_us), and the
 # models and graph are replaced while the clients run.
 use strict;
@@ -95,6 +96,24 @@ BEGIN
 		RAISE EXCEPTION 'batch of % ids returned % rows', cardinality(ids), rows;
 	END IF;
 END \$\$;
+
+-- n consecutive reference rows through one scan, its calls batched.
+CREATE FUNCTION check_scan(m text, kk int, n int) RETURNS void
+	LANGUAGE plpgsql
+	AS \$\$
+DECLARE
+	total	int;
+	wrong	int;
+BEGIN
+	SELECT count(*), count(*) FILTER (WHERE NOT (rel_error(s.got, s.pred, s.floor) < 1e-5))
+		INTO total, wrong
+		FROM (SELECT x.pred, f.floor, gnn_predict(m, x.id) AS got
+			  FROM expect x JOIN expect_floor f USING (model)
+			  WHERE x.model = m AND x.k >= kk AND x.k < kk + n OFFSET 0) s;
+	IF total <> n OR wrong <> 0 THEN
+		RAISE EXCEPTION 'scan of % rows from %: % rows, % wrong', n, m, total, wrong;
+	END IF;
+END \$\$;
 });
 
 # The checks themselves catch wrong answers.
@@ -104,10 +123,15 @@ my ($rc, $o, $err) = $node->psql('postgres',
 like($err, qr/wrong answer from sage/, 'check_one rejects a wrong answer');
 ($rc, $o, $err) = $node->psql('postgres', "SELECT check_batch('sage', 1, 4)");
 like($err, qr/wrong batch answer from sage/, 'check_batch rejects a wrong answer');
+($rc, $o, $err) = $node->psql('postgres', "SELECT check_scan('sage', 1, 4)");
+like($err, qr/scan of 4 rows from sage: 4 rows, 1 wrong/, 'check_scan rejects a wrong answer');
 $node->safe_psql('postgres',
 	"UPDATE expect SET pred[1] = pred[1] - 0.01 WHERE model = 'sage' AND k = 1");
-$node->safe_psql('postgres', "SELECT check_one('sage', 1), check_batch('sage', 1, 4)");
+$node->safe_psql('postgres', "SELECT check_one('sage', 1), check_batch('sage', 1, 4), check_scan('sage', 1, 4)");
 pass('and accepts the right ones');
+like($node->safe_psql('postgres', "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+		SELECT gnn_predict('gcn', x.id) FROM expect x WHERE x.model = 'gcn' AND x.k >= 1 AND x.k < 65"),
+	qr/Prefetched Ids: 64/, 'the scan\'s 64 calls are batched');
 
 my $nb = $n - 31;
 # name, weight, script
@@ -115,7 +139,9 @@ my @scripts = (
 	[ 'sage_one', 4, "\\set k random(1, $n)\nSELECT check_one('sage', :k);\n" ],
 	[ 'gcn_one', 4, "\\set k random(1, $n)\nSELECT check_one('gcn', :k);\n" ],
 	[ 'sage_batch', 1, "\\set k random(1, $nb)\nSELECT check_batch('sage', :k, 32);\n" ],
-	[ 'gcn_batch', 1, "\\set k random(1, $nb)\nSELECT check_batch('gcn', :k, 32);\n" ]);
+	[ 'gcn_batch', 1, "\\set k random(1, $nb)\nSELECT check_batch('gcn', :k, 32);\n" ],
+	[ 'sage_scan', 1, "\\set k random(1, $nb)\nSELECT check_scan('sage', :k, 32);\n" ],
+	[ 'gcn_scan', 1, "\\set k random(1, $nb)\nSELECT check_scan('gcn', :k, 32);\n" ]);
 my @script_opts;
 for my $s (@scripts)
 {

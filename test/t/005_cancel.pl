@@ -58,6 +58,14 @@ $took = time() - $t0;
 like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels a batch');
 ok($took < 2, sprintf('promptly (%.2f s)', $took));
 
+# statement_timeout on a scan whose calls QuiverPrefetch batches
+$t0 = time();
+($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '300ms'; SELECT id, gnn_predict('sage', id) FROM d_node");
+$took = time() - $t0;
+like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels a batched scan');
+ok($took < 2, sprintf('promptly (%.2f s)', $took));
+
 # pg_cancel_backend from another session
 my $call = start_psql($node, "SELECT gnn_predict('gcn', $ids[2])", appname => 'victim');
 my $pid;

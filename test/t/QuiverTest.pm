@@ -135,13 +135,15 @@ sub create_model
 		  . "pg_read_binary_file('$file'), '$config')");
 }
 
-# "id|{...}" lines for every node of a case, one scalar call per node.
+# "id|{...}" lines for every node of a case, one scalar call per node (the
+# calls batched by QuiverPrefetch, or each its own request with unbatched).
 sub predict_all
 {
 	my ($node, $model, $prefix, %opt) = @_;
 	my $where = $opt{where} // 'true';
+	my $set = $opt{unbatched} ? 'SET quiver.prefetch_rows = 0; ' : '';
 	return $node->safe_psql('postgres',
-		"SELECT id, gnn_predict('$model', id) FROM ${prefix}_node WHERE $where ORDER BY id");
+		"${set}SELECT id, gnn_predict('$model', id) FROM ${prefix}_node WHERE $where ORDER BY id");
 }
 
 # The same through one batch call, ids in a scrambled order; also checks

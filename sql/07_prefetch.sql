@@ -1,0 +1,181 @@
+--
+-- 07_prefetch: row-by-row gnn_predict calls batched by QuiverPrefetch.
+--
+-- A query that calls gnn_predict on a column gets a QuiverPrefetch node
+-- above the node that projected the call: it reads blocks of 1, 2, 4, ...
+-- rows (up to quiver.prefetch_rows) and asks the engine for each block's ids
+-- in one request.  Every result must be what the unbatched calls give
+-- (quiver.prefetch_rows = 0 plans without the node), errors included.
+--
+\set SHOW_CONTEXT never
+
+-- A ring with chords, 300 nodes, features from the id; full neighbourhoods,
+-- so predictions are deterministic and comparable call by call.
+CREATE TABLE ring_node AS
+	SELECT i::bigint AS id, ARRAY[(i % 7)::real, ((i * 3) % 11)::real] AS feat
+	FROM generate_series(0, 299) AS i;
+CREATE TABLE ring_edge AS
+	SELECT i::bigint AS src, ((i + 1) % 300)::bigint AS dst FROM generate_series(0, 299) AS i
+	UNION ALL
+	SELECT i::bigint, ((i * 7) % 300)::bigint FROM generate_series(0, 299) AS i;
+SELECT nodes, edges FROM gnn_create_graph('ring', 'SELECT src, dst FROM ring_edge',
+										  'SELECT id, feat FROM ring_node');
+SELECT gnn_create_model('ring_all', 'ring', 'graphsage', (SELECT blob FROM weights WHERE name = 'sage2'));
+SELECT gnn_create_model('ring_gcn', 'ring', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn2'));
+
+-- The plan: the scan projects the column, QuiverPrefetch the call.
+EXPLAIN (COSTS OFF) SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+EXPLAIN (VERBOSE, COSTS OFF)
+	SELECT id, (gnn_predict('ring_all', id))[1] AS p FROM ring_node WHERE id % 2 = 0;
+
+-- 300 rows in blocks of 1, 2, 4, ..., 128, then the last 45: 9 blocks, one
+-- request each, every id fetched once.
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+-- quiver.prefetch_rows caps the block: 1+2+4+8+16 = 31, then 269 / 16 -> 17.
+SET quiver.prefetch_rows = 16;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+RESET quiver.prefetch_rows;
+-- An id asked for by many rows is fetched once per block: ids 0,0,0,1,1,1,...
+-- in the same 9 blocks make 1+1+2+3+6+11+22+43+15 = 104 distinct ids.
+CREATE TEMP TABLE thrice AS SELECT (i / 3)::bigint AS id FROM generate_series(0, 299) AS i;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT gnn_predict('ring_all', id) FROM thrice;
+-- An id computed by an expression is left to the calls: computing it ahead
+-- could raise an error for a row that is never reached.
+EXPLAIN (COSTS OFF) SELECT gnn_predict('ring_all', id % 3) FROM ring_node;
+
+-- The same queries, batched and not; each pair must agree row for row.
+CREATE TEMP TABLE q (name text, sql text);
+INSERT INTO q VALUES
+	('plain', 'SELECT id, gnn_predict(''ring_all'', id) AS p FROM ring_node'),
+	('element', 'SELECT id, (gnn_predict(''ring_all'', id))[2] AS p FROM ring_node'),
+	('two models', 'SELECT id, gnn_predict(''ring_all'', id) || gnn_predict(''ring_gcn'', id) AS p FROM ring_node'),
+	('filter', 'SELECT id, gnn_predict(''ring_all'', id) AS p FROM ring_node WHERE (gnn_predict(''ring_all'', id))[1] > 0'),
+	('integer ids', 'SELECT i, gnn_predict(''ring_all'', i) AS p FROM generate_series(0, 299) AS i'),
+	('join', 'SELECT e.src, e.dst, gnn_predict(''ring_gcn'', e.dst) AS p FROM ring_edge e JOIN ring_node n ON n.id = e.src WHERE n.id < 50'),
+	('lateral', 'SELECT v.x, s.p FROM generate_series(0, 40, 10) AS v(x), LATERAL (SELECT gnn_predict(''ring_all'', id) AS p FROM ring_node WHERE id BETWEEN v.x AND v.x + 3) s'),
+	('order limit', 'SELECT id, gnn_predict(''ring_all'', id) AS p FROM ring_node ORDER BY id DESC LIMIT 7'),
+	('nulls', 'SELECT id, gnn_predict(''ring_all'', CASE WHEN id % 3 = 0 THEN NULL ELSE id END) AS p FROM ring_node'),
+	('null column', 'SELECT n.id, gnn_predict(''ring_all'', m.id) AS p FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0'),
+	('aggregate', 'SELECT count(*), sum((gnn_predict(''ring_all'', id))[1]), max((gnn_predict(''ring_gcn'', id))[2]) FROM ring_node'),
+	('group by', 'SELECT id % 5 AS g, avg((gnn_predict(''ring_all'', id))[2]) AS a FROM ring_node GROUP BY 1 HAVING min((gnn_predict(''ring_all'', id))[1]) > -1e9'),
+	('filtered aggregate', 'SELECT count(*) FILTER (WHERE (gnn_predict(''ring_all'', id))[1] > 0) FROM ring_node');
+CREATE FUNCTION q_rows(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN QUERY EXECUTE format('SELECT t::text FROM (%s) t', query);
+END $$;
+CREATE TEMP TABLE batched AS SELECT name, q_rows(sql) AS r FROM q;
+SET quiver.prefetch_rows = 0;
+CREATE TEMP TABLE unbatched AS SELECT name, q_rows(sql) AS r FROM q;
+RESET quiver.prefetch_rows;
+SELECT name, (SELECT count(*) FROM batched b WHERE b.name = q.name) AS n_rows,
+	   (SELECT count(*) FROM ((SELECT r FROM batched b WHERE b.name = q.name
+							   EXCEPT ALL SELECT r FROM unbatched u WHERE u.name = q.name)
+							  UNION ALL
+							  (SELECT r FROM unbatched u WHERE u.name = q.name
+							   EXCEPT ALL SELECT r FROM batched b WHERE b.name = q.name)) d) AS differ
+	FROM q ORDER BY name;
+-- and the batched run really was batched
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT n.id, gnn_predict('ring_all', m.id) AS p
+	FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0 WHERE n.id < 20;
+
+-- Over a join, the join's projection moves up.
+EXPLAIN (VERBOSE, COSTS OFF)
+	SELECT e.src, gnn_predict('ring_gcn', e.dst) FROM ring_edge e JOIN ring_node n ON n.id = e.src;
+-- A point lookup still makes one request.
+CREATE INDEX ON ring_node (id);
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT gnn_predict('ring_all', id) FROM ring_node WHERE id = 17;
+DROP INDEX ring_node_id_idx;
+
+-- Aggregates over predictions: QuiverPrefetch under the Aggregate computes
+-- the calls as extra input columns, which the aggregates read.
+EXPLAIN (VERBOSE, COSTS OFF)
+	SELECT id % 5 AS g, avg((gnn_predict('ring_all', id))[2]) FROM ring_node GROUP BY 1;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT count(*), sum((gnn_predict('ring_all', id))[1]) FROM ring_node;
+
+-- Calls that run only under a condition are not read ahead.
+EXPLAIN (COSTS OFF)
+	SELECT count(*) FILTER (WHERE id < 10), max(gnn_predict('ring_all', id)) FILTER (WHERE id < 10) FROM ring_node;
+EXPLAIN (COSTS OFF)
+	SELECT CASE WHEN id % 100 = 0 THEN gnn_predict('ring_all', id) END FROM ring_node;
+-- Neither are statements that lock or update rows, nor scrollable cursors.
+EXPLAIN (COSTS OFF) UPDATE ring_node SET feat = feat WHERE (gnn_predict('ring_all', id))[1] > 1e9;
+EXPLAIN (COSTS OFF) SELECT gnn_predict('ring_all', id) FROM ring_node FOR UPDATE;
+BEGIN;
+DECLARE c SCROLL CURSOR FOR SELECT id, (gnn_predict('ring_all', id))[1] > 0 AS pos FROM ring_node ORDER BY id;
+FETCH 2 FROM c;
+FETCH BACKWARD 1 FROM c;
+COMMIT;
+-- An INSERT ... SELECT is batched.
+CREATE TEMP TABLE scores (id bigint, p real[]);
+EXPLAIN (COSTS OFF) INSERT INTO scores SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+INSERT INTO scores SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+SET quiver.prefetch_rows = 0;
+SELECT count(*) AS n, count(*) FILTER (WHERE s.p IS DISTINCT FROM gnn_predict('ring_all', s.id)) AS differ
+	FROM scores s;
+RESET quiver.prefetch_rows;
+
+-- A model named by a parameter, in a generic plan.
+PREPARE pq(text) AS SELECT id, gnn_predict($1, id) FROM ring_node WHERE id < 10;
+SET plan_cache_mode = force_generic_plan;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE pq('ring_gcn');
+RESET plan_cache_mode;
+-- The default model.
+SET quiver.default_model = 'ring_all';
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT gnn_predict(id) FROM ring_node WHERE id < 10;
+SELECT count(*) AS differ FROM ring_node WHERE gnn_predict(id) IS DISTINCT FROM gnn_predict('ring_all', id);
+RESET quiver.default_model;
+
+-- Parallel workers batch their own rows.
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT id, gnn_predict('ring_all', id) FROM ring_node;
+SELECT count(*) AS n, count(*) FILTER (WHERE x.p IS DISTINCT FROM s.p) AS differ
+	FROM (SELECT id, gnn_predict('ring_all', id) AS p FROM ring_node) x JOIN scores s USING (id);
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+
+-- Errors.  An unknown id in a block only fails the block's request: the
+-- block's other rows are still answered, each by its own call, and a LIMIT
+-- that stops before the bad row never sees it.  Here the third block reads
+-- rows 4 to 7, and row 6 has an unknown id ...
+CREATE TEMP TABLE ids_with_unknown AS
+	SELECT i AS pos, CASE WHEN i = 6 THEN 99999 ELSE i END::bigint AS id FROM generate_series(1, 10) AS i;
+SELECT pos, (gnn_predict('ring_all', id))[1] IS NOT NULL AS answered
+	FROM ids_with_unknown ORDER BY pos LIMIT 5;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT pos, (gnn_predict('ring_all', id))[1] IS NOT NULL AS answered
+	FROM ids_with_unknown ORDER BY pos LIMIT 5;
+-- ... and a row that reaches it gets the same error as without batching.
+SELECT gnn_predict('ring_all', id) FROM ids_with_unknown;
+SET quiver.prefetch_rows = 0;
+SELECT gnn_predict('ring_all', id) FROM ids_with_unknown;
+RESET quiver.prefetch_rows;
+SELECT gnn_predict('no_such_model', id) FROM ring_node;
+-- An error caught inside a block leaves the next statements served right.
+DO $$
+DECLARE
+	n int;
+BEGIN
+	BEGIN
+		SELECT count(gnn_predict('ring_all', id)) INTO n FROM ids_with_unknown;
+	EXCEPTION WHEN others THEN
+		RAISE NOTICE 'caught: %', SQLERRM;
+	END;
+	SELECT count(*) INTO n FROM scores s WHERE s.p IS DISTINCT FROM gnn_predict('ring_all', s.id);
+	RAISE NOTICE 'differ after the error: %', n;
+END $$;
+SET quiver.prefetch_rows = -1;
+SET quiver.prefetch_rows = 65537;
+SELECT gnn_drop_model('ring_all');
+SELECT gnn_drop_model('ring_gcn');
+SELECT gnn_drop_graph('ring');

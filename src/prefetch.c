@@ -1,0 +1,973 @@
+/*
+ * prefetch.c — batching of row-at-a-time gnn_predict calls.
+ *
+ * `SELECT id, gnn_predict('m', id) FROM t WHERE ...` calls gnn_predict once
+ * per row, and each call is a round trip to the engine.  After planning, a
+ * planner hook finds plan nodes whose projection (or filter) calls
+ * gnn_predict on a column, moves that projection into a custom scan node
+ * ("QuiverPrefetch") placed above the node, and leaves the node projecting
+ * only the columns the moved expressions read:
+ *
+ *     QuiverPrefetch   tlist and gnn quals of the old node, Vars -> INDEX_VAR
+ *       -> old node    tlist = the distinct Vars those expressions read
+ *
+ * At run time QuiverPrefetch reads ahead a block of its child's rows (1, 2,
+ * 4, ... up to quiver.prefetch_rows, so a LIMIT or a one-row lookup costs
+ * what it did before), evaluates the id arguments of the gnn_predict calls
+ * on them, asks the engine for all distinct ids in one request per slot,
+ * and then projects its rows one by one.  gnn_predict looks its (model, id)
+ * up in the block being projected (prefetch_lookup) before it makes a
+ * round trip of its own.
+ *
+ * Semantics do not change: every call that is not prefetched, misses, or
+ * whose block request failed (an unknown id, say) makes its own request, and
+ * so raises its own error at its own row, exactly as without prefetching.
+ * Only unconditionally evaluated calls are prefetched (not those under CASE,
+ * COALESCE, AND/OR), so a block never asks for predictions a row would not.
+ */
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "executor/nodeCustom.h"
+#include "miscadmin.h"
+#include "nodes/extensible.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planmain.h"
+#include "optimizer/planner.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "quiver.h"
+#include "registry.h"
+
+#define PREFETCH_NAME "QuiverPrefetch"
+
+int			quiver_prefetch_rows = 1024;
+
+/* ---- which functions are gnn_predict ------------------------------------- */
+
+static Oid	predict_oid = InvalidOid;	/* gnn_predict(text, bigint) */
+static Oid	predict_default_oid = InvalidOid;	/* gnn_predict(bigint) */
+static bool oids_valid = false;
+
+static void
+invalidate_oids(Datum arg, int cacheid, uint32 hashvalue)
+{
+	oids_valid = false;
+}
+
+/* Look up the OIDs of the two scalar gnn_predict forms in this database. */
+static bool
+lookup_predict_oids(void)
+{
+	static bool callback_registered = false;
+	char	   *schema;
+
+	if (oids_valid)
+		return OidIsValid(predict_oid);
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, invalidate_oids, (Datum) 0);
+		callback_registered = true;
+	}
+	predict_oid = predict_default_oid = InvalidOid;
+	schema = catalog_extension_schema();
+	if (schema != NULL)
+	{
+		Oid			two[2] = {TEXTOID, INT8OID};
+		Oid			one[1] = {INT8OID};
+		List	   *name = list_make2(makeString(schema), makeString("gnn_predict"));
+
+		predict_oid = LookupFuncName(name, 2, two, true);
+		predict_default_oid = LookupFuncName(name, 1, one, true);
+	}
+	oids_valid = true;
+	return OidIsValid(predict_oid);
+}
+
+/* ---- finding prefetchable calls ------------------------------------------ */
+
+/* An id argument whose evaluation cannot fail: a bigint column, or a
+ * smallint/integer column widened to bigint. */
+static bool
+id_arg_is_column(Node *arg)
+{
+	if (IsA(arg, Var))
+		return exprType(arg) == INT8OID;
+	if (IsA(arg, FuncExpr))
+	{
+		FuncExpr   *f = (FuncExpr *) arg;
+
+		return (f->funcid == F_INT8_INT4 || f->funcid == F_INT8_INT2) &&
+			list_length(f->args) == 1 && IsA(linitial(f->args), Var);
+	}
+	return false;
+}
+
+/* A model argument fixed for the whole execution: a constant or a client's
+ * parameter. */
+static bool
+model_arg_is_fixed(Node *arg)
+{
+	if (IsA(arg, Const))
+		return !((Const *) arg)->constisnull;
+	return IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN;
+}
+
+/* A call batched ahead: its id is a column, its model fixed. */
+static bool
+call_is_prefetchable(FuncExpr *f)
+{
+	bool		two = list_length(f->args) == 2;
+
+	return id_arg_is_column(llast(f->args)) && (!two || model_arg_is_fixed(linitial(f->args)));
+}
+
+/* Expressions whose operands are evaluated only for some rows. */
+static bool
+is_conditional(Node *node)
+{
+	return IsA(node, CaseExpr) || IsA(node, CoalesceExpr) || IsA(node, BoolExpr) ||
+		IsA(node, SubPlan) || IsA(node, AlternativeSubPlan);
+}
+
+typedef struct CallSearch
+{
+	bool		any;			/* some gnn_predict call, anywhere */
+	List	   *models;			/* per prefetchable call: model expr or NULL */
+	List	   *ids;			/* per prefetchable call: id expr */
+	bool		collect;		/* record prefetchable calls */
+} CallSearch;
+
+static bool
+is_predict_call(Node *node)
+{
+	return IsA(node, FuncExpr) &&
+		(((FuncExpr *) node)->funcid == predict_oid ||
+		 (OidIsValid(predict_default_oid) && ((FuncExpr *) node)->funcid == predict_default_oid));
+}
+
+/* Record a call unless an equal (model, id) pair is already recorded. */
+static void
+record_call(CallSearch *cs, Node *model, Node *id)
+{
+	ListCell   *m,
+			   *i;
+
+	forboth(m, cs->models, i, cs->ids)
+	{
+		if (equal(lfirst(m), model) && equal(lfirst(i), id))
+			return;
+	}
+	cs->models = lappend(cs->models, model);
+	cs->ids = lappend(cs->ids, id);
+}
+
+static bool find_calls_walker(Node *node, CallSearch *cs);
+
+/* Walk a subtree whose evaluation depends on a condition: calls in it are
+ * noticed but not prefetched. */
+static bool
+walk_conditional(Node *node, CallSearch *cs)
+{
+	bool		collect = cs->collect;
+
+	cs->collect = false;
+	expression_tree_walker(node, find_calls_walker, cs);
+	cs->collect = collect;
+	return false;
+}
+
+static bool
+find_calls_walker(Node *node, CallSearch *cs)
+{
+	if (node == NULL)
+		return false;
+	if (is_conditional(node))
+		return walk_conditional(node, cs);
+	if (is_predict_call(node))
+	{
+		FuncExpr   *f = (FuncExpr *) node;
+
+		cs->any = true;
+		if (cs->collect && call_is_prefetchable(f))
+			record_call(cs, list_length(f->args) == 2 ? linitial(f->args) : NULL, llast(f->args));
+		return walk_conditional((Node *) f->args, cs);
+	}
+	return expression_tree_walker(node, find_calls_walker, cs);
+}
+
+static bool
+contains_predict_call(Node *node)
+{
+	CallSearch	cs = {0};
+
+	find_calls_walker(node, &cs);
+	return cs.any;
+}
+
+/* ---- plan rewriting ------------------------------------------------------ */
+
+/* Node types whose projection may move into a QuiverPrefetch above them. */
+static bool
+plan_is_splittable(Plan *plan)
+{
+	switch (nodeTag(plan))
+	{
+		case T_SeqScan:
+		case T_SampleScan:
+		case T_IndexScan:
+		case T_IndexOnlyScan:
+		case T_BitmapHeapScan:
+		case T_TidScan:
+		case T_TidRangeScan:
+		case T_SubqueryScan:
+		case T_FunctionScan:
+		case T_ValuesScan:
+		case T_CteScan:
+		case T_NamedTuplestoreScan:
+		case T_WorkTableScan:
+		case T_NestLoop:
+		case T_MergeJoin:
+		case T_HashJoin:
+			return true;
+		case T_Result:
+			return plan->lefttree != NULL;
+		default:
+			return false;
+	}
+}
+
+static bool
+plan_is_scan(Plan *plan)
+{
+	return plan_is_splittable(plan) && !IsA(plan, NestLoop) && !IsA(plan, MergeJoin) &&
+		!IsA(plan, HashJoin) && !IsA(plan, Result);
+}
+
+typedef struct VarMap
+{
+	List	   *vars;			/* distinct Vars read, in output order */
+} VarMap;
+
+/* Replace each Var by an INDEX_VAR reference to its position in map->vars. */
+static Node *
+index_vars_mutator(Node *node, VarMap *map)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+		int			pos = 0;
+		ListCell   *lc;
+
+		foreach(lc, map->vars)
+		{
+			pos++;
+			if (equal(lfirst(lc), var))
+				break;
+		}
+		if (lc == NULL)
+		{
+			map->vars = lappend(map->vars, copyObject(var));
+			pos = list_length(map->vars);
+		}
+		return (Node *) makeVar(INDEX_VAR, pos, var->vartype, var->vartypmod, var->varcollid, 0);
+	}
+	return expression_tree_mutator(node, index_vars_mutator, map);
+}
+
+static const CustomScanMethods prefetch_scan_methods;
+
+typedef struct RewriteState
+{
+	int			next_node_id;
+} RewriteState;
+
+/* A scan tlist for QuiverPrefetch: OUTER_VAR references to the child's
+ * columns, typed like the expressions the child computes. */
+static List *
+child_columns(List *child_tlist)
+{
+	List	   *cols = NIL;
+	ListCell   *lc;
+
+	foreach(lc, child_tlist)
+	{
+		TargetEntry *tle = lfirst(lc);
+		Node	   *e = (Node *) tle->expr;
+
+		cols = lappend(cols, makeTargetEntry((Expr *) makeVar(OUTER_VAR, tle->resno, exprType(e),
+															  exprTypmod(e), exprCollation(e), 0),
+											 tle->resno, NULL, false));
+	}
+	return cols;
+}
+
+/* A QuiverPrefetch node reading child, projecting tlist (with qual) from the
+ * child's columns as INDEX_VAR, and prefetching cs's calls; it takes the
+ * estimates of `like`, the node whose work it does. */
+static Plan *
+make_prefetch(Plan *child, List *tlist, List *qual, List *ids, List *models,
+			  Plan *like, RewriteState *rs)
+{
+	CustomScan *cscan = makeNode(CustomScan);
+
+	cscan->scan.plan.targetlist = tlist;
+	cscan->scan.plan.qual = qual;
+	cscan->custom_exprs = ids;
+	cscan->custom_private = models;
+	cscan->custom_scan_tlist = child_columns(child->targetlist);
+	cscan->scan.scanrelid = 0;
+	cscan->methods = &prefetch_scan_methods;
+	cscan->scan.plan.startup_cost = like->startup_cost;
+	cscan->scan.plan.total_cost = like->total_cost;
+	cscan->scan.plan.plan_rows = like->plan_rows;
+	cscan->scan.plan.plan_width = like->plan_width;
+	cscan->scan.plan.parallel_safe = like->parallel_safe;
+	cscan->scan.plan.plan_node_id = rs->next_node_id++;
+	cscan->scan.plan.extParam = bms_copy(like->extParam);
+	cscan->scan.plan.allParam = bms_copy(like->allParam);
+	cscan->scan.plan.lefttree = child;
+	return &cscan->scan.plan;
+}
+
+/* Put a QuiverPrefetch above plan, taking over its projection and the quals
+ * that call gnn_predict; NULL when nothing in plan can be prefetched. */
+static Plan *
+wrap_plan(Plan *plan, RewriteState *rs)
+{
+	List	   *moved_quals = NIL;
+	List	   *kept_quals = NIL;
+	CallSearch	cs = {0};
+	VarMap		map = {NIL};
+	List	   *tlist;
+	List	   *qual;
+	List	   *ids;
+	Plan	   *top;
+	int			pos = 0;
+	ListCell   *lc;
+
+	if (plan_is_scan(plan))
+	{
+		foreach(lc, plan->qual)
+		{
+			if (contains_predict_call(lfirst(lc)))
+				moved_quals = lappend(moved_quals, lfirst(lc));
+			else
+				kept_quals = lappend(kept_quals, lfirst(lc));
+		}
+	}
+	/* with a gnn filter, the rows projected are the few that pass it */
+	cs.collect = true;
+	if (moved_quals != NIL)
+		find_calls_walker(linitial(moved_quals), &cs);
+	else
+		find_calls_walker((Node *) plan->targetlist, &cs);
+	if (cs.ids == NIL)
+		return NULL;
+
+	tlist = (List *) index_vars_mutator((Node *) plan->targetlist, &map);
+	qual = (List *) index_vars_mutator((Node *) moved_quals, &map);
+	ids = (List *) index_vars_mutator((Node *) cs.ids, &map);
+	plan->targetlist = NIL;
+	foreach(lc, map.vars)
+		plan->targetlist = lappend(plan->targetlist, makeTargetEntry(lfirst(lc), ++pos, NULL, false));
+	plan->qual = kept_quals;
+
+	top = make_prefetch(plan, tlist, qual, ids, cs.models, plan, rs);
+	top->initPlan = plan->initPlan;
+	plan->initPlan = NIL;
+	return top;
+}
+
+/* ---- aggregates over predictions ---- */
+
+typedef struct AggCalls
+{
+	int			n_child;		/* columns of the Agg's input */
+	List	   *calls;			/* distinct prefetchable calls */
+	bool		in_args;		/* inside an Aggref's arguments */
+} AggCalls;
+
+/* Replace the calls an Aggref evaluates for every input row by references
+ * to new input columns (n_child + k) that QuiverPrefetch will compute. */
+static Node *
+agg_calls_mutator(Node *node, AggCalls *ac)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Aggref))
+	{
+		Aggref	   *aggref = (Aggref *) node;
+		bool		in_args = ac->in_args;
+
+		if (aggref->aggfilter != NULL)
+			return node;		/* arguments evaluated only for some rows */
+		aggref = (Aggref *) copyObject(aggref);
+		ac->in_args = true;
+		aggref->args = (List *) expression_tree_mutator((Node *) aggref->args, agg_calls_mutator, ac);
+		ac->in_args = in_args;
+		return (Node *) aggref;
+	}
+	if (ac->in_args && is_conditional(node))
+		return node;
+	if (ac->in_args && is_predict_call(node) && call_is_prefetchable((FuncExpr *) node))
+	{
+		int			k = 0;
+		ListCell   *lc;
+
+		foreach(lc, ac->calls)
+		{
+			k++;
+			if (equal(lfirst(lc), node))
+				break;
+		}
+		if (lc == NULL)
+		{
+			ac->calls = lappend(ac->calls, node);
+			k = list_length(ac->calls);
+		}
+		return (Node *) makeVar(OUTER_VAR, ac->n_child + k, exprType(node), exprTypmod(node),
+								exprCollation(node), 0);
+	}
+	return expression_tree_mutator(node, agg_calls_mutator, ac);
+}
+
+/* OUTER_VAR references (to the Agg's input) as INDEX_VAR (QuiverPrefetch's). */
+static Node *
+outer_to_index_mutator(Node *node, void *context)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var) && ((Var *) node)->varno == OUTER_VAR)
+	{
+		Var		   *var = (Var *) copyObject(node);
+
+		var->varno = INDEX_VAR;
+		return (Node *) var;
+	}
+	return expression_tree_mutator(node, outer_to_index_mutator, context);
+}
+
+/* Put a QuiverPrefetch under an Agg whose aggregates call gnn_predict on a
+ * column of every input row: it passes the input through and adds one
+ * column per call, which the aggregates then read. */
+static void
+wrap_agg_input(Agg *agg, RewriteState *rs)
+{
+	Plan	   *child = agg->plan.lefttree;
+	AggCalls	ac = {list_length(child->targetlist), NIL, false};
+	List	   *tlist;
+	List	   *aggtlist = (List *) agg_calls_mutator((Node *) agg->plan.targetlist, &ac);
+	List	   *aggqual = (List *) agg_calls_mutator((Node *) agg->plan.qual, &ac);
+	List	   *ids = NIL;
+	List	   *models = NIL;
+	int			resno = ac.n_child;
+	ListCell   *lc;
+
+	if (ac.calls == NIL)
+		return;
+	tlist = (List *) outer_to_index_mutator((Node *) child_columns(child->targetlist), NULL);
+	foreach(lc, ac.calls)
+	{
+		FuncExpr   *call = (FuncExpr *) outer_to_index_mutator(lfirst(lc), NULL);
+
+		tlist = lappend(tlist, makeTargetEntry((Expr *) call, ++resno, NULL, false));
+		ids = lappend(ids, llast(call->args));
+		models = lappend(models, list_length(call->args) == 2 ? linitial(call->args) : NULL);
+	}
+	agg->plan.targetlist = aggtlist;
+	agg->plan.qual = aggqual;
+	agg->plan.lefttree = make_prefetch(child, tlist, NIL, ids, models, child, rs);
+}
+
+static Plan *rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark);
+
+static void
+rewrite_list(List *plans, RewriteState *rs)
+{
+	ListCell   *lc;
+
+	foreach(lc, plans)
+		lfirst(lc) = rewrite_plan(lfirst(lc), rs, false);
+}
+
+/* Rewrite plan's subtree, then plan itself.  Nodes under a merge join's
+ * inner side may be asked to mark and restore, which QuiverPrefetch cannot. */
+static Plan *
+rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark)
+{
+	Plan	   *wrapped;
+
+	check_stack_depth();
+	if (plan == NULL)
+		return NULL;
+	plan->lefttree = rewrite_plan(plan->lefttree, rs, needs_mark);
+	plan->righttree = rewrite_plan(plan->righttree, rs, needs_mark || IsA(plan, MergeJoin));
+	if (IsA(plan, Append))
+		rewrite_list(((Append *) plan)->appendplans, rs);
+	else if (IsA(plan, MergeAppend))
+		rewrite_list(((MergeAppend *) plan)->mergeplans, rs);
+	else if (IsA(plan, SubqueryScan))
+		((SubqueryScan *) plan)->subplan = rewrite_plan(((SubqueryScan *) plan)->subplan, rs, false);
+
+	if (IsA(plan, Agg) && plan->lefttree != NULL)
+		wrap_agg_input((Agg *) plan, rs);
+	if (needs_mark || !plan_is_splittable(plan))
+		return plan;
+	wrapped = wrap_plan(plan, rs);
+	return wrapped ? wrapped : plan;
+}
+
+/* Largest plan_node_id in a plan tree; new nodes take ids above it. */
+static int
+max_node_id(Plan *plan)
+{
+	int			max_id;
+	ListCell   *lc;
+	List	   *children = NIL;
+
+	if (plan == NULL)
+		return -1;
+	max_id = Max(plan->plan_node_id, Max(max_node_id(plan->lefttree), max_node_id(plan->righttree)));
+	if (IsA(plan, Append))
+		children = ((Append *) plan)->appendplans;
+	else if (IsA(plan, MergeAppend))
+		children = ((MergeAppend *) plan)->mergeplans;
+	else if (IsA(plan, BitmapAnd))
+		children = ((BitmapAnd *) plan)->bitmapplans;
+	else if (IsA(plan, BitmapOr))
+		children = ((BitmapOr *) plan)->bitmapplans;
+	else if (IsA(plan, CustomScan))
+		children = ((CustomScan *) plan)->custom_plans;
+	else if (IsA(plan, SubqueryScan))
+		max_id = Max(max_id, max_node_id(((SubqueryScan *) plan)->subplan));
+	foreach(lc, children)
+		max_id = Max(max_id, max_node_id(lfirst(lc)));
+	return max_id;
+}
+
+static planner_hook_type prev_planner_hook = NULL;
+
+/* Whether a finished plan may be rewritten at all. */
+static bool
+stmt_is_rewritable(PlannedStmt *stmt, int cursor_options)
+{
+	return quiver_prefetch_rows > 0 &&
+		(stmt->commandType == CMD_SELECT || stmt->commandType == CMD_INSERT) &&
+		stmt->rowMarks == NIL && !stmt->hasModifyingCTE &&
+		(cursor_options & CURSOR_OPT_SCROLL) == 0 &&
+		quiver_shared != NULL && IsTransactionState() && lookup_predict_oids();
+}
+
+/* After planning: move projections that call gnn_predict on a column into
+ * QuiverPrefetch nodes. */
+static PlannedStmt *
+prefetch_planner(Query *parse, const char *query_string, int cursor_options,
+				 ParamListInfo params)
+{
+	PlannedStmt *stmt;
+	RewriteState rs;
+	ListCell   *lc;
+
+	if (prev_planner_hook)
+		stmt = prev_planner_hook(parse, query_string, cursor_options, params);
+	else
+		stmt = standard_planner(parse, query_string, cursor_options, params);
+	if (!stmt_is_rewritable(stmt, cursor_options))
+		return stmt;
+
+	rs.next_node_id = max_node_id(stmt->planTree) + 1;
+	foreach(lc, stmt->subplans)
+		rs.next_node_id = Max(rs.next_node_id, max_node_id(lfirst(lc)) + 1);
+	stmt->planTree = rewrite_plan(stmt->planTree, &rs, false);
+	foreach(lc, stmt->subplans)
+		lfirst(lc) = rewrite_plan(lfirst(lc), &rs, false);
+	return stmt;
+}
+
+/* ---- execution ----------------------------------------------------------- */
+
+/* The predictions fetched for one model in the current block. */
+typedef struct PrefetchHit
+{
+	int64		id;				/* hash key */
+	int			row;			/* row of values, -1 while not fetched */
+} PrefetchHit;
+
+typedef struct PrefetchGroup
+{
+	char		model[NAMEDATALEN];
+	HTAB	   *hits;
+	int64	   *ids;			/* distinct ids, in first-seen order */
+	int			n_ids;
+	int			out_dim;
+	float	   *values;			/* n_ids x out_dim */
+} PrefetchGroup;
+
+typedef struct PrefetchState
+{
+	CustomScanState css;
+	List	   *model_states;	/* per call: ExprState of the model, or NULL */
+	List	   *id_states;		/* per call: ExprState of the id */
+	TupleTableSlot **ring;		/* the block of child rows */
+	int			n_ring;			/* slots made so far (they grow with blocks) */
+	int			max_block;		/* quiver.prefetch_rows at start, 0 = off */
+	int			block;			/* rows the next block reads */
+	int			filled;
+	int			next;
+	bool		eof;
+	MemoryContext block_cxt;	/* groups of the current block */
+	PrefetchGroup *groups;
+	int			n_groups;
+	struct PrefetchState *outer_current;	/* current_block to restore */
+	int64		n_blocks;		/* EXPLAIN ANALYZE counters */
+	int64		n_ids;
+	int64		n_requests;
+	int64		n_failed;
+} PrefetchState;
+
+/* The block whose rows are being projected now; gnn_predict looks here. */
+static PrefetchState *current_block = NULL;
+
+/* Predictions of (model, id) in the block being projected, or NULL. */
+const float *
+prefetch_lookup(const char *model, int64 id, int *out_dim)
+{
+	PrefetchState *ps = current_block;
+
+	if (ps == NULL)
+		return NULL;
+	for (int g = 0; g < ps->n_groups; g++)
+	{
+		PrefetchGroup *grp = &ps->groups[g];
+		PrefetchHit *hit;
+
+		if (strcmp(grp->model, model) != 0)
+			continue;
+		hit = hash_search(grp->hits, &id, HASH_FIND, NULL);
+		if (hit == NULL || hit->row < 0)
+			return NULL;
+		*out_dim = grp->out_dim;
+		return grp->values + (Size) hit->row * grp->out_dim;
+	}
+	return NULL;
+}
+
+/* The group of model in the current block, created on first use. */
+static PrefetchGroup *
+block_group(PrefetchState *ps, const char *model)
+{
+	PrefetchGroup *grp;
+	HASHCTL		ctl;
+
+	for (int g = 0; g < ps->n_groups; g++)
+		if (strcmp(ps->groups[g].model, model) == 0)
+			return &ps->groups[g];
+	grp = &ps->groups[ps->n_groups++];
+	memset(grp, 0, sizeof(*grp));
+	strlcpy(grp->model, model, NAMEDATALEN);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(PrefetchHit);
+	ctl.hcxt = ps->block_cxt;
+	grp->hits = hash_create("quiver prefetch", Max(ps->filled, 16), &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	grp->ids = palloc(sizeof(int64) * ps->filled * list_length(ps->id_states));
+	return grp;
+}
+
+/* Name of the model a call asks for in this block, or NULL if its calls
+ * are left to make their own requests (and raise their own errors). */
+static char *
+block_model(PrefetchState *ps, ExprState *model_state)
+{
+	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
+	char	   *model;
+	bool		isnull;
+	Datum		d;
+
+	if (model_state == NULL)
+		model = quiver_default_model;
+	else
+	{
+		d = ExecEvalExpr(model_state, econtext, &isnull);
+		if (isnull)
+			return NULL;
+		model = TextDatumGetCString(d);
+	}
+	if (model == NULL || model[0] == '\0' || strlen(model) >= NAMEDATALEN ||
+		registry_published_out_dim(model) <= 0)
+		return NULL;
+	return model;
+}
+
+/* Collect the distinct ids each call reads from the block's rows. */
+static void
+collect_ids(PrefetchState *ps)
+{
+	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
+	ListCell   *m,
+			   *i;
+
+	ps->groups = palloc(sizeof(PrefetchGroup) * list_length(ps->id_states));
+	ps->n_groups = 0;
+	forboth(m, ps->model_states, i, ps->id_states)
+	{
+		PrefetchGroup *grp;
+		char	   *model;
+
+		econtext->ecxt_scantuple = ps->ring[0];
+		model = block_model(ps, lfirst(m));
+		if (model == NULL)
+			continue;
+		grp = block_group(ps, model);
+		for (int r = 0; r < ps->filled; r++)
+		{
+			bool		isnull;
+			bool		found;
+			int64		id;
+			PrefetchHit *hit;
+
+			econtext->ecxt_scantuple = ps->ring[r];
+			id = DatumGetInt64(ExecEvalExpr(lfirst(i), econtext, &isnull));
+			if (isnull)
+				continue;		/* gnn_predict is strict */
+			hit = hash_search(grp->hits, &id, HASH_ENTER, &found);
+			if (!found)
+			{
+				hit->row = -1;
+				grp->ids[grp->n_ids++] = id;
+			}
+		}
+	}
+}
+
+/* Ask the engine for every group's ids, one request per slot's worth. */
+static void
+fetch_groups(PrefetchState *ps)
+{
+	for (int g = 0; g < ps->n_groups; g++)
+	{
+		PrefetchGroup *grp = &ps->groups[g];
+		int			chunk = predict_ids_per_request(grp->model);
+
+		for (int off = 0; off < grp->n_ids; off += chunk)
+		{
+			int			len = Min(chunk, grp->n_ids - off);
+			int			out_dim;
+			float	   *out = predict_try(grp->model, grp->ids + off, len, &out_dim);
+
+			ps->n_requests++;
+			if (out == NULL)
+			{
+				ps->n_failed++;
+				continue;		/* these rows ask for themselves */
+			}
+			if (grp->values == NULL)
+			{
+				grp->out_dim = out_dim;
+				grp->values = palloc(sizeof(float) * Max(1, (Size) grp->n_ids * out_dim));
+			}
+			if (out_dim != grp->out_dim)
+				continue;		/* the model was replaced in between */
+			memcpy(grp->values + (Size) off * out_dim, out, sizeof(float) * len * out_dim);
+			for (int k = off; k < off + len; k++)
+				((PrefetchHit *) hash_search(grp->hits, &grp->ids[k], HASH_FIND, NULL))->row = k;
+			ps->n_ids += len;
+		}
+	}
+}
+
+/* Read the next block of child rows and fetch their predictions. */
+static bool
+fill_block(PrefetchState *ps)
+{
+	PlanState  *child = outerPlanState(ps);
+	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
+	MemoryContext old;
+
+	ps->filled = ps->next = 0;
+	ps->n_groups = 0;
+	MemoryContextReset(ps->block_cxt);
+	for (; ps->n_ring < ps->block; ps->n_ring++)
+		ps->ring[ps->n_ring] = ExecAllocTableSlot(&ps->css.ss.ps.state->es_tupleTable,
+												  ps->css.ss.ss_ScanTupleSlot->tts_tupleDescriptor,
+												  &TTSOpsVirtual);
+	while (!ps->eof && ps->filled < ps->block)
+	{
+		TupleTableSlot *slot = ExecProcNode(child);
+
+		if (TupIsNull(slot))
+			ps->eof = true;
+		else
+			ExecCopySlot(ps->ring[ps->filled++], slot);
+	}
+	if (ps->filled == 0 || ps->max_block == 0)
+		return ps->filled > 0;
+
+	old = MemoryContextSwitchTo(ps->block_cxt);
+	ResetExprContext(econtext);
+	collect_ids(ps);
+	fetch_groups(ps);
+	MemoryContextSwitchTo(old);
+	ps->n_blocks++;
+	ps->block = Min(ps->block * 2, ps->max_block);
+	return true;
+}
+
+static TupleTableSlot *
+exec_prefetch(CustomScanState *node)
+{
+	PrefetchState *ps = (PrefetchState *) node;
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	ExprState  *qual = node->ss.ps.qual;
+	ProjectionInfo *proj = node->ss.ps.ps_ProjInfo;
+
+	for (;;)
+	{
+		TupleTableSlot *slot;
+		TupleTableSlot *result;
+
+		if (ps->next >= ps->filled && !fill_block(ps))
+			return NULL;
+		slot = ps->ring[ps->next++];
+		econtext->ecxt_scantuple = slot;
+		ResetExprContext(econtext);
+
+		ps->outer_current = current_block;
+		current_block = ps;
+		if (qual != NULL && !ExecQual(qual, econtext))
+			result = NULL;
+		else
+			result = proj ? ExecProject(proj) : slot;
+		current_block = ps->outer_current;
+
+		if (result != NULL)
+			return result;
+		InstrCountFiltered1(node, 1);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* An error while projecting leaves current_block set: the executor's memory
+ * going away puts it back. */
+static void
+forget_block(void *arg)
+{
+	PrefetchState *ps = arg;
+
+	if (current_block == ps)
+		current_block = ps->outer_current;
+}
+
+static void
+begin_prefetch(CustomScanState *node, EState *estate, int eflags)
+{
+	PrefetchState *ps = (PrefetchState *) node;
+	CustomScan *cscan = (CustomScan *) node->ss.ps.plan;
+	MemoryContextCallback *cb;
+	ListCell   *m,
+			   *i;
+
+	outerPlanState(ps) = ExecInitNode(outerPlan(cscan), estate, eflags);
+	forboth(m, cscan->custom_private, i, cscan->custom_exprs)
+	{
+		ps->model_states = lappend(ps->model_states,
+								   lfirst(m) ? ExecInitExpr(lfirst(m), &node->ss.ps) : NULL);
+		ps->id_states = lappend(ps->id_states, ExecInitExpr(lfirst(i), &node->ss.ps));
+	}
+	ps->max_block = quiver_prefetch_rows;
+	ps->block = 1;
+	ps->ring = palloc(sizeof(TupleTableSlot *) * Max(1, ps->max_block));
+	ps->block_cxt = AllocSetContextCreate(estate->es_query_cxt, "quiver prefetch",
+										  ALLOCSET_DEFAULT_SIZES);
+	cb = MemoryContextAlloc(estate->es_query_cxt, sizeof(*cb));
+	cb->func = forget_block;
+	cb->arg = ps;
+	MemoryContextRegisterResetCallback(estate->es_query_cxt, cb);
+}
+
+static void
+end_prefetch(CustomScanState *node)
+{
+	forget_block(node);
+	ExecEndNode(outerPlanState(node));
+}
+
+static void
+rescan_prefetch(CustomScanState *node)
+{
+	PrefetchState *ps = (PrefetchState *) node;
+	PlanState  *child = outerPlanState(node);
+
+	ps->filled = ps->next = 0;
+	ps->n_groups = 0;
+	ps->eof = false;
+	ps->block = 1;
+	if (node->ss.ps.chgParam != NULL)
+		UpdateChangedParamSet(child, node->ss.ps.chgParam);
+	if (child->chgParam == NULL)
+		ExecReScan(child);
+}
+
+static void
+explain_prefetch(CustomScanState *node, List *ancestors, ExplainState *es)
+{
+	PrefetchState *ps = (PrefetchState *) node;
+
+	ExplainPropertyInteger("Prefetch Rows", NULL, quiver_prefetch_rows, es);
+	if (es->analyze)
+	{
+		ExplainPropertyInteger("Prefetch Blocks", NULL, ps->n_blocks, es);
+		ExplainPropertyInteger("Prefetch Requests", NULL, ps->n_requests, es);
+		ExplainPropertyInteger("Prefetched Ids", NULL, ps->n_ids, es);
+		if (ps->n_failed > 0 || es->format != EXPLAIN_FORMAT_TEXT)
+			ExplainPropertyInteger("Prefetch Failures", NULL, ps->n_failed, es);
+	}
+}
+
+static const CustomExecMethods prefetch_exec_methods = {
+	.CustomName = PREFETCH_NAME,
+	.BeginCustomScan = begin_prefetch,
+	.ExecCustomScan = exec_prefetch,
+	.EndCustomScan = end_prefetch,
+	.ReScanCustomScan = rescan_prefetch,
+	.ExplainCustomScan = explain_prefetch,
+};
+
+static Node *
+create_prefetch_state(CustomScan *cscan)
+{
+	PrefetchState *ps = palloc0(sizeof(PrefetchState));
+
+	NodeSetTag(ps, T_CustomScanState);
+	ps->css.methods = &prefetch_exec_methods;
+	return (Node *) ps;
+}
+
+static const CustomScanMethods prefetch_scan_methods = {
+	.CustomName = PREFETCH_NAME,
+	.CreateCustomScanState = create_prefetch_state,
+};
+
+/* Install the planner hook (called from _PG_init when preloaded). */
+void
+prefetch_init(void)
+{
+	RegisterCustomScanMethods(&prefetch_scan_methods);
+	prev_planner_hook = planner_hook;
+	planner_hook = prefetch_planner;
+}
