@@ -256,6 +256,24 @@ plan_is_scan(Plan *plan)
 		!IsA(plan, HashJoin) && !IsA(plan, Result);
 }
 
+/* 1-based position of an expression equal to node in *list, appended if
+ * there is none. */
+static int
+position_in(List **list, Node *node)
+{
+	int			pos = 0;
+	ListCell   *lc;
+
+	foreach(lc, *list)
+	{
+		pos++;
+		if (equal(lfirst(lc), node))
+			return pos;
+	}
+	*list = lappend(*list, copyObject(node));
+	return list_length(*list);
+}
+
 typedef struct VarMap
 {
 	List	   *vars;			/* distinct Vars read, in output order */
@@ -270,20 +288,8 @@ index_vars_mutator(Node *node, VarMap *map)
 	if (IsA(node, Var))
 	{
 		Var		   *var = (Var *) node;
-		int			pos = 0;
-		ListCell   *lc;
+		int			pos = position_in(&map->vars, node);
 
-		foreach(lc, map->vars)
-		{
-			pos++;
-			if (equal(lfirst(lc), var))
-				break;
-		}
-		if (lc == NULL)
-		{
-			map->vars = lappend(map->vars, copyObject(var));
-			pos = list_length(map->vars);
-		}
 		return (Node *) makeVar(INDEX_VAR, pos, var->vartype, var->vartypmod, var->varcollid, 0);
 	}
 	return expression_tree_mutator(node, index_vars_mutator, map);
@@ -425,24 +431,8 @@ agg_calls_mutator(Node *node, AggCalls *ac)
 	if (ac->in_args && is_conditional(node))
 		return node;
 	if (ac->in_args && is_predict_call(node) && call_is_prefetchable((FuncExpr *) node))
-	{
-		int			k = 0;
-		ListCell   *lc;
-
-		foreach(lc, ac->calls)
-		{
-			k++;
-			if (equal(lfirst(lc), node))
-				break;
-		}
-		if (lc == NULL)
-		{
-			ac->calls = lappend(ac->calls, node);
-			k = list_length(ac->calls);
-		}
-		return (Node *) makeVar(OUTER_VAR, ac->n_child + k, exprType(node), exprTypmod(node),
-								exprCollation(node), 0);
-	}
+		return (Node *) makeVar(OUTER_VAR, ac->n_child + position_in(&ac->calls, node),
+								exprType(node), exprTypmod(node), exprCollation(node), 0);
 	return expression_tree_mutator(node, agg_calls_mutator, ac);
 }
 

@@ -42,29 +42,20 @@ my $slow = time() - $t0;
 ok($slow >= $delay / 1000 * 0.9, sprintf('with the delay a call takes %.2f s', $slow));
 compare_ok("$d/ref_sage.out", $got, 'and answers right', '--subset');
 
-# statement_timeout
-$t0 = time();
-my ($rc, $out, $err) = $node->psql('postgres',
-	"SET statement_timeout = '300ms'; SELECT gnn_predict('sage', $ids[1])");
-my $took = time() - $t0;
-like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels the call');
-ok($took < 2, sprintf('promptly (%.2f s, the engine delay is %.1f s)', $took, $delay / 1000));
-
-# statement_timeout on a batch
-$t0 = time();
-($rc, $out, $err) = $node->psql('postgres',
-	"SET statement_timeout = '300ms'; SELECT * FROM gnn_predict('gcn', '{$ids[0],$ids[1],$ids[2]}'::bigint[])");
-$took = time() - $t0;
-like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels a batch');
-ok($took < 2, sprintf('promptly (%.2f s)', $took));
-
-# statement_timeout on a scan whose calls QuiverPrefetch batches
-$t0 = time();
-($rc, $out, $err) = $node->psql('postgres',
-	"SET statement_timeout = '300ms'; SELECT id, gnn_predict('sage', id) FROM d_node");
-$took = time() - $t0;
-like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels a batched scan');
-ok($took < 2, sprintf('promptly (%.2f s)', $took));
+# statement_timeout on a call, a batch, and a scan whose calls QuiverPrefetch
+# batches: each is cancelled promptly.
+sub timeout_ok
+{
+	my ($sql, $what) = @_;
+	my $t = time();
+	my ($rc, $out, $err) = $node->psql('postgres', "SET statement_timeout = '300ms'; $sql");
+	my $took = time() - $t;
+	like($err, qr/canceling statement due to statement timeout/, "statement_timeout cancels $what");
+	ok($took < 2, sprintf('promptly (%.2f s, the engine delay is %.1f s)', $took, $delay / 1000));
+}
+timeout_ok("SELECT gnn_predict('sage', $ids[1])", 'the call');
+timeout_ok("SELECT * FROM gnn_predict('gcn', '{$ids[0],$ids[1],$ids[2]}'::bigint[])", 'a batch');
+timeout_ok("SELECT id, gnn_predict('sage', id) FROM d_node", 'a batched scan');
 
 # pg_cancel_backend from another session
 my $call = start_psql($node, "SELECT gnn_predict('gcn', $ids[2])", appname => 'victim');
@@ -80,8 +71,8 @@ ok($pid, 'the call waits for the engine');
 usleep(200_000);
 my $t_cancel = time();
 $node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
-($rc, $out, $err) = finish_psql($call);
-$took = time() - $t_cancel;
+my ($rc, $out, $err) = finish_psql($call);
+my $took = time() - $t_cancel;
 like($err, qr/canceling statement due to user request/, 'pg_cancel_backend cancels the call');
 ok($took < 2, sprintf('promptly (%.2f s after the cancel)', $took));
 
