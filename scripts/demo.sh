@@ -87,6 +87,22 @@ SELECT class, count(*) AS nodes
 \timing off
 EOF
 
+say "the whole table, one gnn_predict per row: QuiverPrefetch batches the calls"
+psql_demo -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT id, gnn_predict('sage', id) FROM demo_node"
+# seconds a statement takes, with quiver.prefetch_rows = $1
+scan_seconds() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	psql_demo -c "SET quiver.prefetch_rows = $1" -c "$2" >/dev/null
+	t1=$(date +%s.%N)
+	$PYTHON -c "print($t1 - $t0)"
+}
+SCAN_ROWS=$NODES
+SCAN_S=$(scan_seconds 1024 "SELECT count(p) FROM (SELECT id, gnn_predict('sage', id) AS p FROM demo_node) s")
+UNBATCHED_ROWS=$((NODES / 10))
+UNBATCHED_S=$(scan_seconds 0 "SELECT count(p) FROM (SELECT id, gnn_predict('sage', id) AS p FROM demo_node WHERE id < $UNBATCHED_ROWS) s")
+
 # ---- timings ----------------------------------------------------------------
 say "single-call latency: pgbench, 1 client, 2000 calls on random nodes"
 echo "\\set id random(0, $((NODES - 1)))
@@ -115,6 +131,8 @@ printf 'model            GraphSAGE %s -> %s -> %s, fanout %s, created in %s s\n'
 printf 'single call      median %.3f ms, p99 %.3f ms (%s calls, SQL round trip, 1 client)\n' "$P50" "$P99" "$N"
 printf 'batch of 4096    %.0f seeds/s (%.1f batches/s, 1 client)\n' "$($PYTHON -c "print($BATCH_TPS * 4096)")" "$BATCH_TPS"
 printf '8 clients        %.0f single calls/s\n' "$CONC_TPS"
+printf 'table scan       %.0f rows/s: SELECT id, gnn_predict(...) FROM demo_node, %s rows batched by QuiverPrefetch (%.0f rows/s with one request per row)\n' \
+	"$($PYTHON -c "print($SCAN_ROWS / $SCAN_S)")" "$SCAN_ROWS" "$($PYTHON -c "print($UNBATCHED_ROWS / $UNBATCHED_S)")"
 GPUS=$(psql_demo -At -c "SELECT coalesce(string_agg(format('GPU %s %s (%s)', device, name,
 	CASE WHEN usable THEN 'serving' ELSE detail END), '; '), 'none: every batch ran on the CPU threads')
 	FROM gnn_gpus()")

@@ -38,7 +38,9 @@ build_install() {
 	echo "quiver installed into $("$PG_CONFIG" --pkglibdir)"
 }
 
-as_pg() { runuser -u postgres -- "$@"; }
+# Run as postgres, in the cluster's directory (or /): the caller's directory,
+# /root say, may be closed to postgres.  pgbench -f reads scripts from there.
+as_pg() { (cd "${CLUSTER_DIR:-/}" 2>/dev/null || cd /; runuser -u postgres -- "$@"); }
 
 # Start a throw-away cluster with quiver preloaded in a new directory; sets
 # CLUSTER_DIR and CLUSTER_PORT.  Extra postgresql.conf lines on stdin.
