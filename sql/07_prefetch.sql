@@ -9,6 +9,16 @@
 --
 \set SHOW_CONTEXT never
 
+-- EXPLAIN ANALYZE without the sizes that depend on the platform.
+CREATE FUNCTION explain_rows(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+	ln		text;
+BEGIN
+	FOR ln IN EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || query LOOP
+		RETURN NEXT regexp_replace(ln, 'Memory( Usage)?: \d+kB', 'Memory\1: NkB', 'g');
+	END LOOP;
+END $$;
+
 -- A ring with chords, 300 nodes, features from the id; full neighbourhoods,
 -- so predictions are deterministic and comparable call by call.
 CREATE TABLE ring_node AS
@@ -78,18 +88,54 @@ SELECT name, (SELECT count(*) FROM batched b WHERE b.name = q.name) AS n_rows,
 							   EXCEPT ALL SELECT r FROM batched b WHERE b.name = q.name)) d) AS differ
 	FROM q ORDER BY name;
 -- and the batched run really was batched
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
-	SELECT n.id, gnn_predict('ring_all', m.id) AS p
-	FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0 WHERE n.id < 20;
+SELECT explain_rows($$SELECT n.id, gnn_predict('ring_all', m.id) AS p
+	FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0 WHERE n.id < 20$$);
 
 -- Over a join, the join's projection moves up.
 EXPLAIN (VERBOSE, COSTS OFF)
 	SELECT e.src, gnn_predict('ring_gcn', e.dst) FROM ring_edge e JOIN ring_node n ON n.id = e.src;
 -- A point lookup still makes one request.
 CREATE INDEX ON ring_node (id);
+SET enable_seqscan = off;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 	SELECT gnn_predict('ring_all', id) FROM ring_node WHERE id = 17;
+RESET enable_seqscan;
 DROP INDEX ring_node_id_idx;
+
+-- A LIMIT right above goes under QuiverPrefetch: reading ahead stops where
+-- the limit does, and a sort below keeps its bound (top-N) ...
+SELECT explain_rows($$SELECT id, gnn_predict('ring_all', id) FROM ring_node ORDER BY id DESC LIMIT 3$$);
+-- ... so a filter that would fail on the 7th row is never run on it.
+SELECT id, (gnn_predict('ring_all', id))[1] > 0 AS pos FROM ring_node WHERE 10 / (6 - id) > -100 LIMIT 4;
+-- Filters keep their order: the scan keeps those before the first that calls
+-- gnn_predict, the rest run above it in the planner's order.  gnn_predict
+-- costs 100 operators, so cheap filters come first ...
+EXPLAIN (COSTS OFF) SELECT id FROM ring_node
+	WHERE (gnn_predict('ring_all', id))[1] > 0 AND id % 2 = 0 AND id < 50;
+SELECT count(*) FROM ring_node WHERE (gnn_predict('ring_all', id))[1] > 0 AND id % 2 = 0 AND id < 50;
+-- ... but row security policies and security barriers come before any user
+-- filter, whatever it costs: a leaky function sees only the visible rows.
+CREATE TABLE acct AS SELECT id, 'secret ' || id AS secret FROM ring_node WHERE id < 6;
+ALTER TABLE acct ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON acct USING ((gnn_predict('ring_all', id))[1] > (SELECT (gnn_predict('ring_all', 2))[1]));
+CREATE ROLE prefetch_reader;
+GRANT SELECT ON acct TO prefetch_reader;
+GRANT USAGE ON SCHEMA public TO prefetch_reader;
+CREATE FUNCTION leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
+BEGIN
+	RAISE NOTICE 'leak sees %', $1;
+	RETURN true;
+END $$;
+SET ROLE prefetch_reader;
+SELECT count(*) AS visible FROM acct WHERE leak(secret);
+SET quiver.prefetch_rows = 0;
+SELECT count(*) AS visible FROM acct WHERE leak(secret);
+RESET quiver.prefetch_rows;
+RESET ROLE;
+DROP TABLE acct;
+DROP FUNCTION leak(text);
+REVOKE USAGE ON SCHEMA public FROM prefetch_reader;
+DROP ROLE prefetch_reader;
 
 -- Aggregates over predictions: QuiverPrefetch under the Aggregate computes
 -- the calls as extra input columns, which the aggregates read.
@@ -103,7 +149,8 @@ EXPLAIN (COSTS OFF)
 	SELECT count(*) FILTER (WHERE id < 10), max(gnn_predict('ring_all', id)) FILTER (WHERE id < 10) FROM ring_node;
 EXPLAIN (COSTS OFF)
 	SELECT CASE WHEN id % 100 = 0 THEN gnn_predict('ring_all', id) END FROM ring_node;
--- Neither are statements that lock or update rows, nor scrollable cursors.
+-- Neither are statements that lock or update rows, nor cursors (they may go
+-- backward, or UPDATE ... WHERE CURRENT OF their scan's row).
 EXPLAIN (COSTS OFF) UPDATE ring_node SET feat = feat WHERE (gnn_predict('ring_all', id))[1] > 1e9;
 EXPLAIN (COSTS OFF) SELECT gnn_predict('ring_all', id) FROM ring_node FOR UPDATE;
 BEGIN;
@@ -111,6 +158,13 @@ DECLARE c SCROLL CURSOR FOR SELECT id, (gnn_predict('ring_all', id))[1] > 0 AS p
 FETCH 2 FROM c;
 FETCH BACKWARD 1 FROM c;
 COMMIT;
+CREATE TEMP TABLE cursor_target AS SELECT id, 0 AS seen FROM ring_node WHERE id < 5;
+BEGIN;
+DECLARE c2 CURSOR FOR SELECT id, gnn_predict('ring_all', id) IS NOT NULL AS p FROM cursor_target;
+FETCH 2 FROM c2;
+UPDATE cursor_target SET seen = 1 WHERE CURRENT OF c2;
+COMMIT;
+SELECT id, seen FROM cursor_target ORDER BY id;
 -- An INSERT ... SELECT is batched.
 CREATE TEMP TABLE scores (id bigint, p real[]);
 EXPLAIN (COSTS OFF) INSERT INTO scores SELECT id, gnn_predict('ring_all', id) FROM ring_node;
@@ -146,21 +200,26 @@ RESET max_parallel_workers_per_gather;
 
 -- Errors.  An unknown id in a block only fails the block's request: the
 -- block's other rows are still answered, each by its own call, and a LIMIT
--- that stops before the bad row never sees it.  Here the third block reads
--- rows 4 to 7, and row 6 has an unknown id ...
+-- that stops before the bad row never sees it.  Here the LIMIT is above a
+-- filter on the predictions, so QuiverPrefetch reads ahead: its third block
+-- is rows 4 to 7, and row 6 has an unknown id ...
 CREATE TEMP TABLE ids_with_unknown AS
 	SELECT i AS pos, CASE WHEN i = 6 THEN 99999 ELSE i END::bigint AS id FROM generate_series(1, 10) AS i;
-SELECT pos, (gnn_predict('ring_all', id))[1] IS NOT NULL AS answered
-	FROM ids_with_unknown ORDER BY pos LIMIT 5;
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
-	SELECT pos, (gnn_predict('ring_all', id))[1] IS NOT NULL AS answered
-	FROM ids_with_unknown ORDER BY pos LIMIT 5;
+SELECT pos FROM (SELECT pos, (gnn_predict('ring_all', id))[1] AS p FROM ids_with_unknown) s
+	WHERE p IS NOT NULL LIMIT 5;
+SELECT explain_rows($$SELECT pos FROM (SELECT pos, (gnn_predict('ring_all', id))[1] AS p FROM ids_with_unknown) s
+	WHERE p IS NOT NULL LIMIT 5$$);
 -- ... and a row that reaches it gets the same error as without batching.
 SELECT gnn_predict('ring_all', id) FROM ids_with_unknown;
 SET quiver.prefetch_rows = 0;
 SELECT gnn_predict('ring_all', id) FROM ids_with_unknown;
 RESET quiver.prefetch_rows;
 SELECT gnn_predict('no_such_model', id) FROM ring_node;
+-- An error in a nested batched query, then a correct answer afterwards.
+SELECT r.id, gnn_predict('ring_all', r.id) IS NOT NULL,
+	   (SELECT gnn_predict('ring_all', u.id) FROM ids_with_unknown u WHERE u.pos = r.id) IS NOT NULL
+	FROM ring_node r;
+SELECT count(*) AS differ FROM scores s WHERE s.p IS DISTINCT FROM gnn_predict('ring_all', s.id);
 -- An error caught inside a block leaves the next statements served right.
 DO $$
 DECLARE

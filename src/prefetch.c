@@ -366,11 +366,17 @@ wrap_plan(Plan *plan, RewriteState *rs)
 	int			pos = 0;
 	ListCell   *lc;
 
+	/*
+	 * A scan's quals run in the planner's order (row security and security
+	 * barriers first, then by cost): those before the first that calls
+	 * gnn_predict stay in the scan, that one and all after it move up, still
+	 * in order.
+	 */
 	if (plan_is_scan(plan))
 	{
 		foreach(lc, plan->qual)
 		{
-			if (contains_predict_call(lfirst(lc)))
+			if (moved_quals != NIL || contains_predict_call(lfirst(lc)))
 				moved_quals = lappend(moved_quals, lfirst(lc));
 			else
 				kept_quals = lappend(kept_quals, lfirst(lc));
@@ -484,6 +490,39 @@ wrap_agg_input(Agg *agg, RewriteState *rs)
 	agg->plan.lefttree = make_prefetch(child, tlist, NIL, ids, models, child, rs);
 }
 
+static bool
+is_prefetch_node(Plan *plan)
+{
+	return plan != NULL && IsA(plan, CustomScan) &&
+		((CustomScan *) plan)->methods == &prefetch_scan_methods;
+}
+
+/*
+ * Limit -> QuiverPrefetch -> X becomes QuiverPrefetch -> Limit -> X when the
+ * QuiverPrefetch filters nothing (one output row per input row), so that the
+ * read-ahead stops where the limit does and the limit still bounds a sort
+ * below it (ExecSetTupleBound does not look through custom scans).  Not for
+ * WITH TIES, which compares columns of its input.
+ */
+static Plan *
+limit_under_prefetch(Limit *limit)
+{
+	Plan	   *prefetch = limit->plan.lefttree;
+
+	if (!is_prefetch_node(prefetch) || prefetch->qual != NIL ||
+		limit->limitOption != LIMIT_OPTION_COUNT)
+		return &limit->plan;
+	limit->plan.lefttree = prefetch->lefttree;
+	limit->plan.targetlist = child_columns(limit->plan.lefttree->targetlist);
+	prefetch->lefttree = &limit->plan;
+	prefetch->startup_cost = limit->plan.startup_cost;
+	prefetch->total_cost = limit->plan.total_cost;
+	prefetch->plan_rows = limit->plan.plan_rows;
+	prefetch->extParam = bms_union(prefetch->extParam, limit->plan.extParam);
+	prefetch->allParam = bms_union(prefetch->allParam, limit->plan.allParam);
+	return prefetch;
+}
+
 static Plan *rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark);
 
 static void
@@ -514,6 +553,8 @@ rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark)
 	else if (IsA(plan, SubqueryScan))
 		((SubqueryScan *) plan)->subplan = rewrite_plan(((SubqueryScan *) plan)->subplan, rs, false);
 
+	if (IsA(plan, Limit))
+		return limit_under_prefetch((Limit *) plan);
 	if (IsA(plan, Agg) && plan->lefttree != NULL)
 		wrap_agg_input((Agg *) plan, rs);
 	if (needs_mark || !plan_is_splittable(plan))
@@ -552,14 +593,16 @@ max_node_id(Plan *plan)
 
 static planner_hook_type prev_planner_hook = NULL;
 
-/* Whether a finished plan may be rewritten at all. */
+/* Whether a finished plan may be rewritten at all.  Not for cursors
+ * (DECLARE sets CURSOR_OPT_FAST_PLAN): they may fetch backward or UPDATE ...
+ * WHERE CURRENT OF, which needs the scan's position to be the cursor's. */
 static bool
 stmt_is_rewritable(PlannedStmt *stmt, int cursor_options)
 {
 	return quiver_prefetch_rows > 0 &&
 		(stmt->commandType == CMD_SELECT || stmt->commandType == CMD_INSERT) &&
 		stmt->rowMarks == NIL && !stmt->hasModifyingCTE &&
-		(cursor_options & CURSOR_OPT_SCROLL) == 0 &&
+		(cursor_options & (CURSOR_OPT_SCROLL | CURSOR_OPT_FAST_PLAN)) == 0 &&
 		quiver_shared != NULL && IsTransactionState() && lookup_predict_oids();
 }
 
@@ -852,15 +895,28 @@ exec_prefetch(CustomScanState *node)
 	}
 }
 
-/* An error while projecting leaves current_block set: the executor's memory
- * going away puts it back. */
+/* An error while projecting leaves current_block set; it is cleared when
+ * the (sub)transaction aborts or the executor's memory goes away.  A node
+ * still projecting after a caught error only misses its block for that row. */
 static void
 forget_block(void *arg)
 {
-	PrefetchState *ps = arg;
+	if (current_block == arg)
+		current_block = NULL;
+}
 
-	if (current_block == ps)
-		current_block = ps->outer_current;
+static void
+forget_block_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		current_block = NULL;
+}
+
+static void
+forget_block_at_subabort(SubXactEvent event, SubTransactionId sub, SubTransactionId parent, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		current_block = NULL;
 }
 
 static void
@@ -918,7 +974,7 @@ explain_prefetch(CustomScanState *node, List *ancestors, ExplainState *es)
 {
 	PrefetchState *ps = (PrefetchState *) node;
 
-	ExplainPropertyInteger("Prefetch Rows", NULL, quiver_prefetch_rows, es);
+	ExplainPropertyInteger("Prefetch Rows", NULL, ps->max_block, es);
 	if (es->analyze)
 	{
 		ExplainPropertyInteger("Prefetch Blocks", NULL, ps->n_blocks, es);
@@ -958,6 +1014,8 @@ void
 prefetch_init(void)
 {
 	RegisterCustomScanMethods(&prefetch_scan_methods);
+	RegisterXactCallback(forget_block_at_abort, NULL);
+	RegisterSubXactCallback(forget_block_at_subabort, NULL);
 	prev_planner_hook = planner_hook;
 	planner_hook = prefetch_planner;
 }
