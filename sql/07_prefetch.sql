@@ -67,6 +67,7 @@ INSERT INTO q VALUES
 	('join', 'SELECT e.src, e.dst, gnn_predict(''ring_gcn'', e.dst) AS p FROM ring_edge e JOIN ring_node n ON n.id = e.src WHERE n.id < 50'),
 	('lateral', 'SELECT v.x, s.p FROM generate_series(0, 40, 10) AS v(x), LATERAL (SELECT gnn_predict(''ring_all'', id) AS p FROM ring_node WHERE id BETWEEN v.x AND v.x + 3) s'),
 	('order limit', 'SELECT id, gnn_predict(''ring_all'', id) AS p FROM ring_node ORDER BY id DESC LIMIT 7'),
+	('lateral limit', 'SELECT v.x, s.id, s.p FROM generate_series(1, 4) AS v(x), LATERAL (SELECT id, gnn_predict(''ring_all'', id) AS p FROM ring_node ORDER BY id LIMIT v.x OFFSET v.x) s'),
 	('nulls', 'SELECT id, gnn_predict(''ring_all'', CASE WHEN id % 3 = 0 THEN NULL ELSE id END) AS p FROM ring_node'),
 	('null column', 'SELECT n.id, gnn_predict(''ring_all'', m.id) AS p FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0'),
 	('aggregate', 'SELECT count(*), sum((gnn_predict(''ring_all'', id))[1]), max((gnn_predict(''ring_gcn'', id))[2]) FROM ring_node'),
