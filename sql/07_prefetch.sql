@@ -103,14 +103,22 @@ EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 RESET enable_seqscan;
 DROP INDEX ring_node_id_idx;
 
--- A LIMIT right above goes under QuiverPrefetch: reading ahead stops where
--- the limit does, and a sort below keeps its bound (top-N) ...
+-- A LIMIT right above hands QuiverPrefetch its count and offset: reading
+-- ahead stops where the limit does, and a sort below keeps its bound (top-N) ...
 SELECT explain_rows($$SELECT id, gnn_predict('ring_all', id) FROM ring_node ORDER BY id DESC LIMIT 3$$);
--- ... so a filter that would fail on the 7th row is never run on it.
+-- ... so a filter that would fail on the 7th row is never run on it ...
 SELECT id, (gnn_predict('ring_all', id))[1] > 0 AS pos FROM ring_node WHERE 10 / (6 - id) > -100 LIMIT 4;
+-- ... and rows skipped by an OFFSET are still projected, with their calls.
+SELECT explain_rows($$SELECT id, gnn_predict('ring_all', id) FROM ring_node ORDER BY id LIMIT 2 OFFSET 3$$);
+CREATE TEMP TABLE unknown_in_offset AS
+	SELECT i AS pos, CASE WHEN i = 2 THEN 99999 ELSE i END::bigint AS id FROM generate_series(1, 10) AS i;
+SELECT pos, gnn_predict('ring_all', id) IS NOT NULL FROM unknown_in_offset ORDER BY pos LIMIT 2 OFFSET 3;
+SET quiver.prefetch_rows = 0;
+SELECT pos, gnn_predict('ring_all', id) IS NOT NULL FROM unknown_in_offset ORDER BY pos LIMIT 2 OFFSET 3;
+RESET quiver.prefetch_rows;
 -- Filters keep their order: the scan keeps those before the first that calls
 -- gnn_predict, the rest run above it in the planner's order.  gnn_predict
--- costs 100 operators, so cheap filters come first ...
+-- costs 10 operators, so cheap filters come first ...
 EXPLAIN (COSTS OFF) SELECT id FROM ring_node
 	WHERE (gnn_predict('ring_all', id))[1] > 0 AND id % 2 = 0 AND id < 50;
 SELECT count(*) FROM ring_node WHERE (gnn_predict('ring_all', id))[1] > 0 AND id % 2 = 0 AND id < 50;

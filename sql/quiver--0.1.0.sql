@@ -39,15 +39,15 @@ CREATE FUNCTION gnn_create_model(name text, graph text, arch text, weights bytea
     RETURNS void
     AS 'MODULE_PATHNAME', 'gnn_create_model' LANGUAGE C VOLATILE;
 
--- COST 100 (a hundred simple operators): a call is a request to the engine,
--- so the planner runs cheap filters before filters on predictions.
+-- COST 10 (ten simple operators): a call is a request to the engine, so the
+-- planner runs cheap filters before filters on predictions.
 CREATE FUNCTION gnn_predict(model text, node_id bigint)
     RETURNS real[]
-    AS 'MODULE_PATHNAME', 'gnn_predict' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 100;
+    AS 'MODULE_PATHNAME', 'gnn_predict' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 10;
 
 CREATE FUNCTION gnn_predict(node_id bigint)
     RETURNS real[]
-    AS 'MODULE_PATHNAME', 'gnn_predict_default' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 100;
+    AS 'MODULE_PATHNAME', 'gnn_predict_default' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 10;
 
 CREATE FUNCTION gnn_predict(model text, node_ids bigint[])
     RETURNS TABLE(node_id bigint, prediction real[])

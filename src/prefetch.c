@@ -29,6 +29,7 @@
 
 #include "access/tupdesc.h"
 #include "access/xact.h"
+#include "common/int.h"
 #include "catalog/pg_type.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
@@ -334,7 +335,7 @@ make_prefetch(Plan *child, List *tlist, List *qual, List *ids, List *models,
 	cscan->scan.plan.targetlist = tlist;
 	cscan->scan.plan.qual = qual;
 	cscan->custom_exprs = ids;
-	cscan->custom_private = models;
+	cscan->custom_private = list_make2(models, NIL);	/* models, limit (below) */
 	cscan->custom_scan_tlist = child_columns(child->targetlist);
 	cscan->scan.scanrelid = 0;
 	cscan->methods = &prefetch_scan_methods;
@@ -498,29 +499,25 @@ is_prefetch_node(Plan *plan)
 }
 
 /*
- * Limit -> QuiverPrefetch -> X becomes QuiverPrefetch -> Limit -> X when the
- * QuiverPrefetch filters nothing (one output row per input row), so that the
- * read-ahead stops where the limit does and the limit still bounds a sort
- * below it (ExecSetTupleBound does not look through custom scans).  Not for
- * WITH TIES, which compares columns of its input.
+ * A Limit right above a QuiverPrefetch hands it its count and offset
+ * (custom_private's second item), so that the node reads no more than
+ * count + offset rows ahead and passes that bound on to a sort below
+ * (ExecSetTupleBound does not look through custom scans).  The Limit stays
+ * where it is: rows it skips for the OFFSET are still projected, as they are
+ * without the node.  Not for WITH TIES, which reads past its count.
  */
-static Plan *
-limit_under_prefetch(Limit *limit)
+static void
+limit_bounds_prefetch(Limit *limit)
 {
 	Plan	   *prefetch = limit->plan.lefttree;
+	CustomScan *cscan = (CustomScan *) prefetch;
 
-	if (!is_prefetch_node(prefetch) || prefetch->qual != NIL ||
-		limit->limitOption != LIMIT_OPTION_COUNT)
-		return &limit->plan;
-	limit->plan.lefttree = prefetch->lefttree;
-	limit->plan.targetlist = child_columns(limit->plan.lefttree->targetlist);
-	prefetch->lefttree = &limit->plan;
-	prefetch->startup_cost = limit->plan.startup_cost;
-	prefetch->total_cost = limit->plan.total_cost;
-	prefetch->plan_rows = limit->plan.plan_rows;
+	if (!is_prefetch_node(prefetch) || limit->limitOption != LIMIT_OPTION_COUNT ||
+		limit->limitCount == NULL)
+		return;
+	lsecond(cscan->custom_private) = list_make2(limit->limitCount, limit->limitOffset);
 	prefetch->extParam = bms_union(prefetch->extParam, limit->plan.extParam);
 	prefetch->allParam = bms_union(prefetch->allParam, limit->plan.allParam);
-	return prefetch;
 }
 
 static Plan *rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark);
@@ -554,7 +551,7 @@ rewrite_plan(Plan *plan, RewriteState *rs, bool needs_mark)
 		((SubqueryScan *) plan)->subplan = rewrite_plan(((SubqueryScan *) plan)->subplan, rs, false);
 
 	if (IsA(plan, Limit))
-		return limit_under_prefetch((Limit *) plan);
+		limit_bounds_prefetch((Limit *) plan);
 	if (IsA(plan, Agg) && plan->lefttree != NULL)
 		wrap_agg_input((Agg *) plan, rs);
 	if (needs_mark || !plan_is_splittable(plan))
@@ -663,6 +660,10 @@ typedef struct PrefetchState
 	int			filled;
 	int			next;
 	bool		eof;
+	ExprState  *limit_count;	/* from a Limit right above, or NULL */
+	ExprState  *limit_offset;
+	int64		rows_left;		/* rows that Limit can still take, -1 = any */
+	bool		rows_left_known;
 	MemoryContext block_cxt;	/* groups of the current block */
 	PrefetchGroup *groups;
 	int			n_groups;
@@ -824,6 +825,33 @@ fetch_groups(PrefetchState *ps)
 	}
 }
 
+/* Rows the Limit above can still take (count + offset, evaluated as the
+ * Limit does; -1 = no bound), passed on to the child as its tuple bound. */
+static void
+compute_rows_left(PrefetchState *ps)
+{
+	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
+	bool		isnull;
+	int64		count;
+	int64		offset = 0;
+	Datum		d;
+
+	ps->rows_left_known = true;
+	ps->rows_left = -1;
+	if (ps->limit_count == NULL)
+		return;
+	count = DatumGetInt64(ExecEvalExprSwitchContext(ps->limit_count, econtext, &isnull));
+	if (!isnull && count >= 0 && ps->limit_offset != NULL)
+	{
+		d = ExecEvalExprSwitchContext(ps->limit_offset, econtext, &isnull);
+		offset = isnull ? 0 : DatumGetInt64(d);
+		isnull = false;
+	}
+	if (isnull || count < 0 || offset < 0 || pg_add_s64_overflow(count, offset, &ps->rows_left))
+		ps->rows_left = -1;		/* the Limit raises its own errors */
+	ExecSetTupleBound(ps->rows_left, outerPlanState(ps));
+}
+
 /* Read the next block of child rows and fetch their predictions. */
 static bool
 fill_block(PrefetchState *ps)
@@ -831,15 +859,19 @@ fill_block(PrefetchState *ps)
 	PlanState  *child = outerPlanState(ps);
 	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
 	MemoryContext old;
+	int			want;
 
 	ps->filled = ps->next = 0;
 	ps->n_groups = 0;
 	MemoryContextReset(ps->block_cxt);
-	for (; ps->n_ring < ps->block; ps->n_ring++)
+	if (!ps->rows_left_known)
+		compute_rows_left(ps);
+	want = ps->rows_left < 0 ? ps->block : (int) Min(ps->block, ps->rows_left);
+	for (; ps->n_ring < want; ps->n_ring++)
 		ps->ring[ps->n_ring] = ExecAllocTableSlot(&ps->css.ss.ps.state->es_tupleTable,
 												  ps->css.ss.ss_ScanTupleSlot->tts_tupleDescriptor,
 												  &TTSOpsVirtual);
-	while (!ps->eof && ps->filled < ps->block)
+	while (!ps->eof && ps->filled < want)
 	{
 		TupleTableSlot *slot = ExecProcNode(child);
 
@@ -848,6 +880,8 @@ fill_block(PrefetchState *ps)
 		else
 			ExecCopySlot(ps->ring[ps->filled++], slot);
 	}
+	if (ps->rows_left > 0)
+		ps->rows_left -= ps->filled;
 	if (ps->filled == 0 || ps->max_block == 0)
 		return ps->filled > 0;
 
@@ -928,8 +962,16 @@ begin_prefetch(CustomScanState *node, EState *estate, int eflags)
 	ListCell   *m,
 			   *i;
 
+	List	   *limit = lsecond(cscan->custom_private);
+
 	outerPlanState(ps) = ExecInitNode(outerPlan(cscan), estate, eflags);
-	forboth(m, cscan->custom_private, i, cscan->custom_exprs)
+	if (limit != NIL)
+	{
+		ps->limit_count = ExecInitExpr(linitial(limit), &node->ss.ps);
+		if (lsecond(limit) != NULL)
+			ps->limit_offset = ExecInitExpr(lsecond(limit), &node->ss.ps);
+	}
+	forboth(m, linitial(cscan->custom_private), i, cscan->custom_exprs)
 	{
 		ps->model_states = lappend(ps->model_states,
 								   lfirst(m) ? ExecInitExpr(lfirst(m), &node->ss.ps) : NULL);
@@ -963,6 +1005,7 @@ rescan_prefetch(CustomScanState *node)
 	ps->n_groups = 0;
 	ps->eof = false;
 	ps->block = 1;
+	ps->rows_left_known = false;
 	if (node->ss.ps.chgParam != NULL)
 		UpdateChangedParamSet(child, node->ss.ps.chgParam);
 	if (child->chgParam == NULL)
