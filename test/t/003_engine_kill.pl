@@ -149,6 +149,41 @@ note("engine down: rc $r, $e");
 ok(defined wait_for_engine($node, 30, $pid), 'the engine comes back');
 predictions_ok($node, 'd_gcn', 'd', "$d/ref_gcn.out", 'd_gcn at the end');
 
+# kill -TERM while a scan whose calls QuiverPrefetch batches waits on the
+# engine (slowed down so that it certainly waits): the scan gets either its
+# whole, right answer or an error that names the engine, nothing stuck.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET quiver.debug_engine_delay_ms = 300');
+reload_and_wait($node, 'quiver.debug_engine_delay_ms', '300');
+my $scan = start_psql($node,
+	"SELECT id, gnn_predict('d_sage', id) FROM d_node ORDER BY id", appname => 'scanner');
+ok( wait_until(
+		sub {
+			$node->safe_psql('postgres',
+				"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scanner' AND wait_event_type = 'Extension'"
+			) eq '1';
+		},
+		30),
+	'the batched scan waits on the engine');
+$pid = engine_pid($node);
+kill 'TERM', $pid;
+($r, $o, $e) = finish_psql($scan);
+if ($r == 0)
+{
+	compare_ok("$d/ref_sage.out", $o, 'the batched scan across kill -TERM answers right');
+}
+else
+{
+	like($e, qr/engine/i, 'the batched scan across kill -TERM fails with an error that names the engine');
+}
+note("batched scan across kill -TERM: rc $r");
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET quiver.debug_engine_delay_ms');
+reload_and_wait($node, 'quiver.debug_engine_delay_ms', '0');
+ok(defined wait_for_engine($node, 30, $pid), 'the engine is back after the scan');
+predictions_ok($node, 'd_sage', 'd', "$d/ref_sage.out", 'a batched scan after that is right');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND wait_event_type = 'Extension'"),
+	'0', 'no backend is left waiting on the engine');
+
 $session->quit;
 $node->stop;
 done_testing();
