@@ -72,6 +72,8 @@ INSERT INTO q VALUES
 	('null column', 'SELECT n.id, gnn_predict(''ring_all'', m.id) AS p FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0'),
 	('aggregate', 'SELECT count(*), sum((gnn_predict(''ring_all'', id))[1]), max((gnn_predict(''ring_gcn'', id))[2]) FROM ring_node'),
 	('group by', 'SELECT id % 5 AS g, avg((gnn_predict(''ring_all'', id))[2]) AS a FROM ring_node GROUP BY 1 HAVING min((gnn_predict(''ring_all'', id))[1]) > -1e9'),
+	('case', 'SELECT id, CASE WHEN (gnn_predict(''ring_all'', id))[1] > 0 THEN ''positive'' WHEN (gnn_predict(''ring_gcn'', id))[1] > 0 THEN ''gcn'' ELSE ''other'' END AS label FROM ring_node'),
+	('case in aggregate', 'SELECT sum(CASE WHEN (gnn_predict(''ring_all'', id))[1] > 0 THEN 1 ELSE 0 END), count(*) FILTER (WHERE coalesce((gnn_predict(''ring_gcn'', id))[1], 0) > 0) FROM ring_node'),
 	('filtered aggregate', 'SELECT count(*) FILTER (WHERE (gnn_predict(''ring_all'', id))[1] > 0) FROM ring_node');
 CREATE FUNCTION q_rows(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
 BEGIN
@@ -152,6 +154,13 @@ EXPLAIN (VERBOSE, COSTS OFF)
 	SELECT id % 5 AS g, avg((gnn_predict('ring_all', id))[2]) FROM ring_node GROUP BY 1;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 	SELECT count(*), sum((gnn_predict('ring_all', id))[1]) FROM ring_node;
+
+-- A CASE's first condition, and the first operand of COALESCE, AND, OR and
+-- NOT, are evaluated for every row: their calls are read ahead, the others
+-- (ring_gcn here) are not.
+SELECT explain_rows($$SELECT id, CASE WHEN (gnn_predict('ring_all', id))[1] > 0 THEN 'positive'
+	WHEN (gnn_predict('ring_gcn', id))[1] > 0 THEN 'gcn' ELSE 'other' END FROM ring_node$$);
+SELECT explain_rows($$SELECT sum(CASE WHEN (gnn_predict('ring_all', id))[1] > 0 THEN 1 ELSE 0 END) FROM ring_node$$);
 
 -- Calls that run only under a condition are not read ahead.
 EXPLAIN (COSTS OFF)

@@ -143,6 +143,30 @@ is_conditional(Node *node)
 		IsA(node, SubPlan) || IsA(node, AlternativeSubPlan);
 }
 
+/* The places (Node **) of a conditional expression's operands that every
+ * evaluation reaches: CASE's test value and first WHEN condition, the first
+ * operand of COALESCE, AND, OR and NOT; none of a subplan's. */
+static List *
+always_evaluated(Node *node)
+{
+	List	   *places = NIL;
+
+	if (IsA(node, CaseExpr))
+	{
+		CaseExpr   *c = (CaseExpr *) node;
+
+		if (c->arg != NULL)
+			places = lappend(places, &c->arg);
+		if (c->args != NIL)
+			places = lappend(places, &((CaseWhen *) linitial(c->args))->expr);
+	}
+	else if (IsA(node, CoalesceExpr))
+		places = lappend(places, &linitial(((CoalesceExpr *) node)->args));
+	else if (IsA(node, BoolExpr))
+		places = lappend(places, &linitial(((BoolExpr *) node)->args));
+	return places;
+}
+
 typedef struct CallSearch
 {
 	bool		any;			/* some gnn_predict call, anywhere */
@@ -196,7 +220,13 @@ find_calls_walker(Node *node, CallSearch *cs)
 	if (node == NULL)
 		return false;
 	if (is_conditional(node))
+	{
+		ListCell   *lc;
+
+		foreach(lc, always_evaluated(node))
+			find_calls_walker(*(Node **) lfirst(lc), cs);
 		return walk_conditional(node, cs);
+	}
 	if (is_predict_call(node))
 	{
 		FuncExpr   *f = (FuncExpr *) node;
@@ -436,7 +466,14 @@ agg_calls_mutator(Node *node, AggCalls *ac)
 		return (Node *) aggref;
 	}
 	if (ac->in_args && is_conditional(node))
-		return node;
+	{
+		Node	   *copy = copyObject(node);
+		ListCell   *lc;
+
+		foreach(lc, always_evaluated(copy))
+			*(Node **) lfirst(lc) = agg_calls_mutator(*(Node **) lfirst(lc), ac);
+		return copy;
+	}
 	if (ac->in_args && is_predict_call(node) && call_is_prefetchable((FuncExpr *) node))
 		return (Node *) makeVar(OUTER_VAR, ac->n_child + position_in(&ac->calls, node),
 								exprType(node), exprTypmod(node), exprCollation(node), 0);
