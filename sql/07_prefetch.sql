@@ -72,6 +72,7 @@ INSERT INTO q VALUES
 	('null column', 'SELECT n.id, gnn_predict(''ring_all'', m.id) AS p FROM ring_node n LEFT JOIN ring_node m ON m.id = n.id AND n.id % 2 = 0'),
 	('aggregate', 'SELECT count(*), sum((gnn_predict(''ring_all'', id))[1]), max((gnn_predict(''ring_gcn'', id))[2]) FROM ring_node'),
 	('group by', 'SELECT id % 5 AS g, avg((gnn_predict(''ring_all'', id))[2]) AS a FROM ring_node GROUP BY 1 HAVING min((gnn_predict(''ring_all'', id))[1]) > -1e9'),
+	('top by score', 'SELECT id FROM ring_node ORDER BY (gnn_predict(''ring_all'', id))[1] DESC, id LIMIT 5'),
 	('case', 'SELECT id, CASE WHEN (gnn_predict(''ring_all'', id))[1] > 0 THEN ''positive'' WHEN (gnn_predict(''ring_gcn'', id))[1] > 0 THEN ''gcn'' ELSE ''other'' END AS label FROM ring_node'),
 	('case in aggregate', 'SELECT sum(CASE WHEN (gnn_predict(''ring_all'', id))[1] > 0 THEN 1 ELSE 0 END), count(*) FILTER (WHERE coalesce((gnn_predict(''ring_gcn'', id))[1], 0) > 0) FROM ring_node'),
 	('filtered aggregate', 'SELECT count(*) FILTER (WHERE (gnn_predict(''ring_all'', id))[1] > 0) FROM ring_node');
@@ -154,6 +155,9 @@ EXPLAIN (VERBOSE, COSTS OFF)
 	SELECT id % 5 AS g, avg((gnn_predict('ring_all', id))[2]) FROM ring_node GROUP BY 1;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 	SELECT count(*), sum((gnn_predict('ring_all', id))[1]) FROM ring_node;
+
+-- The most likely nodes: every row's prediction is a sort key, batched.
+SELECT explain_rows($$SELECT id FROM ring_node ORDER BY (gnn_predict('ring_all', id))[1] DESC, id LIMIT 5$$);
 
 -- A CASE's first condition, and the first operand of COALESCE, AND, OR and
 -- NOT, are evaluated for every row: their calls are read ahead, the others
