@@ -75,9 +75,14 @@ cuda/%.o: cuda/%.cu $(wildcard cuda/*.h cuda/*.cuh) src/core/qv_error.h \
 		src/core/graph.h src/core/model.h
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
+# The module reports errors with the core's qv_error(): its own hidden copy
+# of src/core/qv_error.c (plain C, no other core code).
+cuda/qv_error_core.o: src/core/qv_error.c src/core/qv_error.h
+	$(CC) -std=gnu11 -O2 -g -Wall -fPIC -fvisibility=hidden -Isrc/core -c $< -o $@
+
 # The GPU module is a separate library that only the engine process dlopens:
 # the postmaster and backends never load CUDA.
-cuda/quiver_cuda.so: $(CUDA_OBJS)
+cuda/quiver_cuda.so: $(CUDA_OBJS) cuda/qv_error_core.o
 	$(NVCC) -o $@ $^ $(NVCC_LDFLAGS)
 
 install-cuda: cuda/quiver_cuda.so

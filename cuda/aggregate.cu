@@ -359,25 +359,25 @@ check_block(const float *feat, int32_t n_src, int32_t dim,
 			const float *out, QvError *err)
 {
 	if (dim <= 0)
-		return set_error(err, QV_EINVAL, "mean_aggregate: feature dimension %d is not positive", (int) dim);
+		return qv_error(err, QV_EINVAL, "mean_aggregate: feature dimension %d is not positive", (int) dim);
 	if (n_src < 0 || n_dst < 0)
-		return set_error(err, QV_EINVAL, "mean_aggregate: negative row count (n_src %d, n_dst %d)",
+		return qv_error(err, QV_EINVAL, "mean_aggregate: negative row count (n_src %d, n_dst %d)",
 						 (int) n_src, (int) n_dst);
 	if (offsets == NULL || (out == NULL && n_dst > 0) || (feat == NULL && n_src > 0))
-		return set_error(err, QV_EINVAL, "mean_aggregate: NULL feat, offsets or out");
+		return qv_error(err, QV_EINVAL, "mean_aggregate: NULL feat, offsets or out");
 	if (offsets[0] < 0)
-		return set_error(err, QV_EDATA, "mean_aggregate: offsets[0] is negative (%lld)",
+		return qv_error(err, QV_EDATA, "mean_aggregate: offsets[0] is negative (%lld)",
 						 (long long) offsets[0]);
 	for (int32_t t = 0; t < n_dst; t++)
 		if (offsets[t + 1] < offsets[t])
-			return set_error(err, QV_EDATA, "mean_aggregate: offsets decrease at target %d (%lld < %lld)",
+			return qv_error(err, QV_EDATA, "mean_aggregate: offsets decrease at target %d (%lld < %lld)",
 							 (int) t, (long long) offsets[t + 1], (long long) offsets[t]);
 	if (offsets[n_dst] > offsets[0] && nbr == NULL)
-		return set_error(err, QV_EINVAL, "mean_aggregate: NULL nbr with %lld neighbours",
+		return qv_error(err, QV_EINVAL, "mean_aggregate: NULL nbr with %lld neighbours",
 						 (long long) (offsets[n_dst] - offsets[0]));
 	for (int64_t j = offsets[0]; j < offsets[n_dst]; j++)
 		if (nbr[j] < 0 || nbr[j] >= n_src)
-			return set_error(err, QV_EDATA, "mean_aggregate: neighbour index %d at position %lld is outside [0, %d)",
+			return qv_error(err, QV_EDATA, "mean_aggregate: neighbour index %d at position %lld is outside [0, %d)",
 							 (int) nbr[j], (long long) j, (int) n_src);
 	return QV_OK;
 }

@@ -37,17 +37,17 @@ check_bench(const QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows,
 			QvError *err)
 {
 	if (lane == NULL || store == NULL || gather_gbps == NULL || copy_gbps == NULL)
-		return set_error(err, QV_EINVAL, "gather_bench: NULL lane, store or output");
+		return qv_error(err, QV_EINVAL, "gather_bench: NULL lane, store or output");
 	if (lane->dev != store->dev)
-		return set_error(err, QV_EINVAL,
+		return qv_error(err, QV_EINVAL,
 						 "gather_bench: lane on device %d and store on device %d must share one device",
 						 lane->dev, store->dev);
 	if (n_rows < 1 || reps < 1)
-		return set_error(err, QV_EINVAL,
+		return qv_error(err, QV_EINVAL,
 						 "gather_bench: %d rows and %d repetitions must both be positive",
 						 (int) n_rows, (int) reps);
 	if (n_rows > store->n_local)
-		return set_error(err, QV_EINVAL,
+		return qv_error(err, QV_EINVAL,
 						 "gather_bench: %d rows asked, but the store of device %d holds %lld local rows",
 						 (int) n_rows, store->dev, (long long) store->n_local);
 	return QV_OK;
@@ -84,7 +84,7 @@ upload_rows(const QvGpuStore *st, int32_t n, uint64_t seed, BenchBufs *b, QvErro
 	int			rc;
 
 	if (nodes == NULL || off == NULL)
-		rc = set_error(err, QV_ENOMEM, "gather_bench: out of host memory for %d rows", (int) n);
+		rc = qv_error(err, QV_ENOMEM, "gather_bench: out of host memory for %d rows", (int) n);
 	else
 	{
 		for (int32_t i = 0; i < n; i++)
@@ -194,7 +194,7 @@ check_counters(QvGpuLane *lane, int32_t n, int32_t reps, QvError *err)
 							sizeof(lane->h_ctl->rows), cudaMemcpyDeviceToHost, lane->stream));
 	QVC_TRY("cudaStreamSynchronize", cudaStreamSynchronize(lane->stream));
 	if (got[0] != want || got[1] != 0 || got[2] != 0)
-		return set_error(err, QV_EDATA,
+		return qv_error(err, QV_EDATA,
 						 "gather_bench on device %d: rows read local %llu, peer %llu, host %llu; expected %llu local",
 						 dev, got[0], got[1], got[2], want);
 fail:
@@ -225,7 +225,7 @@ run_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n, int32_t reps, uin
 	QVC_DO(check_counters(lane, n, reps, err));
 	if (ms_gather <= 0.0f || ms_copy <= 0.0f)
 	{
-		rc = set_error(err, QV_EDEVICE, "gather_bench on device %d: event times %.6f and %.6f ms",
+		rc = qv_error(err, QV_EDEVICE, "gather_bench on device %d: event times %.6f and %.6f ms",
 					   dev, (double) ms_gather, (double) ms_copy);
 		goto fail;
 	}
@@ -261,7 +261,7 @@ api_gather_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows, int32
 	if ((rc = check_bench(lane, store, n_rows, reps, gather_gbps, copy_gbps, err)) != QV_OK)
 		return rc;
 	if (!lane->busy.compare_exchange_strong(expect, 1))
-		return set_error(err, QV_EINVAL, "gather_bench: the lane of device %d is already serving another call",
+		return qv_error(err, QV_EINVAL, "gather_bench: the lane of device %d is already serving another call",
 						 lane->dev);
 	rc = run_bench(lane, store, n_rows, reps, seed, gather_gbps, copy_gbps, err);
 	lane->busy.store(0);

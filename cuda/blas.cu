@@ -65,9 +65,9 @@ qvc_blas(const QvBlas **out, QvError *err)
 {
 	*out = NULL;
 	if (pthread_once(&blas_once, load_blas) != 0)
-		return set_error(err, QV_EINTERNAL, "pthread_once failed loading " CUBLAS_LIB);
+		return qv_error(err, QV_EINTERNAL, "pthread_once failed loading " CUBLAS_LIB);
 	if (!blas_ok)
-		return set_error(err, QV_EDEVICE, "%s", blas_why);
+		return qv_error(err, QV_EDEVICE, "%s", blas_why);
 	*out = &blas_fns;
 	return QV_OK;
 }

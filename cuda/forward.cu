@@ -211,13 +211,13 @@ api_lane_create(int dev, QvGpuLane **out, QvError *err)
 	int			rc;
 
 	if (out == NULL)
-		return set_error(err, QV_EINVAL, "lane_create: NULL output argument");
+		return qv_error(err, QV_EINVAL, "lane_create: NULL output argument");
 	*out = NULL;
 	if ((rc = qvc_check_device(dev, "lane_create", err)) != QV_OK)
 		return rc;
 	lane = new (std::nothrow) QvGpuLane();
 	if (lane == NULL)
-		return set_error(err, QV_ENOMEM, "lane_create: out of host memory");
+		return qv_error(err, QV_ENOMEM, "lane_create: out of host memory");
 	lane->dev = dev;
 	if ((rc = init_lane(lane, err)) != QV_OK)
 	{
@@ -235,27 +235,27 @@ static int
 check_model(const QvModel *m, QvError *err)
 {
 	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN)
-		return set_error(err, QV_EINVAL, "model_create: unknown model architecture %d", (int) m->arch);
+		return qv_error(err, QV_EINVAL, "model_create: unknown model architecture %d", (int) m->arch);
 	if (m->n_layers < 1 || m->n_layers > QV_MAX_LAYERS)
-		return set_error(err, QV_EINVAL, "model_create: layer count %d must be between 1 and %d",
+		return qv_error(err, QV_EINVAL, "model_create: layer count %d must be between 1 and %d",
 						 (int) m->n_layers, QV_MAX_LAYERS);
 	for (int i = 0; i < m->n_layers; i++)
 	{
 		const QvLayer *l = &m->layers[i];
 
 		if (l->in_dim < 1 || (i > 0 && l->in_dim != m->layers[i - 1].out_dim))
-			return set_error(err, QV_EINVAL, "model_create: layer %d takes %d inputs, but %s %d",
+			return qv_error(err, QV_EINVAL, "model_create: layer %d takes %d inputs, but %s %d",
 							 i, (int) l->in_dim, i == 0 ? "needs at least" : "the layer before gives",
 							 i == 0 ? 1 : (int) m->layers[i - 1].out_dim);
 		if (l->out_dim < 1 || l->weight_l == NULL ||
 			(m->arch == QV_ARCH_GRAPHSAGE && l->weight_r == NULL))
-			return set_error(err, QV_EINVAL, "model_create: layer %d lacks weights", i);
+			return qv_error(err, QV_EINVAL, "model_create: layer %d lacks weights", i);
 		if (m->fanout[i] < -1)
-			return set_error(err, QV_EINVAL, "model_create: fanout %d at hop %d must be -1 or >= 0",
+			return qv_error(err, QV_EINVAL, "model_create: fanout %d at hop %d must be -1 or >= 0",
 							 (int) m->fanout[i], i + 1);
 	}
 	if (m->layers[m->n_layers - 1].out_dim != m->out_dim)
-		return set_error(err, QV_EINVAL, "model_create: last layer gives %d outputs, model declares %d",
+		return qv_error(err, QV_EINVAL, "model_create: last layer gives %d outputs, model declares %d",
 						 (int) m->layers[m->n_layers - 1].out_dim, (int) m->out_dim);
 	return QV_OK;
 }
@@ -275,7 +275,7 @@ upload_layer(QvGpuModel *gm, QvArch arch, const QvLayer *l, GpuLayer *gl, QvErro
 	gl->in_dim = in;
 	gl->out_dim = out;
 	if (w == NULL || b == NULL)
-		rc = set_error(err, QV_ENOMEM, "model_create: out of host memory for a %d x %d layer", out, k);
+		rc = qv_error(err, QV_ENOMEM, "model_create: out of host memory for a %d x %d layer", out, k);
 	else
 	{
 		for (int32_t o = 0; o < out; o++)
@@ -321,19 +321,19 @@ api_model_create(int dev, const QvModel *m, int allow_tf32, QvGpuModel **out,
 	int			rc;
 
 	if (out == NULL)
-		return set_error(err, QV_EINVAL, "model_create: NULL output argument");
+		return qv_error(err, QV_EINVAL, "model_create: NULL output argument");
 	*out = NULL;
 	if (device_bytes)
 		*device_bytes = 0;
 	if (m == NULL)
-		return set_error(err, QV_EINVAL, "model_create: NULL model");
+		return qv_error(err, QV_EINVAL, "model_create: NULL model");
 	if ((rc = check_model(m, err)) != QV_OK ||
 		(rc = qvc_check_device(dev, "model_create", err)) != QV_OK ||
 		(rc = qvc_set_device(dev, err)) != QV_OK)
 		return rc;
 	gm = (QvGpuModel *) calloc(1, sizeof(QvGpuModel));
 	if (gm == NULL)
-		return set_error(err, QV_ENOMEM, "model_create: out of host memory");
+		return qv_error(err, QV_ENOMEM, "model_create: out of host memory");
 	gm->dev = dev;
 	gm->arch = m->arch;
 	gm->n_layers = m->n_layers;
@@ -361,24 +361,9 @@ check_infer(const QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *st
 			const int32_t *seeds, int32_t n, const float *out, QvError *err)
 {
 	if (lane == NULL || model == NULL || store == NULL)
-		return set_error(err, QV_EINVAL, "infer: NULL lane, model or store");
-	if (lane->dev != model->dev || lane->dev != store->dev)
-		return set_error(err, QV_EINVAL,
-						 "infer: lane on device %d, model on device %d, store on device %d must share one device",
-						 lane->dev, model->dev, store->dev);
-	if (n < 0)
-		return set_error(err, QV_EINVAL, "infer: batch size %d is negative", (int) n);
-	if (n > 0 && (seeds == NULL || out == NULL))
-		return set_error(err, QV_EINVAL, "infer: NULL seeds or output with %d seeds", (int) n);
-	if (model->in_dim != store->dim)
-		return set_error(err, QV_EINVAL,
-						 "infer: the model takes %d inputs, but the graph's feature dimension is %d",
-						 (int) model->in_dim, (int) store->dim);
-	for (int32_t i = 0; i < n; i++)
-		if (seeds[i] < 0 || seeds[i] >= store->n_nodes)
-			return set_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
-							 (int) seeds[i], (int) i, (long long) store->n_nodes);
-	return QV_OK;
+		return qv_error(err, QV_EINVAL, "infer: NULL lane, model or store");
+	return qv_cuda_check_infer(lane->dev, model->dev, store->dev, seeds, n, out,
+							   model->in_dim, store->dim, store->n_nodes, err);
 }
 
 /* Device address of lane's row counters. */
@@ -594,7 +579,7 @@ api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	if (n == 0)
 		return QV_OK;
 	if (!lane->busy.compare_exchange_strong(expect, 1))
-		return set_error(err, QV_EINVAL, "infer: the lane of device %d is already serving another call",
+		return qv_error(err, QV_EINVAL, "infer: the lane of device %d is already serving another call",
 						 lane->dev);
 	rc = run_infer(lane, model, store, seeds, n, rng_seed, out, stats, err);
 	lane->busy.store(0);

@@ -35,10 +35,6 @@
 
 /* ---- errors (quiver_cuda.cu) ---------------------------------------------- */
 
-/* Fill err (when not NULL) and return code, as qv_error() of the core. */
-int			set_error(QvError *err, QvErrCode code, const char *fmt,...)
-			__attribute__((format(printf, 3, 4)));
-
 /* A failed CUDA call: QV_ENOMEM for memory, else QV_EDEVICE naming the
  * call, the device (dev < 0: none) and CUDA's message and error name. */
 int			cuda_error(QvError *err, cudaError_t rc, const char *call, int dev);

@@ -22,30 +22,15 @@
 /* ---- errors ---------------------------------------------------------------- */
 
 int
-set_error(QvError *err, QvErrCode code, const char *fmt,...)
-{
-	if (err)
-	{
-		va_list		ap;
-
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-		err->code = code;
-	}
-	return code;
-}
-
-int
 cuda_error(QvError *err, cudaError_t rc, const char *call, int dev)
 {
 	QvErrCode	code = (rc == cudaErrorMemoryAllocation) ? QV_ENOMEM : QV_EDEVICE;
 
 	(void) cudaGetLastError();	/* clear it unless it is sticky */
 	if (dev >= 0)
-		return set_error(err, code, "CUDA %s on device %d failed: %s (%s)",
+		return qv_error(err, code, "CUDA %s on device %d failed: %s (%s)",
 						 call, dev, cudaGetErrorString(rc), cudaGetErrorName(rc));
-	return set_error(err, code, "CUDA %s failed: %s (%s)",
+	return qv_error(err, code, "CUDA %s failed: %s (%s)",
 					 call, cudaGetErrorString(rc), cudaGetErrorName(rc));
 }
 
@@ -56,9 +41,9 @@ cublas_error(QvError *err, cublasStatus_t st, const char *call, int dev)
 	const QvBlas *bl = qvc_blas_loaded();
 
 	if (bl == NULL)
-		return set_error(err, code, "cuBLAS %s on device %d failed: status %d",
+		return qv_error(err, code, "cuBLAS %s on device %d failed: status %d",
 						 call, dev, (int) st);
-	return set_error(err, code, "cuBLAS %s on device %d failed: %s (%s)",
+	return qv_error(err, code, "cuBLAS %s on device %d failed: %s (%s)",
 					 call, dev, bl->status_string(st), bl->status_name(st));
 }
 
@@ -90,7 +75,7 @@ api_versions(int *driver, int *runtime, QvError *err)
 	cudaError_t rc;
 
 	if (driver == NULL || runtime == NULL)
-		return set_error(err, QV_EINVAL, "versions: NULL output argument");
+		return qv_error(err, QV_EINVAL, "versions: NULL output argument");
 	*driver = 0;
 	*runtime = 0;
 	if ((rc = cudaDriverGetVersion(driver)) != cudaSuccess)
@@ -107,7 +92,7 @@ qvc_device_count(int *count, QvError *err)
 	int			driver = 0;
 
 	if (count == NULL)
-		return set_error(err, QV_EINVAL, "device_count: NULL output argument");
+		return qv_error(err, QV_EINVAL, "device_count: NULL output argument");
 	*count = 0;
 	rc = cudaGetDeviceCount(count);
 	if (rc == cudaSuccess && *count > 0)
@@ -116,13 +101,13 @@ qvc_device_count(int *count, QvError *err)
 	if (rc == cudaSuccess || rc == cudaErrorNoDevice)
 	{
 		(void) cudaGetLastError();
-		return set_error(err, QV_EDEVICE, "no CUDA device found");
+		return qv_error(err, QV_EDEVICE, "no CUDA device found");
 	}
 	/* A missing driver shows as "insufficient driver": say which it is. */
 	if (cudaDriverGetVersion(&driver) == cudaSuccess && driver == 0)
 	{
 		(void) cudaGetLastError();
-		return set_error(err, QV_EDEVICE,
+		return qv_error(err, QV_EDEVICE,
 						 "no CUDA driver (libcuda.so.1) found: %s (%s)",
 						 cudaGetErrorString(rc), cudaGetErrorName(rc));
 	}
@@ -138,7 +123,7 @@ qvc_check_device(int dev, const char *what, QvError *err)
 	if ((rc = qvc_device_count(&count, err)) != QV_OK)
 		return rc;
 	if (dev < 0 || dev >= count)
-		return set_error(err, QV_EINVAL, "%s: CUDA device %d does not exist (%d device%s)",
+		return qv_error(err, QV_EINVAL, "%s: CUDA device %d does not exist (%d device%s)",
 						 what, dev, count, count == 1 ? "" : "s");
 	return QV_OK;
 }
@@ -173,7 +158,7 @@ api_device_info(int dev, QvGpuInfo *out, QvError *err)
 	int			rc;
 
 	if (out == NULL)
-		return set_error(err, QV_EINVAL, "device_info: NULL output argument");
+		return qv_error(err, QV_EINVAL, "device_info: NULL output argument");
 	memset(out, 0, sizeof(*out));
 	if ((rc = qvc_check_device(dev, "device_info", err)) != QV_OK)
 		return rc;
@@ -198,15 +183,15 @@ api_can_access_peer(int dev, int peer, int *can_access, QvError *err)
 	cudaError_t crc;
 
 	if (can_access == NULL)
-		return set_error(err, QV_EINVAL, "can_access_peer: NULL output argument");
+		return qv_error(err, QV_EINVAL, "can_access_peer: NULL output argument");
 	*can_access = 0;
 	if ((rc = qvc_device_count(&count, err)) != QV_OK)
 		return rc;
 	if (dev < 0 || dev >= count || peer < 0 || peer >= count)
-		return set_error(err, QV_EINVAL, "CUDA device pair (%d, %d) does not exist (%d device%s)",
+		return qv_error(err, QV_EINVAL, "CUDA device pair (%d, %d) does not exist (%d device%s)",
 						 dev, peer, count, count == 1 ? "" : "s");
 	if (dev == peer)
-		return set_error(err, QV_EINVAL, "peer access of device %d with itself", dev);
+		return qv_error(err, QV_EINVAL, "peer access of device %d with itself", dev);
 	if ((crc = cudaDeviceCanAccessPeer(can_access, dev, peer)) != cudaSuccess)
 		return cuda_error(err, crc, "cudaDeviceCanAccessPeer", dev);
 	return QV_OK;

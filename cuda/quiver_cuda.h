@@ -234,6 +234,35 @@ typedef struct QvCudaApi
 								 QvError *err);
 } QvCudaApi;
 
+/*
+ * The host checks of an infer call that every module makes before any work
+ * (the real one and the test double alike), once lane, model and store are
+ * known not to be NULL: QV_OK, or the code with err set.
+ */
+static inline int
+qv_cuda_check_infer(int lane_dev, int model_dev, int store_dev, const int32_t *seeds,
+					int32_t n, const float *out, int32_t in_dim, int32_t feature_dim,
+					int64_t n_nodes, QvError *err)
+{
+	if (lane_dev != model_dev || lane_dev != store_dev)
+		return qv_error(err, QV_EINVAL,
+						"infer: lane on device %d, model on device %d, store on device %d must share one device",
+						lane_dev, model_dev, store_dev);
+	if (n < 0)
+		return qv_error(err, QV_EINVAL, "infer: batch size %d is negative", (int) n);
+	if (n > 0 && (seeds == NULL || out == NULL))
+		return qv_error(err, QV_EINVAL, "infer: NULL seeds or output with %d seeds", (int) n);
+	if (in_dim != feature_dim)
+		return qv_error(err, QV_EINVAL,
+						"infer: the model takes %d inputs, but the graph's feature dimension is %d",
+						(int) in_dim, (int) feature_dim);
+	for (int32_t i = 0; i < n; i++)
+		if (seeds[i] < 0 || seeds[i] >= n_nodes)
+			return qv_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
+							(int) seeds[i], (int) i, (long long) n_nodes);
+	return QV_OK;
+}
+
 /* The module's one exported entry point. */
 const QvCudaApi *quiver_cuda_api(void);
 

@@ -485,11 +485,11 @@ count_hop(SampleCtx *c, int h, int32_t fanout, int32_t n_up, int32_t *n_targets,
 	*n_targets = l->h_ctl->n_nodes[h];
 	*n_edges = l->h_ctl->n_edges;
 	if (*n_targets < 1 || *n_targets > n_up || *n_edges < 0)
-		return set_error(err, QV_EINTERNAL,
+		return qv_error(err, QV_EINTERNAL,
 						 "GPU sampler on device %d: hop %d read back %d targets (at most %d) and %lld edges",
 						 dev, h + 1, (int) *n_targets, (int) n_up, (long long) *n_edges);
 	if (*n_edges > (int64_t) INT32_MAX - *n_targets)
-		return set_error(err, QV_ELIMIT,
+		return qv_error(err, QV_ELIMIT,
 						 "GPU sampler on device %d: hop %d samples %lld edges from %d targets, more than the %d it can de-duplicate",
 						 dev, h + 1, (long long) *n_edges, (int) *n_targets, INT32_MAX);
 	return QV_OK;

@@ -62,10 +62,10 @@ api_host_register(void *ptr, size_t bytes, QvError *err)
 	cudaError_t crc;
 
 	if (ptr == NULL || bytes == 0)
-		return set_error(err, QV_EINVAL, "host_register: NULL pointer or 0 bytes (%p, %zu bytes)",
+		return qv_error(err, QV_EINVAL, "host_register: NULL pointer or 0 bytes (%p, %zu bytes)",
 						 ptr, bytes);
 	if ((uintptr_t) ptr + bytes < (uintptr_t) ptr)
-		return set_error(err, QV_EINVAL, "host_register: range %p + %zu bytes wraps around", ptr, bytes);
+		return qv_error(err, QV_EINVAL, "host_register: range %p + %zu bytes wraps around", ptr, bytes);
 	if ((rc = qvc_device_count(&count, err)) != QV_OK)
 		return rc;
 	if (read_only_supported(count))
@@ -100,7 +100,7 @@ api_host_unregister(void *ptr, QvError *err)
 	cudaError_t crc;
 
 	if (ptr == NULL)
-		return set_error(err, QV_EINVAL, "host_unregister: NULL pointer");
+		return qv_error(err, QV_EINVAL, "host_unregister: NULL pointer");
 	if ((rc = qvc_device_count(&count, err)) != QV_OK)
 		return rc;
 	if ((crc = cudaHostUnregister(ptr)) != cudaSuccess)
@@ -132,7 +132,7 @@ mapped_range(const void *p, size_t bytes, const char *what, int dev, QvErrCode c
 	if (crc != cudaSuccess || (char *) last - (char *) first != (ptrdiff_t) (bytes - 1))
 	{
 		(void) cudaGetLastError();
-		return set_error(err, code,
+		return qv_error(err, code,
 						 "device %d: host %s at %p (%zu bytes) are not registered with host_register%s%s",
 						 dev, what, p, bytes, crc != cudaSuccess ? ": " : "",
 						 crc != cudaSuccess ? cudaGetErrorName(crc) : "");
@@ -150,23 +150,23 @@ check_shape(const QvGpuStoreSpec *spec, QvError *err)
 	const QvGraph *g;
 
 	if (spec == NULL || spec->graph == NULL)
-		return set_error(err, QV_EINVAL, "store_create: NULL spec or graph");
+		return qv_error(err, QV_EINVAL, "store_create: NULL spec or graph");
 	g = spec->graph;
 	if (g->n_nodes < 0 || g->n_nodes > INT32_MAX || g->n_edges < 0 || g->dim < 1)
-		return set_error(err, QV_EINVAL,
+		return qv_error(err, QV_EINVAL,
 						 "store_create: graph with %lld nodes, %lld edges and dimension %d has bad sizes",
 						 (long long) g->n_nodes, (long long) g->n_edges, (int) g->dim);
 	if ((g->n_nodes > 0 && (spec->loc == NULL || g->feat == NULL || g->rowptr == NULL ||
 							g->deg_noloop == NULL)) ||
 		(g->n_edges > 0 && g->col == NULL))
-		return set_error(err, QV_EINVAL,
+		return qv_error(err, QV_EINVAL,
 						 "store_create: NULL location words, features, CSR or degrees for %lld nodes",
 						 (long long) g->n_nodes);
 	if (spec->n_local < 0 || (uint64_t) spec->n_local > QV_LOC_SLOT_MASK + 1)
-		return set_error(err, QV_EINVAL, "store_create: n_local %lld is outside [0, 2^40]",
+		return qv_error(err, QV_EINVAL, "store_create: n_local %lld is outside [0, 2^40]",
 						 (long long) spec->n_local);
 	if (spec->n_local > 0 && spec->local_rows == NULL)
-		return set_error(err, QV_EINVAL, "store_create: local_rows is NULL with n_local %lld",
+		return qv_error(err, QV_EINVAL, "store_create: local_rows is NULL with n_local %lld",
 						 (long long) spec->n_local);
 	return QV_OK;
 }
@@ -176,7 +176,7 @@ static int
 check_csr(const QvGraph *g, QvError *err)
 {
 	if (g->rowptr[0] != 0 || g->rowptr[g->n_nodes] != g->n_edges)
-		return set_error(err, QV_EDATA,
+		return qv_error(err, QV_EDATA,
 						 "store_create: CSR row pointers run from %lld to %lld, not 0 to %lld edges",
 						 (long long) g->rowptr[0], (long long) g->rowptr[g->n_nodes],
 						 (long long) g->n_edges);
@@ -185,15 +185,15 @@ check_csr(const QvGraph *g, QvError *err)
 		int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
 
 		if (d < 0 || d > INT32_MAX)
-			return set_error(err, QV_EDATA, "store_create: node %lld has CSR degree %lld",
+			return qv_error(err, QV_EDATA, "store_create: node %lld has CSR degree %lld",
 							 (long long) v, (long long) d);
 		if (g->deg_noloop[v] < 0 || g->deg_noloop[v] > d)
-			return set_error(err, QV_EDATA, "store_create: node %lld has deg_noloop %d of degree %lld",
+			return qv_error(err, QV_EDATA, "store_create: node %lld has deg_noloop %d of degree %lld",
 							 (long long) v, (int) g->deg_noloop[v], (long long) d);
 	}
 	for (int64_t e = 0; e < g->n_edges; e++)
 		if (g->col[e] < 0 || g->col[e] >= g->n_nodes)
-			return set_error(err, QV_EDATA, "store_create: CSR entry %lld is node %d, outside [0, %lld)",
+			return qv_error(err, QV_EDATA, "store_create: CSR entry %lld is node %d, outside [0, %lld)",
 							 (long long) e, (int) g->col[e], (long long) g->n_nodes);
 	return QV_OK;
 }
@@ -210,7 +210,7 @@ check_words(int dev, const QvGpuStoreSpec *spec, int64_t *n_host, int64_t *n_pee
 	*max_gpu = -1;
 	for (int64_t s = 0; s < spec->n_local; s++)
 		if (spec->local_rows[s] < 0 || spec->local_rows[s] >= g->n_nodes)
-			return set_error(err, QV_EDATA, "store_create: local_rows[%lld] = %d is outside [0, %lld)",
+			return qv_error(err, QV_EDATA, "store_create: local_rows[%lld] = %d is outside [0, %lld)",
 							 (long long) s, (int) spec->local_rows[s], (long long) g->n_nodes);
 	for (int64_t v = 0; v < g->n_nodes; v++)
 	{
@@ -219,23 +219,23 @@ check_words(int dev, const QvGpuStoreSpec *spec, int64_t *n_host, int64_t *n_pee
 		const uint64_t slot = qv_loc_slot(w);
 
 		if (kind == QV_LOC_LOCAL && slot >= (uint64_t) spec->n_local)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_create: location word of node %lld is LOCAL slot %llu, but device %d's store has %lld rows",
 							 (long long) v, (unsigned long long) slot, dev, (long long) spec->n_local);
 		else if (kind == QV_LOC_LOCAL && spec->local_rows[slot] != v)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_create: location word of node %lld is LOCAL slot %llu, which holds row %d",
 							 (long long) v, (unsigned long long) slot, (int) spec->local_rows[slot]);
 		else if (kind == QV_LOC_HOST && slot != (uint64_t) v)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_create: location word of node %lld is HOST row %llu, not its own row",
 							 (long long) v, (unsigned long long) slot);
 		else if (kind == QV_LOC_PEER && (int64_t) qv_loc_gpu(w) == dev)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_create: location word of node %lld names device %d itself as its peer",
 							 (long long) v, dev);
 		else if (kind != QV_LOC_LOCAL && kind != QV_LOC_HOST && kind != QV_LOC_PEER)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_create: location word 0x%016llx of node %lld has invalid kind %llu",
 							 (unsigned long long) w, (long long) v, (unsigned long long) kind);
 		*n_host += kind == QV_LOC_HOST;
@@ -268,7 +268,7 @@ upload_local_rows(QvGpuStore *st, const QvGpuStoreSpec *spec, QvError *err)
 	st->bytes += total;
 	staging = (float *) malloc((size_t) (chunk < st->n_local ? chunk : st->n_local) * row_bytes);
 	if (staging == NULL)
-		return set_error(err, QV_ENOMEM, "store_create: out of host memory staging feature rows");
+		return qv_error(err, QV_ENOMEM, "store_create: out of host memory staging feature rows");
 	for (int64_t s0 = 0; s0 < st->n_local; s0 += chunk)
 	{
 		const int64_t n = st->n_local - s0 < chunk ? st->n_local - s0 : chunk;
@@ -330,7 +330,7 @@ prepare_peers(QvGpuStore *st, const QvGpuStoreSpec *spec, QvError *err)
 	st->linked = (const QvGpuStore **) calloc((size_t) st->n_gpus, sizeof(QvGpuStore *));
 	st->linked_id = (uint64_t *) calloc((size_t) st->n_gpus, sizeof(uint64_t));
 	if (!st->peer_v || !st->peer_w || !st->peer_used || !st->linked || !st->linked_id)
-		return set_error(err, QV_ENOMEM, "store_create: out of host memory for %lld peer rows",
+		return qv_error(err, QV_ENOMEM, "store_create: out of host memory for %lld peer rows",
 						 (long long) st->n_peer_words);
 	for (int64_t v = 0; v < st->n_nodes; v++)
 		if (qv_loc_kind(spec->loc[v]) == QV_LOC_PEER)
@@ -373,7 +373,7 @@ build_store(QvGpuStore *st, const QvGpuStoreSpec *spec, QvError *err)
 	{
 		st->h_local_rows = (int32_t *) malloc((size_t) st->n_local * sizeof(int32_t));
 		if (st->h_local_rows == NULL)
-			return set_error(err, QV_ENOMEM, "store_create: out of host memory for %lld local rows",
+			return qv_error(err, QV_ENOMEM, "store_create: out of host memory for %lld local rows",
 							 (long long) st->n_local);
 		memcpy(st->h_local_rows, spec->local_rows, (size_t) st->n_local * sizeof(int32_t));
 	}
@@ -413,7 +413,7 @@ api_store_create(int dev, const QvGpuStoreSpec *spec, QvGpuStore **out,
 	int			rc;
 
 	if (out == NULL)
-		return set_error(err, QV_EINVAL, "store_create: NULL output argument");
+		return qv_error(err, QV_EINVAL, "store_create: NULL output argument");
 	*out = NULL;
 	if (device_bytes)
 		*device_bytes = 0;
@@ -423,15 +423,15 @@ api_store_create(int dev, const QvGpuStoreSpec *spec, QvGpuStore **out,
 		(rc = qvc_device_count(&count, err)) != QV_OK)
 		return rc;
 	if (dev < 0 || dev >= count)
-		return set_error(err, QV_EINVAL, "store_create: CUDA device %d does not exist (%d device%s)",
+		return qv_error(err, QV_EINVAL, "store_create: CUDA device %d does not exist (%d device%s)",
 						 dev, count, count == 1 ? "" : "s");
 	if (max_gpu >= count)
-		return set_error(err, QV_EDATA, "store_create: a location word names peer GPU %lld of %d device%s",
+		return qv_error(err, QV_EDATA, "store_create: a location word names peer GPU %lld of %d device%s",
 						 (long long) max_gpu, count, count == 1 ? "" : "s");
 
 	st = (QvGpuStore *) calloc(1, sizeof(QvGpuStore));
 	if (st == NULL)
-		return set_error(err, QV_ENOMEM, "store_create: out of host memory");
+		return qv_error(err, QV_ENOMEM, "store_create: out of host memory");
 	st->dev = dev;
 	st->graph = spec->graph;
 	st->n_nodes = spec->graph->n_nodes;
@@ -492,24 +492,24 @@ check_link_args_locked(const QvGpuStore *store, QvGpuStore *const *stores,
 					   int32_t n_gpus, QvError *err)
 {
 	if (!store_live_locked(store, 0))
-		return set_error(err, QV_EINVAL, "store_link_peers: the store is not a live store");
+		return qv_error(err, QV_EINVAL, "store_link_peers: the store is not a live store");
 	for (int g = 0; g < n_gpus; g++)
 	{
 		if (stores[g] == NULL || g == store->dev)
 			continue;
 		if (!store_live_locked(stores[g], 0))
-			return set_error(err, QV_EINVAL, "store_link_peers: stores[%d] is not a live store", g);
+			return qv_error(err, QV_EINVAL, "store_link_peers: stores[%d] is not a live store", g);
 		if (stores[g]->dev != g)
-			return set_error(err, QV_EINVAL, "store_link_peers: stores[%d] is the store of device %d",
+			return qv_error(err, QV_EINVAL, "store_link_peers: stores[%d] is the store of device %d",
 							 g, stores[g]->dev);
 		if (stores[g]->graph != store->graph)
-			return set_error(err, QV_EINVAL,
+			return qv_error(err, QV_EINVAL,
 							 "store_link_peers: the store of device %d holds another graph than device %d's",
 							 g, store->dev);
 	}
 	for (int g = 0; g < store->n_gpus; g++)
 		if (store->peer_used[g] && (g >= n_gpus || stores[g] == NULL))
-			return set_error(err, QV_EDEVICE,
+			return qv_error(err, QV_EDEVICE,
 							 "store_link_peers: device %d reads rows of peer GPU %d, which has no store (pair %d -> %d)",
 							 store->dev, g, store->dev, g);
 	return QV_OK;
@@ -526,11 +526,11 @@ check_peer_slots(const QvGpuStore *store, QvGpuStore *const *stores, QvError *er
 		const QvGpuStore *p = stores[g];
 
 		if (slot >= (uint64_t) p->n_local)
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_link_peers: location word of node %d is PEER GPU %u slot %llu, but that store has %lld rows",
 							 (int) store->peer_v[i], g, (unsigned long long) slot, (long long) p->n_local);
 		if (p->h_local_rows[slot] != store->peer_v[i])
-			return set_error(err, QV_EDATA,
+			return qv_error(err, QV_EDATA,
 							 "store_link_peers: location word of node %d is PEER GPU %u slot %llu, which holds row %d",
 							 (int) store->peer_v[i], g, (unsigned long long) slot,
 							 (int) p->h_local_rows[slot]);
@@ -547,7 +547,7 @@ enable_peers(QvGpuStore *store, QvGpuStore *const *stores, QvError *err)
 	int			rc = QV_OK;
 
 	if (bases == NULL)
-		return set_error(err, QV_ENOMEM, "store_link_peers: out of host memory");
+		return qv_error(err, QV_ENOMEM, "store_link_peers: out of host memory");
 	QVC_DO(qvc_set_device(dev, err));
 	for (int g = 0; g < store->n_gpus; g++)
 	{
@@ -559,7 +559,7 @@ enable_peers(QvGpuStore *store, QvGpuStore *const *stores, QvError *err)
 		QVC_TRY("cudaDeviceCanAccessPeer", cudaDeviceCanAccessPeer(&can, dev, g));
 		if (!can)
 		{
-			rc = set_error(err, QV_EDEVICE,
+			rc = qv_error(err, QV_EDEVICE,
 						   "store_link_peers: device %d cannot access peer GPU %d (pair %d -> %d)",
 						   dev, g, dev, g);
 			goto fail;
@@ -589,7 +589,7 @@ api_store_link_peers(QvGpuStore *store, QvGpuStore *const *stores, int32_t n_gpu
 	int			rc;
 
 	if (store == NULL || n_gpus < 0 || (n_gpus > 0 && stores == NULL))
-		return set_error(err, QV_EINVAL, "store_link_peers: NULL store or stores, or %d GPUs",
+		return qv_error(err, QV_EINVAL, "store_link_peers: NULL store or stores, or %d GPUs",
 						 (int) n_gpus);
 	if (store->n_peer_words == 0)
 		return QV_OK;
@@ -625,7 +625,7 @@ check_host_arrays(const QvGpuStore *st, QvError *err)
 							   st->dev, QV_EDEVICE, &p, err)) != QV_OK)
 			return rc;
 		if (p != st->host_feat)
-			return set_error(err, QV_EDEVICE, "device %d: host features moved since store_create", st->dev);
+			return qv_error(err, QV_EDEVICE, "device %d: host features moved since store_create", st->dev);
 	}
 	if (st->csr_on_device)
 		return QV_OK;
@@ -633,13 +633,13 @@ check_host_arrays(const QvGpuStore *st, QvError *err)
 						   "CSR row pointers", st->dev, QV_EDEVICE, &p, err)) != QV_OK)
 		return rc;
 	if (p != st->rowptr)
-		return set_error(err, QV_EDEVICE, "device %d: host CSR moved since store_create", st->dev);
+		return qv_error(err, QV_EDEVICE, "device %d: host CSR moved since store_create", st->dev);
 	if (g->n_edges > 0 &&
 		(rc = mapped_range(g->col, (size_t) g->n_edges * sizeof(int32_t), "CSR columns",
 						   st->dev, QV_EDEVICE, &p, err)) != QV_OK)
 		return rc;
 	if (g->n_edges > 0 && p != st->col)
-		return set_error(err, QV_EDEVICE, "device %d: host CSR moved since store_create", st->dev);
+		return qv_error(err, QV_EDEVICE, "device %d: host CSR moved since store_create", st->dev);
 	return QV_OK;
 }
 
@@ -651,7 +651,7 @@ qvc_store_check_live(const QvGpuStore *store, QvError *err)
 	if (store->n_peer_words > 0)
 	{
 		if (!store->is_linked)
-			return set_error(err, QV_EDEVICE,
+			return qv_error(err, QV_EDEVICE,
 							 "infer on device %d: the store reads peer GPUs but store_link_peers was not called",
 							 store->dev);
 		pthread_mutex_lock(&registry_lock);
@@ -660,7 +660,7 @@ qvc_store_check_live(const QvGpuStore *store, QvError *err)
 				bad = g;
 		pthread_mutex_unlock(&registry_lock);
 		if (bad >= 0)
-			return set_error(err, QV_EDEVICE,
+			return qv_error(err, QV_EDEVICE,
 							 "infer on device %d: the linked store of peer GPU %d was destroyed",
 							 store->dev, bad);
 	}

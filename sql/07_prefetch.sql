@@ -257,6 +257,9 @@ BEGIN
 END $$;
 SET quiver.prefetch_rows = -1;
 SET quiver.prefetch_rows = 65537;
+SET quiver.prefetch_rows = 'many';
+SHOW quiver.prefetch_rows;
+SELECT count(*) AS still_served FROM ring_node WHERE (gnn_predict('ring_all', id))[1] IS NOT NULL;
 SELECT gnn_drop_model('ring_all');
 SELECT gnn_drop_model('ring_gcn');
 SELECT gnn_drop_graph('ring');

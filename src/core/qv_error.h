@@ -31,6 +31,11 @@ typedef struct QvError
 	char		msg[QV_ERRMSG_LEN];
 } QvError;
 
+#ifdef __cplusplus
+extern "C"
+{
+#endif
+
 /* Set err (if not NULL) and return code, so callers can write
  * `return qv_error(err, QV_EDATA, "duplicate node id %lld", id);` */
 int			qv_error(QvError *err, QvErrCode code, const char *fmt,...)
@@ -43,5 +48,9 @@ void	   *qv_calloc(size_t n, size_t size, QvError *err, const char *what);
 /* Grow a reusable buffer to hold need elements (see qv_error.c). */
 int			qv_grow(void **p, size_t *cap, size_t need, size_t elem, size_t *held,
 					QvError *err, const char *what);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

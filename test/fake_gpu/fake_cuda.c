@@ -1002,18 +1002,10 @@ fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 		memset(stats, 0, sizeof(*stats));
 	if (lane == NULL || model == NULL || store == NULL)
 		return qv_error(err, QV_EINVAL, "infer: NULL lane, model or store");
-	if (lane->dev != model->dev || lane->dev != store->dev)
-		return qv_error(err, QV_EINVAL,
-						"infer: lane on device %d, model on device %d, store on device %d must share one device",
-						lane->dev, model->dev, store->dev);
-	if (n < 0)
-		return qv_error(err, QV_EINVAL, "infer: batch size %d is negative", (int) n);
-	if (n > 0 && (seeds == NULL || out == NULL))
-		return qv_error(err, QV_EINVAL, "infer: NULL seeds or output with %d seeds", (int) n);
-	for (int32_t i = 0; i < n; i++)
-		if (seeds[i] < 0 || seeds[i] >= store->graph->n_nodes)
-			return qv_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
-							(int) seeds[i], (int) i, (long long) store->graph->n_nodes);
+	if ((rc = qv_cuda_check_infer(lane->dev, model->dev, store->dev, seeds, n, out,
+								  model->m->in_dim, store->graph->dim, store->graph->n_nodes,
+								  err)) != QV_OK)
+		return rc;
 	if (n == 0)
 		return QV_OK;
 	if (!atomic_compare_exchange_strong(&lane->busy, &expect, 1))

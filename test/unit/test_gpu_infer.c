@@ -708,16 +708,9 @@ static void
 test_gpu_sampled_without_replacement(void **state)
 {
 	TestStar	star = test_star();
-	int64_t    *nid = star.nid,
-			   *src = star.src,
-			   *dst = star.dst;
-	float	   *feat = star.feat;
-	float		w = 0.5f,
-				wr = -2.0f,
-				bias = 0.25f;
-	QvGraphInput in = {7, 1, nid, feat, 7, src, dst, false};
-	TestGraph	t = {7, 7, 1, nid, src, dst, feat, NULL};
-	QvModel		m = {0};
+	QvGraphInput in = test_star_input(&star);
+	TestGraph	t = {7, 7, 1, star.nid, star.src, star.dst, star.feat, NULL};
+	QvModel		m;
 	QvGpu	   *gpu = test_open_gpu_or_skip();
 	Rig			r;
 	Tiers		tiers;
@@ -731,27 +724,20 @@ test_gpu_sampled_without_replacement(void **state)
 	assert_int_equal(qv_graph_build(&in, &t.g, &err), QV_OK);
 	r = rig_open(gpu, &t);
 	st = store_or_fail(&r, TIERS_LOCAL, 1, &tiers);
-	m.arch = QV_ARCH_GCN;
-	m.n_layers = 1;
-	m.in_dim = m.out_dim = 1;
-	m.layers[0] = (QvLayer) {1, 1, &w, &bias, NULL, NULL};
-	m.fanout[0] = 2;
+	test_star_model(&star, &m, QV_ARCH_GCN, 2);
 	gm = model_or_fail(&r, &m);
 	for (uint64_t s = 0; s < 40; s++)
 	{
 		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, s, &out, NULL, &err), QV_OK);
-		assert_float_equal(out, 0.5 * (6 * 3.0 / sqrt(7.0) + 2.0 / 7) + 0.25, 1e-6);
+		assert_float_equal(out, TEST_STAR_GCN_EXACT, 1e-6);
 	}
 	r.api->model_destroy(gm);
-	m.arch = QV_ARCH_GRAPHSAGE;
-	m.layers[0].weight_r = &wr;
-	m.fanout[0] = 3;
+	test_star_model(&star, &m, QV_ARCH_GRAPHSAGE, 3);
 	gm = model_or_fail(&r, &m);
 	for (uint64_t s = 0; s < 200; s++)
 	{
 		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, s, &out, NULL, &err), QV_OK);
-		assert_true(fabs(out - (0.5 * 3.0 - 2.0 * 2.0 + 0.25)) < 1e-6 ||
-					fabs(out - (0.5 * 8.0 / 3 - 2.0 * 2.0 + 0.25)) < 1e-6);
+		assert_true(test_star_sage3_ok(out));
 	}
 	r.api->model_destroy(gm);
 	r.api->store_destroy(st);

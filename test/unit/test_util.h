@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "graph.h"
 #include "model.h"
@@ -138,6 +139,9 @@ typedef struct TestStar
 	int64_t		src[7];
 	int64_t		dst[7];
 	float		feat[7];
+	float		w;				/* the one-layer model's weights */
+	float		wr;
+	float		bias;
 } TestStar;
 
 static inline TestStar
@@ -147,10 +151,43 @@ test_star(void)
 		{0, 1, 2, 3, 4, 5, 6},
 		{1, 2, 3, 0, 4, 5, 6},
 		{0, 0, 0, 0, 0, 0, 0},
-		{2.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f}
+		{2.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f, 3.0f},
+		0.5f, -2.0f, 0.25f
 	};
 
 	return s;
+}
+
+static inline QvGraphInput
+test_star_input(TestStar *s)
+{
+	QvGraphInput in = {7, 1, s->nid, s->feat, 7, s->src, s->dst, false};
+
+	return in;
+}
+
+/* A one-layer 1 -> 1 model on the star: GCN, or GraphSAGE with a root weight. */
+static inline void
+test_star_model(TestStar *s, QvModel *m, QvArch arch, int fanout)
+{
+	memset(m, 0, sizeof(*m));
+	m->arch = arch;
+	m->n_layers = 1;
+	m->in_dim = m->out_dim = 1;
+	m->layers[0] = (QvLayer) {1, 1, &s->w, &s->bias, arch == QV_ARCH_GRAPHSAGE ? &s->wr : NULL, NULL};
+	m->fanout[0] = fanout;
+}
+
+/* GCN on node 0, any sample of 2 non-loop edges rescaled: the exact sum. */
+#define TEST_STAR_GCN_EXACT (0.5 * (6 * 3.0 / sqrt(7.0) + 2.0 / 7) + 0.25)
+
+/* GraphSAGE with fanout 3 on node 0 without replacement: the mean is 3, or
+ * (3 + 3 + 2) / 3 with the self loop. */
+static inline bool
+test_star_sage3_ok(float out)
+{
+	return fabs(out - (0.5 * 3.0 - 2.0 * 2.0 + 0.25)) < 1e-6 ||
+		fabs(out - (0.5 * 8.0 / 3 - 2.0 * 2.0 + 0.25)) < 1e-6;
 }
 
 #ifdef QV_TEST_CUDA_LIB
