@@ -3,27 +3,62 @@
 
 -- Definitions: the source of truth.  The engine's resident state is a cache
 -- of these tables, rebuilt after a restart or an engine crash.
+-- Every write of a definition takes a new version from this sequence (the
+-- trigger below), so the engine can tell which catalog state it holds.
+CREATE SEQUENCE quiver_version_seq;
+GRANT USAGE ON SEQUENCE quiver_version_seq TO PUBLIC;
+
 CREATE TABLE quiver_graph (
-    name           text PRIMARY KEY,
+    name           text PRIMARY KEY CHECK (name <> '' AND octet_length(name) < 64),
     edges_query    text NOT NULL,
     features_query text NOT NULL,
     undirected     boolean NOT NULL DEFAULT false,
     owner          regrole NOT NULL DEFAULT current_user::regrole,
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    search_path    text NOT NULL DEFAULT current_setting('search_path'),
+    version        bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE quiver_model (
-    name        text PRIMARY KEY,
+    name        text PRIMARY KEY CHECK (name <> '' AND octet_length(name) < 64),
     graph       text NOT NULL REFERENCES quiver_graph(name),
     arch        text NOT NULL CHECK (arch IN ('graphsage', 'gcn')),
     weights     bytea NOT NULL,
     config      jsonb NOT NULL DEFAULT '{}',
     owner       regrole NOT NULL DEFAULT current_user::regrole,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    version     bigint NOT NULL DEFAULT 0
 );
+
+-- Writes of definitions, by the gnn_* functions or by hand: a new version
+-- each time, and only the owner (a member of the owning role, or a
+-- superuser) may change or remove a definition, or give it to a role.
+CREATE FUNCTION quiver_catalog_write() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND NOT pg_catalog.pg_has_role(OLD.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of % "%"', TG_ARGV[0], OLD.name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    IF NOT pg_catalog.pg_has_role(NEW.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'cannot make role % the owner of % "%"', NEW.owner, TG_ARGV[0], NEW.name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    NEW.version := pg_catalog.nextval('@extschema@.quiver_version_seq');
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER quiver_graph_write BEFORE INSERT OR UPDATE OR DELETE ON quiver_graph
+    FOR EACH ROW EXECUTE FUNCTION quiver_catalog_write('graph');
+CREATE TRIGGER quiver_model_write BEFORE INSERT OR UPDATE OR DELETE ON quiver_model
+    FOR EACH ROW EXECUTE FUNCTION quiver_catalog_write('model');
 
 SELECT pg_catalog.pg_extension_config_dump('quiver_graph', '');
 SELECT pg_catalog.pg_extension_config_dump('quiver_model', '');
+SELECT pg_catalog.pg_extension_config_dump('quiver_version_seq', '');
 
 -- What gnn_create_graph reports (a type, since its argument "edges" and its
 -- result column "edges" share a name).
@@ -61,12 +96,20 @@ CREATE FUNCTION gnn_drop_model(name text)
     RETURNS void
     AS 'MODULE_PATHNAME', 'gnn_drop_model' LANGUAGE C VOLATILE STRICT;
 
--- What the engine holds now, one row per graph and model.
+-- Re-run a graph's stored queries (with its owner's rights and the
+-- search_path it was created with) and replace it at commit.
+CREATE FUNCTION gnn_refresh_graph(name text)
+    RETURNS gnn_graph_load
+    AS 'MODULE_PATHNAME', 'gnn_refresh_graph' LANGUAGE C VOLATILE STRICT;
+
+-- What the engine holds now, one row per graph and model of this database:
+-- the catalog version it was built from, and when.
 CREATE FUNCTION gnn_resident(OUT kind text, OUT name text, OUT state text,
                              OUT bytes bigint, OUT nodes bigint, OUT edges bigint,
                              OUT feature_dim int, OUT graph text, OUT arch text,
                              OUT layers int, OUT out_dim int, OUT fanout int[],
-                             OUT detail text)
+                             OUT detail text, OUT version bigint,
+                             OUT loaded_at timestamptz)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_resident' LANGUAGE C VOLATILE;
 
@@ -101,19 +144,36 @@ CREATE FUNCTION gnn_explain(model text, node_id bigint,
     RETURNS record
     AS 'MODULE_PATHNAME', 'gnn_explain' LANGUAGE C VOLATILE STRICT;
 
+-- state: ready (the committed version is resident), loading (an older
+-- version serves while the engine loads the committed one), stale (an
+-- older version serves because the committed one could not be loaded:
+-- detail says why; it is retried), failed (the committed version could not
+-- be built and nothing serves: detail says why), not loaded.
 CREATE VIEW gnn_graphs AS
     SELECT g.name, g.undirected, g.owner, g.created_at,
-           coalesce(r.state, 'not loaded') AS state,
-           r.nodes, r.edges, r.feature_dim, r.bytes, r.detail
+           CASE WHEN r.state IS NULL THEN 'not loaded'
+                WHEN r.version <> g.version AND r.state = 'ready' AND r.detail IS NOT NULL THEN 'stale'
+                WHEN r.version <> g.version AND r.state = 'ready' THEN 'loading'
+                ELSE r.state END AS state,
+           r.nodes, r.edges, r.feature_dim, r.bytes, r.detail,
+           g.version, r.version AS resident_version, r.loaded_at
     FROM quiver_graph g
     LEFT JOIN gnn_resident() r ON r.kind = 'graph' AND r.name = g.name;
 
 CREATE VIEW gnn_models AS
     SELECT m.name, m.graph, m.arch, m.config, m.owner, m.created_at,
            octet_length(m.weights) AS weights_bytes,
-           coalesce(r.state, 'not loaded') AS state,
-           r.layers, r.out_dim, r.fanout, r.bytes, r.detail
+           CASE WHEN r.state IS NULL THEN 'not loaded'
+                WHEN r.version <> m.version AND r.state = 'ready' AND r.detail IS NOT NULL THEN 'stale'
+                WHEN r.version <> m.version AND r.state = 'ready' THEN 'loading'
+                ELSE r.state END AS state,
+           r.layers, r.out_dim, r.fanout, r.bytes, r.detail,
+           m.version, r.version AS resident_version, r.loaded_at
     FROM quiver_model m
     LEFT JOIN gnn_resident() r ON r.kind = 'model' AND r.name = m.name;
 
+-- The definitions are written through the gnn_* functions (which check
+-- rights first); anyone who may predict may see what exists.
 REVOKE ALL ON quiver_graph, quiver_model FROM PUBLIC;
+GRANT SELECT ON gnn_graphs, gnn_models TO PUBLIC;
+

@@ -1,23 +1,35 @@
 /*
- * catalog.c — reading graph rows and the extension's catalog through SPI.
+ * catalog.c — the one module that reads and writes the extension's catalog
+ * (quiver_graph, quiver_model) and the rows of graphs, through SPI.
  *
- * The same reader serves gnn_create_graph (in the caller's transaction, with
- * the caller's rights) and the engine's rebuild after a restart (re-running
- * the stored queries as the graph's owner).  Columns are taken by position.
+ * Backends check rights here before any work, write definitions (each write
+ * takes a new catalog version, see the trigger in the extension script) and
+ * read a graph's rows with the caller's rights.  The engine reads the
+ * definitions it must load and re-runs a graph's stored queries as the
+ * graph's owner with the search_path it was created with, so a rebuild reads
+ * the same tables.  Columns of row queries are taken by position.
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "miscadmin.h"
@@ -178,6 +190,19 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 	rows->dst = (int64 *) dst.data;
 }
 
+/* Refuse a feature row holding NaN or an infinity (also a float8 value too
+ * large for float32), naming the node and the position. */
+static void
+check_finite_row(const float *v, int n, int64 id)
+{
+	for (int i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("feature row of node " INT64_FORMAT " has a non-finite value (%g) at position %d",
+							id, (double) v[i], i + 1)));
+}
+
 /* Append one feature array as float32, checking its shape. */
 static void
 append_feature(GrowBuf *feat, Datum d, Oid typ, int64 id, GraphRows *rows)
@@ -219,6 +244,7 @@ append_feature(GrowBuf *feat, Datum d, Oid typ, int64 id, GraphRows *rows)
 			grow_append(feat, &f, sizeof(f));
 		}
 	}
+	check_finite_row((const float *) (feat->data + feat->used) - n, n, id);
 	(void) typ;
 	if ((Pointer) arr != DatumGetPointer(d))
 		pfree(arr);
@@ -334,4 +360,412 @@ catalog_extension_schema(void)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
+}
+
+/* ---- definitions ---------------------------------------------------------- */
+
+static const char *
+kind_table(ObjKind kind)
+{
+	return kind == OBJ_GRAPH ? "quiver_graph" : "quiver_model";
+}
+
+static const char *
+kind_word(ObjKind kind)
+{
+	return kind == OBJ_GRAPH ? "graph" : "model";
+}
+
+/* The extension's schema, or an error when it is not installed here. */
+static char *
+schema_or_error(void)
+{
+	char	   *schema = catalog_extension_schema();
+
+	if (schema == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"quiver\" is not installed in this database")));
+	return schema;
+}
+
+/* Run a catalog statement (%s in fmt = the extension's schema) with SPI
+ * already connected; returns SPI_processed. */
+static uint64
+spi_exec(const char *fmt, int nargs, Oid *types, Datum *values, bool read_only)
+{
+	char	   *sql = psprintf(fmt, quote_identifier(schema_or_error()));
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "quiver catalog statement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static void
+spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* Column i (1-based) of the first result row as a string in cxt, or NULL. */
+static char *
+spi_text(int i, MemoryContext cxt)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i);
+
+	return v ? MemoryContextStrdup(cxt, v) : NULL;
+}
+
+/* Column i (1-based) of the first result row as int64. */
+static int64
+spi_int64(int i)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* Error at once on a hot standby or in a read-only transaction: the change
+ * could not be written, so nothing is read or built. */
+void
+catalog_check_writable(const char *function)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot run %s during recovery", function),
+				 errdetail("A hot standby serves the primary's graphs and models and follows its changes."),
+				 errhint("Run %s on the primary.", function)));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot run %s in a read-only transaction", function)));
+}
+
+/* Error unless name is a valid object name. */
+void
+catalog_check_name(const char *name, ObjKind kind)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("%s name must not be empty", kind_word(kind))));
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("quiver object name \"%s\" is too long", name),
+				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
+}
+
+/* Error unless the current user holds every privilege of mode on table. */
+static void
+check_table_privileges(Oid relid, AclMode mode)
+{
+	static const AclMode each[] = {ACL_SELECT, ACL_INSERT, ACL_UPDATE, ACL_DELETE};
+
+	for (int i = 0; i < lengthof(each); i++)
+		if ((mode & each[i]) &&
+			pg_class_aclcheck(relid, GetUserId(), each[i]) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+}
+
+/*
+ * Rights before work: error (insufficient_privilege) unless the current user
+ * holds the table privileges of mode on the kind's catalog table and, when
+ * the named object exists, is a member of its owning role (superusers are).
+ * Then the name is locked until the end of the transaction, so concurrent
+ * changes of one object happen one after the other.  An object that must
+ * exist and does not is an error.  Returns whether it exists.
+ */
+bool
+catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exist)
+{
+	char	   *schema = schema_or_error();
+	Oid			relid = get_relname_relid(kind_table(kind), get_namespace_oid(schema, false));
+	Oid			t[2] = {TEXTOID, INT4OID};
+	Datum		v[2];
+	bool		exists;
+	Oid			owner = InvalidOid;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "quiver: table %s.%s is missing", schema, kind_table(kind));
+	check_table_privileges(relid, mode | ACL_SELECT);
+	spi_connect();
+	v[0] = CStringGetTextDatum(name);
+	v[1] = Int32GetDatum((int32) relid);
+	spi_exec("SELECT pg_catalog.pg_advisory_xact_lock($2, pg_catalog.hashtext($1))", 2, t, v, false);
+	exists = spi_exec(psprintf("SELECT owner::oid::int8 FROM %%s.%s WHERE name = $1", kind_table(kind)),
+					  1, t, v, false) > 0;
+	if (exists)
+		owner = (Oid) spi_int64(1);
+	SPI_finish();
+	if (exists && !has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of %s \"%s\"", kind_word(kind), name),
+				 errdetail("It is owned by role %s.", GetUserNameFromId(owner, true) ?: "(dropped)")));
+	if (!exists && must_exist)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("%s \"%s\" does not exist", kind_word(kind), name)));
+	return exists;
+}
+
+/* Insert or replace a graph's definition (a replacement keeps its owner);
+ * returns its new catalog version. */
+int64
+catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected)
+{
+	Oid			t[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		v[4];
+	int64		version;
+
+	v[0] = CStringGetTextDatum(name);
+	v[1] = CStringGetTextDatum(edges);
+	v[2] = CStringGetTextDatum(features);
+	v[3] = BoolGetDatum(undirected);
+	spi_connect();
+	spi_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected, search_path) "
+			 "VALUES ($1, $2, $3, $4, pg_catalog.current_setting('search_path')) "
+			 "ON CONFLICT (name) DO UPDATE SET edges_query = excluded.edges_query, "
+			 "features_query = excluded.features_query, undirected = excluded.undirected, "
+			 "search_path = excluded.search_path, created_at = pg_catalog.now() RETURNING version",
+			 4, t, v, false);
+	version = spi_int64(1);
+	SPI_finish();
+	catalog_note_write();
+	return version;
+}
+
+/* A new catalog version of an existing graph (gnn_refresh_graph). */
+int64
+catalog_touch_graph(const char *name)
+{
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(name)};
+	int64		version;
+
+	spi_connect();
+	if (spi_exec("UPDATE %s.quiver_graph SET created_at = pg_catalog.now() WHERE name = $1 "
+				 "RETURNING version", 1, t, v, false) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("graph \"%s\" does not exist", name)));
+	version = spi_int64(1);
+	SPI_finish();
+	catalog_note_write();
+	return version;
+}
+
+/* Insert or replace a model's definition; returns its new catalog version. */
+int64
+catalog_put_model(const char *name, const char *graph, const char *arch,
+				  bytea *weights, const char *config)
+{
+	Oid			t[5] = {TEXTOID, TEXTOID, TEXTOID, BYTEAOID, JSONBOID};
+	Datum		v[5];
+	int64		version;
+
+	v[0] = CStringGetTextDatum(name);
+	v[1] = CStringGetTextDatum(graph);
+	v[2] = CStringGetTextDatum(arch);
+	v[3] = PointerGetDatum(weights);
+	v[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(config));
+	spi_connect();
+	spi_exec("INSERT INTO %s.quiver_model (name, graph, arch, weights, config) "
+			 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET "
+			 "graph = excluded.graph, arch = excluded.arch, weights = excluded.weights, "
+			 "config = excluded.config, created_at = pg_catalog.now() RETURNING version",
+			 5, t, v, false);
+	version = spi_int64(1);
+	SPI_finish();
+	catalog_note_write();
+	return version;
+}
+
+/* Remove a definition (its existence and rights were checked); returns the
+ * catalog version of the removal. */
+int64
+catalog_delete(ObjKind kind, const char *name)
+{
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(name)};
+	int64		version;
+
+	spi_connect();
+	spi_exec(psprintf("DELETE FROM %%s.%s WHERE name = $1", kind_table(kind)), 1, t, v, false);
+	spi_exec("SELECT pg_catalog.nextval('%s.quiver_version_seq')", 0, NULL, NULL, false);
+	version = spi_int64(1);
+	SPI_finish();
+	catalog_note_write();
+	return version;
+}
+
+/* Whether any model uses the graph. */
+bool
+catalog_graph_has_models(const char *graph)
+{
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(graph)};
+	bool		found;
+
+	spi_connect();
+	found = spi_exec("SELECT 1 FROM %s.quiver_model WHERE graph = $1 LIMIT 1", 1, t, v, true) > 0;
+	SPI_finish();
+	return found;
+}
+
+/* Read a graph's definition (in CurrentMemoryContext); false if absent. */
+bool
+catalog_get_graph(const char *name, GraphDef *def)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(name)};
+	bool		found;
+
+	spi_connect();
+	found = spi_exec("SELECT edges_query, features_query, undirected, owner::oid::int8, "
+					 "search_path, version FROM %s.quiver_graph WHERE name = $1",
+					 1, t, v, true) > 0;
+	if (found)
+	{
+		def->name = MemoryContextStrdup(cxt, name);
+		def->edges_query = spi_text(1, cxt);
+		def->features_query = spi_text(2, cxt);
+		def->undirected = strcmp(spi_text(3, cxt), "t") == 0;
+		def->owner = (Oid) spi_int64(4);
+		def->search_path = spi_text(5, cxt);
+		def->version = spi_int64(6);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* Read a model's definition, weights included; false if absent. */
+bool
+catalog_get_model(const char *name, ModelDef *def)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(name)};
+	bool		found;
+
+	spi_connect();
+	found = spi_exec("SELECT graph, arch, config::text, version, weights "
+					 "FROM %s.quiver_model WHERE name = $1", 1, t, v, true) > 0;
+	if (found)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
+		MemoryContext old;
+
+		def->name = MemoryContextStrdup(cxt, name);
+		def->graph = spi_text(1, cxt);
+		def->arch = spi_text(2, cxt);
+		def->config = spi_text(3, cxt);
+		def->version = spi_int64(4);
+		old = MemoryContextSwitchTo(cxt);
+		def->weights = DatumGetByteaPCopy(d);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* Run a graph's stored queries as its owner, with the search_path it was
+ * created with (and, in the engine, a lock timeout). */
+void
+catalog_read_graph_def(const GraphDef *def, GraphRows *rows, int lock_timeout_ms)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", def->search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (lock_timeout_ms > 0)
+		(void) set_config_option("lock_timeout", psprintf("%d", lock_timeout_ms), PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(def->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		catalog_read_graph_rows(def->edges_query, def->features_query, rows);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+		AtEOXact_GUC(true, nest);
+	}
+	PG_END_TRY();
+	rows->undirected = def->undirected;
+}
+
+/* (name, version) of every graph or model in the catalog, in cxt. */
+List *
+catalog_versions(ObjKind kind)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *out = NIL;
+	char	   *schema = catalog_extension_schema();
+
+	if (schema == NULL)
+		return NIL;
+	spi_connect();
+	spi_exec(psprintf("SELECT name, version FROM %%s.%s ORDER BY version", kind_table(kind)),
+			 0, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		CatalogVersion *cv = MemoryContextAlloc(cxt, sizeof(CatalogVersion));
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		strlcpy(cv->name, name, NAMEDATALEN);
+		cv->version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			out = lappend(out, cv);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	return out;
+}
+
+/* ---- telling the engine at commit ------------------------------------------ */
+
+static bool wrote_catalog = false;
+
+/* At commit of a transaction that wrote the catalog, have the engine look
+ * at it (it also resolves what the transaction staged by its xid). */
+static void
+catalog_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wrote_catalog && quiver_shared != NULL)
+	{
+		pg_atomic_write_u32(&quiver_shared->catalog_changed, 1);
+		queue_engine_poke();
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_ABORT)
+		wrote_catalog = false;
+}
+
+/* Remember that this transaction wrote the catalog. */
+void
+catalog_note_write(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(catalog_xact_callback, NULL);
+		registered = true;
+	}
+	wrote_catalog = true;
 }

@@ -506,7 +506,7 @@ device_attach_model(ResModel *rm, ResGraph *rg)
 void
 device_graph_replaced(ResGraph *rg)
 {
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 	{
 		ResModel   *rm = registry_model_at(i);
 
@@ -781,7 +781,7 @@ replan_graph(ResGraph *rg, double drift)
 	{
 		ereport(WARNING, (errmsg("quiver engine: re-planning graph \"%s\" failed, its models serve from the CPU: %s",
 								 rg->name, err.msg)));
-		for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 		{
 			ResModel   *rm = registry_model_at(i);
 
@@ -833,7 +833,7 @@ device_maybe_replan(void)
 	if (!TimestampDifferenceExceeds(last_replan_check, now, REPLAN_CHECK_MS))
 		return;
 	last_replan_check = now;
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
 	{
 		ResGraph   *rg = registry_graph_at(i);
 		double		drift;

@@ -28,6 +28,7 @@
 
 PG_FUNCTION_INFO_V1(gnn_create_graph);
 PG_FUNCTION_INFO_V1(gnn_create_model);
+PG_FUNCTION_INFO_V1(gnn_refresh_graph);
 PG_FUNCTION_INFO_V1(gnn_predict);
 PG_FUNCTION_INFO_V1(gnn_predict_default);
 PG_FUNCTION_INFO_V1(gnn_predict_batch);
@@ -37,50 +38,6 @@ PG_FUNCTION_INFO_V1(gnn_resident);
 PG_FUNCTION_INFO_V1(gnn_stats);
 PG_FUNCTION_INFO_V1(gnn_gpus);
 PG_FUNCTION_INFO_V1(gnn_explain);
-
-/* ---- undo after an aborted transaction ------------------------------------ */
-
-static List *touched = NIL;		/* "g<name>" / "m<name>" changed in this xact */
-static bool xact_callback_registered = false;
-
-/* On abort, ask the engine to re-sync what this transaction changed in it. */
-static void
-quiver_xact_callback(XactEvent event, void *arg)
-{
-	ListCell   *lc;
-
-	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_COMMIT)
-		return;
-	if (event == XACT_EVENT_ABORT && touched != NIL && quiver_shared != NULL)
-	{
-		SpinLockAcquire(&quiver_shared->mutex);
-		foreach(lc, touched)
-		{
-			if (quiver_shared->n_resync < QUIVER_RESYNC_MAX)
-				strlcpy(quiver_shared->resync[quiver_shared->n_resync++], lfirst(lc), NAMEDATALEN + 1);
-			else
-				quiver_shared->resync_all = true;
-		}
-		SpinLockRelease(&quiver_shared->mutex);
-		queue_wake_engine();
-	}
-	list_free_deep(touched);
-	touched = NIL;
-}
-
-static void
-remember_touched(char kind, const char *name)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(quiver_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	touched = lappend(touched, psprintf("%c%s", kind, name));
-	MemoryContextSwitchTo(old);
-}
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -94,59 +51,75 @@ arg_text(FunctionCallInfo fcinfo, int i, const char *argname)
 	return text_to_cstring(PG_GETARG_TEXT_PP(i));
 }
 
-/* Run a catalog statement with text/bool/bytea/jsonb arguments. */
-static uint64
-catalog_exec(const char *fmt, int nargs, Oid *types, Datum *values)
-{
-	char	   *schema = catalog_extension_schema();
-	int			rc;
-	uint64		n;
-
-	if (schema == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("extension \"quiver\" is not installed in this database")));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(psprintf(fmt, quote_identifier(schema)), nargs, types, values,
-							   NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "quiver catalog statement failed: %s", SPI_result_code_string(rc));
-	n = SPI_processed;
-	SPI_finish();
-	return n;
-}
-
-/* Error unless the catalog has the named graph or model. */
-static void
-require_exists(const char *table, const char *what, const char *name)
-{
-	Oid			t[1] = {TEXTOID};
-	Datum		v[1] = {CStringGetTextDatum(name)};
-	char		sql[128];
-
-	snprintf(sql, sizeof(sql), "SELECT 1 FROM %%s.%s WHERE name = $1", table);
-	if (catalog_exec(sql, 1, t, v) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("%s \"%s\" does not exist", what, name)));
-}
-
-/* Send an admin request whose inputs are all in the slot (or a DSM segment). */
+/* Ask the engine to stage a change written to the catalog at `version` in
+ * this (sub)transaction: it is built and checked now, seen by this
+ * transaction at once, published when it commits and discarded if it (or
+ * the savepoint) rolls back.  Errors are the caller's. */
 static QuiverSlot *
-engine_call(RequestKind kind, const char *name, const char *graph, dsm_handle dsm)
+stage_call(RequestKind kind, const char *name, const char *graph, int64 version, dsm_handle dsm)
 {
 	QuiverSlot *slot = queue_begin(kind, name);
 
 	if (graph)
 		strlcpy(slot->graph, graph, NAMEDATALEN);
 	slot->dsm = dsm;
+	slot->version = version;
+	slot->xid = GetCurrentTransactionId();
+	slot->top_xid = GetTopTransactionId();
 	queue_submit_and_wait(slot);
 	queue_raise(slot);
 	return slot;
 }
 
-/* ---- create / drop -------------------------------------------------------- */
+/* Stage graph rows at `version`; fills the first three result columns. */
+static void
+stage_graph_rows(const char *name, GraphRows *rows, int64 version, Datum *values)
+{
+	QvError		err = {0};
+	dsm_handle	handle;
+	dsm_segment *seg;
+	QuiverSlot *slot;
+
+	if (!registry_check_memory(name, graph_rows_bytes(rows), &err))
+		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg),
+						errhint("Raise quiver.memory_limit, or drop graphs you do not need.")));
+	seg = transfer_graph_rows(rows, &handle);
+	pfree(rows->ids);
+	pfree(rows->feat);
+	if (rows->src)
+		pfree(rows->src);
+	if (rows->dst)
+		pfree(rows->dst);
+	slot = stage_call(REQ_STAGE_GRAPH, name, NULL, version, handle);
+	values[0] = Int64GetDatum(slot->result[0]);
+	values[1] = Int64GetDatum(slot->result[1]);
+	values[2] = Int32GetDatum((int32) slot->result[2]);
+	queue_finish(slot);
+	dsm_detach(seg);
+}
+
+/* The (nodes, edges, feature_dim, load_ms) row of a create or refresh. */
+static Datum
+graph_load_row(FunctionCallInfo fcinfo, Datum *values, instr_time start)
+{
+	instr_time	elapsed;
+	TupleDesc	desc;
+	bool		nulls[4] = {false, false, false, false};
+
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+	values[3] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(elapsed));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "function returning gnn_graph_load called in a context that cannot accept it");
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* ---- create / refresh / drop ------------------------------------------------
+ * Each checks, in this order and before any row is read: the server serves
+ * this database, it is not a standby, the name, the caller's rights (table
+ * privileges, ownership of an existing object; the name is locked until the
+ * end of the transaction).  Then it writes the catalog and stages the
+ * change in the engine. */
 
 Datum
 gnn_create_graph(PG_FUNCTION_ARGS)
@@ -155,58 +128,45 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 	char	   *edges = arg_text(fcinfo, 1, "edges");
 	char	   *features = arg_text(fcinfo, 2, "features");
 	bool		undirected = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
-	instr_time	start, elapsed;
+	instr_time	start;
 	GraphRows	rows;
-	dsm_handle	handle;
-	dsm_segment *seg;
-	QuiverSlot *slot;
-	TupleDesc	desc;
 	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
-	Oid			t[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		v[4];
-	QvError		err = {0};
+	int64		version;
 
 	quiver_check_ready();
-	queue_check_name(name);
+	catalog_check_writable("gnn_create_graph");
+	catalog_check_name(name, OBJ_GRAPH);
+	catalog_check_rights(OBJ_GRAPH, name, ACL_INSERT | ACL_UPDATE, false);
 	INSTR_TIME_SET_CURRENT(start);
 	catalog_read_graph_rows(edges, features, &rows);
 	rows.undirected = undirected;
-	if (!registry_check_memory(name, graph_rows_bytes(&rows), &err))
-		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg),
-						errhint("Raise quiver.memory_limit, or drop graphs you do not need.")));
-	seg = transfer_graph_rows(&rows, &handle);
-	pfree(rows.ids);
-	pfree(rows.feat);
-	if (rows.src)
-		pfree(rows.src);
-	if (rows.dst)
-		pfree(rows.dst);
+	version = catalog_put_graph(name, edges, features, undirected);
+	stage_graph_rows(name, &rows, version, values);
+	return graph_load_row(fcinfo, values, start);
+}
 
-	slot = engine_call(REQ_LOAD_GRAPH, name, NULL, handle);
-	values[0] = Int64GetDatum(slot->result[0]);
-	values[1] = Int64GetDatum(slot->result[1]);
-	values[2] = Int32GetDatum((int32) slot->result[2]);
-	queue_finish(slot);
-	dsm_detach(seg);
-	remember_touched('g', name);
+Datum
+gnn_refresh_graph(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	instr_time	start;
+	GraphDef	def;
+	GraphRows	rows;
+	Datum		values[4];
+	int64		version;
 
-	v[0] = CStringGetTextDatum(name);
-	v[1] = CStringGetTextDatum(edges);
-	v[2] = CStringGetTextDatum(features);
-	v[3] = BoolGetDatum(undirected);
-	catalog_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected) "
-				 "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET "
-				 "edges_query = excluded.edges_query, features_query = excluded.features_query, "
-				 "undirected = excluded.undirected, owner = current_user::regrole, created_at = now()",
-				 4, t, v);
-
-	INSTR_TIME_SET_CURRENT(elapsed);
-	INSTR_TIME_SUBTRACT(elapsed, start);
-	values[3] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(elapsed));
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "gnn_create_graph must return a composite type");
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+	quiver_check_ready();
+	catalog_check_writable("gnn_refresh_graph");
+	catalog_check_rights(OBJ_GRAPH, name, ACL_UPDATE, true);
+	INSTR_TIME_SET_CURRENT(start);
+	if (!catalog_get_graph(name, &def))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("graph \"%s\" does not exist", name)));
+	catalog_read_graph_def(&def, &rows, 0);
+	version = catalog_touch_graph(name);
+	stage_graph_rows(name, &rows, version, values);
+	return graph_load_row(fcinfo, values, start);
 }
 
 Datum
@@ -221,8 +181,7 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	QvError		err = {0};
 	dsm_handle	handle;
 	dsm_segment *seg;
-	Oid			t[5] = {TEXTOID, TEXTOID, TEXTOID, BYTEAOID, JSONBOID};
-	Datum		v[5];
+	int64		version;
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -232,26 +191,20 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		config = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(4)));
 	quiver_check_ready();
-	queue_check_name(name);
+	catalog_check_writable("gnn_create_model");
+	catalog_check_name(name, OBJ_MODEL);
+	catalog_check_rights(OBJ_MODEL, name, ACL_INSERT | ACL_UPDATE, false);
 	if (qv_arch_parse(arch_in, &arch, &err) != QV_OK)
 		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg)));
-	require_exists("quiver_graph", "graph", graph);
+	if (strlen(graph) >= NAMEDATALEN || !catalog_get_graph(graph, &(GraphDef) {0}))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("graph \"%s\" does not exist", graph)));
 
+	version = catalog_put_model(name, graph, qv_arch_name(arch), weights, config);
 	seg = transfer_model(qv_arch_name(arch), config, weights, &handle);
-	queue_finish(engine_call(REQ_LOAD_MODEL, name, graph, handle));
+	queue_finish(stage_call(REQ_STAGE_MODEL, name, graph, version, handle));
 	dsm_detach(seg);
-	remember_touched('m', name);
-
-	v[0] = CStringGetTextDatum(name);
-	v[1] = CStringGetTextDatum(graph);
-	v[2] = CStringGetTextDatum(qv_arch_name(arch));
-	v[3] = PointerGetDatum(weights);
-	v[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(config));
-	catalog_exec("INSERT INTO %s.quiver_model (name, graph, arch, weights, config) "
-				 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET "
-				 "graph = excluded.graph, arch = excluded.arch, weights = excluded.weights, "
-				 "config = excluded.config, owner = current_user::regrole, created_at = now()",
-				 5, t, v);
 	PG_RETURN_VOID();
 }
 
@@ -259,21 +212,17 @@ Datum
 gnn_drop_graph(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			t[1] = {TEXTOID};
-	Datum		v[1] = {CStringGetTextDatum(name)};
-	char	   *schema;
 
 	quiver_check_ready();
-	require_exists("quiver_graph", "graph", name);
-	if (catalog_exec("SELECT 1 FROM %s.quiver_model WHERE graph = $1", 1, t, v) > 0)
+	catalog_check_writable("gnn_drop_graph");
+	catalog_check_rights(OBJ_GRAPH, name, ACL_DELETE, true);
+	if (catalog_graph_has_models(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 				 errmsg("graph \"%s\" is used by models", name),
 				 errhint("Drop its models first (see gnn_models).")));
-	catalog_exec("DELETE FROM %s.quiver_graph WHERE name = $1", 1, t, v);
-	remember_touched('g', name);
-	queue_finish(engine_call(REQ_DROP_GRAPH, name, NULL, DSM_HANDLE_INVALID));
-	(void) schema;
+	queue_finish(stage_call(REQ_STAGE_DROP_GRAPH, name, NULL, catalog_delete(OBJ_GRAPH, name),
+							DSM_HANDLE_INVALID));
 	PG_RETURN_VOID();
 }
 
@@ -281,14 +230,12 @@ Datum
 gnn_drop_model(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			t[1] = {TEXTOID};
-	Datum		v[1] = {CStringGetTextDatum(name)};
 
 	quiver_check_ready();
-	require_exists("quiver_model", "model", name);
-	catalog_exec("DELETE FROM %s.quiver_model WHERE name = $1", 1, t, v);
-	remember_touched('m', name);
-	queue_finish(engine_call(REQ_DROP_MODEL, name, NULL, DSM_HANDLE_INVALID));
+	catalog_check_writable("gnn_drop_model");
+	catalog_check_rights(OBJ_MODEL, name, ACL_DELETE, true);
+	queue_finish(stage_call(REQ_STAGE_DROP_MODEL, name, NULL, catalog_delete(OBJ_MODEL, name),
+							DSM_HANDLE_INVALID));
 	PG_RETURN_VOID();
 }
 
@@ -459,11 +406,12 @@ directory_snapshot(QuiverDirEntry **out)
 {
 	int			n = 0;
 
-	*out = palloc(sizeof(QuiverDirEntry) * QUIVER_MAX_OBJECTS);
-	if (quiver_shared == NULL)
+	*out = palloc(sizeof(QuiverDirEntry) * QUIVER_DIR_SIZE);
+	/* nothing resident belongs to another database */
+	if (!quiver_serves_this_database())
 		return 0;
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
 		if (quiver_shared->dir[i].used)
 			(*out)[n++] = quiver_shared->dir[i];
 	LWLockRelease(quiver_shared->lock);
@@ -481,13 +429,13 @@ gnn_resident(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		QuiverDirEntry *e = &dir[i];
-		bool		is_model = e->kind == 'm';
-		Datum		values[13];
-		bool		nulls[13] = {0};
+		bool		is_model = e->kind == OBJ_MODEL;
+		Datum		values[15];
+		bool		nulls[15] = {0};
 
 		values[0] = CStringGetTextDatum(is_model ? "model" : "graph");
 		values[1] = CStringGetTextDatum(e->name);
-		values[2] = CStringGetTextDatum(e->state);
+		values[2] = CStringGetTextDatum(e->state == OBJ_READY ? "ready" : "failed");
 		values[3] = Int64GetDatum(e->bytes);
 		values[4] = Int64GetDatum(e->nodes);
 		values[5] = Int64GetDatum(e->edges);
@@ -501,7 +449,9 @@ gnn_resident(PG_FUNCTION_ARGS)
 		nulls[4] = nulls[5] = is_model;
 		nulls[7] = nulls[8] = nulls[9] = nulls[10] = nulls[11] = !is_model;
 		nulls[12] = e->detail[0] == '\0';
-		if (strcmp(e->state, "ready") != 0)
+		values[13] = Int64GetDatum(e->version);
+		values[14] = TimestampTzGetDatum(e->loaded_at);
+		if (e->state != OBJ_READY)
 			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[9] = nulls[10] = nulls[11] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
@@ -532,7 +482,7 @@ gnn_stats(PG_FUNCTION_ARGS)
 		double		q[3] = {0.5, 0.95, 0.99};
 		int64		rows = e->gpu_rows[0] + e->gpu_rows[1] + e->gpu_rows[2];
 
-		if (e->kind != 'm')
+		if (e->kind != OBJ_MODEL)
 			continue;
 		values[0] = CStringGetTextDatum(e->name);
 		values[1] = Int64GetDatum(e->requests);
@@ -574,6 +524,7 @@ gnn_gpus(PG_FUNCTION_ARGS)
 	QuiverGpuEntry gpus[QUIVER_MAX_GPUS];
 	int			n;
 
+	quiver_check_ready();
 	InitMaterializedSRF(fcinfo, 0);
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
 	n = Min(quiver_shared->gpu_count, QUIVER_MAX_GPUS);

@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #endif
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -160,17 +161,6 @@ slot_sleep(QuiverSlot *slot, SlotState awaited)
 	CHECK_FOR_INTERRUPTS();
 }
 
-/* Error unless name fits a slot. */
-void
-queue_check_name(const char *name)
-{
-	if (strlen(name) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("quiver object name \"%s\" is too long", name),
-				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
-}
-
 /* Take this backend's slot (waiting for an abandoned request to drain) and
  * prepare it for a request of the given kind on the named object. */
 QuiverSlot *
@@ -179,7 +169,11 @@ queue_begin(RequestKind kind, const char *name)
 	QuiverSlot *slot;
 
 	quiver_check_ready();
-	queue_check_name(name);
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("quiver object \"%s\" does not exist", name),
+				 errdetail("Names are at most %d bytes.", NAMEDATALEN - 1)));
 	if (MyProc == NULL || MyProc->pgprocno >= quiver_shared->n_slots)
 		elog(ERROR, "quiver: no request slot for this process");
 	slot = &quiver_shared->slots[MyProc->pgprocno];
@@ -191,6 +185,10 @@ queue_begin(RequestKind kind, const char *name)
 	strlcpy(slot->name, name, NAMEDATALEN);
 	slot->graph[0] = '\0';
 	slot->dsm = DSM_HANDLE_INVALID;
+	slot->version = 0;
+	slot->xid = InvalidTransactionId;
+	/* the engine shows this transaction what it staged */
+	slot->top_xid = GetTopTransactionIdIfAny();
 	slot->n_ids = 0;
 	slot->out_dim = 0;
 	slot->sqlstate = 0;
@@ -348,6 +346,26 @@ queue_take(QuiverSlot *slot, bool predict)
 	return taken;
 }
 
+/* Whether a loader's request for `name` waits or is being served. */
+bool
+queue_has_request_of(const char *name)
+{
+	for (int i = 0; i < quiver_shared->n_slots; i++)
+	{
+		QuiverSlot *slot = &quiver_shared->slots[i];
+		bool		found;
+
+		SpinLockAcquire(&slot->mutex);
+		found = (slot->state == SLOT_PENDING || slot->state == SLOT_RUNNING) &&
+			(slot->kind == REQ_LOAD_GRAPH || slot->kind == REQ_LOAD_MODEL ||
+			 slot->kind == REQ_LOAD_FAILED) && strcmp(slot->name, name) == 0;
+		SpinLockRelease(&slot->mutex);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
 /* True when the backend gave up on the request the engine holds. */
 bool
 queue_abandoned(QuiverSlot *slot)
@@ -396,7 +414,7 @@ queue_has_work(void)
 {
 	volatile QuiverShared *sh = quiver_shared;
 
-	if (sh->n_resync > 0 || sh->resync_all)
+	if (pg_atomic_read_u32(&((QuiverShared *) sh)->catalog_changed))
 		return true;
 	for (int i = 0; i < sh->n_slots; i++)
 		if (sh->slots[i].state == SLOT_PENDING)

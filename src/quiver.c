@@ -35,6 +35,8 @@ int			quiver_gpu_cache_size_mb = 0;
 bool		quiver_gpu_allow_tf32 = false;
 double		quiver_psgs_threshold = -1;
 double		quiver_replan_drift = 0.25;
+int			quiver_catalog_poll_ms = 1000;
+int			quiver_load_lock_timeout_ms = 5000;
 
 QuiverShared *quiver_shared = NULL;
 
@@ -170,6 +172,16 @@ quiver_define_gucs(void)
 							"Such calls are batched by a QuiverPrefetch plan node; its blocks grow 1, 2, 4, ... up to this.",
 							&quiver_prefetch_rows, 1024, 0, 65536,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.catalog_poll_interval",
+							"How often the engine compares what it holds with the committed catalog.",
+							"A hot standby follows the primary's replayed changes this way; on the primary, committers of changes also wake the engine.",
+							&quiver_catalog_poll_ms, 1000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.load_lock_timeout",
+							"Longest wait for a table lock when the engine re-runs a graph's queries (0 = none).",
+							"A load that times out marks the graph failed and is retried later.",
+							&quiver_load_lock_timeout_ms, 5000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("quiver");
 }
 
@@ -206,20 +218,29 @@ _PG_init(void)
 	prefetch_init();
 }
 
+static Oid	served_database = InvalidOid;
+
+/* Whether quiver is preloaded and this is the database it serves. */
+bool
+quiver_serves_this_database(void)
+{
+	if (quiver_shared == NULL)
+		return false;
+	if (!OidIsValid(served_database))
+		served_database = get_database_oid(quiver_database, true);
+	return served_database == MyDatabaseId;
+}
+
 /* Error out unless quiver is preloaded and this is the database it serves. */
 void
 quiver_check_ready(void)
 {
-	static Oid	served = InvalidOid;
-
 	if (quiver_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("quiver is not loaded"),
 				 errhint("Add quiver to shared_preload_libraries and restart the server.")));
-	if (!OidIsValid(served))
-		served = get_database_oid(quiver_database, true);
-	if (served != MyDatabaseId)
+	if (!quiver_serves_this_database())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("quiver serves database \"%s\", not \"%s\"",

@@ -17,15 +17,18 @@
 #include "storage/dsm.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "nodes/pg_list.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 #include "model.h"
 #include "qv_error.h"
 
 #define QUIVER_SLOT_PAYLOAD (64 * 1024)	/* inline ids + predictions */
-#define QUIVER_MAX_OBJECTS 128	/* graphs + models in the directory */
+#define QUIVER_MAX_GRAPHS 128	/* resident graphs */
+#define QUIVER_MAX_MODELS 256	/* resident models */
+#define QUIVER_DIR_SIZE (QUIVER_MAX_GRAPHS + QUIVER_MAX_MODELS)
 #define QUIVER_LAT_BUCKETS 96	/* latency histogram, 2^(1/4) steps from 1 us */
-#define QUIVER_RESYNC_MAX 32
 #define QUIVER_DETAIL_LEN 256
 #define QUIVER_MAX_GPUS 16		/* = QV_DISPATCH_MAX_GPUS */
 
@@ -44,6 +47,8 @@ extern bool quiver_gpu_allow_tf32;
 extern double quiver_psgs_threshold;
 extern double quiver_replan_drift;
 extern int	quiver_prefetch_rows;
+extern int	quiver_catalog_poll_ms;
+extern int	quiver_load_lock_timeout_ms;
 
 typedef enum SlotState
 {
@@ -57,12 +62,29 @@ typedef enum SlotState
 typedef enum RequestKind
 {
 	REQ_PREDICT = 1,
-	REQ_LOAD_GRAPH,
-	REQ_LOAD_MODEL,
-	REQ_DROP_GRAPH,
-	REQ_DROP_MODEL,
-	REQ_EXPLAIN
+	REQ_STAGE_GRAPH,			/* build a graph, staged in the caller's xact */
+	REQ_STAGE_MODEL,
+	REQ_STAGE_DROP_GRAPH,		/* a drop, staged likewise */
+	REQ_STAGE_DROP_MODEL,
+	REQ_EXPLAIN,
+	REQ_LOAD_GRAPH,				/* a loader's rows of a committed version */
+	REQ_LOAD_MODEL,				/* a loader's weights of a committed version */
+	REQ_LOAD_FAILED				/* a loader could not read a version */
 } RequestKind;
+
+/* The two kinds of objects the engine holds. */
+typedef enum ObjKind
+{
+	OBJ_GRAPH = 'g',
+	OBJ_MODEL = 'm'
+} ObjKind;
+
+/* What the directory says of a named object. */
+typedef enum ObjState
+{
+	OBJ_READY = 1,				/* resident and serving */
+	OBJ_FAILED					/* its catalog version could not be built */
+} ObjState;
 
 typedef enum EngineState
 {
@@ -83,6 +105,10 @@ typedef struct QuiverSlot
 	char		name[NAMEDATALEN];	/* model or graph */
 	char		graph[NAMEDATALEN]; /* graph of a model being created */
 	dsm_handle	dsm;			/* bulk input, or DSM_HANDLE_INVALID */
+	int64		version;		/* stage: catalog version being staged */
+	TransactionId xid;			/* stage: the (sub)transaction staging it */
+	TransactionId top_xid;		/* stage, predict: the caller's top-level
+								 * xid when it staged objects, else invalid */
 	int32		n_ids;			/* predict: ids in payload */
 	int32		out_dim;		/* predict: filled by the engine */
 	/* answer */
@@ -97,11 +123,13 @@ typedef struct QuiverSlot
 typedef struct QuiverDirEntry
 {
 	bool		used;
-	char		kind;			/* 'g' graph, 'm' model */
+	ObjKind		kind;
 	char		name[NAMEDATALEN];
 	char		graph[NAMEDATALEN];
-	char		state[16];		/* ready, failed */
+	ObjState	state;
 	char		detail[QUIVER_DETAIL_LEN];
+	int64		version;		/* catalog version resident (or that failed) */
+	TimestampTz loaded_at;
 	int64		bytes;
 	int64		nodes;
 	int64		edges;
@@ -157,7 +185,7 @@ typedef struct ExplainResult
 
 typedef struct QuiverShared
 {
-	LWLock	   *lock;			/* protects directory, resync list */
+	LWLock	   *lock;			/* protects directory, staged_bytes */
 	slock_t		mutex;			/* protects engine fields */
 	EngineState engine_state;
 	pid_t		engine_pid;
@@ -169,10 +197,10 @@ typedef struct QuiverShared
 	pg_atomic_uint32 in_flight;	/* requests submitted and not yet answered */
 	pg_atomic_uint32 engine_seq;	/* futex word: bumped to wake the engine */
 	pg_atomic_uint32 engine_sleeping;	/* the engine may be in futex_wait */
-	int			n_resync;
-	bool		resync_all;
-	char		resync[QUIVER_RESYNC_MAX][NAMEDATALEN + 1];	/* 'g'/'m' + name */
-	QuiverDirEntry dir[QUIVER_MAX_OBJECTS];
+	pg_atomic_uint32 catalog_changed;	/* set by committers of catalog
+										 * writes: the engine re-reads it */
+	int64		staged_bytes;	/* under lock: bytes of staged graphs */
+	QuiverDirEntry dir[QUIVER_DIR_SIZE];
 	int			n_slots;
 	QuiverSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } QuiverShared;
@@ -181,11 +209,11 @@ extern QuiverShared *quiver_shared;
 
 /* quiver.c */
 extern void quiver_check_ready(void);
+extern bool quiver_serves_this_database(void);
 extern int	quiver_sqlstate(QvErrCode code);
 extern Size quiver_memory_limit_bytes(void);
 
 /* queue.c: backend side */
-extern void queue_check_name(const char *name);
 extern QuiverSlot *queue_begin(RequestKind kind, const char *name);
 extern void queue_submit_and_wait(QuiverSlot *slot);
 extern void queue_finish(QuiverSlot *slot);
@@ -195,6 +223,7 @@ extern void queue_raise(QuiverSlot *slot);
 extern bool queue_take(QuiverSlot *slot, bool predict);
 extern void queue_complete(QuiverSlot *slot);
 extern bool queue_abandoned(QuiverSlot *slot);
+extern bool queue_has_request_of(const char *name);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_reset_after_restart(void);
@@ -214,9 +243,47 @@ typedef struct GraphRows
 	int64	   *dst;
 	bool		undirected;
 } GraphRows;
+typedef struct GraphDef
+{
+	char	   *name;
+	char	   *edges_query;
+	char	   *features_query;
+	bool		undirected;
+	Oid			owner;
+	char	   *search_path;	/* the creator's, for re-running the queries */
+	int64		version;
+} GraphDef;
+typedef struct ModelDef
+{
+	char	   *name;
+	char	   *graph;
+	char	   *arch;
+	char	   *config;
+	bytea	   *weights;
+	int64		version;
+} ModelDef;
+typedef struct CatalogVersion
+{
+	char		name[NAMEDATALEN];
+	int64		version;
+} CatalogVersion;
 extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows);
 extern char *catalog_extension_schema(void);
 extern Size graph_rows_bytes(const GraphRows *rows);
+extern void catalog_check_writable(const char *function);
+extern void catalog_check_name(const char *name, ObjKind kind);
+extern bool catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exist);
+extern int64 catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected);
+extern int64 catalog_touch_graph(const char *name);
+extern int64 catalog_put_model(const char *name, const char *graph, const char *arch,
+							   bytea *weights, const char *config);
+extern int64 catalog_delete(ObjKind kind, const char *name);
+extern bool catalog_graph_has_models(const char *graph);
+extern bool catalog_get_graph(const char *name, GraphDef *def);
+extern bool catalog_get_model(const char *name, ModelDef *def);
+extern void catalog_read_graph_def(const GraphDef *def, GraphRows *rows, int lock_timeout_ms);
+extern List *catalog_versions(ObjKind kind);
+extern void catalog_note_write(void);
 
 /* functions.c: predictions */
 extern int	predict_ids_per_request(const char *model);
@@ -228,6 +295,10 @@ extern const float *prefetch_lookup(const char *model, int64 id, int *out_dim);
 
 /* worker.c */
 extern PGDLLEXPORT void quiver_engine_main(Datum arg);
+
+/* loader.c: a dynamic background worker that reads one committed object
+ * from the catalog (a graph's rows, a model's weights) for the engine */
+extern PGDLLEXPORT void quiver_loader_main(Datum arg);
 
 /* transfer.c: bulk payloads in DSM */
 extern dsm_segment *transfer_graph_rows(const GraphRows *rows, dsm_handle *handle);

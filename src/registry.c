@@ -10,23 +10,25 @@
 
 #include <math.h>
 
+#include "access/transam.h"
 #include "storage/lwlock.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "device.h"
 #include "psgs.h"
 #include "registry.h"
 
-#define COST_FORGET 0.98		/* weight of older batches per new one */
 #define SEED_DECAY 0.999999		/* seed histogram half-life ~ 700k seeds */
 
-static ResGraph graphs[QUIVER_MAX_OBJECTS];
-static ResModel models[QUIVER_MAX_OBJECTS];
+static ResGraph graphs[QUIVER_MAX_GRAPHS];
+static ResModel models[QUIVER_MAX_MODELS];
+static dlist_head staged = DLIST_STATIC_INIT(staged);
 
 ResGraph *
 registry_graph(const char *name)
 {
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
 		if (graphs[i].g != NULL && strcmp(graphs[i].name, name) == 0)
 			return &graphs[i];
 	return NULL;
@@ -35,13 +37,14 @@ registry_graph(const char *name)
 ResModel *
 registry_model(const char *name)
 {
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 		if (models[i].m != NULL && strcmp(models[i].name, name) == 0)
 			return &models[i];
 	return NULL;
 }
 
-/* The i-th entry (0 .. QUIVER_MAX_OBJECTS-1) if in use, for iteration. */
+/* The i-th entry (0 .. QUIVER_MAX_GRAPHS-1 or QUIVER_MAX_MODELS-1) if in
+ * use, for iteration. */
 ResGraph *
 registry_graph_at(int i)
 {
@@ -57,11 +60,11 @@ registry_model_at(int i)
 /* Directory entry of (kind, name), created if absent; NULL if full.
  * Caller holds the directory lock exclusively. */
 static QuiverDirEntry *
-dir_entry(char kind, const char *name, bool create)
+dir_entry(ObjKind kind, const char *name, bool create)
 {
 	QuiverDirEntry *free_entry = NULL;
 
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
 	{
 		QuiverDirEntry *e = &quiver_shared->dir[i];
 
@@ -80,15 +83,17 @@ dir_entry(char kind, const char *name, bool create)
 }
 
 static void
-dir_publish_graph(const char *name, const QvGraph *g)
+dir_publish_graph(const char *name, int64 version, const QvGraph *g)
 {
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('g', name, true);
+	e = dir_entry(OBJ_GRAPH, name, true);
 	if (e)
 	{
-		strlcpy(e->state, "ready", sizeof(e->state));
+		e->state = OBJ_READY;
+		e->version = version;
+		e->loaded_at = GetCurrentTimestamp();
 		e->detail[0] = '\0';
 		e->bytes = qv_graph_bytes(g);
 		e->nodes = g->n_nodes;
@@ -99,15 +104,25 @@ dir_publish_graph(const char *name, const QvGraph *g)
 }
 
 static void
-dir_publish_model(const char *name, const char *graph, const QvModel *m)
+dir_publish_model(const char *name, const char *graph, int64 version, const QvModel *m)
 {
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('m', name, true);
+	e = dir_entry(OBJ_MODEL, name, true);
 	if (e)
 	{
-		strlcpy(e->state, "ready", sizeof(e->state));
+		/* a replaced model starts its statistics anew */
+		if (e->version != version)
+		{
+			memset(e, 0, sizeof(*e));
+			e->used = true;
+			e->kind = OBJ_MODEL;
+			strlcpy(e->name, name, NAMEDATALEN);
+		}
+		e->state = OBJ_READY;
+		e->version = version;
+		e->loaded_at = GetCurrentTimestamp();
 		strlcpy(e->graph, graph, NAMEDATALEN);
 		e->detail[0] = '\0';
 		e->bytes = m->bytes;
@@ -120,17 +135,38 @@ dir_publish_model(const char *name, const char *graph, const QvModel *m)
 	LWLockRelease(quiver_shared->lock);
 }
 
-/* Publish that an object could not be built (nothing resident under it). */
+/* Publish that catalog version `version` of an object could not be built.
+ * An older version that is resident goes on serving (the directory keeps
+ * its version and says why the newer one is missing); otherwise nothing
+ * stays resident under the name. */
 void
-registry_publish_failed(char kind, const char *name, const char *detail)
+registry_publish_failed(ObjKind kind, const char *name, int64 version, const char *detail)
 {
 	QuiverDirEntry *e;
+	int64		resident = kind == OBJ_GRAPH ? (registry_graph(name) ? registry_graph(name)->version : 0)
+		: (registry_model(name) ? registry_model(name)->version : 0);
 
+	if (resident > 0 && resident < version)
+	{
+		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+		e = dir_entry(kind, name, false);
+		if (e)
+			snprintf(e->detail, sizeof(e->detail), "version " INT64_FORMAT " could not be loaded: %s",
+					 version, detail);
+		LWLockRelease(quiver_shared->lock);
+		return;
+	}
+	if (kind == OBJ_GRAPH)
+		registry_drop_graph(name);
+	else
+		registry_drop_model(name);
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
 	e = dir_entry(kind, name, true);
 	if (e)
 	{
-		strlcpy(e->state, "failed", sizeof(e->state));
+		e->state = OBJ_FAILED;
+		e->version = version;
+		e->loaded_at = GetCurrentTimestamp();
 		strlcpy(e->detail, detail, sizeof(e->detail));
 		e->bytes = 0;
 	}
@@ -138,7 +174,7 @@ registry_publish_failed(char kind, const char *name, const char *detail)
 }
 
 static void
-dir_remove(char kind, const char *name)
+dir_remove(ObjKind kind, const char *name)
 {
 	QuiverDirEntry *e;
 
@@ -150,8 +186,8 @@ dir_remove(char kind, const char *name)
 }
 
 /* PSGS of every node of g for model m's fanouts (malloc'd), or NULL. */
-static float *
-model_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err)
+float *
+registry_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err)
 {
 	float	   *psgs = qv_malloc(sizeof(float) * (size_t) g->n_nodes, err, "PSGS");
 
@@ -163,43 +199,54 @@ model_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err)
 	return psgs;
 }
 
-/* Install g as graph `name`, replacing any resident one.  Fails, leaving the
- * old graph serving, if a model on it expects another feature dimension or
- * its per-node state cannot be rebuilt for g. */
-bool
-registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err)
+/* Mark every resident model on graph `name` failed (and free it): called
+ * when the graph changed under it in a way it cannot follow. */
+static void
+fail_models_of(const char *graph, const char *why)
 {
-	ResGraph   *rg = registry_graph(name);
-	float	   *new_psgs[QUIVER_MAX_OBJECTS] = {0};
-	QvSeedHistogram hist;
-	bool		ok = true;
-
-	for (int i = 0; i < QUIVER_MAX_OBJECTS && ok; i++)
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 	{
 		ResModel   *rm = &models[i];
 
-		if (rm->m == NULL || strcmp(rm->graph, name) != 0)
+		if (rm->m != NULL && strcmp(rm->graph, graph) == 0)
+			registry_publish_failed(OBJ_MODEL, rm->name, rm->version, why);
+	}
+}
+
+/* Install g as graph `name` at catalog version `version`, replacing any
+ * resident one, and move the graph's models onto it.  A model expecting
+ * another feature dimension is marked failed.  Fails (the old graph serving
+ * on) only when the per-node state cannot be allocated or no entry is
+ * free. */
+bool
+registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool, QvError *err)
+{
+	ResGraph   *rg = registry_graph(name);
+	float	   *new_psgs[QUIVER_MAX_MODELS] = {0};
+	QvSeedHistogram hist;
+	bool		ok = true;
+
+	for (int i = 0; i < QUIVER_MAX_MODELS && ok; i++)
+	{
+		ResModel   *rm = &models[i];
+
+		if (rm->m == NULL || strcmp(rm->graph, name) != 0 || rm->m->in_dim != g->dim)
 			continue;
-		if (rm->m->in_dim != g->dim)
-			ok = !qv_error(err, QV_EDATA,
-						   "model \"%s\" on graph \"%s\" expects %d features per node; the new feature rows have %d",
-						   rm->name, name, rm->m->in_dim, g->dim);
-		else
-			ok = (new_psgs[i] = model_psgs(rm->m, g, pool, err)) != NULL;
+		ok = (new_psgs[i] = registry_psgs(rm->m, g, pool, err)) != NULL;
 	}
 	if (ok && rg == NULL)
 	{
-		for (int i = 0; i < QUIVER_MAX_OBJECTS && rg == NULL; i++)
+		for (int i = 0; i < QUIVER_MAX_GRAPHS && rg == NULL; i++)
 			if (graphs[i].g == NULL)
 				rg = &graphs[i];
 		if (rg == NULL)
-			ok = !qv_error(err, QV_ELIMIT, "cannot hold more than %d graphs", QUIVER_MAX_OBJECTS);
+			ok = !qv_error(err, QV_ELIMIT, "cannot hold more than %d graphs", QUIVER_MAX_GRAPHS);
 	}
 	if (ok)
 		ok = qv_seed_histogram_init(&hist, g->n_nodes, SEED_DECAY, err) == QV_OK;
 	if (!ok)
 	{
-		for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+		for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 			free(new_psgs[i]);
 		return false;
 	}
@@ -214,13 +261,24 @@ registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err)
 	strlcpy(rg->name, name, NAMEDATALEN);
 	rg->g = g;
 	rg->hist = hist;
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	rg->version = version;
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 		if (new_psgs[i] != NULL)
 		{
 			free(models[i].psgs);
 			models[i].psgs = new_psgs[i];
 		}
-	dir_publish_graph(name, g);
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
+		if (models[i].m != NULL && strcmp(models[i].graph, name) == 0 && new_psgs[i] == NULL)
+		{
+			char		detail[QUIVER_DETAIL_LEN];
+
+			snprintf(detail, sizeof(detail),
+					 "graph \"%s\" now has %d features per node; the model expects %d",
+					 name, g->dim, models[i].m->in_dim);
+			registry_publish_failed(OBJ_MODEL, models[i].name, models[i].version, detail);
+		}
+	dir_publish_graph(name, version, g);
 	return true;
 }
 
@@ -234,9 +292,11 @@ registry_forget_seeds(ResGraph *rg)
 	rg->hist.n_seen = 0;
 }
 
-/* Install m as model `name` on `graph`, replacing any resident one. */
+/* Install m as model `name` on `graph` at catalog version `version`,
+ * replacing any resident one. */
 ResModel *
-registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *pool, QvError *err)
+registry_install_model(const char *name, const char *graph, int64 version, QvModel *m,
+					   StagedCalibration *cal, QvPool *pool, QvError *err)
 {
 	ResModel   *rm = registry_model(name);
 	ResGraph   *rg = registry_graph(graph);
@@ -244,18 +304,29 @@ registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *
 
 	if (rg == NULL)
 	{
-		qv_error(err, QV_ENOTFOUND, "graph \"%s\" does not exist", graph);
+		qv_error(err, QV_ENOTFOUND, "graph \"%s\" is not loaded", graph);
 		return NULL;
 	}
-	for (int i = 0; i < QUIVER_MAX_OBJECTS && rm == NULL; i++)
+	if (m->in_dim != rg->g->dim)
+	{
+		qv_error(err, QV_EDATA, "graph \"%s\" has %d features per node; the model expects %d",
+				 graph, rg->g->dim, m->in_dim);
+		return NULL;
+	}
+	for (int i = 0; i < QUIVER_MAX_MODELS && rm == NULL; i++)
 		if (models[i].m == NULL)
 			rm = &models[i];
 	if (rm == NULL)
 	{
-		qv_error(err, QV_ELIMIT, "cannot hold more than %d models", QUIVER_MAX_OBJECTS);
+		qv_error(err, QV_ELIMIT, "cannot hold more than %d models", QUIVER_MAX_MODELS);
 		return NULL;
 	}
-	if ((psgs = model_psgs(m, rg->g, pool, err)) == NULL)
+	if (cal && cal->psgs)
+	{
+		psgs = cal->psgs;		/* taken over */
+		cal->psgs = NULL;
+	}
+	else if ((psgs = registry_psgs(m, rg->g, pool, err)) == NULL)
 		return NULL;
 	if (rm->m != NULL)
 	{
@@ -267,14 +338,20 @@ registry_install_model(const char *name, const char *graph, QvModel *m, QvPool *
 	strlcpy(rm->graph, graph, NAMEDATALEN);
 	rm->m = m;
 	rm->psgs = psgs;
+	rm->version = version;
 	rm->dev = NULL;
 	rm->gpu_detail[0] = '\0';
-	qv_costmodel_init(&rm->cpu_cost, COST_FORGET, NULL);
-	qv_costmodel_init(&rm->gpu_cost, COST_FORGET, NULL);
-	dir_publish_model(name, graph, m);
+	if (cal && cal->has_cost)
+		rm->cpu_cost = cal->cpu_cost;
+	else
+		qv_costmodel_init(&rm->cpu_cost, REGISTRY_COST_FORGET, NULL);
+	qv_costmodel_init(&rm->gpu_cost, REGISTRY_COST_FORGET, NULL);
+	dir_publish_model(name, graph, version, m);
 	return rm;
 }
 
+/* Free graph `name` (its models were dropped or failed first) and remove
+ * it from the directory. */
 void
 registry_drop_graph(const char *name)
 {
@@ -282,12 +359,13 @@ registry_drop_graph(const char *name)
 
 	if (rg)
 	{
+		fail_models_of(name, "its graph was dropped");
 		device_release_graph(rg);
 		qv_graph_free(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 		rg->g = NULL;
 	}
-	dir_remove('g', name);
+	dir_remove(OBJ_GRAPH, name);
 }
 
 void
@@ -303,20 +381,158 @@ registry_drop_model(const char *name)
 		rm->psgs = NULL;
 		rm->m = NULL;
 	}
-	dir_remove('m', name);
+	dir_remove(OBJ_MODEL, name);
+}
+
+/* ---- staged changes ---------------------------------------------------------
+ * A change made by a transaction that has not ended: built and checked, seen
+ * by that transaction's own requests, published when its xid commits,
+ * discarded when it aborts (load.c resolves them). */
+
+/* Keep a built object (or a drop, obj NULL) staged for the transaction
+ * top_xid, made in its (sub)transaction xid. */
+Staged *
+registry_stage(ObjKind kind, const char *name, const char *graph, int64 version,
+			   TransactionId xid, TransactionId top_xid, void *obj)
+{
+	Staged	   *st = MemoryContextAllocZero(TopMemoryContext, sizeof(Staged));
+
+	st->kind = kind;
+	st->op = obj ? STAGED_PUT : STAGED_DROP;
+	strlcpy(st->name, name, NAMEDATALEN);
+	strlcpy(st->graph, graph ? graph : "", NAMEDATALEN);
+	st->version = version;
+	st->xid = xid;
+	st->top_xid = top_xid;
+	if (kind == OBJ_GRAPH)
+		st->g = obj;
+	else
+		st->m = obj;
+	if (st->g)
+	{
+		st->bytes = qv_graph_bytes(st->g);
+		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+		quiver_shared->staged_bytes += st->bytes;
+		LWLockRelease(quiver_shared->lock);
+	}
+	dlist_push_tail(&staged, &st->node);
+	return st;
+}
+
+/* Forget a staged change, freeing what it still owns. */
+void
+registry_unstage(Staged *st)
+{
+	dlist_delete(&st->node);
+	if (st->bytes)
+	{
+		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+		quiver_shared->staged_bytes -= st->bytes;
+		LWLockRelease(quiver_shared->lock);
+	}
+	if (st->g)
+		qv_graph_free(st->g);
+	if (st->m)
+		qv_model_free(st->m);
+	free(st->cal.psgs);
+	pfree(st);
+}
+
+bool
+registry_has_staged(void)
+{
+	return !dlist_is_empty(&staged);
+}
+
+/* Every staged change, oldest first, for resolution (palloc'd array). */
+int
+registry_staged_all(Staged ***out)
+{
+	int			n = 0;
+	dlist_iter	it;
+
+	dlist_foreach(it, &staged)
+		n++;
+	*out = palloc(sizeof(Staged *) * Max(n, 1));
+	n = 0;
+	dlist_foreach(it, &staged)
+		(*out)[n++] = dlist_container(Staged, node, it.cur);
+	/* insertion sort by version: the list is short */
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && (*out)[j]->version < (*out)[j - 1]->version; j--)
+		{
+			Staged	   *t = (*out)[j];
+
+			(*out)[j] = (*out)[j - 1];
+			(*out)[j - 1] = t;
+		}
+	return n;
+}
+
+/* The staged change of (kind, name) at catalog version `version`, or NULL. */
+Staged *
+registry_staged_find(ObjKind kind, const char *name, int64 version)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &staged)
+	{
+		Staged	   *st = dlist_container(Staged, node, it.cur);
+
+		if (st->kind == kind && st->version == version && strcmp(st->name, name) == 0)
+			return st;
+	}
+	return NULL;
+}
+
+/* The latest change of (kind, name) that transaction top_xid staged and
+ * has not rolled back (to a savepoint or wholly), or NULL: what that
+ * transaction sees of the object in place of the published one. */
+Staged *
+registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid)
+{
+	Staged	   *best = NULL;
+	dlist_iter	it;
+
+	if (!TransactionIdIsValid(top_xid))
+		return NULL;
+	dlist_foreach(it, &staged)
+	{
+		Staged	   *st = dlist_container(Staged, node, it.cur);
+
+		if (st->top_xid != top_xid || st->kind != kind || strcmp(st->name, name) != 0)
+			continue;
+		if ((best == NULL || st->version > best->version) && !TransactionIdDidAbort(st->xid))
+			best = st;
+	}
+	return best;
+}
+
+/* Whether transaction top_xid staged anything. */
+bool
+registry_staged_by(TransactionId top_xid)
+{
+	dlist_iter	it;
+
+	if (!TransactionIdIsValid(top_xid))
+		return false;
+	dlist_foreach(it, &staged)
+		if (dlist_container(Staged, node, it.cur)->top_xid == top_xid)
+			return true;
+	return false;
 }
 
 /* Detail of a model or graph that exists in the directory but failed to
  * build, or NULL. */
 const char *
-registry_failure(char kind, const char *name, char *buf, size_t len)
+registry_failure(ObjKind kind, const char *name, char *buf, size_t len)
 {
 	QuiverDirEntry *e;
 	const char *result = NULL;
 
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
 	e = dir_entry(kind, name, false);
-	if (e && strcmp(e->state, "failed") == 0)
+	if (e && e->state == OBJ_FAILED)
 	{
 		strlcpy(buf, e->detail, len);
 		result = buf;
@@ -362,7 +578,7 @@ registry_publish_cost(ResModel *rm)
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('m', rm->name, false);
+	e = dir_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 		dir_set_cost(e, rm);
 	LWLockRelease(quiver_shared->lock);
@@ -372,7 +588,7 @@ registry_publish_cost(ResModel *rm)
 void
 registry_publish_all_costs(void)
 {
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 		if (models[i].m != NULL)
 			registry_publish_cost(&models[i]);
 }
@@ -385,7 +601,7 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('m', rm->name, false);
+	e = dir_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 	{
 		e->batches++;
@@ -409,7 +625,7 @@ registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host)
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry('m', rm->name, false);
+	e = dir_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 	{
 		e->gpu_rows[0] += local;
@@ -446,15 +662,16 @@ registry_published_out_dim(const char *model)
 	int			out = -1;
 
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	e = dir_entry('m', model, false);
-	if (e && strcmp(e->state, "ready") == 0)
+	e = dir_entry(OBJ_MODEL, model, false);
+	if (e && e->state == OBJ_READY)
 		out = e->out_dim;
 	LWLockRelease(quiver_shared->lock);
 	return out;
 }
 
 /* Refuse (false, with err) a graph needing `need` bytes if it would take the
- * resident total past quiver.memory_limit; a graph it replaces is not counted. */
+ * resident total (staged graphs included: until their transaction ends the
+ * old and the new graph are both held) past quiver.memory_limit. */
 bool
 registry_check_memory(const char *graph, Size need, QvError *err)
 {
@@ -462,14 +679,14 @@ registry_check_memory(const char *graph, Size need, QvError *err)
 	Size		limit = quiver_memory_limit_bytes();
 
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	for (int i = 0; i < QUIVER_MAX_OBJECTS; i++)
+	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
 	{
 		QuiverDirEntry *e = &quiver_shared->dir[i];
 
-		if (e->used && strcmp(e->state, "ready") == 0 &&
-			!(e->kind == 'g' && strcmp(e->name, graph) == 0))
+		if (e->used && e->state == OBJ_READY)
 			used += e->bytes;
 	}
+	used += quiver_shared->staged_bytes;
 	LWLockRelease(quiver_shared->lock);
 	if (used + need <= limit)
 		return true;

@@ -11,12 +11,15 @@
 #include "pool.h"
 #include "quiver.h"
 
+#include "lib/ilist.h"
+
 struct DeviceGraph;				/* device.c */
 struct DeviceModel;
 
 typedef struct ResGraph
 {
 	char		name[NAMEDATALEN];
+	int64		version;		/* catalog version it was built from */
 	QvGraph    *g;				/* NULL = unused entry */
 	QvSeedHistogram hist;		/* requested seeds, for placement */
 	struct DeviceGraph *dev;	/* copies on the GPUs, or NULL */
@@ -26,6 +29,7 @@ typedef struct ResModel
 {
 	char		name[NAMEDATALEN];
 	char		graph[NAMEDATALEN];
+	int64		version;		/* catalog version it was built from */
 	QvModel    *m;				/* NULL = unused entry */
 	float	   *psgs;			/* per node of the graph, for this model's fanouts */
 	QvCostModel cpu_cost;		/* CPU batch cost = a + b x PSGS */
@@ -34,26 +38,72 @@ typedef struct ResModel
 	char		gpu_detail[QUIVER_DETAIL_LEN];	/* why not on the GPUs */
 } ResModel;
 
+/* A change staged by a transaction that has not ended (registry.c). */
+typedef enum StagedOp
+{
+	STAGED_PUT = 1,				/* create or replace */
+	STAGED_DROP
+} StagedOp;
+
+/* What staging measured of a model, for its publication. */
+typedef struct StagedCalibration
+{
+	float	   *psgs;			/* per node of psgs_graph (malloc'd), or NULL */
+	const QvGraph *psgs_graph;
+	QvCostModel cpu_cost;
+	bool		has_cost;
+} StagedCalibration;
+
+#define REGISTRY_COST_FORGET 0.98	/* weight of older batches per new one */
+
+typedef struct Staged
+{
+	dlist_node	node;
+	ObjKind		kind;
+	StagedOp	op;
+	char		name[NAMEDATALEN];
+	char		graph[NAMEDATALEN]; /* a model's graph */
+	int64		version;		/* catalog version written */
+	TransactionId xid;			/* (sub)transaction that wrote it */
+	TransactionId top_xid;		/* its top-level transaction */
+	QvGraph    *g;				/* built graph (owned until published) */
+	QvModel    *m;				/* built model (likewise) */
+	StagedCalibration cal;		/* a model's PSGS and cost line */
+	Size		bytes;
+} Staged;
+
 /* engine only */
 extern ResGraph *registry_graph(const char *name);
 extern ResModel *registry_model(const char *name);
 extern ResGraph *registry_graph_at(int i);
 extern ResModel *registry_model_at(int i);
-extern bool registry_install_graph(const char *name, QvGraph *g, QvPool *pool, QvError *err);
-extern ResModel *registry_install_model(const char *name, const char *graph, QvModel *m,
-										QvPool *pool, QvError *err);
+extern bool registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool,
+								   QvError *err);
+extern ResModel *registry_install_model(const char *name, const char *graph, int64 version,
+										QvModel *m, StagedCalibration *cal, QvPool *pool,
+										QvError *err);
+extern float *registry_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err);
 extern void registry_forget_seeds(ResGraph *rg);
 extern void registry_drop_graph(const char *name);
 extern void registry_drop_model(const char *name);
-extern void registry_publish_failed(char kind, const char *name, const char *detail);
+extern void registry_publish_failed(ObjKind kind, const char *name, int64 version,
+									const char *detail);
 extern void registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 								 const int64 *latency_us, bool on_gpu);
 extern void registry_publish_cost(ResModel *rm);
 extern void registry_publish_all_costs(void);
 extern void registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host);
+extern Staged *registry_stage(ObjKind kind, const char *name, const char *graph, int64 version,
+							  TransactionId xid, TransactionId top_xid, void *obj);
+extern void registry_unstage(Staged *st);
+extern bool registry_has_staged(void);
+extern int	registry_staged_all(Staged ***out);
+extern Staged *registry_staged_find(ObjKind kind, const char *name, int64 version);
+extern Staged *registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid);
+extern bool registry_staged_by(TransactionId top_xid);
 
 /* any process */
-extern const char *registry_failure(char kind, const char *name, char *buf, size_t len);
+extern const char *registry_failure(ObjKind kind, const char *name, char *buf, size_t len);
 extern double registry_latency_quantile(const QuiverDirEntry *e, double q);
 extern int	registry_published_out_dim(const char *model);
 extern bool registry_check_memory(const char *graph, Size need, QvError *err);

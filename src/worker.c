@@ -49,6 +49,16 @@ engine_set_state(EngineState st, const char *detail)
 	SpinLockRelease(&quiver_shared->mutex);
 }
 
+/* Say what the engine is doing (NULL: nothing in particular), keeping its
+ * state. */
+void
+engine_set_detail(const char *detail)
+{
+	SpinLockAcquire(&quiver_shared->mutex);
+	strlcpy(quiver_shared->engine_detail, detail ? detail : "", QUIVER_DETAIL_LEN);
+	SpinLockRelease(&quiver_shared->mutex);
+}
+
 static void
 engine_on_exit(int code, Datum arg)
 {
@@ -84,47 +94,115 @@ engine_thread_count(void)
 
 /* ---- predict -------------------------------------------------------------- */
 
+/* What a predict request is served by: the published model, or for a
+ * transaction that staged the model or its graph, what it sees of them. */
+typedef struct Target
+{
+	ResModel   *rm;				/* published model; NULL for a staged view */
+	const QvModel *m;
+	const QvGraph *g;
+	const char *graph;			/* the graph's name */
+	TransactionId view_xid;		/* the staging transaction, or invalid */
+} Target;
+
 typedef struct PredictBatch
 {
-	ResModel   *rm;
+	Target		t;
 	int			n_slots;
 	QuiverSlot *slots[FLEXIBLE_ARRAY_MEMBER];
 } PredictBatch;
 
-/* Check a taken predict slot against its model; answers it on failure. */
+/* Check a taken predict slot against its target; answers it on failure. */
 static bool
-predict_slot_valid(QuiverSlot *slot, ResModel *rm, ResGraph *rg)
+predict_slot_valid(QuiverSlot *slot, const Target *t)
 {
 	int64	   *ids = (int64 *) slot->payload;
-	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * rm->m->out_dim);
+	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * t->m->out_dim);
 
 	if (need > QUIVER_SLOT_PAYLOAD)
 	{
 		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
-				   "model \"%s\" was replaced during the call; retry", rm->name);
+				   "model \"%s\" was replaced during the call; retry", slot->name);
 		return false;
 	}
 	for (int i = 0; i < slot->n_ids; i++)
-		if (qv_graph_find(rg->g, ids[i]) < 0)
+		if (qv_graph_find(t->g, ids[i]) < 0)
 		{
 			queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE,
-					   "node id " INT64_FORMAT " does not exist in graph \"%s\"", ids[i], rg->name);
+					   "node id " INT64_FORMAT " does not exist in graph \"%s\"", ids[i], t->graph);
 			return false;
 		}
 	return true;
 }
 
-/* Answer every slot whose model is absent. */
-static void
-predict_fail_unknown(QuiverSlot *slot)
+/* Answer a request for a model that is not resident. */
+void
+engine_fail_unknown_model(QuiverSlot *slot)
 {
 	char		detail[QUIVER_DETAIL_LEN];
 
-	if (registry_failure('m', slot->name, detail, sizeof(detail)))
+	if (registry_failure(OBJ_MODEL, slot->name, detail, sizeof(detail)))
 		queue_fail(slot, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 				   "model \"%s\" is not loaded: %s", slot->name, detail);
 	else
 		queue_fail(slot, ERRCODE_UNDEFINED_OBJECT, "model \"%s\" does not exist", slot->name);
+}
+
+/* What serves the slot's request; false (slot answered) if nothing. */
+static bool
+resolve_target(QuiverSlot *slot, Target *t)
+{
+	TransactionId top = slot->top_xid;
+	Staged	   *sm = NULL, *sg = NULL;
+	ResGraph   *rg;
+
+	memset(t, 0, sizeof(*t));
+	if (registry_staged_by(top))
+		sm = registry_staged_visible(OBJ_MODEL, slot->name, top);
+	if (sm && sm->op == STAGED_DROP)
+	{
+		queue_fail(slot, ERRCODE_UNDEFINED_OBJECT, "model \"%s\" does not exist", slot->name);
+		return false;
+	}
+	if (sm)
+	{
+		t->m = sm->m;
+		t->graph = sm->graph;
+	}
+	else if ((t->rm = registry_model(slot->name)) != NULL)
+	{
+		t->m = t->rm->m;
+		t->graph = t->rm->graph;
+	}
+	else
+	{
+		engine_fail_unknown_model(slot);
+		return false;
+	}
+	if (registry_staged_by(top))
+		sg = registry_staged_visible(OBJ_GRAPH, t->graph, top);
+	if (sg && sg->g)
+		t->g = sg->g;
+	else if (sg == NULL && (rg = registry_graph(t->graph)) != NULL)
+		t->g = rg->g;
+	if (t->g == NULL)
+	{
+		queue_fail(slot, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+				   "graph \"%s\" of model \"%s\" is not loaded", t->graph, slot->name);
+		return false;
+	}
+	if (sm || sg)
+	{
+		t->rm = NULL;
+		t->view_xid = top;
+	}
+	return true;
+}
+
+static bool
+same_target(const Target *a, const Target *b)
+{
+	return a->m == b->m && a->g == b->g;
 }
 
 /* Testing aid: hold the batch for quiver.debug_engine_delay_ms, ending early
@@ -192,13 +270,39 @@ engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *
 	pfree(lat);
 }
 
+/* Run a batch of a transaction's staged view on the CPU, uncounted. */
+static void
+predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
+{
+	float	   *out = palloc_extended(sizeof(float) * Max(n, 1) * b->t.m->out_dim, MCXT_ALLOC_HUGE);
+	QvError		err = {0};
+	int64		off = 0;
+
+	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, 0, engine_pool, &err) != QV_OK)
+	{
+		for (int i = 0; i < b->n_slots; i++)
+			queue_fail_qv(b->slots[i], &err);
+		return;
+	}
+	for (int i = 0; i < b->n_slots; i++)
+	{
+		QuiverSlot *slot = b->slots[i];
+
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * b->t.m->out_dim,
+			   sizeof(float) * b->t.m->out_dim * slot->n_ids);
+		slot->out_dim = b->t.m->out_dim;
+		off += slot->n_ids;
+		queue_complete(slot);
+	}
+}
+
 /* Run one merged batch: queue it on a GPU if dispatch says so, else run it
  * here on the CPU and answer its slots. */
 static void
 predict_run(PredictBatch *b)
 {
-	ResModel   *rm = b->rm;
-	ResGraph   *rg = registry_graph(rm->graph);
+	ResModel   *rm = b->t.rm;
+	ResGraph   *rg;
 	int64		n = 0, off = 0;
 	int64	   *ids;
 	int32	   *dense;
@@ -211,12 +315,18 @@ predict_run(PredictBatch *b)
 	for (int i = 0; i < b->n_slots; i++)
 		n += b->slots[i]->n_ids;
 	ids = palloc(sizeof(int64) * Max(n, 1));
-	dense = palloc(sizeof(int32) * Max(n, 1));
 	for (int i = 0; i < b->n_slots; i++)
 	{
 		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
 		off += b->slots[i]->n_ids;
 	}
+	if (rm == NULL)
+	{
+		predict_run_view(b, ids, n);
+		return;
+	}
+	rg = registry_graph(rm->graph);
+	dense = palloc(sizeof(int32) * Max(n, 1));
 	for (int64 i = 0; i < n; i++)
 		dense[i] = qv_graph_find(rg->g, ids[i]);	/* validated: all found */
 	psgs = qv_psgs_sum(rm->psgs, dense, (int) n);
@@ -266,6 +376,7 @@ serve_predicts(void)
 	int			n_slots = quiver_shared->n_slots;
 	QuiverSlot **taken = palloc(sizeof(QuiverSlot *) * n_slots);
 	PredictBatch *b = palloc(offsetof(PredictBatch, slots) + sizeof(QuiverSlot *) * n_slots);
+	Target	   *targets;
 	int			n_taken = 0;
 
 	if (quiver_batch_wait_us > 0)
@@ -277,43 +388,41 @@ serve_predicts(void)
 		if (queue_take(slot, true))
 			taken[n_taken++] = slot;
 	}
+	/* a request that started after a COMMIT returned sees its changes */
+	if (n_taken > 0)
+		engine_resolve_staged();
+	targets = palloc(sizeof(Target) * Max(n_taken, 1));
+	for (int i = 0; i < n_taken; i++)
+		if (!resolve_target(taken[i], &targets[i]) || !predict_slot_valid(taken[i], &targets[i]))
+			taken[i] = NULL;
 	for (int i = 0; i < n_taken; i++)
 	{
-		ResModel   *rm;
 		int64		seeds = 0;
-		char		model[NAMEDATALEN];
 
 		if (taken[i] == NULL)
 			continue;
-		/* copied: a backend reuses its slot as soon as it is answered */
-		strlcpy(model, taken[i]->name, NAMEDATALEN);
-		rm = registry_model(model);
-		b->rm = rm;
+		b->t = targets[i];
 		b->n_slots = 0;
 		for (int j = i; j < n_taken; j++)
 		{
 			QuiverSlot *slot = taken[j];
 
-			if (slot == NULL || strcmp(slot->name, model) != 0)
+			if (slot == NULL || !same_target(&targets[j], &b->t))
 				continue;
 			taken[j] = NULL;
-			if (rm == NULL || registry_graph(rm->graph) == NULL)
-				predict_fail_unknown(slot);
-			else if (predict_slot_valid(slot, rm, registry_graph(rm->graph)))
+			b->slots[b->n_slots++] = slot;
+			seeds += slot->n_ids;
+			if (seeds >= quiver_max_batch)
 			{
-				b->slots[b->n_slots++] = slot;
-				seeds += slot->n_ids;
-				if (seeds >= quiver_max_batch)
-				{
-					predict_run(b);
-					b->n_slots = 0;
-					seeds = 0;
-				}
+				predict_run(b);
+				b->n_slots = 0;
+				seeds = 0;
 			}
 		}
 		if (b->n_slots > 0)
 			predict_run(b);
 	}
+	pfree(targets);
 	pfree(taken);
 	pfree(b);
 	return n_taken > 0;
@@ -325,6 +434,8 @@ serve_predicts(void)
 static bool
 serve_one_admin(void)
 {
+	if (engine_building())
+		return false;			/* one graph build at a time */
 	for (int i = 0; i < quiver_shared->n_slots; i++)
 	{
 		QuiverSlot *slot = &quiver_shared->slots[i];
@@ -355,15 +466,16 @@ engine_loop(void)
 			ProcessConfigFile(PGC_SIGHUP);
 			registry_publish_all_costs();	/* θ may be set by a GUC */
 		}
-		engine_process_resync();
+		engine_sync_catalog(false);
 		busy = serve_predicts();
 		busy |= device_collect();
+		busy |= engine_finish_build();
 		busy |= serve_one_admin();
 		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
 		if (busy)
 			continue;
-		queue_engine_sleep(1000, device_has_finished);
+		queue_engine_sleep(Min(1000, quiver_catalog_poll_ms), device_has_finished);
 	}
 }
 
@@ -411,7 +523,7 @@ quiver_engine_main(Datum arg)
 						 quiver_database, qv_pool_size(engine_pool))));
 
 	engine_set_state(ENGINE_STARTING, "rebuilding graphs and models from the catalog");
-	engine_rebuild_all();
+	engine_sync_catalog(true);
 	engine_set_state(ENGINE_READY, NULL);
 	MemoryContextSwitchTo(engine_batch_cxt);
 	engine_loop();
