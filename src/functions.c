@@ -241,27 +241,50 @@ gnn_drop_model(PG_FUNCTION_ARGS)
 
 /* ---- predict -------------------------------------------------------------- */
 
-/* Send n ids in one request and wait for the answer. */
+/* Send n ids in one request and wait for the answer.  Rows too wide for
+ * the slot come back in a segment (*wide, owned by the resource owner so
+ * an error frees it): the engine says so and we ask again. */
 static QuiverSlot *
-predict_submit(const char *model, const int64 *ids, int n)
+predict_submit(const char *model, const int64 *ids, int n, dsm_segment **wide)
 {
 	QuiverSlot *slot = queue_begin(REQ_PREDICT, model);
 
+	*wide = NULL;
 	memcpy(slot->payload, ids, sizeof(int64) * n);
 	slot->n_ids = n;
 	queue_submit_and_wait(slot);
+	if (slot->sqlstate == 0 && slot->result[0] == QUIVER_RESULT_NEEDS_SEGMENT)
+	{
+		Size		bytes = sizeof(float) * (Size) slot->out_dim * n;
+
+		queue_finish(slot);
+		*wide = dsm_create(bytes, 0);
+		slot = queue_begin(REQ_PREDICT, model);
+		memcpy(slot->payload, ids, sizeof(int64) * n);
+		slot->n_ids = n;
+		slot->dsm = dsm_segment_handle(*wide);
+		queue_submit_and_wait(slot);
+	}
 	return slot;
 }
 
 /* Copy a finished request's predictions (palloc'd n x out_dim) and release it. */
 static float *
-predict_take(QuiverSlot *slot, int n, int *out_dim)
+predict_take(QuiverSlot *slot, int n, int *out_dim, dsm_segment *wide)
 {
 	float	   *out;
+	Size		bytes;
 
 	*out_dim = slot->out_dim;
-	out = palloc(sizeof(float) * Max(1, n * *out_dim));
-	memcpy(out, slot->payload + sizeof(int64) * n, sizeof(float) * n * *out_dim);
+	bytes = sizeof(float) * (Size) n * *out_dim;
+	out = palloc_extended(Max(bytes, sizeof(float)), MCXT_ALLOC_HUGE);
+	if (wide != NULL)
+	{
+		memcpy(out, dsm_segment_address(wide), bytes);
+		dsm_detach(wide);
+	}
+	else
+		memcpy(out, slot->payload + sizeof(int64) * n, bytes);
 	queue_finish(slot);
 	return out;
 }
@@ -271,10 +294,11 @@ predict_take(QuiverSlot *slot, int n, int *out_dim)
 static float *
 predict_request(const char *model, const int64 *ids, int n, int *out_dim)
 {
-	QuiverSlot *slot = predict_submit(model, ids, n);
+	dsm_segment *wide;
+	QuiverSlot *slot = predict_submit(model, ids, n, &wide);
 
 	queue_raise(slot);
-	return predict_take(slot, n, out_dim);
+	return predict_take(slot, n, out_dim, wide);
 }
 
 /* As predict_request, but NULL instead of the engine's error (an unknown id,
@@ -282,14 +306,17 @@ predict_request(const char *model, const int64 *ids, int n, int *out_dim)
 float *
 predict_try(const char *model, const int64 *ids, int n, int *out_dim)
 {
-	QuiverSlot *slot = predict_submit(model, ids, n);
+	dsm_segment *wide;
+	QuiverSlot *slot = predict_submit(model, ids, n, &wide);
 
 	if (slot->sqlstate != 0)
 	{
 		queue_finish(slot);
+		if (wide)
+			dsm_detach(wide);
 		return NULL;
 	}
-	return predict_take(slot, n, out_dim);
+	return predict_take(slot, n, out_dim, wide);
 }
 
 static ArrayType *

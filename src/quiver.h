@@ -25,6 +25,8 @@
 #include "qv_error.h"
 
 #define QUIVER_SLOT_PAYLOAD (64 * 1024)	/* inline ids + predictions */
+#define QUIVER_RESULT_NEEDS_SEGMENT (-1)	/* result[0] of a predict answer whose
+											 * rows do not fit the slot */
 #define QUIVER_MAX_GRAPHS 128	/* resident graphs */
 #define QUIVER_MAX_MODELS 256	/* resident models */
 #define QUIVER_DIR_SIZE (QUIVER_MAX_GRAPHS + QUIVER_MAX_MODELS)
@@ -104,7 +106,9 @@ typedef struct QuiverSlot
 	TimestampTz submitted;
 	char		name[NAMEDATALEN];	/* model or graph */
 	char		graph[NAMEDATALEN]; /* graph of a model being created */
-	dsm_handle	dsm;			/* bulk input, or DSM_HANDLE_INVALID */
+	dsm_handle	dsm;			/* bulk input (or, for predict, the area for
+								 * rows too wide for the slot), or
+								 * DSM_HANDLE_INVALID */
 	int64		version;		/* stage: catalog version being staged */
 	TransactionId xid;			/* stage: the (sub)transaction staging it */
 	TransactionId top_xid;		/* stage, predict: the caller's top-level

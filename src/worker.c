@@ -20,6 +20,7 @@
 #include "portability/instr_time.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -119,10 +120,12 @@ predict_slot_valid(QuiverSlot *slot, const Target *t)
 	int64	   *ids = (int64 *) slot->payload;
 	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * t->m->out_dim);
 
-	if (need > QUIVER_SLOT_PAYLOAD)
+	if (need > QUIVER_SLOT_PAYLOAD && slot->dsm == DSM_HANDLE_INVALID)
 	{
-		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
-				   "model \"%s\" was replaced during the call; retry", slot->name);
+		/* too wide for the slot: the backend asks again with a segment */
+		slot->out_dim = t->m->out_dim;
+		slot->result[0] = QUIVER_RESULT_NEEDS_SEGMENT;
+		queue_complete(slot);
 		return false;
 	}
 	for (int i = 0; i < slot->n_ids; i++)
@@ -246,11 +249,37 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	return us;
 }
 
+/* Answer a slot with its rows of predictions: in the slot after the ids,
+ * or in the backend's segment when they are too wide for the slot. */
+static void
+answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
+{
+	Size		bytes = sizeof(float) * out_dim * slot->n_ids;
+	dsm_segment *seg;
+
+	slot->out_dim = out_dim;
+	if (slot->dsm == DSM_HANDLE_INVALID)
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids, rows, bytes);
+	else if ((seg = dsm_attach(slot->dsm)) == NULL || dsm_segment_map_length(seg) < bytes)
+	{
+		if (seg)
+			dsm_detach(seg);
+		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
+				   "model \"%s\" was replaced during the call; retry", slot->name);
+		return;
+	}
+	else
+	{
+		memcpy(dsm_segment_address(seg), rows, bytes);
+		dsm_detach(seg);
+	}
+	queue_complete(slot);
+}
+
 /* Answer a batch's slots from out (rows in slot order) and count it. */
 void
 engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
 {
-	Size		rowbytes = sizeof(float) * rm->m->out_dim;
 	int64	   *lat = palloc(sizeof(int64) * n_slots);
 	TimestampTz now = GetCurrentTimestamp();
 	int64		off = 0;
@@ -259,12 +288,9 @@ engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *
 	{
 		QuiverSlot *slot = slots[i];
 
-		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * rm->m->out_dim,
-			   rowbytes * slot->n_ids);
-		slot->out_dim = rm->m->out_dim;
-		off += slot->n_ids;
 		lat[i] = now - slot->submitted;
-		queue_complete(slot);
+		answer_rows(slot, out + off * rm->m->out_dim, rm->m->out_dim);
+		off += slot->n_ids;
 	}
 	registry_count_batch(rm, n_slots, off, lat, on_gpu);
 	pfree(lat);
@@ -286,13 +312,8 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 	}
 	for (int i = 0; i < b->n_slots; i++)
 	{
-		QuiverSlot *slot = b->slots[i];
-
-		memcpy(slot->payload + sizeof(int64) * slot->n_ids, out + off * b->t.m->out_dim,
-			   sizeof(float) * b->t.m->out_dim * slot->n_ids);
-		slot->out_dim = b->t.m->out_dim;
-		off += slot->n_ids;
-		queue_complete(slot);
+		answer_rows(b->slots[i], out + off * b->t.m->out_dim, b->t.m->out_dim);
+		off += b->slots[i]->n_ids;
 	}
 }
 
