@@ -20,6 +20,7 @@ extern void engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots,
 								const float *out, bool on_gpu);
 
 extern void engine_set_detail(const char *detail);
+extern void engine_work_memory(bool release);
 extern void engine_fail_unknown_model(QuiverSlot *slot);
 
 /* load.c */

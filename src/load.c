@@ -316,6 +316,7 @@ static void
 publish_drop(ObjKind kind, const char *name)
 {
 	device_drain();
+	engine_work_memory(true);	/* sized for what may be gone */
 	failure_forget(kind, name);
 	if (kind == OBJ_GRAPH)
 		registry_drop_graph(name);

@@ -91,6 +91,8 @@ quiver_shmem_startup(void)
 		pg_atomic_init_u32(&quiver_shared->in_flight, 0);
 		pg_atomic_init_u32(&quiver_shared->engine_seq, 0);
 		pg_atomic_init_u32(&quiver_shared->engine_sleeping, 0);
+		pg_atomic_init_u32(&quiver_shared->catalog_changed, 0);
+		pg_atomic_init_u64(&quiver_shared->work_bytes, 0);
 		for (int i = 0; i < n; i++)
 		{
 			SpinLockInit(&quiver_shared->slots[i].mutex);

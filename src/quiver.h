@@ -204,6 +204,7 @@ typedef struct QuiverShared
 	pg_atomic_uint32 catalog_changed;	/* set by committers of catalog
 										 * writes: the engine re-reads it */
 	int64		staged_bytes;	/* under lock: bytes of staged graphs */
+	pg_atomic_uint64 work_bytes;	/* the engine's batch working memory */
 	QuiverDirEntry dir[QUIVER_DIR_SIZE];
 	int			n_slots;
 	QuiverSlot	slots[FLEXIBLE_ARRAY_MEMBER];

@@ -688,6 +688,7 @@ registry_check_memory(const char *graph, Size need, QvError *err)
 	}
 	used += quiver_shared->staged_bytes;
 	LWLockRelease(quiver_shared->lock);
+	used += pg_atomic_read_u64(&quiver_shared->work_bytes);
 	if (used + need <= limit)
 		return true;
 	qv_error(err, QV_ELIMIT,

@@ -473,9 +473,33 @@ serve_one_admin(void)
 	return false;
 }
 
+#define WORK_MEMORY_IDLE_MS 1000	/* idle this long: working memory goes */
+
+/* Publish the working memory of batches (the inference workspace the pool
+ * keeps between batches), counted against quiver.memory_limit; release it
+ * first when asked. */
+void
+engine_work_memory(bool release)
+{
+	QvPoolCached *cached = qv_pool_cache_take(engine_pool);
+	uint64		bytes = 0;
+
+	if (cached && release)
+		cached->free_fn(cached);
+	else if (cached)
+	{
+		bytes = qv_workspace_bytes((QvWorkspace *) cached);
+		qv_pool_cache_put(engine_pool, cached);
+	}
+	pg_atomic_write_u64(&quiver_shared->work_bytes, bytes);
+}
+
 static void
 engine_loop(void)
 {
+	TimestampTz last_busy = GetCurrentTimestamp();
+	bool		holding = false;	/* working memory kept since last_busy */
+
 	for (;;)
 	{
 		bool		busy;
@@ -495,7 +519,18 @@ engine_loop(void)
 		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
 		if (busy)
+		{
+			last_busy = GetCurrentTimestamp();
+			if (!holding)
+				engine_work_memory(false);
+			holding = true;
 			continue;
+		}
+		if (holding && TimestampDifferenceExceeds(last_busy, GetCurrentTimestamp(), WORK_MEMORY_IDLE_MS))
+		{
+			engine_work_memory(true);
+			holding = false;
+		}
 		queue_engine_sleep(Min(1000, quiver_catalog_poll_ms), device_has_finished);
 	}
 }
