@@ -72,7 +72,7 @@ unit: cuda/quiver_cuda.so
 endif
 
 cuda/%.o: cuda/%.cu $(wildcard cuda/*.h cuda/*.cuh) src/core/qv_error.h \
-		src/core/graph.h src/core/model.h
+		src/core/graph.h src/core/model.h src/core/sample_hash.h
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
 # The module reports errors with the core's qv_error(): its own hidden copy

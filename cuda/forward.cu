@@ -341,6 +341,7 @@ api_model_create(int dev, const QvModel *m, int allow_tf32, QvGpuModel **out,
 	gm->out_dim = m->out_dim;
 	gm->allow_tf32 = allow_tf32 ? 1 : 0;
 	memcpy(gm->fanout, m->fanout, sizeof(gm->fanout));
+	gm->seed = m->seed;
 	for (int i = 0; i < m->n_layers; i++)
 		if ((rc = upload_layer(gm, m->arch, &m->layers[i], &gm->layers[i], err)) != QV_OK)
 		{
@@ -544,7 +545,11 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	QVC_TRY("cudaMemcpyAsync of the seeds",
 			cudaMemcpyAsync(lane->seeds.p, lane->h_seeds, (size_t) n * sizeof(int32_t),
 							cudaMemcpyHostToDevice, lane->stream));
-	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers, rng_seed, n, &s, err));
+	/* rng_seed is ignored: the sample is keyed by the model's seed and the
+	 * graph's version, read now (the engine may set it after store_create) */
+	(void) rng_seed;
+	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers,
+					  qv_sample_base(model->seed, store->graph->version), n, &s, err));
 	QVC_DO(run_layers(lane, model, store, &s, &last, err));
 	QVC_DO(finish_batch(lane, &s, last, n, od, err));
 	memcpy(out, lane->h_out, (size_t) n * od * sizeof(float));

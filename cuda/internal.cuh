@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "quiver_cuda.h"
+#include "sample_hash.h"
 
 #define QVC_WARP 32
 #define QVC_BLOCK 256			/* threads per block of every kernel */
@@ -210,6 +211,7 @@ struct QvGpuModel
 	QvArch		arch;
 	int32_t		n_layers;
 	int32_t		fanout[QV_MAX_LAYERS];
+	uint64_t	seed;			/* QvModel.seed: the sampler's key */
 	int32_t		in_dim;
 	int32_t		out_dim;
 	int			allow_tf32;
@@ -274,9 +276,11 @@ typedef struct GpuSample
 } GpuSample;
 
 /* Sample n_hops hops around the n seeds already in lane->seeds (device),
- * on the lane's stream; one readback per hop. */
+ * on the lane's stream; one readback per hop.  Draws are keyed by
+ * qv_sample_base(model seed, graph version) (src/core/sample_hash.h), as
+ * on the CPU. */
 int			qvc_sample(QvGpuLane *lane, const QvGpuStore *store,
-					   const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+					   const int32_t *fanout, int32_t n_hops, uint64_t base,
 					   int32_t n_seeds, GpuSample *s, QvError *err);
 
 /* ---- kernels (aggregate.cu) --------------------------------------------------- */

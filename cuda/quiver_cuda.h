@@ -7,7 +7,13 @@
  * quiver_cuda_api(), returning a table of functions; the loader refuses a
  * table whose abi_version differs from the QV_CUDA_ABI_VERSION it was
  * compiled with.  Change the version whenever a type or a function below
- * changes, and only append new members to QvCudaApi.
+ * changes (the core's QvGraph and QvModel included: the module reads them),
+ * and only append new members to QvCudaApi.
+ *
+ * ABI 4: sampling is repeatable.  A node's sampled neighbours depend only
+ * on (QvModel.seed, QvGraph.version, hop, node), drawn by the counter-based
+ * hash of src/core/sample_hash.h that the CPU sampler uses too; infer's
+ * rng_seed is ignored.  QvModel gained seed and QvGraph version.
  *
  * Every function returns QV_OK or an error code and fills err: a CUDA error
  * becomes QV_EDEVICE (QV_ENOMEM for device allocations) with the CUDA call,
@@ -31,7 +37,7 @@ extern "C"
 {
 #endif
 
-#define QV_CUDA_ABI_VERSION 3
+#define QV_CUDA_ABI_VERSION 4
 #define QV_CUDA_API_SYMBOL "quiver_cuda_api"
 
 #define QV_GPU_NAME_LEN 256
@@ -191,8 +197,9 @@ typedef struct QvCudaApi
 									 int32_t n_gpus, QvError *err);
 	void		(*store_destroy) (QvGpuStore *store);
 
-	/* Copy a model's weights to device dev.  allow_tf32 lets cuBLAS use
-	 * TF32 tensor cores (otherwise FP32 results match the CPU's to 1e-5). */
+	/* Copy a model's weights to device dev, with its fanouts and sampling
+	 * seed (m->seed).  allow_tf32 lets cuBLAS use TF32 tensor cores
+	 * (otherwise FP32 results match the CPU's to 1e-5). */
 	int			(*model_create) (int dev, const QvModel *m, int allow_tf32,
 								 QvGpuModel **out, size_t *device_bytes,
 								 QvError *err);
@@ -201,10 +208,14 @@ typedef struct QvCudaApi
 	/*
 	 * Predict n seeds (dense indices into the store's graph, duplicates
 	 * allowed) into out (n x model out_dim, host, row-major, input order).
-	 * Sampling follows the model's fanouts without replacement, seeded by
-	 * rng_seed; a fanout of -1 takes every neighbour, and then the result
-	 * is the CPU path's function (qv_infer).  lane, model and store must be
-	 * on one device.  Synchronous: returns when out is filled.
+	 * Sampling follows the model's fanouts without replacement; which
+	 * neighbours a node samples is keyed by (the model's seed, the store's
+	 * graph's version read at this call, hop, node) exactly as on the CPU
+	 * (src/core/sample.h), so the result is the CPU path's function
+	 * (qv_infer) to float32 rounding, sampled or not, whatever the batch.
+	 * rng_seed is IGNORED (kept until the engine stops passing it); a
+	 * fanout of -1 takes every neighbour.  lane, model and store must be on
+	 * one device.  Synchronous: returns when out is filled.
 	 */
 	int			(*infer) (QvGpuLane *lane, const QvGpuModel *model,
 						  const QvGpuStore *store, const int32_t *seeds,

@@ -12,8 +12,10 @@
  * A hop is: a count kernel (picks per target) and an in-place CUB prefix
  * sum into the block offsets; one readback of (targets, edges) to size the
  * buffers; a pick kernel, one warp per target, running Floyd's algorithm
- * over edge positions with a counter-based random stream keyed by
- * (rng_seed, hop, node), lanes testing membership together; then, unless
+ * over edge positions with the counter-based draws of
+ * src/core/sample_hash.h keyed by (model seed, graph version, hop, node),
+ * the CPU sampler's own, lanes testing membership together (so a node
+ * picks the same edges, in the same order, as on the CPU); then, unless
  * the hop is the last, the de-duplication: a stable CUB radix sort of
  * (node, position) pairs over nodes[h] followed by the sampled sources,
  * one CUB scan that carries both each run's head and the number of new
@@ -32,48 +34,6 @@
 #include <string.h>
 
 #include "internal.cuh"
-
-#define GOLDEN 0x9e3779b97f4a7c15ULL
-
-/* ---- random numbers ------------------------------------------------------------ */
-
-/* splitmix64's finaliser: a bijection of 64-bit words. */
-static __host__ __device__ __forceinline__ uint64_t
-mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* The stream of node v at hop hop of a batch seeded with seed_key. */
-static __device__ __forceinline__ uint64_t
-node_key(uint64_t seed_key, int hop, int32_t v)
-{
-	return mix64(seed_key ^ mix64((((uint64_t) (uint32_t) hop) << 32 | (uint32_t) v) + GOLDEN));
-}
-
-/* Draw i of a stream: uniform in [0, bound), bound >= 1, unbiased
- * (Lemire's multiply with rejection; rejections draw further words). */
-static __device__ __forceinline__ uint32_t
-draw_below(uint64_t key, uint32_t i, uint32_t bound)
-{
-	const uint64_t x = mix64(key ^ mix64((uint64_t) i + GOLDEN));
-	const uint32_t threshold = (0u - bound) % bound;
-
-	for (uint64_t a = 0;; a++)
-	{
-		const uint64_t r = mix64(x + a * GOLDEN);
-
-		for (int half = 0; half < 2; half++)
-		{
-			const uint64_t m = (uint64_t) (uint32_t) (r >> (32 * half)) * bound;
-
-			if ((uint32_t) m >= threshold)
-				return (uint32_t) (m >> 32);
-		}
-	}
-}
 
 /* ---- kernels --------------------------------------------------------------------- */
 
@@ -97,16 +57,16 @@ count_kernel(const int32_t *targets, const int32_t *n_ptr, int32_t n_up,
 			const int32_t v = targets[t];
 			const int64_t d = rowptr[v + 1] - rowptr[v];
 
-			k = (fanout < 0 || fanout >= d) ? d : fanout;
+			k = qv_sample_picks(d, fanout);
 		}
 		offsets[t + 1] = k;
 	}
 }
 
 /*
- * Floyd's algorithm for k <= 32 picks of [0, d): draw r in [0, j] for
- * j = d-k .. d-1 and take r, or j when r was taken.  Lane i keeps pick i in
- * a register; membership is one ballot.
+ * Floyd's algorithm for k <= 32 picks of [0, d) (sample_hash.h): draw r in
+ * [0, j] for j = d-k .. d-1 and take r, or j when r was taken.  Lane i
+ * keeps pick i in a register; membership is one ballot.
  */
 static __device__ __forceinline__ int32_t
 floyd_small(uint64_t key, int64_t d, int64_t k, int lane)
@@ -116,7 +76,7 @@ floyd_small(uint64_t key, int64_t d, int64_t k, int lane)
 	for (int64_t i = 0; i < k; i++)
 	{
 		const int64_t j = d - k + i;
-		const int32_t r = (int32_t) draw_below(key, (uint32_t) i, (uint32_t) (j + 1));
+		const int32_t r = (int32_t) qv_sample_candidate(key, d, k, i);
 		const bool	dup = __any_sync(0xffffffffu, lane < i && mine == r);
 
 		if (lane == i)
@@ -133,7 +93,7 @@ floyd_large(uint64_t key, int64_t d, int64_t k, int lane, int32_t *pos)
 	for (int64_t i = 0; i < k; i++)
 	{
 		const int64_t j = d - k + i;
-		const int32_t r = (int32_t) draw_below(key, (uint32_t) i, (uint32_t) (j + 1));
+		const int32_t r = (int32_t) qv_sample_candidate(key, d, k, i);
 		bool		hit = false;
 
 		for (int64_t q = lane; q < i; q += QVC_WARP)
@@ -148,7 +108,7 @@ floyd_large(uint64_t key, int64_t d, int64_t k, int lane, int32_t *pos)
 /* One warp per target: its picks (or its whole row) as graph indices. */
 __global__ void __launch_bounds__(QVC_BLOCK)
 pick_kernel(const int32_t *targets, int32_t n, const int64_t *offsets,
-			const int64_t *rowptr, const int32_t *col, uint64_t seed_key, int hop,
+			const int64_t *rowptr, const int32_t *col, uint64_t base, int hop,
 			int32_t *src)
 {
 	const int	lane = threadIdx.x % QVC_WARP;
@@ -171,14 +131,14 @@ pick_kernel(const int32_t *targets, int32_t n, const int64_t *offsets,
 		}
 		else if (k <= QVC_WARP)
 		{
-			const int32_t p = floyd_small(node_key(seed_key, hop, v), d, k, lane);
+			const int32_t p = floyd_small(qv_sample_node_key(base, hop, v), d, k, lane);
 
 			if (lane < k)
 				dst[lane] = col[start + p];
 		}
 		else
 		{
-			floyd_large(node_key(seed_key, hop, v), d, k, lane, dst);
+			floyd_large(qv_sample_node_key(base, hop, v), d, k, lane, dst);
 			for (int64_t q = lane; q < k; q += QVC_WARP)
 				dst[q] = col[start + dst[q]];
 		}
@@ -499,7 +459,7 @@ fail:
 
 /* The picks of hop h (graph indices) into lane->nbr[h]. */
 static int
-pick_hop(SampleCtx *c, int h, int32_t n, int64_t n_edges, uint64_t seed_key, QvError *err)
+pick_hop(SampleCtx *c, int h, int32_t n, int64_t n_edges, uint64_t base, QvError *err)
 {
 	QvGpuLane  *l = c->lane;
 	int			dev = c->dev;
@@ -511,7 +471,7 @@ pick_hop(SampleCtx *c, int h, int32_t n, int64_t n_edges, uint64_t seed_key, QvE
 		return QV_OK;
 	pick_kernel<<<qvc_blocks(n, true), QVC_BLOCK, 0, c->stream>>>(
 		(const int32_t *) l->nodes[h].p, n, (const int64_t *) l->offsets[h].p,
-		c->store->rowptr, c->store->col, seed_key, h, (int32_t *) l->nbr[h].p);
+		c->store->rowptr, c->store->col, base, h, (int32_t *) l->nbr[h].p);
 	return qvc_launch_check("pick_kernel", dev, err);
 fail:
 	return rc;
@@ -519,11 +479,10 @@ fail:
 
 int
 qvc_sample(QvGpuLane *lane, const QvGpuStore *store, const int32_t *fanout,
-		   int32_t n_hops, uint64_t rng_seed, int32_t n_seeds, GpuSample *s,
+		   int32_t n_hops, uint64_t base, int32_t n_seeds, GpuSample *s,
 		   QvError *err)
 {
 	SampleCtx	c = {lane, store, lane->dev, lane->stream, index_bits(store->n_nodes)};
-	const uint64_t seed_key = mix64(rng_seed + GOLDEN);
 	int32_t		n_up = n_seeds;
 	int			dev = lane->dev;
 	int			rc;
@@ -545,7 +504,7 @@ qvc_sample(QvGpuLane *lane, const QvGpuStore *store, const int32_t *fanout,
 		int64_t		e = 0;
 
 		QVC_DO(count_hop(&c, h, fanout[h], n_up, &n, &e, err));
-		QVC_DO(pick_hop(&c, h, n, e, seed_key, err));
+		QVC_DO(pick_hop(&c, h, n, e, base, err));
 		s->n_nodes[h] = n;
 		s->n_edges[h] = e;
 		s->nodes[h] = (const int32_t *) lane->nodes[h].p;

@@ -673,6 +673,7 @@ qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
 	const float *in;
 	int			rc;
 
+	(void) rng_seed;			/* ignored: the sample is keyed by m->seed */
 	if (m == NULL || g == NULL || (n > 0 && (ids == NULL || out == NULL)))
 		return qv_error(err, QV_EINVAL, "inference called without model, graph, ids or output");
 	if (n < 0)
@@ -688,7 +689,7 @@ qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
 	if ((rc = ws_grow(ws, (void **) &ws->seeds, &ws->seeds_cap, (size_t) n, sizeof(int32_t),
 					  err, "seed indices")) != QV_OK ||
 		(rc = map_ids(g, ids, n, ws->seeds, pool, err)) != QV_OK ||
-		(rc = qv_sample_into(g, ws->seeds, n, m->fanout, m->n_layers, rng_seed, true,
+		(rc = qv_sample_into(g, ws->seeds, n, m->fanout, m->n_layers, m->seed, true,
 							 pool, ws->sbuf, &s, err)) != QV_OK ||
 		(rc = prepare_buffers(m, &s, qv_pool_size(pool), ws, err)) != QV_OK)
 		goto done;

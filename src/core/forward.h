@@ -17,9 +17,18 @@
 #include "model.h"
 #include "pool.h"
 
-/* Predict the last layer's output for n external node ids (duplicates
+/*
+ * Predict the last layer's output for n external node ids (duplicates
  * allowed) into out[n x m->out_dim], in input order.  An id the graph lacks
- * is a QV_ENOTFOUND error naming it.  rng_seed drives sampling. */
+ * is a QV_ENOTFOUND error naming it.
+ *
+ * With a fanout, each node's sampled neighbourhood is keyed by (m->seed,
+ * g->version, hop, node) (sample.h), so a node's output is the same alone
+ * or in any batch, on any pool size, and on the GPU path (to float32
+ * rounding of the dense layers).  rng_seed is IGNORED: it is kept only so
+ * that the engine's calls compile until it stops passing one, and will be
+ * removed.
+ */
 int			qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
 					 int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
 					 QvError *err);

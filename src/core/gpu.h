@@ -30,7 +30,7 @@ int			qv_gpu_check_api(const QvCudaApi *api, const char *origin,
 							 QvError *err);
 
 /* The module's function table (checked by qv_gpu_open), for the resident
- * stores, models, lanes and inference of ABI 3. */
+ * stores, models, lanes and inference of ABI 2 and later. */
 const QvCudaApi *qv_gpu_api(const QvGpu *gpu);
 
 /* Devices found when the module was opened (> 0). */

@@ -38,6 +38,9 @@ typedef struct QvGraph
 	int32_t		dim;			/* feature dimension */
 	float	   *feat;			/* n_nodes x dim, row-major */
 	QvIdMap		idmap;
+	uint64_t	version;		/* part of every sample's key (sample.h):
+								 * 0 when built; the engine sets it, and a
+								 * new value gives every node a new draw */
 } QvGraph;
 
 /* What a loader hands to qv_graph_build: raw rows as read from SQL. */

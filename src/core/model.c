@@ -3,9 +3,10 @@
  *
  * A model is loaded from a safetensors blob named as PyTorch Geometric's
  * state_dict() names it (see model.h) and a JSON config holding the
- * per-hop fanouts.  Every tensor is checked: its name must be one the
- * architecture expects, its shape must chain from the graph's feature
- * dimension through the layers, and its dtype must convert to float32.
+ * per-hop fanouts and the sampler's seed.  Every tensor is checked: its
+ * name must be one the architecture expects, its shape must chain from the
+ * graph's feature dimension through the layers, and its dtype must convert
+ * to float32.
  * The model owns float32 copies of the weights; the blob can be freed
  * as soon as qv_model_load returns.
  */
@@ -94,26 +95,80 @@ parse_fanout(json_t *arr, int32_t *fanout, int32_t *n_fanout, QvError *err)
 	return QV_OK;
 }
 
+/* Check the "seed" value and copy it to *seed. */
+static int
+parse_seed(json_t *v, uint64_t *seed, QvError *err)
+{
+	json_int_t	x;
+
+	if (!json_is_integer(v))
+	{
+		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		int			rc = qv_error(err, QV_EINVAL,
+								  "config seed = %.64s is not an integer (expected 0 to %lld)",
+								  text ? text : "(unprintable)", (long long) QV_MODEL_SEED_MAX);
+
+		free(text);
+		return rc;
+	}
+	x = json_integer_value(v);
+	if (x < 0)
+		return qv_error(err, QV_EINVAL, "config seed = %lld: must be between 0 and %lld",
+						(long long) x, (long long) QV_MODEL_SEED_MAX);
+	*seed = (uint64_t) x;
+	return QV_OK;
+}
+
+/*
+ * json_loads failed: an integer beyond 64 bits (jansson's "too big
+ * integer", which names the literal only up to 20 characters) gets an
+ * error naming it, found just before the error position; anything else
+ * is invalid JSON.
+ */
+static int
+config_load_error(const char *json, const json_error_t *jerr, QvError *err)
+{
+	if (strncmp(jerr->text, "too big", 7) == 0 && jerr->position > 0 &&
+		(size_t) jerr->position <= strlen(json))
+	{
+		int			end = jerr->position;
+		int			start = end;
+
+		while (start > 0 && (json[start - 1] == '-' ||
+							 (json[start - 1] >= '0' && json[start - 1] <= '9')))
+			start--;
+		if (start < end)
+			return qv_error(err, QV_EINVAL,
+							"model config holds the integer %.*s%s, outside the 64-bit range of any config value (seed: 0 to %lld; fanout: -1 or 1 to %d)",
+							end - start > 64 ? 64 : end - start, json + start,
+							end - start > 64 ? "..." : "", (long long) QV_MODEL_SEED_MAX, INT32_MAX);
+	}
+	return qv_error(err, QV_EINVAL,
+					"model config is not valid JSON: %s (at line %d, column %d)",
+					jerr->text, jerr->line, jerr->column);
+}
+
 int
 qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
-					  QvError *err)
+					  uint64_t *seed, QvError *err)
 {
 	json_t	   *root;
 	json_error_t jerr;
 	const char *key;
 	json_t	   *value;
+	uint64_t	seed_value = 0;
 	int			rc = QV_OK;
 
 	if (fanout == NULL || n_fanout == NULL)
 		return qv_error(err, QV_EINVAL, "qv_model_config_parse: NULL output");
 	*n_fanout = 0;
+	if (seed)
+		*seed = 0;
 	if (json == NULL || json[0] == '\0')
 		return QV_OK;
 	root = json_loads(json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL)
-		return qv_error(err, QV_EINVAL,
-						"model config is not valid JSON: %s (at line %d, column %d)",
-						jerr.text, jerr.line, jerr.column);
+		return config_load_error(json, &jerr, err);
 	if (!json_is_object(root))
 	{
 		json_decref(root);
@@ -124,15 +179,19 @@ qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
 	{
 		if (strcmp(key, "fanout") == 0)
 			rc = parse_fanout(value, fanout, n_fanout, err);
+		else if (strcmp(key, "seed") == 0)
+			rc = parse_seed(value, &seed_value, err);
 		else
 			rc = qv_error(err, QV_EINVAL,
-						  "unknown model config key \"%.64s\" (known: fanout)", key);
+						  "unknown model config key \"%.64s\" (known: fanout, seed)", key);
 		if (rc != QV_OK)
 			break;
 	}
 	json_decref(root);
 	if (rc != QV_OK)
 		*n_fanout = 0;
+	else if (seed)
+		*seed = seed_value;
 	return rc;
 }
 
@@ -372,6 +431,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 {
 	int32_t		fanout[QV_MAX_LAYERS];
 	int32_t		n_fanout = 0;
+	uint64_t	seed = 0;
 	QvSafetensors *st = NULL;
 	QvModel    *m;
 	int			rc;
@@ -383,7 +443,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
 	if (feature_dim < 1)
 		return qv_error(err, QV_EINVAL, "feature dimension %d must be at least 1", feature_dim);
-	if ((rc = qv_model_config_parse(config_json, fanout, &n_fanout, err)) != QV_OK)
+	if ((rc = qv_model_config_parse(config_json, fanout, &n_fanout, &seed, err)) != QV_OK)
 		return rc;
 	if ((rc = qv_safetensors_parse(st_buf, st_len, &st, err)) != QV_OK)
 		return rc;
@@ -395,6 +455,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 		return QV_ENOMEM;
 	}
 	m->arch = arch;
+	m->seed = seed;
 	rc = build_model(m, st, fanout, n_fanout, feature_dim, err);
 	qv_safetensors_free(st);
 	if (rc != QV_OK)

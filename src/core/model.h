@@ -13,6 +13,11 @@
  * fanout[h] is the number of neighbours sampled at hop h+1 from the seeds,
  * as PyG's NeighborLoader num_neighbors: fanout[0] feeds the LAST layer.
  * -1 takes every neighbour.
+ *
+ * seed (config "seed", an integer 0 .. 2^63-1, default 0) picks the
+ * sampled neighbourhoods: with the graph's version, the hop and the node it
+ * is the whole key of a node's draw (sample_hash.h), so predictions with a
+ * fanout are repeatable and another seed gives another draw.
  */
 #ifndef QV_MODEL_H
 #define QV_MODEL_H
@@ -49,20 +54,25 @@ typedef struct QvModel
 	int32_t		in_dim;
 	int32_t		out_dim;
 	size_t		bytes;			/* parameter bytes held */
+	uint64_t	seed;			/* config "seed": the sampler's key */
 } QvModel;
 
 /* "graphsage" or "gcn" (case-insensitive). */
 int			qv_arch_parse(const char *name, QvArch *out, QvError *err);
 const char *qv_arch_name(QvArch arch);
 
-/* Parse the config JSON ({"fanout": [15, 10]}); n_fanout = 0 when absent.
- * Unknown keys and fanouts other than -1 or >= 1 are errors. */
+/* Parse the config JSON ({"fanout": [15, 10], "seed": 7}); n_fanout = 0
+ * when fanout is absent, *seed = 0 when seed is (seed may be NULL: then
+ * the key is still checked).  Unknown keys, fanouts other than -1 or >= 1
+ * and a seed that is not an integer in 0 .. QV_MODEL_SEED_MAX are errors
+ * naming the value. */
+#define QV_MODEL_SEED_MAX INT64_MAX
 int			qv_model_config_parse(const char *json, int32_t *fanout,
-								  int32_t *n_fanout, QvError *err);
+								  int32_t *n_fanout, uint64_t *seed, QvError *err);
 
 /* Build a model from a safetensors blob and a config; the weights' input
  * dimension must equal feature_dim.  A config without fanout means -1 on
- * every layer. */
+ * every layer, one without seed means seed 0. */
 int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
 						  const char *config_json, int32_t feature_dim,
 						  QvModel **out, QvError *err);

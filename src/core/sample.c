@@ -3,17 +3,18 @@
  *
  * Hop h takes the targets nodes[h] and, for each, k = fanout[h] of its
  * in-edges uniformly without replacement (Floyd's algorithm over edge
- * positions; every edge in CSR order when k is -1 or >= the degree).  A hop
- * runs in three passes over groups of QV_GROUP targets, each pass parallel
- * on the pool:
+ * positions; every edge in CSR order when k is -1 or >= the degree).  The
+ * draws are sample_hash.h's: a node's picks at a hop are a pure function of
+ * (model seed, graph version, hop, node), shared with the GPU sampler, so
+ * a node samples the same edges whatever batch, group, thread or device
+ * draws them.  A hop runs in three passes over groups of QV_GROUP targets,
+ * each pass parallel on the pool:
  *   1. degrees: read each target's CSR row bounds, count its picks;
  *   2. picks: draw the positions of a whole group, then read the sources
  *      from the CSR with the reads prefetched a few edges ahead;
  *   3. de-duplication of the sources into nodes[h+1] (skipped for the last
  *      hop of a forward pass, which only needs the sources themselves).
- * Randomness is xoshiro256**, one stream per (rng_seed, hop, group) seeded
- * through splitmix64, so a group's picks do not depend on which thread drew
- * them.  The de-duplication keeps first-appearance order: with one shard it
+ * The de-duplication keeps first-appearance order: with one shard it
  * is a single open-addressing hash, one random access per key.  Large hops
  * on pools of QV_MIN_SHARDS threads or more split the keys by hash into
  * shards that threads fill in parallel, each recording where its keys first
@@ -27,13 +28,13 @@
  * kept, so repeated samples allocate nothing.
  */
 #include "sample.h"
-#include "rng.h"
+#include "sample_hash.h"
 
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define QV_GROUP 64				/* targets per random stream and pick item */
+#define QV_GROUP 64				/* targets per pick item */
 #define QV_KEY_RANGE 16384		/* keys per item of the de-duplication passes */
 #define QV_PAR_MIN_KEYS 65536	/* fewer keys: de-duplicate on one shard */
 #define QV_MAX_SHARDS 8
@@ -44,36 +45,6 @@
 
 #define prefetch(p) __builtin_prefetch((p), 0, 3)
 #define prefetch_w(p) __builtin_prefetch((p), 1, 3)
-
-/* ---- random numbers -------------------------------------------------------- */
-
-/* The stream of group `group` at hop `hop` of a sample seeded rng_seed. */
-static void
-rng_stream(QvRng *r, uint64_t rng_seed, int hop, int64_t group)
-{
-	uint64_t	stream = ((uint64_t) hop << 48) ^ (uint64_t) group;
-	qv_rng_seed(r, rng_seed ^ qv_splitmix64(&stream));
-}
-
-/* Uniform integer in [0, n), n >= 1, without modulo bias (Lemire). */
-static inline uint64_t
-rng_below(QvRng *r, uint64_t n)
-{
-	__uint128_t m = (__uint128_t) qv_rng_next(r) * n;
-	uint64_t	low = (uint64_t) m;
-
-	if (low < n)
-	{
-		uint64_t	threshold = -n % n;
-
-		while (low < threshold)
-		{
-			m = (__uint128_t) qv_rng_next(r) * n;
-			low = (uint64_t) m;
-		}
-	}
-	return (uint64_t) (m >> 64);
-}
 
 /* Smallest power of two >= 2 * n, at least 16. */
 static uint64_t
@@ -127,35 +98,30 @@ posset_add(PosSet *p, int64_t x)
 }
 
 /*
- * k distinct positions of [0, d), each k-subset equally likely, written to
- * pos[0..k).  Membership is a linear scan for small k, else the set.
+ * The k (< d) positions that node key picks among its d in-edges, in
+ * sample_hash.h's order, into pos[0..k): qv_sample_floyd for small k, the
+ * same picks with a hash set for membership above QV_FLOYD_SCAN_MAX.  (j =
+ * d-k+i is never taken before pick i: earlier picks are all below it.)
  */
 static void
-floyd_sample(QvRng *rng, int64_t d, int64_t k, int64_t *pos, PosSet *set)
+floyd_sample(uint64_t key, int64_t d, int64_t k, int64_t *pos, PosSet *set)
 {
-	int64_t		n = 0;
-
-	if (k > QV_FLOYD_SCAN_MAX)
-		posset_clear(set);
-	for (int64_t j = d - k; j < d; j++)
+	if (k <= QV_FLOYD_SCAN_MAX)
 	{
-		int64_t		t = (int64_t) rng_below(rng, (uint64_t) j + 1);
-		bool		fresh = true;
+		qv_sample_floyd(key, d, k, pos);
+		return;
+	}
+	posset_clear(set);
+	for (int64_t i = 0; i < k; i++)
+	{
+		int64_t		r = qv_sample_candidate(key, d, k, i);
 
-		if (k > QV_FLOYD_SCAN_MAX)
+		if (!posset_add(set, r))
 		{
-			fresh = posset_add(set, t);
-			if (!fresh)
-				posset_add(set, j);
+			r = d - k + i;
+			posset_add(set, r);
 		}
-		else
-			for (int64_t i = 0; i < n; i++)
-				if (pos[i] == t)
-				{
-					fresh = false;
-					break;
-				}
-		pos[n++] = fresh ? t : j;
+		pos[i] = r;
 	}
 }
 
@@ -163,7 +129,7 @@ floyd_sample(QvRng *rng, int64_t d, int64_t k, int64_t *pos, PosSet *set)
 static inline int64_t
 picks(int64_t d, int32_t fanout)
 {
-	return (fanout < 0 || fanout >= d) ? d : fanout;
+	return qv_sample_picks(d, fanout);
 }
 
 /* ---- buffers ----------------------------------------------------------------- */
@@ -683,7 +649,7 @@ typedef struct HopJob
 	int32_t		n;
 	int32_t		fanout;
 	int			hop;
-	uint64_t	rng_seed;
+	uint64_t	base;			/* qv_sample_base(model seed, graph version) */
 	RowRef	   *rows;
 	int64_t    *offsets;		/* counts until the pick pass */
 	int64_t    *group_sum;
@@ -760,9 +726,7 @@ hop_pick(void *arg, int64_t begin, int64_t end, int worker)
 		int64_t		t1 = t0 + QV_GROUP < job->n ? t0 + QV_GROUP : job->n;
 		int64_t		off = job->group_sum[grp];
 		int64_t		pt = t0;
-		QvRng		rng;
 
-		rng_stream(&rng, job->rng_seed, job->hop, grp);
 		for (int64_t t = t0; t < t1; t++)
 		{
 			int64_t		k = job->offsets[t + 1];
@@ -772,7 +736,8 @@ hop_pick(void *arg, int64_t begin, int64_t end, int worker)
 			job->offsets[t + 1] = off + k;
 			if (k < d)
 			{
-				floyd_sample(&rng, d, k, w->pos, &w->set);
+				floyd_sample(qv_sample_node_key(job->base, job->hop, job->targets[t]),
+							 d, k, w->pos, &w->set);
 				if (d <= INT32_MAX)
 					for (int64_t j = 0; j < k; j++)
 						dst[j] = (int32_t) w->pos[j];
@@ -807,7 +772,7 @@ hop_pick(void *arg, int64_t begin, int64_t end, int worker)
 
 /* One hop from nodes[h]: block h, and nodes[h+1] unless raw. */
 static int
-sample_hop(const QvGraph *g, QvSample *s, int h, int32_t fanout, uint64_t rng_seed,
+sample_hop(const QvGraph *g, QvSample *s, int h, int32_t fanout, uint64_t base,
 		   bool raw, QvPool *pool, QvSampleBuf *buf, QvError *err)
 {
 	int32_t		n = s->n_nodes[h];
@@ -815,7 +780,7 @@ sample_hop(const QvGraph *g, QvSample *s, int h, int32_t fanout, uint64_t rng_se
 	int64_t		total = 0,
 				max_k = 0;
 	HopJob		job = {.g = g, .targets = s->nodes[h], .n = n, .fanout = fanout,
-		.hop = h, .rng_seed = rng_seed};
+		.hop = h, .base = base};
 	int			rc;
 
 	if ((rc = GROW(buf, rows, rows_cap, (size_t) n, "sampler rows", err)) != QV_OK ||
@@ -926,10 +891,11 @@ check_args(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 
 int
 qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-			   const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+			   const int32_t *fanout, int32_t n_hops, uint64_t seed,
 			   bool raw_last, QvPool *pool, QvSampleBuf *buf,
 			   QvSample *out, QvError *err)
 {
+	uint64_t	base;
 	int			rc;
 
 	if (out == NULL)
@@ -940,10 +906,11 @@ qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 	if ((rc = check_args(g, seeds, n_seeds, fanout, n_hops, err)) != QV_OK)
 		return rc;
 	out->n_hops = n_hops;
+	base = qv_sample_base(seed, g->version);
 	if ((rc = sample_seeds(g, seeds, n_seeds, pool, buf, out, err)) != QV_OK)
 		goto fail;
 	for (int h = 0; h < n_hops; h++)
-		if ((rc = sample_hop(g, out, h, fanout[h], rng_seed, raw_last && h == n_hops - 1,
+		if ((rc = sample_hop(g, out, h, fanout[h], base, raw_last && h == n_hops - 1,
 							 pool, buf, err)) != QV_OK)
 			goto fail;
 	return QV_OK;
@@ -955,7 +922,7 @@ fail:
 
 int
 qv_sample(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-		  const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+		  const int32_t *fanout, int32_t n_hops, uint64_t seed,
 		  QvSample *out, QvError *err)
 {
 	QvSampleBuf *buf;
@@ -968,7 +935,7 @@ qv_sample(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 		return rc;
 	if ((buf = qv_sample_buf_create(err)) == NULL)
 		return QV_ENOMEM;
-	rc = qv_sample_into(g, seeds, n_seeds, fanout, n_hops, rng_seed, false, NULL, buf, out, err);
+	rc = qv_sample_into(g, seeds, n_seeds, fanout, n_hops, seed, false, NULL, buf, out, err);
 	if (rc == QV_OK)
 	{
 		/* the sample's arrays now belong to out */

@@ -9,9 +9,16 @@
  * (duplicate edges are distinct edges); fanout -1 or fanout >= degree takes
  * every edge in CSR order, so the result is deterministic.
  *
- * The sample is a function of (graph, seeds, fanout, rng_seed) alone: it is
- * the same for any thread count, because randomness comes from one stream
- * per group of targets and the de-duplication keeps first-appearance order.
+ * Repeatable samples (docs/sampling.md): which edges a target node picks
+ * at hop h is a function of (seed, g->version, h, node) alone, drawn by the
+ * counter-based hash of sample_hash.h, the one the GPU sampler uses too.
+ * So a node's block row is the same whatever batch it rides in, with
+ * whatever other seeds, in whatever order, on any thread count, and on the
+ * CPU or the GPU path.  The node sets' order follows the batch (first
+ * appearance), the rows themselves do not.
+ *
+ * seed is the MODEL's seed (QvModel.seed, config "seed"), not a per-batch
+ * value: a caller that passes a batch counter there breaks the contract.
  */
 #ifndef QV_SAMPLE_H
 #define QV_SAMPLE_H
@@ -45,9 +52,10 @@ typedef struct QvSample
 								 * and n_nodes[n_hops] is 0 */
 } QvSample;
 
-/* Sample n_hops hops around the dense seeds; fanout[h] as in model.h. */
+/* Sample n_hops hops around the dense seeds; fanout[h] as in model.h; seed
+ * is the model's seed (see above), the graph's version is g->version. */
 int			qv_sample(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-					  const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+					  const int32_t *fanout, int32_t n_hops, uint64_t seed,
 					  QvSample *out, QvError *err);
 
 void		qv_sample_free(QvSample *s);
@@ -68,7 +76,7 @@ size_t		qv_sample_buf_bytes(const QvSampleBuf *buf);	/* held now */
  * QvSample), which is all the first layer of a forward pass needs.
  */
 int			qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-						   const int32_t *fanout, int32_t n_hops, uint64_t rng_seed,
+						   const int32_t *fanout, int32_t n_hops, uint64_t seed,
 						   bool raw_last, QvPool *pool, QvSampleBuf *buf,
 						   QvSample *out, QvError *err);
 

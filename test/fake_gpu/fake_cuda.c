@@ -4,6 +4,9 @@
  * It exports the same quiver_cuda_api() table (ABI QV_CUDA_ABI_VERSION) but
  * runs no CUDA at all: every "device" is the calling CPU thread, inference is
  * the engine core's own qv_infer_ws, and aggregation qv_cpu_mean_aggregate.
+ * Sampling is therefore the core's (src/core/sample.c), keyed as the real
+ * module's by (model seed, graph version, hop, node) through
+ * src/core/sample_hash.h; infer's rng_seed is ignored, as there.
  * It exists so that the engine's GPU glue can be tested on machines without
  * a GPU; it is labelled as fake in its build string and in every device
  * name, and must never be installed as the real module.
@@ -908,18 +911,18 @@ fake_model_create(int dev, const QvModel *m, int allow_tf32, QvGpuModel **out,
 
 /*
  * Count the feature rows of the deepest hop's node set by where the store
- * finds them, sampling as qv_infer does (same fanouts and seed).
+ * finds them, sampling as qv_infer does (same fanouts, model seed and
+ * graph version).
  */
 static int
 count_rows(QvGpuLane *lane, const QvModel *m, const QvGpuStore *store,
-		   const int32_t *seeds, int32_t n, uint64_t rng_seed,
-		   QvGpuBatchStats *stats, QvError *err)
+		   const int32_t *seeds, int32_t n, QvGpuBatchStats *stats, QvError *err)
 {
 	QvSample	s;
 	const int32_t *nodes;
 	int			rc;
 
-	if ((rc = qv_sample_into(store->graph, seeds, n, m->fanout, m->n_layers, rng_seed,
+	if ((rc = qv_sample_into(store->graph, seeds, n, m->fanout, m->n_layers, m->seed,
 							 false, NULL, lane->sbuf, &s, err)) != QV_OK)
 		return rc;
 	nodes = s.nodes[s.n_hops];
@@ -974,9 +977,10 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	}
 	for (int32_t i = 0; i < n; i++)
 		lane->ids[i] = g->ids[seeds[i]];
-	if ((rc = qv_infer_ws(model->m, g, lane->ids, n, out, rng_seed, NULL, lane->ws, err)) != QV_OK)
+	(void) rng_seed;			/* ignored, as by the real module (ABI 4) */
+	if ((rc = qv_infer_ws(model->m, g, lane->ids, n, out, 0, NULL, lane->ws, err)) != QV_OK)
 		return rc;
-	if (stats && (rc = count_rows(lane, model->m, store, seeds, n, rng_seed, stats, err)) != QV_OK)
+	if (stats && (rc = count_rows(lane, model->m, store, seeds, n, stats, err)) != QV_OK)
 		return rc;
 	if (delay_us > 0)
 	{

@@ -10,8 +10,12 @@
  *
  * Checked: device discovery from the environment; host registration; store,
  * model and lane creation; inference equal, bit for bit, to qv_infer on the
- * same ids and seed (sampled and full fanouts, GraphSAGE and GCN, two
- * devices with local, peer and host rows); the batch statistics against
+ * same ids (sampled and full fanouts, GraphSAGE and GCN, two devices with
+ * local, peer and host rows), whatever rng_seed either is given (ABI 4: it
+ * is ignored; the sample is keyed by the model's seed and the graph's
+ * version); a seed's row alone equal to its row in a batch, on the fake
+ * and the CPU, and moved by the model seed and the graph version; the batch
+ * statistics against
  * qv_sample's deepest hop; the validation of specs, seeds and peer links;
  * injected failures; device memory accounting and exhaustion; concurrent
  * lanes, and a lane used by two calls at once.
@@ -112,7 +116,9 @@ fixture_build(void)
 	free(dst);
 	free(feat);
 
+	fx.g->version = 3;			/* the sample's key includes it */
 	fx.models[0] = test_model_random(QV_ARCH_GRAPHSAGE, 2, sage_dims, sampled, false, 7);
+	fx.models[0]->seed = 2024;
 	fx.models[1] = test_model_random(QV_ARCH_GCN, 2, gcn_dims, full, false, 8);
 	fx.models[2] = test_model_random(QV_ARCH_GRAPHSAGE, 2, sage_dims, full, false, 9);
 
@@ -318,14 +324,14 @@ cpu_reference(const QvModel *m, const int32_t *seeds, int n, uint64_t rng_seed, 
 
 /* The rows of qv_sample's deepest hop by kind in loc. */
 static void
-expected_rows(const QvModel *m, const int32_t *seeds, int n, uint64_t rng_seed,
+expected_rows(const QvModel *m, const int32_t *seeds, int n,
 			  const uint64_t *loc, int64_t *local, int64_t *peer, int64_t *host,
 			  int64_t *total)
 {
 	QvSample	s;
 	QvError		err = {0};
 
-	assert_int_equal(qv_sample(fx.g, seeds, n, m->fanout, m->n_layers, rng_seed, &s, &err), QV_OK);
+	assert_int_equal(qv_sample(fx.g, seeds, n, m->fanout, m->n_layers, m->seed, &s, &err), QV_OK);
 	*local = *peer = *host = 0;
 	*total = s.n_nodes[s.n_hops];
 	for (int32_t i = 0; i < s.n_nodes[s.n_hops]; i++)
@@ -556,10 +562,10 @@ test_infer_matches_cpu(void **state)
 				memset(out, 0x7f, sizeof(out));
 				if (api->infer(lanes[d], models[d][k], stores[d], seeds, n, rng_seed, out, &st, &err) != QV_OK)
 					fail_msg("infer (model %d, device %d): %s", k, d, err.msg);
-				cpu_reference(m, seeds, n, rng_seed, ref);
+				cpu_reference(m, seeds, n, ~rng_seed, ref);	/* rng_seed is ignored */
 				if (memcmp(out, ref, sizeof(float) * n * m->out_dim) != 0)
 					fail_msg("model %d device %d run %d: output differs from qv_infer", k, d, run);
-				expected_rows(m, seeds, n, rng_seed, fx.loc[d], &local, &peer, &host, &total);
+				expected_rows(m, seeds, n, fx.loc[d], &local, &peer, &host, &total);
 				assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, total);
 				assert_int_equal(st.rows_local, local);
 				assert_int_equal(st.rows_peer, peer);
@@ -596,6 +602,115 @@ test_infer_matches_cpu(void **state)
 	}
 	assert_int_equal(qv_gpu_device_info(gpu, 0, &info, &err), QV_OK);
 	assert_int_equal(info.free_mem, info.total_mem);
+	unregister_graph(api, 1);
+	qv_gpu_close(gpu);
+}
+
+/* max |a - b| / max |b| over one row of n values. */
+static double
+row_rel_diff(const float *a, const float *b, int n)
+{
+	double		d = 0,
+				scale = 0;
+
+	for (int o = 0; o < n; o++)
+	{
+		d = fmax(d, fabs((double) a[o] - b[o]));
+		scale = fmax(scale, fabs((double) b[o]));
+	}
+	return scale > 0 ? d / scale : d;
+}
+
+/*
+ * Repeatable samples through the module: with the sampled model, each seed
+ * predicted alone on either device equals its row of a 64-seed batch
+ * (repeats, any order) on the fake and on the CPU (qv_infer, alone and in
+ * the batch), to float32 rounding of the dense layers; alone on the fake
+ * equals alone on the CPU bit for bit.  Another model seed, or another
+ * graph version (read at the call, after the store was made), moves a
+ * hub's prediction, and the old version brings it back.
+ */
+static void
+test_sampled_repeatable(void **state)
+{
+	QvGpu	   *gpu = open_fake(2);
+	const QvCudaApi *api = qv_gpu_api(gpu);
+	const QvModel *m = fx.models[0];
+	QvModel		other = *m;
+	QvGpuStore *stores[2];
+	QvGpuLane  *lanes[2];
+	QvGpuModel *gm[2],
+			   *gm_other;
+	int32_t		batch[64],
+				shuffled[64];
+	float		fake_batch[64 * 5],
+				fake_shuffled[64 * 5],
+				cpu_batch[64 * 5],
+				one[5],
+				cpu_one[5];
+	int32_t		hub = 0;
+	double		worst = 0;
+	uint64_t	s = 7;
+	QvError		err = {0};
+
+	(void) state;
+	assert_int_equal(m->out_dim, 5);
+	assert_true(m->fanout[0] > 0);
+	register_graph(api, 1);
+	make_stores(api, stores);
+	for (int d = 0; d < 2; d++)
+	{
+		assert_int_equal(api->lane_create(d, &lanes[d], &err), QV_OK);
+		assert_int_equal(api->model_create(d, m, 0, &gm[d], NULL, &err), QV_OK);
+	}
+	random_seeds(&s, batch, 64);
+	for (int i = 0; i < 64; i++)
+		shuffled[i] = batch[(i * 29 + 3) % 64];
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], batch, 64, 1, fake_batch, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[1], gm[1], stores[1], shuffled, 64, 2, fake_shuffled, NULL, &err),
+					 QV_OK);
+	cpu_reference(m, batch, 64, 3, cpu_batch);
+	assert_memory_equal(fake_batch, cpu_batch, sizeof(cpu_batch));
+	for (int i = 0; i < 64; i++)
+	{
+		int			d = i % 2;
+
+		assert_int_equal(api->infer(lanes[d], gm[d], stores[d], &batch[i], 1, 100 + i, one, NULL, &err),
+						 QV_OK);
+		cpu_reference(m, &batch[i], 1, 5, cpu_one);
+		assert_memory_equal(one, cpu_one, sizeof(one));
+		worst = fmax(worst, row_rel_diff(one, fake_batch + i * 5, 5));
+		/* shuffled row i is batch row (i * 29 + 3) % 64 */
+		worst = fmax(worst, row_rel_diff(fake_shuffled + i * 5,
+										 fake_batch + ((i * 29 + 3) % 64) * 5, 5));
+	}
+	printf("alone against batch rows: worst relative difference %.3g\n", worst);
+	assert_true(worst <= 1e-5);
+
+	/* the hub: largest in-degree, well above the fanout */
+	for (int32_t v = 1; v < N_NODES; v++)
+		if (fx.g->rowptr[v + 1] - fx.g->rowptr[v] > fx.g->rowptr[hub + 1] - fx.g->rowptr[hub])
+			hub = v;
+	assert_true(fx.g->rowptr[hub + 1] - fx.g->rowptr[hub] > 4 * m->fanout[0]);
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, cpu_one, NULL, &err), QV_OK);
+	other.seed = m->seed + 1;
+	assert_int_equal(api->model_create(0, &other, 0, &gm_other, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], gm_other, stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_memory_not_equal(one, cpu_one, sizeof(one));
+	api->model_destroy(gm_other);
+	fx.g->version++;
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_memory_not_equal(one, cpu_one, sizeof(one));
+	fx.g->version--;
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_memory_equal(one, cpu_one, sizeof(one));
+
+	for (int d = 0; d < 2; d++)
+	{
+		api->model_destroy(gm[d]);
+		api->store_destroy(stores[d]);
+		api->lane_destroy(lanes[d]);
+	}
 	unregister_graph(api, 1);
 	qv_gpu_close(gpu);
 }
@@ -1238,6 +1353,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_device_info_peer_and_aggregate, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_host_register, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_infer_matches_cpu, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_sampled_repeatable, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_store_validation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_infer_validation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_links, test_setup, test_teardown),

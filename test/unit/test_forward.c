@@ -490,8 +490,9 @@ test_gcn_full(void **state)
 
 /*
  * Fanout [2, 2]: outputs are only right in expectation, so check that a
- * seed reproduces its output, that the hub's output depends on the seed,
- * and that nodes whose 2-hop neighbourhood fits the fanout are exact.
+ * batch reproduces its output (whatever rng_seed, which is ignored), that
+ * the hub's output depends on the model seed and on the graph version, and
+ * that nodes whose 2-hop neighbourhood fits the fanout are exact.
  */
 static void
 check_sampled(QvArch arch)
@@ -515,15 +516,28 @@ check_sampled(QvArch arch)
 	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, a, 5, NULL, &err), QV_OK);
 	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, 5, NULL, &err), QV_OK);
 	assert_memory_equal(a, b, sizeof(a));
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, 123456, NULL, &err), QV_OK);
+	assert_memory_equal(a, b, sizeof(a));	/* rng_seed is ignored */
 	/* duplicates in one batch get the same row: positions 0, 4, 14 are 100 */
 	assert_memory_equal(a, a + 4 * OUT, OUT * sizeof(float));
 	assert_memory_equal(a, a + 14 * OUT, OUT * sizeof(float));
 	for (uint64_t seed = 6; seed < 16; seed++)
 	{
-		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, seed, NULL, &err), QV_OK);
+		f->m.seed = seed;
+		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, 5, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, OUT * sizeof(float)) != 0;
 	}
 	assert_true(differs);
+	f->m.seed = 0;
+	differs = 0;
+	for (uint64_t version = 1; version < 11; version++)
+	{
+		g->version = version;
+		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, 5, NULL, &err), QV_OK);
+		differs |= memcmp(a, b, OUT * sizeof(float)) != 0;
+	}
+	assert_true(differs);
+	g->version = 0;
 
 	assert_int_equal(qv_infer(&f->m, g, exact, 2, e, 9, NULL, &err), QV_OK);
 	for (int i = 0; i < 2; i++)
@@ -566,14 +580,16 @@ test_sampled_rescaling(void **state)
 	test_star_model(&star, &m, QV_ARCH_GCN, 2);
 	for (uint64_t seed = 0; seed < 20; seed++)
 	{
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, seed, NULL, &err), QV_OK);
+		m.seed = seed;			/* the model seed picks the draw */
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
 		assert_float_equal(out, TEST_STAR_GCN_EXACT, 1e-6);
 	}
 	/* fanout 1 may sample only the self loop: then no neighbour term */
 	m.fanout[0] = 1;
 	for (uint64_t seed = 0; seed < 40; seed++)
 	{
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, seed, NULL, &err), QV_OK);
+		m.seed = seed;
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
 		assert_true(fabs(out - TEST_STAR_GCN_EXACT) < 1e-6 ||
 					fabs(out - (0.5 * 2.0 / 7 + 0.25)) < 1e-6);
 	}
@@ -581,7 +597,8 @@ test_sampled_rescaling(void **state)
 	for (uint64_t seed = 0; seed < 20; seed++)
 	{
 		/* samples 3 of the 7 edges */
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, seed, NULL, &err), QV_OK);
+		m.seed = seed;
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
 		assert_true(test_star_sage3_ok(out));
 	}
 	qv_graph_free(g);
@@ -742,9 +759,13 @@ check_threads_agree(QvArch arch)
 		assert_int_equal(qv_workspace_bytes(ws), bytes);
 		qv_pool_destroy(pool);
 	}
-	/* another seed samples differently */
+	/* another model seed samples differently (another rng_seed does not) */
 	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 78, NULL, ws, &err), QV_OK);
+	assert_memory_equal(out, ref, sizeof(float) * n * 5);
+	m->seed = 78;
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, NULL, ws, &err), QV_OK);
 	assert_true(memcmp(out, ref, sizeof(float) * n * 5) != 0);
+	m->seed = 0;
 	/* an unknown id late in a big batch is reported by value */
 	batch_ids[n - 3] = 1001;
 	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, NULL, ws, &err), QV_ENOTFOUND);
@@ -762,6 +783,101 @@ test_threads_agree(void **state)
 {
 	check_threads_agree(QV_ARCH_GRAPHSAGE);
 	check_threads_agree(QV_ARCH_GCN);
+}
+
+/* max |a - b| / max |b| over n x cols values. */
+static double
+rows_rel_error(const float *a, const float *b, int64_t n)
+{
+	double		e = 0,
+				scale = 0;
+
+	for (int64_t i = 0; i < n; i++)
+	{
+		e = fmax(e, fabs((double) a[i] - b[i]));
+		scale = fmax(scale, fabs((double) b[i]));
+	}
+	return scale > 0 ? e / scale : e;
+}
+
+/*
+ * Repeatable sampled predictions (docs/sampling.md): with fanout [6, 4, 3],
+ * a model seed and a graph version set, qv_infer of one id equals that id's
+ * row of a batch of 2500 (repeats included) to float32 rounding of the
+ * dense layers (1e-5), with no pool and pools of 1 and 3 threads, the
+ * batch in either order, whatever rng_seed; and the comparison can fail:
+ * another model seed moves some probe by far more than that.
+ */
+static void
+check_alone_equals_batch(QvArch arch)
+{
+	int			dims[] = {20, 24, 17, 5};
+	BigGraph   *b = big_graph(6000, 90000, 20, 3);
+	QvModel    *m = test_model_random(arch, 3, dims, NULL, false, 5);
+	int			n = 2500;
+	int64_t    *ids = malloc(sizeof(int64_t) * n);
+	int64_t    *rev = malloc(sizeof(int64_t) * n);
+	float	   *out = malloc(sizeof(float) * n * 5);
+	float	   *out_rev = malloc(sizeof(float) * n * 5);
+	float		one[5];
+	double		worst = 0,
+				moved = 0;
+	int			bitwise = 0,
+				probes = 0;
+	QvPool	   *pools[3] = {NULL, qv_pool_create(1, NULL), qv_pool_create(3, NULL)};
+	QvError		err = {0};
+
+	m->fanout[0] = 6;
+	m->fanout[1] = 4;
+	m->fanout[2] = 3;
+	m->seed = 17;
+	b->g->version = 9;
+	for (int i = 0; i < n; i++)
+		ids[i] = b->ids[(i * 37) % 2200];
+	for (int i = 0; i < n; i++)
+		rev[i] = ids[n - 1 - i];
+	assert_int_equal(qv_infer(m, b->g, ids, n, out, 1, pools[2], &err), QV_OK);
+	assert_int_equal(qv_infer(m, b->g, rev, n, out_rev, 2, pools[1], &err), QV_OK);
+	for (int i = 0; i < n; i++)
+		assert_true(rows_rel_error(out_rev + (size_t) (n - 1 - i) * 5, out + (size_t) i * 5, 5) <= 1e-5);
+	for (int i = 0; i < n; i += 41)
+		for (int p = 0; p < 3; p++)
+		{
+			double		e;
+
+			assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, 1000 + i + p, pools[p], &err), QV_OK);
+			e = rows_rel_error(one, out + (size_t) i * 5, 5);
+			worst = fmax(worst, e);
+			bitwise += memcmp(one, out + (size_t) i * 5, sizeof(one)) == 0;
+			probes++;
+		}
+	printf("%s: %d single-id calls, worst relative error %.3g, %d bitwise equal\n",
+		   qv_arch_name(arch), probes, worst, bitwise);
+	assert_true(worst <= 1e-5);
+
+	m->seed = 18;
+	for (int i = 0; i < n; i += 41)
+	{
+		assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, 1, NULL, &err), QV_OK);
+		moved = fmax(moved, rows_rel_error(one, out + (size_t) i * 5, 5));
+	}
+	assert_true(moved > 1e-3);
+
+	for (int p = 0; p < 3; p++)
+		qv_pool_destroy(pools[p]);
+	free(ids);
+	free(rev);
+	free(out);
+	free(out_rev);
+	test_model_free(m);
+	free_big_graph(b);
+}
+
+static void
+test_alone_equals_batch(void **state)
+{
+	check_alone_equals_batch(QV_ARCH_GRAPHSAGE);
+	check_alone_equals_batch(QV_ARCH_GCN);
 }
 
 static void
@@ -807,6 +923,7 @@ main(void)
 		cmocka_unit_test(test_sampled_rescaling),
 		cmocka_unit_test(test_full_big),
 		cmocka_unit_test(test_threads_agree),
+		cmocka_unit_test(test_alone_equals_batch),
 		cmocka_unit_test(test_errors),
 	};
 

@@ -15,7 +15,10 @@
  * every row in pinned host memory, and a mix; with the CSR on the device and
  * read zero-copy from the host; with repeated seeds and an isolated node.
  * The row counters must equal the feature rows the first layer reads, per
- * tier.
+ * tier.  With a fanout (ABI 4: repeatable samples), the GPU must sample each
+ * node's neighbours as the CPU does, so its output equals qv_infer's to the
+ * same 1e-5, batch or single seed, and moves with the model seed and the
+ * graph version only (never with infer's rng_seed).
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -291,7 +294,7 @@ test_module_table(void **state)
 	assert_int_equal(qv_gpu_check_api(api, QV_TEST_CUDA_LIB, &err), QV_OK);
 	assert_non_null(api->host_register);
 	assert_non_null(api->infer);
-	assert_non_null(strstr(api->build, "ABI 3"));
+	assert_non_null(strstr(api->build, "ABI 4"));
 	dlclose(dl);
 }
 
@@ -636,11 +639,6 @@ test_gpu_full_gcn(void **state)
 	check_full_arch(QV_ARCH_GCN);
 }
 
-/*
- * Fanout [3, 2]: a seed reproduces its output, repeats get the same rows,
- * another rng_seed changes a hub's output, and the isolated node (nothing
- * to sample) equals the CPU.
- */
 /* The node of the largest in-degree. */
 static int32_t
 in_hub(const QvGraph *g)
@@ -653,6 +651,15 @@ in_hub(const QvGraph *g)
 	return hub;
 }
 
+/*
+ * Repeatable samples (ABI 4), fanout [3, 2] with a model seed and a graph
+ * version set: a batch reproduces its output whatever rng_seed; repeats get
+ * the same rows; every row equals the CPU path's (qv_infer) to 1e-5, in
+ * the batch, for each seed alone (on both paths), and for a batch of every
+ * node: the GPU samples each node's neighbours exactly as the CPU does.
+ * Another model seed or graph version changes a hub's output; the old
+ * version brings it back.
+ */
 static void
 check_sampled(QvGpu *gpu, QvArch arch)
 {
@@ -662,33 +669,76 @@ check_sampled(QvGpu *gpu, QvArch arch)
 	QvModel    *m = test_model_random(arch, 2, dims, NULL, true, 8);
 	Tiers		tiers;
 	QvGpuStore *st = store_or_fail(&r, TIERS_MIX, 1, &tiers);
-	QvGpuModel *gm;
+	QvGpuModel *gm,
+			   *gm2;
 	const int32_t hub = in_hub(t->g);
 	int32_t		seeds[] = {hub, 1, 399, hub, 5, 1};
+	int32_t    *all;
+	int			n_all;
 	float		a[6 * 7],
 				b[6 * 7],
-				cpu[7];
+				alone_gpu[6 * 7],
+				alone_cpu[6 * 7],
+				cpu[6 * 7];
+	float	   *all_gpu,
+			   *all_cpu;
 	int			differs = 0;
 	QvError		err = {0};
 
 	assert_true(t->g->rowptr[hub + 1] - t->g->rowptr[hub] > 3);
 	m->fanout[0] = 3;
 	m->fanout[1] = 2;
+	m->seed = 31;
+	t->g->version = 5;
 	gm = model_or_fail(&r, m);
 	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, 42, a, NULL, &err), QV_OK);
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, 42, b, NULL, &err), QV_OK);
-	assert_memory_equal(a, b, sizeof(a));
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, 43, b, NULL, &err), QV_OK);
+	assert_memory_equal(a, b, sizeof(a));	/* rng_seed is ignored */
 	assert_memory_equal(a, a + 3 * 7, 7 * sizeof(float));
 	assert_memory_equal(a + 7, a + 5 * 7, 7 * sizeof(float));
-	for (uint64_t s = 43; s < 53; s++)
+	cpu_infer(m, t, seeds, 6, 0, cpu);
+	assert_true(rel_error(a, cpu, 6 * 7) <= TOL);
+	for (int i = 0; i < 6; i++)
 	{
-		assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, s, b, NULL, &err), QV_OK);
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seeds[i], 1, 100 + i, alone_gpu + i * 7,
+									  NULL, &err), QV_OK);
+		cpu_infer(m, t, &seeds[i], 1, 0, alone_cpu + i * 7);
+	}
+	assert_true(rel_error(alone_gpu, a, 6 * 7) <= TOL);
+	assert_true(rel_error(alone_cpu, a, 6 * 7) <= TOL);
+
+	all = full_batch(t->n, &n_all);
+	all_gpu = malloc(sizeof(float) * n_all * 7);
+	all_cpu = malloc(sizeof(float) * n_all * 7);
+	assert_int_equal(r.api->infer(r.lane, gm, st, all, n_all, 7, all_gpu, NULL, &err), QV_OK);
+	cpu_infer(m, t, all, n_all, 8, all_cpu);
+	assert_true(rel_error(all_gpu, all_cpu, (size_t) n_all * 7) <= TOL);
+
+	for (uint64_t s = 32; s < 42; s++)
+	{
+		m->seed = s;
+		gm2 = model_or_fail(&r, m);
+		assert_int_equal(r.api->infer(r.lane, gm2, st, seeds, 1, 42, b, NULL, &err), QV_OK);
+		differs |= memcmp(a, b, 7 * sizeof(float)) != 0;
+		r.api->model_destroy(gm2);
+	}
+	assert_true(differs);
+	m->seed = 31;
+	differs = 0;
+	for (uint64_t v = 6; v < 16; v++)
+	{
+		t->g->version = v;
+		assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, 42, b, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, 7 * sizeof(float)) != 0;
 	}
 	assert_true(differs);
-	cpu_infer(m, t, &seeds[2], 1, 42, cpu);
-	assert_true(rel_error(a + 2 * 7, cpu, 7) <= TOL);
+	t->g->version = 5;
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, 42, b, NULL, &err), QV_OK);
+	assert_memory_equal(a, b, 7 * sizeof(float));
 
+	free(all);
+	free(all_gpu);
+	free(all_cpu);
 	r.api->model_destroy(gm);
 	r.api->store_destroy(st);
 	tiers_free(&tiers);
@@ -724,22 +774,25 @@ test_gpu_sampled_without_replacement(void **state)
 	assert_int_equal(qv_graph_build(&in, &t.g, &err), QV_OK);
 	r = rig_open(gpu, &t);
 	st = store_or_fail(&r, TIERS_LOCAL, 1, &tiers);
-	test_star_model(&star, &m, QV_ARCH_GCN, 2);
-	gm = model_or_fail(&r, &m);
+	/* the model seed picks the draw (ABI 4): one GPU model per seed */
 	for (uint64_t s = 0; s < 40; s++)
 	{
-		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, s, &out, NULL, &err), QV_OK);
+		test_star_model(&star, &m, QV_ARCH_GCN, 2);
+		m.seed = s;
+		gm = model_or_fail(&r, &m);
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, 0, &out, NULL, &err), QV_OK);
 		assert_float_equal(out, TEST_STAR_GCN_EXACT, 1e-6);
+		r.api->model_destroy(gm);
 	}
-	r.api->model_destroy(gm);
-	test_star_model(&star, &m, QV_ARCH_GRAPHSAGE, 3);
-	gm = model_or_fail(&r, &m);
 	for (uint64_t s = 0; s < 200; s++)
 	{
-		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, s, &out, NULL, &err), QV_OK);
+		test_star_model(&star, &m, QV_ARCH_GRAPHSAGE, 3);
+		m.seed = s;
+		gm = model_or_fail(&r, &m);
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, 0, &out, NULL, &err), QV_OK);
 		assert_true(test_star_sage3_ok(out));
+		r.api->model_destroy(gm);
 	}
-	r.api->model_destroy(gm);
 	r.api->store_destroy(st);
 	tiers_free(&tiers);
 	rig_close(&r);

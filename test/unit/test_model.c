@@ -284,7 +284,28 @@ test_fanout_from_config(void **state)
 	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, " { \"fanout\" : [-1, 3] } ", 4);
 	assert_int_equal(m->fanout[0], -1);
 	assert_int_equal(m->fanout[1], 3);
+	assert_true(m->seed == 0);	/* no "seed": 0 */
 	qv_model_free(m);
+}
+
+/* "seed" reaches the model; a bad one fails the load naming the value. */
+static void
+test_seed_from_config(void **state)
+{
+	QvModel    *m = load_ok(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2,
+							"{\"fanout\": [15, 10], \"seed\": 123456789012345}", 4);
+
+	(void) state;
+	assert_true(m->seed == UINT64_C(123456789012345));
+	assert_int_equal(m->fanout[0], 15);
+	qv_model_free(m);
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, "{\"seed\": 9223372036854775807}", 4);
+	assert_true(m->seed == UINT64_C(9223372036854775807));
+	assert_int_equal(m->fanout[0], -1);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"seed\": -1}", 4, QV_EINVAL, "seed = -1");
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"seed\": 2.5}", 4, QV_EINVAL,
+			   "seed = 2.5 is not an integer");
 }
 
 /* BF16 weights are widened to float32; other dtypes are refused by name. */
@@ -488,8 +509,9 @@ config_ok(const char *json, int32_t n, const int32_t *expect)
 {
 	int32_t		fanout[QV_MAX_LAYERS];
 	int32_t		n_fanout = 99;
+	uint64_t	seed = 99;
 	QvError		err = {QV_OK, ""};
-	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &err);
+	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &seed, &err);
 	int			i;
 
 	if (rc != QV_OK)
@@ -498,6 +520,26 @@ config_ok(const char *json, int32_t n, const int32_t *expect)
 	assert_int_equal(n_fanout, n);
 	for (i = 0; i < n; i++)
 		assert_int_equal(fanout[i], expect[i]);
+	if (json == NULL || strstr(json, "seed") == NULL)
+		assert_true(seed == 0);
+}
+
+/* Parse config, expecting success with the given seed. */
+static void
+config_seed_ok(const char *json, uint64_t expect)
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout = 99;
+	uint64_t	seed = 99;
+	QvError		err = {QV_OK, ""};
+	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &seed, &err);
+
+	if (rc != QV_OK)
+		print_error("config %s: %s\n", json, err.msg);
+	assert_int_equal(rc, QV_OK);
+	assert_true(seed == expect);
+	/* the seed output is optional */
+	assert_int_equal(qv_model_config_parse(json, fanout, &n_fanout, NULL, &err), QV_OK);
 }
 
 static void
@@ -505,14 +547,16 @@ config_fails(const char *json, const char *needle)
 {
 	int32_t		fanout[QV_MAX_LAYERS];
 	int32_t		n_fanout = 99;
+	uint64_t	seed = 99;
 	QvError		err = {QV_OK, ""};
-	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &err);
+	int			rc = qv_model_config_parse(json, fanout, &n_fanout, &seed, &err);
 
 	if (rc != QV_EINVAL || strstr(err.msg, needle) == NULL)
 		print_error("config %s: got rc %d \"%s\"; wanted \"%s\"\n", json, rc, err.msg, needle);
 	assert_int_equal(rc, QV_EINVAL);
 	assert_int_equal(err.code, QV_EINVAL);
 	assert_int_equal(n_fanout, 0);
+	assert_true(seed == 0);
 	assert_non_null(strstr(err.msg, needle));
 }
 
@@ -530,6 +574,13 @@ test_config_valid(void **state)
 	config_ok("{\"fanout\": [15, 10]}", 2, two);
 	config_ok("{\"fanout\": [-1, 1, 2147483647]}", 3, three);
 	config_ok("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8]}", 8, eight);
+	config_ok("{\"fanout\": [15, 10], \"seed\": 3}", 2, two);
+	config_ok("{\"seed\": 3, \"fanout\": [15, 10]}", 2, two);
+	config_seed_ok("{}", 0);
+	config_seed_ok("{\"seed\": 0}", 0);
+	config_seed_ok("{\"seed\": 42}", 42);
+	config_seed_ok("{\"fanout\": [-1], \"seed\": 9223372036854775807}",
+				   UINT64_C(9223372036854775807));
 }
 
 static void
@@ -551,6 +602,24 @@ test_config_invalid(void **state)
 	config_fails("{\"fanout\": []}", "\"fanout\" has 0 entries");
 	config_fails("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}", "\"fanout\" has 9 entries");
 	config_fails("{\"fanout\": [1], \"fanout\": [2]}", "duplicate object key");
+	config_fails("{\"fanot\": [1]}", "(known: fanout, seed)");
+	/* seed: an integer 0 .. 2^63-1, the value named when it is not */
+	config_fails("{\"seed\": -1}", "config seed = -1: must be between 0 and 9223372036854775807");
+	config_fails("{\"seed\": -9223372036854775808}", "config seed = -9223372036854775808");
+	config_fails("{\"seed\": 1.5}", "config seed = 1.5 is not an integer");
+	config_fails("{\"seed\": 1e3}", "config seed = 1000.0 is not an integer");
+	config_fails("{\"seed\": \"7\"}", "config seed = \"7\" is not an integer");
+	config_fails("{\"seed\": true}", "config seed = true is not an integer");
+	config_fails("{\"seed\": null}", "config seed = null is not an integer");
+	config_fails("{\"seed\": [1]}", "config seed = [1] is not an integer");
+	config_fails("{\"seed\": 9223372036854775808}",
+				 "integer 9223372036854775808, outside the 64-bit range");
+	config_fails("{\"fanout\": [2], \"seed\": 123456789012345678901234567890}",
+				 "integer 123456789012345678901234567890, outside the 64-bit range");
+	config_fails("{\"seed\": -99999999999999999999999}",
+				 "integer -99999999999999999999999, outside");
+	config_fails("{\"fanout\": [2], \"seed\": 1}x", "not valid JSON");
+	config_fails("{\"seed\": 1, \"seed\": 2}", "duplicate object key");
 }
 
 static void
@@ -590,6 +659,7 @@ main(void)
 		cmocka_unit_test(test_sage_optional_biases),
 		cmocka_unit_test(test_gcn_two_layers),
 		cmocka_unit_test(test_fanout_from_config),
+		cmocka_unit_test(test_seed_from_config),
 		cmocka_unit_test(test_weight_dtypes),
 		cmocka_unit_test(test_wrong_feature_dim),
 		cmocka_unit_test(test_layer_chain_mismatch),

@@ -2,6 +2,12 @@
  * test_sample.c — the CPU neighbour sampler: block layout, full-neighbour
  * hops in CSR order, uniform sampling without replacement, de-duplication,
  * determinism per seed, and argument errors.
+ *
+ * Repeatable samples (docs/sampling.md): every row a sampler draws equals
+ * sample_hash.h's definition for (model seed, graph version, hop, node);
+ * a node samples the same row alone, in batches with other seeds, in
+ * another order, on pools of 1 to 5 threads; another model seed or graph
+ * version gives a high-degree node another draw.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +20,7 @@
 #include "test_util.h"
 
 #include "sample.h"
+#include "sample_hash.h"
 #include "pool.h"
 
 /*
@@ -87,7 +94,8 @@ assert_layout(const QvGraph *g, const QvSample *s)
 	}
 }
 
-/* Fanout -1 and fanout >= degree: every in-edge, in CSR order. */
+/* Fanout -1 and fanout >= degree: every in-edge, in CSR order, whatever
+ * the model seed and graph version. */
 static void
 test_all_edges_in_csr_order(void **state)
 {
@@ -96,11 +104,12 @@ test_all_edges_in_csr_order(void **state)
 	int32_t		fanouts[2][2] = {{-1, -1}, {10, 1000}};
 	QvError		err = {0};
 
-	for (int f = 0; f < 2; f++)
+	for (int f = 0; f < 6; f++)
 	{
 		QvSample	s;
 
-		assert_int_equal(qv_sample(g, seeds, 3, fanouts[f], 2, 7, &s, &err), QV_OK);
+		g->version = (uint64_t) f / 2 * 1000;
+		assert_int_equal(qv_sample(g, seeds, 3, fanouts[f % 2], 2, 7 + f, &s, &err), QV_OK);
 		assert_layout(g, &s);
 		for (int h = 0; h < 2; h++)
 			for (int32_t t = 0; t < s.n_nodes[h]; t++)
@@ -153,7 +162,7 @@ test_seed_dedup(void **state)
 }
 
 /*
- * k < d: k distinct in-neighbours; over many rng seeds each neighbour is
+ * k < d: k distinct in-neighbours; over many model seeds each neighbour is
  * picked with probability k / d (small k: linear Floyd, large: hash set).
  */
 static void
@@ -202,7 +211,7 @@ test_uniform_without_replacement(void **state)
 	qv_graph_free(g);
 }
 
-/* Same seed, same sample; some other seed gives another one. */
+/* Same model seed, same sample; some other seed gives another one. */
 static void
 test_deterministic(void **state)
 {
@@ -517,6 +526,390 @@ test_buffer_reuse(void **state)
 	qv_graph_free(g);
 }
 
+/* ---- repeatable samples ------------------------------------------------------ */
+
+/*
+ * random_graph's rows (up to 60 in-edges) plus a hub every 97 nodes with
+ * 120 to 400 in-edges from a few hundred sources (so duplicates), for
+ * Floyd's hash-set path (fanout > 32) and high-degree draws.
+ */
+static QvGraph *
+hub_graph(int n)
+{
+	int64_t		cap = (int64_t) n * 61 + (int64_t) (n / 97 + 1) * 400;
+	int64_t    *src = malloc(sizeof(int64_t) * cap);
+	int64_t    *dst = malloc(sizeof(int64_t) * cap);
+	int64_t		e = 0;
+	uint64_t	x = 4242;
+	QvGraph    *g;
+
+	for (int v = 0; v < n; v++)
+	{
+		int			d = v % 97 == 0 ? 120 + (v * 31) % 281 : (v * 7919) % 61;
+
+		for (int j = 0; j < d; j++)
+		{
+			x = x * UINT64_C(6364136223846793005) + 1442695040888963407;
+			src[e] = (int64_t) ((x >> 33) % (uint64_t) (v % 97 == 0 ? 300 : n));
+			dst[e++] = v;
+		}
+	}
+	g = test_graph_from(n, src, dst, e, false);
+	free(src);
+	free(dst);
+	return g;
+}
+
+/* The row target v of hop h draws by definition (sample_hash.h), as graph
+ * indices into out; returns its length. */
+static int64_t
+reference_row(const QvGraph *g, uint64_t seed, int h, int32_t v, int32_t fanout,
+			  int32_t *out, int64_t *pos)
+{
+	int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+	int64_t		k = qv_sample_picks(d, fanout);
+	const int32_t *row = g->col + g->rowptr[v];
+
+	if (k == d)
+	{
+		memcpy(out, row, sizeof(int32_t) * d);
+		return d;
+	}
+	qv_sample_floyd(qv_sample_node_key(qv_sample_base(seed, g->version), h, v), d, k, pos);
+	for (int64_t i = 0; i < k; i++)
+	{
+		for (int64_t q = 0; q < i; q++)
+			assert_true(pos[q] != pos[i]);	/* without replacement */
+		assert_in_range(pos[i], 0, d - 1);
+		out[i] = row[pos[i]];
+	}
+	return k;
+}
+
+/* Sources of block row t of hop h, as graph indices. */
+static int64_t
+sample_row(const QvSample *s, int h, int32_t t, int32_t *out)
+{
+	const QvBlock *b = &s->blocks[h];
+	bool		raw = s->raw_last && h == s->n_hops - 1;
+	int64_t		n = 0;
+
+	for (int64_t j = b->offsets[t]; j < b->offsets[t + 1]; j++)
+		out[n++] = raw ? b->nbr[j] : s->nodes[h + 1][b->nbr[j]];
+	return n;
+}
+
+/* Every row of s is the definition's; returns the rows checked. */
+static int64_t
+assert_rows_are_definition(const QvGraph *g, const QvSample *s, const int32_t *fanout,
+						   uint64_t seed)
+{
+	int64_t		max_d = 0,
+				checked = 0;
+	int32_t    *want,
+			   *got;
+	int64_t    *pos;
+
+	for (int64_t v = 0; v < g->n_nodes; v++)
+		if (g->rowptr[v + 1] - g->rowptr[v] > max_d)
+			max_d = g->rowptr[v + 1] - g->rowptr[v];
+	want = malloc(sizeof(int32_t) * (max_d + 1));
+	got = malloc(sizeof(int32_t) * (max_d + 1));
+	pos = malloc(sizeof(int64_t) * (max_d + 1));
+	for (int h = 0; h < s->n_hops; h++)
+		for (int32_t t = 0; t < s->n_nodes[h]; t++)
+		{
+			int64_t		k = reference_row(g, seed, h, s->nodes[h][t], fanout[h], want, pos);
+
+			assert_int_equal(sample_row(s, h, t, got), k);
+			if (k > 0)
+				assert_memory_equal(got, want, sizeof(int32_t) * k);
+			checked++;
+		}
+	free(want);
+	free(got);
+	free(pos);
+	return checked;
+}
+
+/*
+ * Every target that samples a and b share at a hop has the same row in
+ * both; with subset, a's node sets must also lie inside b's (a's seeds are
+ * some of b's, so all a's sample reaches b's reaches too).  Returns the
+ * rows compared.
+ */
+static int64_t
+assert_rows_agree(const QvGraph *g, const QvSample *a, const QvSample *b, bool subset)
+{
+	int32_t    *where = malloc(sizeof(int32_t) * g->n_nodes);
+	int32_t    *ra = malloc(sizeof(int32_t) * 1024);
+	int32_t    *rb = malloc(sizeof(int32_t) * 1024);
+	int64_t		compared = 0;
+
+	assert_int_equal(a->n_hops, b->n_hops);
+	for (int h = 0; h < a->n_hops; h++)
+	{
+		for (int64_t v = 0; v < g->n_nodes; v++)
+			where[v] = -1;
+		for (int32_t t = 0; t < b->n_nodes[h]; t++)
+			where[b->nodes[h][t]] = t;
+		for (int32_t t = 0; t < a->n_nodes[h]; t++)
+		{
+			int32_t		v = a->nodes[h][t];
+			int64_t		na,
+						nb;
+
+			if (where[v] < 0)
+			{
+				if (subset)
+					fail_msg("node %d of hop %d is in the smaller sample only", (int) v, h);
+				continue;
+			}
+			na = sample_row(a, h, t, ra);
+			nb = sample_row(b, h, where[v], rb);
+			assert_true(na <= 1024);
+			if (na != nb || (na > 0 && memcmp(ra, rb, sizeof(int32_t) * na) != 0))
+				fail_msg("node %d samples another row at hop %d", (int) v, h);
+			compared++;
+		}
+	}
+	free(where);
+	free(ra);
+	free(rb);
+	return compared;
+}
+
+/*
+ * The sampler's rows are sample_hash.h's definition, row by row: small and
+ * large fanouts (scan and hash-set Floyd), several model seeds and graph
+ * versions, serially and on pools of 1 and 4 threads, raw last hop too.
+ */
+static void
+test_rows_are_hash_definition(void **state)
+{
+	QvGraph    *g = hub_graph(6000);
+	int32_t		fanouts[3][3] = {{40, 5, 3}, {10, -1, 35}, {1, 2, 100}};
+	int32_t    *seeds = malloc(sizeof(int32_t) * 800);
+	QvSampleBuf *buf = qv_sample_buf_create(NULL);
+	int64_t		checked = 0;
+	QvError		err = {0};
+
+	for (int i = 0; i < 800; i++)
+		seeds[i] = (i * 97 + (i % 3)) % 6000;	/* hubs, and their neighbours */
+	for (int f = 0; f < 3; f++)
+		for (int c = 0; c < 3; c++)
+		{
+			uint64_t	seed = (uint64_t) c * UINT64_C(0x123456789);
+			QvSample	s;
+
+			g->version = (uint64_t) c * 3;
+			assert_int_equal(qv_sample(g, seeds, 800, fanouts[f], 3, seed, &s, &err), QV_OK);
+			checked += assert_rows_are_definition(g, &s, fanouts[f], seed);
+			qv_sample_free(&s);
+			for (int threads = 1; threads <= 4; threads += 3)
+			{
+				QvPool	   *pool = qv_pool_create(threads, NULL);
+
+				assert_int_equal(qv_sample_into(g, seeds, 800, fanouts[f], 3, seed, c == 1, pool,
+												buf, &s, &err), QV_OK);
+				checked += assert_rows_are_definition(g, &s, fanouts[f], seed);
+				qv_pool_destroy(pool);
+			}
+		}
+	printf("%lld rows equal to the hash definition\n", (long long) checked);
+	qv_sample_buf_destroy(buf);
+	free(seeds);
+	qv_graph_free(g);
+}
+
+/*
+ * A node samples the same rows at every hop alone, in a batch of 3000 other
+ * seeds, in that batch reversed, in another batch, with its seed repeated,
+ * and on pools of 1 to 5 threads; a lone seed's whole sample lies inside
+ * every batch that holds it.
+ */
+static void
+test_node_sample_independent_of_batch(void **state)
+{
+	QvGraph    *g = hub_graph(20000);
+	int32_t		fanout[] = {12, 5, 3};
+	int32_t		probes[] = {0, 97, 1, 5000, 19999, 12345, 291};
+	int			n_probes = sizeof(probes) / sizeof(probes[0]);
+	int			n = 3000;
+	int32_t    *batch = malloc(sizeof(int32_t) * n);
+	int32_t    *reversed = malloc(sizeof(int32_t) * n);
+	int32_t    *other = malloc(sizeof(int32_t) * n);
+	QvSample	batch_s,
+				reversed_s,
+				other_s;
+	QvSampleBuf *buf = qv_sample_buf_create(NULL);
+	int64_t		compared = 0;
+	QvError		err = {0};
+
+	g->version = 11;
+	for (int i = 0; i < n; i++)
+	{
+		batch[i] = (int32_t) (((int64_t) i * 7919 + 13) % 20000);
+		other[i] = (int32_t) (((int64_t) i * 104729 + 5) % 20000);
+	}
+	for (int p = 0; p < n_probes; p++)	/* the probes at scattered positions */
+	{
+		batch[(p * 409) % n] = probes[p];
+		other[(p * 263 + 77) % n] = probes[p];
+		other[(p * 263 + 78) % n] = probes[p];	/* and repeated */
+	}
+	for (int i = 0; i < n; i++)
+		reversed[i] = batch[n - 1 - i];
+	assert_int_equal(qv_sample(g, batch, n, fanout, 3, 5, &batch_s, &err), QV_OK);
+	assert_int_equal(qv_sample(g, reversed, n, fanout, 3, 5, &reversed_s, &err), QV_OK);
+	assert_int_equal(qv_sample(g, other, n, fanout, 3, 5, &other_s, &err), QV_OK);
+	/* the same seeds in another order: the same node sets, rows agree */
+	compared += assert_rows_agree(g, &batch_s, &reversed_s, true);
+	compared += assert_rows_agree(g, &reversed_s, &batch_s, true);
+	compared += assert_rows_agree(g, &batch_s, &other_s, false);
+
+	for (int p = 0; p < n_probes; p++)
+	{
+		QvSample	alone;
+		int32_t		twice[] = {probes[p], probes[p]};
+
+		assert_int_equal(qv_sample(g, &probes[p], 1, fanout, 3, 5, &alone, &err), QV_OK);
+		compared += assert_rows_agree(g, &alone, &batch_s, true);
+		compared += assert_rows_agree(g, &alone, &reversed_s, true);
+		compared += assert_rows_agree(g, &alone, &other_s, true);
+		for (int threads = 1; threads <= 5; threads++)
+		{
+			QvPool	   *pool = qv_pool_create(threads, NULL);
+			QvSample	s;
+
+			assert_int_equal(qv_sample_into(g, batch, n, fanout, 3, 5, false, pool, buf, &s, &err),
+							 QV_OK);
+			compared += assert_rows_agree(g, &alone, &s, true);
+			assert_int_equal(qv_sample_into(g, twice, 2, fanout, 3, 5, threads % 2 == 0, pool,
+											buf, &s, &err), QV_OK);
+			compared += assert_rows_agree(g, &alone, &s, false);
+			qv_pool_destroy(pool);
+		}
+		qv_sample_free(&alone);
+	}
+	printf("%lld rows compared across batches, orders and pools\n", (long long) compared);
+	qv_sample_free(&batch_s);
+	qv_sample_free(&reversed_s);
+	qv_sample_free(&other_s);
+	qv_sample_buf_destroy(buf);
+	free(batch);
+	free(reversed);
+	free(other);
+	qv_graph_free(g);
+}
+
+/* Row of a lone seed's hop 0. */
+static int64_t
+lone_row(const QvGraph *g, int32_t v, int32_t k, uint64_t seed, int32_t *out)
+{
+	QvSample	s;
+	QvError		err = {0};
+	int64_t		n;
+
+	assert_int_equal(qv_sample(g, &v, 1, &k, 1, seed, &s, &err), QV_OK);
+	n = sample_row(&s, 0, 0, out);
+	qv_sample_free(&s);
+	return n;
+}
+
+/*
+ * Another model seed, or another graph version, gives a high-degree node
+ * another draw (scan and hash-set Floyd); the old version brings the old
+ * draw back.
+ */
+static void
+test_seed_and_version_change_draw(void **state)
+{
+	QvGraph    *g = small_graph();
+	int32_t		ks[] = {10, 40};
+
+	for (int i = 0; i < 2; i++)
+	{
+		int32_t		base[100],
+					row[100];
+		int64_t		k = lone_row(g, 20, ks[i], 0, base);
+
+		assert_int_equal(k, ks[i]);
+		for (uint64_t seed = 1; seed <= 8; seed++)
+		{
+			assert_int_equal(lone_row(g, 20, ks[i], seed, row), k);
+			assert_memory_not_equal(row, base, sizeof(int32_t) * k);
+		}
+		for (uint64_t version = 1; version <= 8; version++)
+		{
+			g->version = version * UINT64_C(0x1000000001);
+			assert_int_equal(lone_row(g, 20, ks[i], 0, row), k);
+			assert_memory_not_equal(row, base, sizeof(int32_t) * k);
+		}
+		g->version = 0;
+		assert_int_equal(lone_row(g, 20, ks[i], 0, row), k);
+		assert_memory_equal(row, base, sizeof(int32_t) * k);
+	}
+	qv_graph_free(g);
+}
+
+/*
+ * Without replacement: each row's sources are a sub-multiset of the node's
+ * in-edges (so a source repeats only as often as its edge does).  Node 3's
+ * in-edges are 2, 3, 2: fanout 2 takes {2, 3} or {2, 2}, both seen, never
+ * {3, 3}.
+ */
+static void
+test_without_replacement_multiset(void **state)
+{
+	QvGraph    *g = hub_graph(3000);
+	QvGraph    *small = small_graph();
+	int32_t		fanout[] = {30, 50};
+	int32_t    *seeds = malloc(sizeof(int32_t) * 400);
+	int32_t    *count = calloc(3000, sizeof(int32_t));
+	int32_t		row[512];
+	int			pairs[2] = {0, 0};
+	QvError		err = {0};
+
+	for (int i = 0; i < 400; i++)
+		seeds[i] = (i * 97) % 3000;
+	for (uint64_t seed = 0; seed < 4; seed++)
+	{
+		QvSample	s;
+
+		assert_int_equal(qv_sample(g, seeds, 400, fanout, 2, seed, &s, &err), QV_OK);
+		for (int h = 0; h < 2; h++)
+			for (int32_t t = 0; t < s.n_nodes[h]; t++)
+			{
+				int32_t		v = s.nodes[h][t];
+				int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+				int64_t		k = sample_row(&s, h, t, row);
+
+				assert_int_equal(k, d < fanout[h] ? d : fanout[h]);
+				for (int64_t e = g->rowptr[v]; e < g->rowptr[v + 1]; e++)
+					count[g->col[e]]++;
+				for (int64_t j = 0; j < k; j++)
+					assert_true(--count[row[j]] >= 0);
+				for (int64_t e = g->rowptr[v]; e < g->rowptr[v + 1]; e++)
+					count[g->col[e]] = 0;
+			}
+		qv_sample_free(&s);
+	}
+	for (uint64_t seed = 0; seed < 200; seed++)
+	{
+		int64_t		k = lone_row(small, 3, 2, seed, row);
+
+		assert_int_equal(k, 2);
+		assert_false(row[0] == 3 && row[1] == 3);
+		pairs[row[0] == row[1]]++;
+	}
+	assert_true(pairs[0] > 0 && pairs[1] > 0);
+	free(seeds);
+	free(count);
+	qv_graph_free(small);
+	qv_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -529,6 +922,10 @@ main(void)
 		cmocka_unit_test(test_same_sample_any_pool),
 		cmocka_unit_test(test_raw_last_hop),
 		cmocka_unit_test(test_buffer_reuse),
+		cmocka_unit_test(test_rows_are_hash_definition),
+		cmocka_unit_test(test_node_sample_independent_of_batch),
+		cmocka_unit_test(test_seed_and_version_change_draw),
+		cmocka_unit_test(test_without_replacement_multiset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
