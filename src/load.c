@@ -261,6 +261,7 @@ publish_graph(const char *name, int64 version, QvGraph *g)
 	QvError		err = {0};
 
 	device_drain();				/* no GPU batch may see a change */
+	g->version = (uint64) version;	/* samples are drawn per graph version */
 	if (!registry_install_graph(name, version, g, engine_pool, &err))
 	{
 		qv_graph_free(g);
@@ -496,6 +497,7 @@ engine_finish_build(void)
 	}
 	else
 	{
+		g->version = (uint64) slot->version;
 		registry_stage(OBJ_GRAPH, slot->name, NULL, slot->version, slot->xid, slot->top_xid, g);
 		slot->result[0] = g->n_nodes;
 		slot->result[1] = g->n_edges;
