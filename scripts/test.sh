@@ -4,7 +4,9 @@
 #
 #   sudo bash scripts/test.sh
 #
-# 1. installs the Debian packages that are missing (apt-get);
+# 1. installs the Debian packages that are missing (apt-get), and PyTorch
+#    Geometric for test/t/012_pyg.pl (scripts/pyg_setup.sh: Debian's
+#    python3-torch, torch_geometric and safetensors from PyPI);
 # 2. builds quiver (CUDA module too when nvcc is found; USE_CUDA=0 forces a
 #    CPU-only build) and installs it into PostgreSQL 15;
 # 3. copies the tree to a temporary directory owned by the user postgres
@@ -43,6 +45,7 @@ fail_early() {
 # ---- 1. packages ------------------------------------------------------------
 say "packages"
 install_packages || fail_early "apt-get failed"
+bash "$ROOT/scripts/pyg_setup.sh" || fail_early "scripts/pyg_setup.sh failed (PyTorch Geometric for test/t/012_pyg.pl)"
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 [ -x "$PG_CONFIG" ] || fail_early "no $PG_CONFIG"
 id "$RUN_USER" >/dev/null 2>&1 || fail_early "no user $RUN_USER (the postgresql-15 package creates it)"

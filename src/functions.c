@@ -427,6 +427,24 @@ fanout_array(const QuiverDirEntry *e)
 	return PointerGetDatum(construct_array(d, e->layers, INT4OID, 4, true, TYPALIGN_INT));
 }
 
+/* Before a look at the directory: when changes are staged or a commit
+ * wrote the catalog, have a running engine resolve them first, so that
+ * what was committed before this call shows as published. */
+static void
+sync_directory(void)
+{
+	QuiverSlot *slot;
+
+	if (pg_atomic_read_u32(&quiver_shared->n_staged) == 0 &&
+		pg_atomic_read_u32(&quiver_shared->catalog_changed) == 0)
+		return;
+	if (((volatile QuiverShared *) quiver_shared)->engine_state != ENGINE_READY)
+		return;					/* the directory says what is resident now */
+	slot = queue_begin(REQ_SYNC, "");
+	queue_submit_and_wait(slot);
+	queue_finish(slot);
+}
+
 /* Snapshot of the directory (copied under the lock). */
 static int
 directory_snapshot(QuiverDirEntry **out)
@@ -437,6 +455,7 @@ directory_snapshot(QuiverDirEntry **out)
 	/* nothing resident belongs to another database */
 	if (!quiver_serves_this_database())
 		return 0;
+	sync_directory();
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
 	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
 		if (quiver_shared->dir[i].used)

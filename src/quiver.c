@@ -93,6 +93,7 @@ quiver_shmem_startup(void)
 		pg_atomic_init_u32(&quiver_shared->engine_sleeping, 0);
 		pg_atomic_init_u32(&quiver_shared->catalog_changed, 0);
 		pg_atomic_init_u64(&quiver_shared->work_bytes, 0);
+		pg_atomic_init_u32(&quiver_shared->n_staged, 0);
 		for (int i = 0; i < n; i++)
 		{
 			SpinLockInit(&quiver_shared->slots[i].mutex);

@@ -71,7 +71,9 @@ typedef enum RequestKind
 	REQ_EXPLAIN,
 	REQ_LOAD_GRAPH,				/* a loader's rows of a committed version */
 	REQ_LOAD_MODEL,				/* a loader's weights of a committed version */
-	REQ_LOAD_FAILED				/* a loader could not read a version */
+	REQ_LOAD_FAILED,			/* a loader could not read a version */
+	REQ_SYNC					/* resolve staged changes before a look at
+								 * the directory */
 } RequestKind;
 
 /* The two kinds of objects the engine holds. */
@@ -205,6 +207,7 @@ typedef struct QuiverShared
 										 * writes: the engine re-reads it */
 	int64		staged_bytes;	/* under lock: bytes of staged graphs */
 	pg_atomic_uint64 work_bytes;	/* the engine's batch working memory */
+	pg_atomic_uint32 n_staged;	/* changes staged in the engine */
 	QuiverDirEntry dir[QUIVER_DIR_SIZE];
 	int			n_slots;
 	QuiverSlot	slots[FLEXIBLE_ARRAY_MEMBER];

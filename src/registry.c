@@ -416,6 +416,7 @@ registry_stage(ObjKind kind, const char *name, const char *graph, int64 version,
 		LWLockRelease(quiver_shared->lock);
 	}
 	dlist_push_tail(&staged, &st->node);
+	pg_atomic_fetch_add_u32(&quiver_shared->n_staged, 1);
 	return st;
 }
 
@@ -424,6 +425,7 @@ void
 registry_unstage(Staged *st)
 {
 	dlist_delete(&st->node);
+	pg_atomic_fetch_sub_u32(&quiver_shared->n_staged, 1);
 	if (st->bytes)
 	{
 		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);

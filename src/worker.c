@@ -455,16 +455,25 @@ serve_predicts(void)
 static bool
 serve_one_admin(void)
 {
-	if (engine_building())
-		return false;			/* one graph build at a time */
+	bool		building = engine_building();
+
 	for (int i = 0; i < quiver_shared->n_slots; i++)
 	{
 		QuiverSlot *slot = &quiver_shared->slots[i];
+		RequestKind kind = ((volatile QuiverSlot *) slot)->kind;
 
+		/* one graph build at a time: loads and stages wait for it */
+		if (building && kind != REQ_EXPLAIN && kind != REQ_SYNC)
+			continue;
 		if (queue_take(slot, false))
 		{
 			if (slot->kind == REQ_EXPLAIN)
 				engine_explain(slot);
+			else if (slot->kind == REQ_SYNC)
+			{
+				engine_resolve_staged();
+				queue_complete(slot);
+			}
 			else
 				engine_serve_admin(slot);
 			return true;
