@@ -13,7 +13,7 @@
 
 #include "lib/ilist.h"
 
-struct DeviceGraph;				/* device.c */
+struct DeviceGraph;				/* device_internal.h */
 struct DeviceModel;
 
 typedef struct ResGraph
