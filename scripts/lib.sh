@@ -9,7 +9,8 @@ QUIVER_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # what building, testing and running quiver need on Debian 12
 QUIVER_PACKAGES=(build-essential pkg-config perl python3 python3-numpy
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15
-	libopenblas-dev libhwloc-dev libjansson-dev libcmocka-dev libipc-run-perl)
+	libopenblas-dev libhwloc-dev libjansson-dev libcmocka-dev libipc-run-perl
+	sqlsmith)
 
 say() { printf '\n=== %s\n' "$*"; }
 

@@ -15,6 +15,7 @@
 #      - the unit tests (cmocka)     make unit
 #      - pg_regress                  make installcheck TAP_TESTS=
 #      - the TAP tests               make installcheck REGRESS=
+#      - sqlsmith for 60 s         scripts/sqlsmith.sh (as root)
 # 4. prints each runner's summary line and, last, "N passed, N failed"
 #    counting tests: cmocka test cases, pg_regress tests, TAP test files and
 #    the self-test (a runner that fails before reporting counts as 1 failed).
@@ -134,6 +135,22 @@ if [ $rc != 0 ]; then
 	done
 fi
 SUMMARY+=("TAP: ${line:-no summary (exit $rc)} ${files}")
+
+# sqlsmith: random SQL against a cluster holding quiver objects for
+# SQLSMITH_SECONDS (60); fails on any server crash.  Runs as root (it starts
+# its own cluster as postgres).  SQLSMITH=0 skips it.
+if [ "${SQLSMITH:-1}" = 1 ]; then
+	say "sqlsmith: scripts/sqlsmith.sh"
+	SQLSMITH_SECONDS=${SQLSMITH_SECONDS:-60} timeout 600 bash "$ROOT/scripts/sqlsmith.sh" </dev/null 2>&1 |
+		tee "$WORK/sqlsmith.log"
+	line=$(grep -E '^sqlsmith: [0-9]+ passed, [0-9]+ failed$' "$WORK/sqlsmith.log" | tail -n 1)
+	if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+		count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+	else
+		count 0 1
+	fi
+	SUMMARY+=("${line:-sqlsmith: no summary}")
+fi
 
 # ---- 4. summary -------------------------------------------------------------
 say "summary"

@@ -69,13 +69,13 @@ grow_append(GrowBuf *buf, const void *src, Size len)
 
 /* Fail unless the query yields at least two columns. */
 static void
-check_two_columns(SPITupleTable *tt, const char *what)
+check_two_columns(TupleDesc desc, const char *what)
 {
-	if (tt->tupdesc->natts < 2)
+	if (desc->natts < 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("%s query must return at least two columns; it returned %d",
-						what, tt->tupdesc->natts),
+						what, desc->natts),
 				 errhint("Columns are taken by position: %s.",
 						 strcmp(what, "edges") == 0 ? "(src, dst)" : "(id, feature)")));
 }
@@ -161,14 +161,16 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 	int64		row = 0;
 	TimestampTz last = 0;
 
+	/* the columns are checked even when the query returns no rows */
+	check_two_columns(portal->tupDesc, "edges");
+	check_id_type(portal->tupDesc, 1, "edges");
+	check_id_type(portal->tupDesc, 2, "edges");
+
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FETCH_ROWS);
 		if (SPI_processed == 0)
 			break;
-		check_two_columns(SPI_tuptable, "edges");
-		check_id_type(SPI_tuptable->tupdesc, 1, "edges");
-		check_id_type(SPI_tuptable->tupdesc, 2, "edges");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -270,15 +272,16 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 	int64		row = 0;
 	TimestampTz last = 0;
 
+	check_two_columns(portal->tupDesc, "features");
+	check_id_type(portal->tupDesc, 1, "features");
+	check_feature_type(portal->tupDesc);
+
 	rows->dim = 0;
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FETCH_ROWS);
 		if (SPI_processed == 0)
 			break;
-		check_two_columns(SPI_tuptable, "features");
-		check_id_type(SPI_tuptable->tupdesc, 1, "features");
-		check_feature_type(SPI_tuptable->tupdesc);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
