@@ -33,6 +33,8 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/snapmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -738,6 +740,45 @@ catalog_versions(ObjKind kind)
 	}
 	SPI_finish();
 	return out;
+}
+
+/* Run fn(name) in a transaction of its own with a snapshot; a PostgreSQL
+ * error is returned as a message (palloc'd) instead of ending the engine. */
+char *
+catalog_in_transaction(void (*fn) (const char *name, void *arg), const char *name, void *arg,
+			   const char *activity)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool in_xact = false;
+	char	   *error = NULL;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		in_xact = true;
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		fn(name, arg);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (in_xact)
+			AbortCurrentTransaction();
+		error = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
+	return error;
 }
 
 /* ---- telling the engine at commit ------------------------------------------ */

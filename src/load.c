@@ -827,45 +827,6 @@ engine_explain(QuiverSlot *slot)
 
 /* ---- from the catalog ----------------------------------------------------------- */
 
-/* Run fn(name) in a transaction of its own with a snapshot; a PostgreSQL
- * error is returned as a message (palloc'd) instead of ending the engine. */
-static char *
-in_transaction(void (*fn) (const char *name, void *arg), const char *name, void *arg,
-			   const char *activity)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool in_xact = false;
-	char	   *error = NULL;
-
-	PG_TRY();
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		in_xact = true;
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, activity);
-		fn(name, arg);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		if (in_xact)
-			AbortCurrentTransaction();
-		error = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(cxt);
-	return error;
-}
-
 typedef struct LoadResult
 {
 	int64		version;		/* 0: the catalog no longer has it */
@@ -921,7 +882,7 @@ load_from_catalog(ObjKind kind, const char *name, int64 version_seen)
 
 	memset(&res, 0, sizeof(res));
 	engine_set_detail(psprintf("loading %s \"%s\"", kind == OBJ_GRAPH ? "graph" : "model", name));
-	error = in_transaction(kind == OBJ_GRAPH ? load_graph_tx : load_model_tx, name, &res,
+	error = catalog_in_transaction(kind == OBJ_GRAPH ? load_graph_tx : load_model_tx, name, &res,
 						   kind == OBJ_GRAPH ? "quiver: loading graph" : "quiver: loading model");
 	engine_set_detail(NULL);
 	if (res.version == 0 && error == NULL)
@@ -1036,7 +997,7 @@ engine_sync_catalog(bool force)
 	pg_atomic_write_u32(&quiver_shared->catalog_changed, 0);
 	last_poll = now;
 	engine_resolve_staged();
-	if ((error = in_transaction(read_versions_tx, NULL, &cs, "quiver: reading the catalog")) != NULL)
+	if ((error = catalog_in_transaction(read_versions_tx, NULL, &cs, "quiver: reading the catalog")) != NULL)
 	{
 		ereport(LOG, (errmsg("quiver engine: could not read the catalog: %s", error)));
 		return;

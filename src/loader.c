@@ -76,10 +76,19 @@ load_model(void)
 	dsm_detach(seg);
 }
 
+static void
+load_tx(const char *name, void *arg)
+{
+	if (load_kind == OBJ_GRAPH)
+		load_graph();
+	else
+		load_model();
+}
+
 void
 quiver_loader_main(Datum arg)
 {
-	MemoryContext cxt;
+	char	   *error;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -88,36 +97,15 @@ quiver_loader_main(Datum arg)
 	load_name[NAMEDATALEN - 1] = '\0';
 	BackgroundWorkerInitializeConnection(quiver_database, NULL, 0);
 
-	cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, psprintf("quiver: loading %s \"%s\"",
-												   load_kind == OBJ_GRAPH ? "graph" : "model",
-												   load_name));
-	PG_TRY();
+	error = catalog_in_transaction(load_tx, load_name, NULL,
+								   psprintf("quiver: loading %s \"%s\"",
+											load_kind == OBJ_GRAPH ? "graph" : "model", load_name));
+	if (error != NULL)
 	{
-		if (load_kind == OBJ_GRAPH)
-			load_graph();
-		else
-			load_model();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		/* the engine keeps what it holds and tries again later */
 		StartTransactionCommand();
-		submit(REQ_LOAD_FAILED, NULL, 0, DSM_HANDLE_INVALID, edata->message);
+		submit(REQ_LOAD_FAILED, NULL, 0, DSM_HANDLE_INVALID, error);
 		CommitTransactionCommand();
 	}
-	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
 }

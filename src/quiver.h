@@ -292,6 +292,8 @@ extern bool catalog_get_model(const char *name, ModelDef *def);
 extern void catalog_read_graph_def(const GraphDef *def, GraphRows *rows, int lock_timeout_ms);
 extern List *catalog_versions(ObjKind kind);
 extern void catalog_note_write(void);
+extern char *catalog_in_transaction(void (*fn) (const char *name, void *arg), const char *name,
+									void *arg, const char *activity);
 
 /* functions.c: predictions */
 extern int	predict_ids_per_request(const char *model);
