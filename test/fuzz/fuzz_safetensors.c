@@ -1,0 +1,323 @@
+/*
+ * fuzz_safetensors.c — libFuzzer harness of the safetensors reader
+ * (src/core/safetensors.c) and the model loader (src/core/model.c), for
+ * both architectures, built by `make fuzz` with clang's fuzzer, address and
+ * undefined-behaviour sanitizers and run by scripts/fuzz.sh.
+ *
+ * Input layout (see docs/fuzz.md; test/fuzz/make_corpus.py writes seeds):
+ *
+ *   byte 0      bit 0: architecture (0 graphsage, 1 gcn);
+ *               bits 1..7: the graph's feature dimension - 1 (1..128)
+ *   bytes 1..2  config length C, little-endian (cut to what is left)
+ *   C bytes     the model config JSON (NUL-terminated copy; an embedded
+ *               NUL ends it early, as a C string would)
+ *   the rest    the safetensors blob, in its own buffer of exactly its size
+ *               so that any read past its end is an ASan report
+ *
+ * Each input goes through
+ *   1. qv_safetensors_parse on the blob, then every tensor is checked to lie
+ *      inside the data section with nbytes = numel x dtype size, found by
+ *      its name, and converted to float32 when its dtype allows;
+ *   2. qv_model_config_parse on the config;
+ *   3. qv_model_load; an accepted model must be consistent (layers chain
+ *      from the feature dimension, every parameter present as the arch
+ *      requires, finite, fanouts valid), and is then run by qv_infer over a
+ *      fixed 5-node graph with that feature dimension, which must succeed.
+ * A refusal must be a clean one: *out NULL, err.code equal to the return
+ * code, a non-empty message.  Anything else aborts (a crash to libFuzzer),
+ * as do ASan, UBSan and LeakSanitizer reports.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "finite.h"
+#include "forward.h"
+#include "graph.h"
+#include "model.h"
+#include "qv_error.h"
+#include "safetensors.h"
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) \
+		{ \
+			fprintf(stderr, "fuzz_safetensors: check failed at line %d: %s\n", \
+					__LINE__, #cond); \
+			abort(); \
+		} \
+	} while (0)
+
+/* FUZZ_SAFETENSORS_VERBOSE=1: say what the loader made of each input (to
+ * check seeds, or a crash's input, by hand: fuzz_safetensors FILE...). */
+static int	verbose;
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *v = getenv("FUZZ_SAFETENSORS_VERBOSE");
+
+	(void) argc;
+	(void) argv;
+	verbose = v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+	return 0;
+}
+
+/* A failed call must say so cleanly. */
+static void
+check_refusal(int rc, const QvError *err)
+{
+	CHECK(rc != QV_OK);
+	CHECK(err->code == (QvErrCode) rc);
+	CHECK(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
+	CHECK(err->msg[0] != '\0');
+}
+
+static int
+dtype_size(const QvTensor *t)
+{
+	switch (t->dtype)
+	{
+		case QV_DTYPE_F32:
+			return 4;
+		case QV_DTYPE_F16:
+		case QV_DTYPE_BF16:
+			return 2;
+		default:
+			return 0;
+	}
+}
+
+/* Step 1: the reader alone, and what it promises about each tensor. */
+static void
+fuzz_reader(const uint8_t *blob, size_t len)
+{
+	QvSafetensors *st = NULL;
+	QvError		err = {QV_OK, ""};
+	int			rc = qv_safetensors_parse(blob, len, &st, &err);
+	uint64_t	header_len = 0;
+	const uint8_t *data_start,
+			   *data_end = blob + len;
+	int			i;
+
+	if (rc != QV_OK)
+	{
+		check_refusal(rc, &err);
+		CHECK(st == NULL);
+		return;
+	}
+	CHECK(st != NULL && len >= 8);
+	for (i = 7; i >= 0; i--)
+		header_len = (header_len << 8) | blob[i];
+	data_start = blob + 8 + header_len;
+	CHECK(st->n_tensors >= 0);
+	for (i = 0; i < st->n_tensors; i++)
+	{
+		const QvTensor *t = &st->tensors[i];
+		int			size = dtype_size(t);
+		int64_t		numel = 1;
+		int			d;
+
+		CHECK(t->name != NULL);
+		CHECK(qv_safetensors_find(st, t->name) == t);
+		CHECK(t->ndim >= 0 && t->ndim <= QV_ST_MAX_DIMS);
+		for (d = 0; d < t->ndim; d++)
+		{
+			CHECK(t->shape[d] >= 0);
+			numel *= t->shape[d];
+		}
+		CHECK(numel == t->numel);
+		CHECK(t->data >= data_start && t->data <= data_end);
+		CHECK(t->nbytes <= (size_t) (data_end - t->data));
+		if (size > 0)
+		{
+			float	   *f;
+
+			CHECK(t->nbytes == (size_t) t->numel * (size_t) size);
+			f = malloc((size_t) t->numel * sizeof(float) + 1);
+			CHECK(f != NULL);
+			CHECK(qv_tensor_to_f32(t, f, &err) == QV_OK);
+			/* read every converted value */
+			(void) qv_check_finite(f, (size_t) t->numel, NULL);
+			free(f);
+		}
+		else
+		{
+			float		dummy;
+
+			CHECK(t->dtype == QV_DTYPE_OTHER);
+			rc = qv_tensor_to_f32(t, &dummy, &err);
+			check_refusal(rc, &err);
+		}
+	}
+	qv_safetensors_free(st);
+}
+
+/* A fixed 5-node graph with feature dimension dim (a hub, a self loop, a
+ * duplicate edge and an isolated node). */
+static QvGraph *
+small_graph(int32_t dim)
+{
+	static const int64_t ids[] = {10, 20, 30, 40, 50};
+	static const int64_t src[] = {10, 20, 30, 10, 40, 20, 20, 30};
+	static const int64_t dst[] = {20, 30, 30, 30, 10, 10, 10, 20};
+	float	   *feat = malloc((size_t) 5 * (size_t) dim * sizeof(float));
+	QvGraphInput in;
+	QvGraph    *g = NULL;
+	QvError		err = {QV_OK, ""};
+	size_t		i;
+
+	CHECK(feat != NULL);
+	for (i = 0; i < (size_t) 5 * (size_t) dim; i++)
+		feat[i] = (float) ((int) (i * 7 % 11) - 5) * 0.25f;
+	memset(&in, 0, sizeof(in));
+	in.n_nodes = 5;
+	in.dim = dim;
+	in.ids = ids;
+	in.feat = feat;
+	in.n_edges = 8;
+	in.src = src;
+	in.dst = dst;
+	in.undirected = (dim % 2) == 0;
+	if (qv_graph_build(&in, &g, &err) != QV_OK)
+	{
+		fprintf(stderr, "fuzz_safetensors: graph: %s\n", err.msg);
+		abort();
+	}
+	free(feat);
+	return g;
+}
+
+/* An accepted model must be whole, and serve predictions. */
+static void
+check_model(const QvModel *m, QvArch arch, int32_t feature_dim)
+{
+	int32_t		in_dim = feature_dim;
+	size_t		bytes = 0;
+	QvGraph    *g;
+	QvError		err = {QV_OK, ""};
+	static const int64_t q[] = {10, 20, 30, 40, 50, 30};
+	float	   *out;
+	int			i;
+
+	CHECK(m->arch == arch);
+	CHECK(m->n_layers >= 1 && m->n_layers <= QV_MAX_LAYERS);
+	CHECK(m->in_dim == feature_dim);
+	CHECK(qv_check_fanouts(m->fanout, m->n_layers, &err) == QV_OK);
+	for (i = 0; i < m->n_layers; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+		size_t		w = (size_t) l->in_dim * (size_t) l->out_dim;
+
+		CHECK(l->in_dim == in_dim && l->out_dim >= 1);
+		CHECK(l->weight_l != NULL && qv_check_finite(l->weight_l, w, NULL));
+		bytes += w * sizeof(float);
+		if (arch == QV_ARCH_GRAPHSAGE)
+		{
+			CHECK(l->weight_r != NULL && qv_check_finite(l->weight_r, w, NULL));
+			bytes += w * sizeof(float);
+		}
+		else
+			CHECK(l->weight_r == NULL && l->bias_r == NULL);
+		if (l->bias_l != NULL)
+		{
+			CHECK(qv_check_finite(l->bias_l, (size_t) l->out_dim, NULL));
+			bytes += (size_t) l->out_dim * sizeof(float);
+		}
+		if (l->bias_r != NULL)
+		{
+			CHECK(qv_check_finite(l->bias_r, (size_t) l->out_dim, NULL));
+			bytes += (size_t) l->out_dim * sizeof(float);
+		}
+		in_dim = l->out_dim;
+	}
+	for (; i < QV_MAX_LAYERS; i++)
+		CHECK(m->layers[i].weight_l == NULL && m->layers[i].weight_r == NULL &&
+			  m->layers[i].bias_l == NULL && m->layers[i].bias_r == NULL);
+	CHECK(m->out_dim == in_dim);
+	CHECK(m->bytes == bytes);
+
+	g = small_graph(feature_dim);
+	out = malloc(sizeof(q) / sizeof(q[0]) * (size_t) m->out_dim * sizeof(float));
+	CHECK(out != NULL);
+	if (qv_infer_ws(m, g, q, (int32_t) (sizeof(q) / sizeof(q[0])), out, 7, NULL, NULL,
+					&err) != QV_OK)
+	{
+		fprintf(stderr, "fuzz_safetensors: inference of an accepted model failed: %s\n",
+				err.msg);
+		abort();
+	}
+	free(out);
+	qv_graph_free(g);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	QvArch		arch;
+	int32_t		feature_dim;
+	size_t		clen;
+	char	   *config;
+	uint8_t    *blob;
+	size_t		blob_len;
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout = -1;
+	QvModel    *m = (QvModel *) &m;
+	QvError		err = {QV_OK, ""};
+	int			rc;
+
+	if (size < 3)
+		return 0;
+	arch = (data[0] & 1) ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+	feature_dim = (int32_t) (data[0] >> 1) + 1;
+	clen = (size_t) data[1] | (size_t) data[2] << 8;
+	if (clen > size - 3)
+		clen = size - 3;
+	config = malloc(clen + 1);
+	CHECK(config != NULL);
+	memcpy(config, data + 3, clen);
+	config[clen] = '\0';
+	blob_len = size - 3 - clen;
+	blob = malloc(blob_len ? blob_len : 1);
+	CHECK(blob != NULL);
+	memcpy(blob, data + 3 + clen, blob_len);
+
+	fuzz_reader(blob, blob_len);
+
+	rc = qv_model_config_parse(config, fanout, &n_fanout, &err);
+	if (rc == QV_OK)
+	{
+		CHECK(n_fanout >= 0 && n_fanout <= QV_MAX_LAYERS);
+		CHECK(qv_check_fanouts(fanout, n_fanout, &err) == QV_OK);
+	}
+	else
+	{
+		check_refusal(rc, &err);
+		CHECK(n_fanout == 0);
+	}
+
+	err.code = QV_OK;
+	err.msg[0] = '\0';
+	rc = qv_model_load(arch, blob, blob_len, config, feature_dim, &m, &err);
+	if (verbose)
+		fprintf(stderr, "fuzz_safetensors: %s, %d features, config %zu bytes, blob %zu bytes: %s%s\n",
+				qv_arch_name(arch), (int) feature_dim, clen, blob_len,
+				rc == QV_OK ? "loaded" : "refused: ", rc == QV_OK ? "" : err.msg);
+	if (rc == QV_OK)
+	{
+		CHECK(m != NULL);
+		/* the model owns its weights: scribble over the blob first */
+		memset(blob, 0xa5, blob_len);
+		check_model(m, arch, feature_dim);
+		qv_model_free(m);
+	}
+	else
+	{
+		check_refusal(rc, &err);
+		CHECK(m == NULL);
+	}
+	free(blob);
+	free(config);
+	return 0;
+}
