@@ -18,11 +18,12 @@
  *   1. qv_safetensors_parse on the blob, then every tensor is checked to lie
  *      inside the data section with nbytes = numel x dtype size, found by
  *      its name, and converted to float32 when its dtype allows;
- *   2. qv_model_config_parse on the config;
+ *   2. qv_model_config_parse on the config (fanouts and seed);
  *   3. qv_model_load; an accepted model must be consistent (layers chain
  *      from the feature dimension, every parameter present as the arch
- *      requires, finite, fanouts valid), and is then run by qv_infer over a
- *      fixed 5-node graph with that feature dimension, which must succeed.
+ *      requires, all finite, the config's fanouts and seed), and is then
+ *      run by qv_infer over a fixed 5-node graph with that feature
+ *      dimension, which must succeed.
  * A refusal must be a clean one: *out NULL, err.code equal to the return
  * code, a non-empty message.  Anything else aborts (a crash to libFuzzer),
  * as do ASan, UBSan and LeakSanitizer reports.
@@ -263,6 +264,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t		blob_len;
 	int32_t		fanout[QV_MAX_LAYERS];
 	int32_t		n_fanout = -1;
+	uint64_t	seed = 12345;
 	QvModel    *m = (QvModel *) &m;
 	QvError		err = {QV_OK, ""};
 	int			rc;
@@ -285,11 +287,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fuzz_reader(blob, blob_len);
 
-	rc = qv_model_config_parse(config, fanout, &n_fanout, &err);
+	rc = qv_model_config_parse(config, fanout, &n_fanout, &seed, &err);
 	if (rc == QV_OK)
 	{
 		CHECK(n_fanout >= 0 && n_fanout <= QV_MAX_LAYERS);
 		CHECK(qv_check_fanouts(fanout, n_fanout, &err) == QV_OK);
+		CHECK(seed <= (uint64_t) QV_MODEL_SEED_MAX);
 	}
 	else
 	{
@@ -307,6 +310,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == QV_OK)
 	{
 		CHECK(m != NULL);
+		/* the config parsed alone gave the same fanouts and seed */
+		CHECK(m->seed == seed);
+		for (int h = 0; h < m->n_layers; h++)
+			CHECK(m->fanout[h] == (n_fanout > 0 ? fanout[h] : -1));
 		/* the model owns its weights: scribble over the blob first */
 		memset(blob, 0xa5, blob_len);
 		check_model(m, arch, feature_dim);

@@ -84,7 +84,7 @@ def seed(arch, feature_dim, config, weights):
 
 
 SEEDS = {
-    "sage_f32_4_3_2": seed(GRAPHSAGE, 4, '{"fanout": [2, -1]}', blob(sage([4, 3, 2]))),
+    "sage_f32_4_3_2": seed(GRAPHSAGE, 4, '{"fanout": [2, -1], "seed": 7}', blob(sage([4, 3, 2]))),
     "gcn_f32_4_3_2": seed(GCN, 4, "{}", blob(gcn([4, 3, 2]))),
     "sage_bf16_rbias_3_2": seed(GRAPHSAGE, 3, "", blob(sage([3, 2], rbias=True), "BF16")),
     "gcn_f16_nobias_2_3_1": seed(GCN, 2, '{"fanout": [-1, 3]}',
@@ -93,12 +93,14 @@ SEEDS = {
     "gcn_f32_8layers_1": seed(GCN, 1, '{"fanout": [1, 1, 1, 1, 1, 1, 2, -1]}',
                               blob(gcn([1] * 9, bias=False))),
     # refusals: weights for 4 features and a graph with 5; a fanout per layer
-    # missing; an empty bias; a 3-d weight
+    # missing; an empty bias; a 3-d weight; a seed beyond 64 bits
     "sage_f32_wrong_dim": seed(GRAPHSAGE, 5, "{}", blob(sage([4, 2]))),
     "sage_f32_fanout_mismatch": seed(GRAPHSAGE, 2, '{"fanout": [3]}', blob(sage([2, 2, 1]))),
     "gcn_f32_empty_bias": seed(GCN, 2, "", blob([("convs.0.lin.weight", (1, 2)),
                                                  ("convs.0.bias", (0,))])),
     "gcn_f32_3d_weight": seed(GCN, 2, "", blob([("convs.0.lin.weight", (1, 2, 1))])),
+    "gcn_f32_big_seed": seed(GCN, 1, '{"seed": 123456789012345678901}',
+                             blob([("convs.0.lin.weight", (1, 1))])),
 }
 
 
