@@ -25,7 +25,7 @@
  *      run by qv_infer over a fixed 5-node graph with that feature
  *      dimension, which must succeed.
  * A refusal must be a clean one: *out NULL, err.code equal to the return
- * code, a non-empty message.  Anything else aborts (a crash to libFuzzer),
+ * code, a non-empty message in valid UTF-8.  Anything else aborts (a crash to libFuzzer),
  * as do ASan, UBSan and LeakSanitizer reports.
  */
 #include <stdint.h>
@@ -65,7 +65,50 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* A failed call must say so cleanly. */
+/*
+ * Is s well-formed UTF-8 as PostgreSQL's UTF8 encoding accepts it (no
+ * overlong form, no surrogate, at most U+10FFFF)?  The glue hands error
+ * messages to ereport and to text columns as they are.
+ */
+static int
+valid_utf8(const char *str)
+{
+	const unsigned char *s = (const unsigned char *) str;
+
+	while (*s)
+	{
+		uint32_t	cp;
+		int			n,
+					i;
+
+		if (s[0] < 0x80)
+		{
+			s++;
+			continue;
+		}
+		if ((s[0] & 0xe0) == 0xc0)
+			n = 2, cp = s[0] & 0x1f;
+		else if ((s[0] & 0xf0) == 0xe0)
+			n = 3, cp = s[0] & 0x0f;
+		else if ((s[0] & 0xf8) == 0xf0)
+			n = 4, cp = s[0] & 0x07;
+		else
+			return 0;
+		for (i = 1; i < n; i++)
+		{
+			if ((s[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (s[i] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+			(cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+			return 0;
+		s += n;
+	}
+	return 1;
+}
+
+/* A failed call must say so cleanly, in valid UTF-8. */
 static void
 check_refusal(int rc, const QvError *err)
 {
@@ -73,6 +116,7 @@ check_refusal(int rc, const QvError *err)
 	CHECK(err->code == (QvErrCode) rc);
 	CHECK(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
 	CHECK(err->msg[0] != '\0');
+	CHECK(valid_utf8(err->msg));
 }
 
 static int

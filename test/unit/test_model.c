@@ -690,6 +690,31 @@ test_unexpected_tensor(void **state)
 			   "unexpected tensor \"convs.2.lin.weight\" for arch gcn");
 }
 
+/*
+ * Messages stay valid UTF-8 where a name is cut inside a character (names
+ * are shown up to 96 bytes) or jansson quotes part of one (found by
+ * test/fuzz/fuzz_safetensors): the cut bytes become '?'.
+ */
+static void
+test_messages_are_utf8(void **state)
+{
+	char		name[128];
+	char		want[256];
+	Spec		extra[N_GCN2 + 1];
+
+	(void) state;
+	/* "convs.0." and 87 x: 95 bytes, then the first byte of "é" */
+	snprintf(name, sizeof(name), "convs.0.%.87s\xc3\xa9",
+			 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	memcpy(extra, gcn2, sizeof(gcn2));
+	extra[N_GCN2] = (Spec) F32_1(name, 1);
+	snprintf(want, sizeof(want), "unexpected tensor \"%.95s?\" for arch gcn", name);
+	load_fails(QV_ARCH_GCN, extra, N_GCN2 + 1, NULL, 4, QV_EDATA, want);
+	/* the config: jansson's "near" text holds half of "é" */
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"\\\xc3\xa9\": 1}", 4, QV_EINVAL,
+			   "model config is not valid JSON: invalid escape near '\"\\?'");
+}
+
 static void
 test_layer_count_limits(void **state)
 {
@@ -916,6 +941,7 @@ main(void)
 		cmocka_unit_test(test_bad_shapes),
 		cmocka_unit_test(test_missing_tensor),
 		cmocka_unit_test(test_unexpected_tensor),
+		cmocka_unit_test(test_messages_are_utf8),
 		cmocka_unit_test(test_layer_count_limits),
 		cmocka_unit_test(test_fanout_length_mismatch),
 		cmocka_unit_test(test_bad_blob_and_config_in_load),
