@@ -23,11 +23,13 @@
  *      from the feature dimension, every parameter present as the arch
  *      requires, all finite, the config's fanouts and seed), and is then
  *      run by qv_infer over a fixed 5-node graph with that feature
- *      dimension, which must succeed.
+ *      dimension, which must succeed; with every fanout -1 its predictions
+ *      must match a double-precision evaluation of model.h's formulas.
  * A refusal must be a clean one: *out NULL, err.code equal to the return
  * code, a non-empty message in valid UTF-8.  Anything else aborts (a crash to libFuzzer),
  * as do ASan, UBSan and LeakSanitizer reports.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +236,191 @@ small_graph(int32_t dim)
 	return g;
 }
 
+/*
+ * Full-neighbour inference of m on g in double precision, straight from
+ * model.h's formulas over g's CSR: out[v x out_dim] and mag, the same sums
+ * over absolute values, which bounds the float32 rounding error.
+ */
+static void
+reference(const QvModel *m, const QvGraph *g, double *out, double *mag)
+{
+	int64_t		n = g->n_nodes;
+	int32_t		width = g->dim;
+	double	   *h,
+			   *a,
+			   *hn,
+			   *an,
+			   *agg,
+			   *aagg;
+	int			i;
+
+	for (i = 0; i < m->n_layers; i++)
+		if (m->layers[i].out_dim > width)
+			width = m->layers[i].out_dim;
+	h = calloc((size_t) (n * width), sizeof(double));
+	a = calloc((size_t) (n * width), sizeof(double));
+	hn = calloc((size_t) (n * width), sizeof(double));
+	an = calloc((size_t) (n * width), sizeof(double));
+	agg = calloc((size_t) width, sizeof(double));
+	aagg = calloc((size_t) width, sizeof(double));
+	CHECK(h && a && hn && an && agg && aagg);
+	for (int64_t v = 0; v < n; v++)
+		for (int32_t k = 0; k < g->dim; k++)
+		{
+			h[v * width + k] = g->feat[v * g->dim + k];
+			a[v * width + k] = fabs(h[v * width + k]);
+		}
+	for (i = 0; i < m->n_layers; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+		int			last = i == m->n_layers - 1;
+
+		for (int64_t v = 0; v < n; v++)
+		{
+			const double *hv = h + v * width,
+					   *av = a + v * width;
+			int64_t		b = g->rowptr[v],
+						e = g->rowptr[v + 1];
+
+			memset(agg, 0, (size_t) width * sizeof(double));
+			memset(aagg, 0, (size_t) width * sizeof(double));
+			if (m->arch == QV_ARCH_GRAPHSAGE)
+			{
+				/* mean over in-neighbours, duplicates and self loops included */
+				for (int64_t j = b; j < e; j++)
+					for (int32_t k = 0; k < l->in_dim; k++)
+					{
+						agg[k] += h[(int64_t) g->col[j] * width + k];
+						aagg[k] += a[(int64_t) g->col[j] * width + k];
+					}
+				for (int32_t k = 0; k < l->in_dim && e > b; k++)
+				{
+					agg[k] /= (double) (e - b);
+					aagg[k] /= (double) (e - b);
+				}
+			}
+			else
+			{
+				/* GCN: one self loop replaces any, 1/sqrt(dh_u dh_v) */
+				double		dv = g->deg_noloop[v] + 1.0;
+
+				for (int32_t k = 0; k < l->in_dim; k++)
+				{
+					agg[k] = hv[k] / dv;
+					aagg[k] = av[k] / dv;
+				}
+				for (int64_t j = b; j < e; j++)
+				{
+					int32_t		u = g->col[j];
+					double		c;
+
+					if (u == v)
+						continue;
+					c = 1.0 / sqrt((g->deg_noloop[u] + 1.0) * dv);
+					for (int32_t k = 0; k < l->in_dim; k++)
+					{
+						agg[k] += c * h[(int64_t) u * width + k];
+						aagg[k] += c * a[(int64_t) u * width + k];
+					}
+				}
+			}
+			for (int32_t o = 0; o < l->out_dim; o++)
+			{
+				const float *wl = l->weight_l + (size_t) o * l->in_dim;
+				double		s = l->bias_l ? l->bias_l[o] : 0.0,
+							t = fabs(s);
+
+				if (l->bias_r)
+				{
+					s += l->bias_r[o];
+					t += fabs(l->bias_r[o]);
+				}
+				for (int32_t k = 0; k < l->in_dim; k++)
+				{
+					s += wl[k] * agg[k];
+					t += fabs(wl[k]) * aagg[k];
+				}
+				if (l->weight_r)
+				{
+					const float *wr = l->weight_r + (size_t) o * l->in_dim;
+
+					for (int32_t k = 0; k < l->in_dim; k++)
+					{
+						s += wr[k] * hv[k];
+						t += fabs(wr[k]) * av[k];
+					}
+				}
+				hn[v * width + o] = last || s > 0 ? s : 0.0;
+				an[v * width + o] = t;
+			}
+		}
+		memcpy(h, hn, (size_t) (n * width) * sizeof(double));
+		memcpy(a, an, (size_t) (n * width) * sizeof(double));
+	}
+	for (int64_t v = 0; v < n; v++)
+		for (int32_t o = 0; o < m->out_dim; o++)
+		{
+			out[v * m->out_dim + o] = h[v * width + o];
+			mag[v * m->out_dim + o] = a[v * width + o];
+		}
+	free(h);
+	free(a);
+	free(hn);
+	free(an);
+	free(agg);
+	free(aagg);
+}
+
+/*
+ * With every fanout -1, the predictions are model.h's formulas to float32
+ * rounding: |got - ref| <= tol x (the sum of the terms' magnitudes), tol
+ * the worst-case relative rounding of a float32 sum of n terms, n u with
+ * u = 2^-24, summed over the layers (n = in_dim + 16), times 8.
+ */
+static void
+check_predictions(const QvModel *m, const QvGraph *g, const int64_t *q, int nq,
+				  const float *got)
+{
+	double	   *ref,
+			   *mag;
+	double		tol = 0;
+	int			i;
+
+	for (i = 0; i < m->n_layers; i++)
+	{
+		if (m->fanout[i] != -1)
+			return;
+		tol += 8.0 * ldexp(1.0, -24) * (m->layers[i].in_dim + 16.0);
+	}
+	ref = malloc((size_t) g->n_nodes * (size_t) m->out_dim * sizeof(double));
+	mag = malloc((size_t) g->n_nodes * (size_t) m->out_dim * sizeof(double));
+	CHECK(ref != NULL && mag != NULL);
+	reference(m, g, ref, mag);
+	for (i = 0; i < nq; i++)
+	{
+		int32_t		v = qv_graph_find(g, q[i]);
+
+		CHECK(v >= 0);
+		for (int32_t o = 0; o < m->out_dim; o++)
+		{
+			double		r = ref[(int64_t) v * m->out_dim + o];
+			double		bound = mag[(int64_t) v * m->out_dim + o];
+			float		x = got[(size_t) i * m->out_dim + o];
+
+			if (!(bound < 1e30))
+				continue;		/* float32 may overflow on the way */
+			if (!(fabs((double) x - r) <= tol * bound + 1e-37))
+			{
+				fprintf(stderr, "fuzz_safetensors: %s node %lld output %d: got %.9g, reference %.9g (terms %.3g, tolerance %.3g)\n",
+						qv_arch_name(m->arch), (long long) q[i], (int) o, x, r, bound, tol * bound);
+				abort();
+			}
+		}
+	}
+	free(ref);
+	free(mag);
+}
+
 /* An accepted model must be whole, and serve predictions. */
 static void
 check_model(const QvModel *m, QvArch arch, int32_t feature_dim)
@@ -293,6 +480,7 @@ check_model(const QvModel *m, QvArch arch, int32_t feature_dim)
 				err.msg);
 		abort();
 	}
+	check_predictions(m, g, q, (int) (sizeof(q) / sizeof(q[0])), out);
 	free(out);
 	qv_graph_free(g);
 }
