@@ -6,13 +6,21 @@
 #   make unit             build and run the cmocka unit tests of src/core and cuda/
 #   make installcheck     pg_regress and the TAP tests (test/t/*.pl), quiver preloaded
 #   make bench            build test/bench/quiver-bench (engine core alone)
+#   make fuzz             build test/fuzz/bin/fuzz_safetensors (clang, libFuzzer;
+#                         scripts/fuzz.sh runs it)
 
 EXTENSION = quiver
 EXTVERSION = 0.1.0
 DATA = sql/quiver--$(EXTVERSION).sql
 PGFILEDESC = "quiver - graph neural network inference in PostgreSQL"
 
+# The engine core linked into quiver.so: src/core/*.c.  src/core/testing/
+# holds core code that only the unit tests and the benchmark use (Chung-Lu
+# generator, .npy files, CSR datasets); it is never linked into quiver.so,
+# and its headers are not on the extension's include path.
 CORE_SRCS = $(sort $(wildcard src/core/*.c))
+TEST_CORE_SRCS = $(sort $(wildcard src/core/testing/*.c))
+TEST_CORE_HDRS = $(wildcard src/core/*.h src/core/testing/*.h)
 GLUE_SRCS = $(sort $(wildcard src/*.c))
 CORE_OBJS = $(CORE_SRCS:.c=.o)
 MODULE_big = quiver
@@ -28,7 +36,7 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress --temp-config=$(srcdir)/tes
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
-EXTRA_CLEAN = test/bench/quiver-bench test/unit/bin tmp_regress tmp_check cuda/*.o cuda/quiver_cuda.so results regression.diffs regression.out
+EXTRA_CLEAN = test/bench/quiver-bench test/unit/bin test/fuzz/bin tmp_regress tmp_check cuda/*.o cuda/quiver_cuda.so results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -89,27 +97,44 @@ install-cuda: cuda/quiver_cuda.so
 	$(MKDIR_P) '$(DESTDIR)$(pkglibdir)'
 	$(INSTALL_SHLIB) cuda/quiver_cuda.so '$(DESTDIR)$(pkglibdir)/quiver_cuda.so'
 
-.PHONY: install-cuda unit bench
+.PHONY: install-cuda unit bench fuzz
 
 # ---- tests ------------------------------------------------------------------
 UNIT_SRCS = $(sort $(wildcard test/unit/test_*.c))
 UNIT_BINS = $(patsubst test/unit/%.c,test/unit/bin/%,$(UNIT_SRCS))
-UNIT_CFLAGS = -std=gnu11 -O2 -g -Wall -Isrc/core -Icuda -DQV_TEST_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"'
+UNIT_CFLAGS = -std=gnu11 -O2 -g -Wall -Isrc/core -Isrc/core/testing -Icuda -DQV_TEST_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"'
 
-test/unit/bin/%: test/unit/%.c $(CORE_SRCS) $(wildcard src/core/*.h) $(wildcard test/unit/*.h)
+test/unit/bin/%: test/unit/%.c $(CORE_SRCS) $(TEST_CORE_SRCS) $(TEST_CORE_HDRS) $(wildcard test/unit/*.h)
 	@mkdir -p test/unit/bin
-	$(CC) $(UNIT_CFLAGS) -o $@ $< $(CORE_SRCS) -lcmocka $(CORE_LIBS)
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(CORE_SRCS) $(TEST_CORE_SRCS) -lcmocka $(CORE_LIBS)
 
 # Runs every unit test binary; fails if any fails.
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 # ---- benchmarks ---------------------------------------------------------------
-test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(wildcard src/core/*.h)
-	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Icuda \
-		-DQV_BENCH_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"' -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
+test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(TEST_CORE_SRCS) $(TEST_CORE_HDRS)
+	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Isrc/core/testing -Icuda \
+		-DQV_BENCH_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"' -o $@ $< $(CORE_SRCS) $(TEST_CORE_SRCS) $(CORE_LIBS)
 
 bench: test/bench/quiver-bench
+
+# ---- fuzzing -----------------------------------------------------------------
+# libFuzzer harness of the safetensors parser and the model loader, built from
+# the core sources alone (no PostgreSQL headers) with clang's fuzzer, address
+# and undefined-behaviour sanitizers; any UB report aborts.  Debian 12: clang
+# (clang-14) and libclang-rt-14-dev (the fuzzer and sanitizer runtimes).
+# scripts/fuzz.sh builds and runs it.
+FUZZ_CC ?= clang
+FUZZ_CFLAGS = -std=gnu11 -g -O1 -fno-omit-frame-pointer -Wall \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-Isrc/core
+
+test/fuzz/bin/fuzz_safetensors: test/fuzz/fuzz_safetensors.c $(CORE_SRCS) $(wildcard src/core/*.h)
+	@mkdir -p test/fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRCS) $(CORE_LIBS)
+
+fuzz: test/fuzz/bin/fuzz_safetensors
 
 # The fake GPU module (a CPU test double of cuda/quiver_cuda.so) for the
 # unit and TAP tests of the engine's GPU glue on machines without a GPU.

@@ -71,7 +71,7 @@ size_t		qv_graph_estimate_bytes(int64_t n_nodes, int64_t n_edges, int32_t dim);
 
 void		qv_graph_free(QvGraph *g);
 
-/* For builders of QvGraph (graph.c, graph_csr.c): fill map with ids[0..n)
+/* For builders of QvGraph (graph.c, testing/graph_csr.c): fill map with ids[0..n)
  * (a repeated id is QV_EDATA), and g->deg_noloop from its CSR. */
 int			qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err);
 int			qv_graph_fill_degrees(QvGraph *g, QvError *err);

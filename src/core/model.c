@@ -5,8 +5,8 @@
  * state_dict() names it (see model.h) and a JSON config holding the
  * per-hop fanouts and the sampler's seed.  Every tensor is checked: its
  * name must be one the architecture expects, its shape must chain from the
- * graph's feature dimension through the layers, and its dtype must convert
- * to float32.
+ * graph's feature dimension through the layers, its dtype must convert to
+ * float32, and every element must be finite (no NaN, no infinity).
  * The model owns float32 copies of the weights; the blob can be freed
  * as soon as qv_model_load returns.
  */
@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "finite.h"
 #include "safetensors.h"
 
 #define NAME_LEN 64
@@ -300,6 +301,30 @@ find_param(const QvSafetensors *st, QvArch arch, int layer, const char *suffix,
 	return QV_OK;
 }
 
+/*
+ * Weights must be finite: a NaN or an infinity (F32, or F16/BF16 after
+ * widening) would reach every prediction.  The error names the tensor, the
+ * first bad element's flat index and, for a matrix, its [row, column].
+ */
+static int
+check_finite_param(const QvTensor *t, const float *p, QvError *err)
+{
+	size_t		bad;
+
+	if (qv_check_finite(p, (size_t) t->numel, &bad))
+		return QV_OK;
+	if (t->ndim == 2)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%.*s\" holds %s at index %zu (element [%lld, %lld] of [%lld, %lld]); weights must be finite",
+						NAME_MAX_SHOWN, t->name, qv_nonfinite_name(p[bad]), bad,
+						(long long) (bad / (size_t) t->shape[1]),
+						(long long) (bad % (size_t) t->shape[1]),
+						(long long) t->shape[0], (long long) t->shape[1]);
+	return qv_error(err, QV_EDATA,
+					"tensor \"%.*s\" holds %s at index %zu; weights must be finite",
+					NAME_MAX_SHOWN, t->name, qv_nonfinite_name(p[bad]), bad);
+}
+
 /* A float32 copy of t held by the model (NULL t gives NULL). */
 static int
 copy_param(QvModel *m, const QvTensor *t, float **dst, QvError *err)
@@ -313,7 +338,8 @@ copy_param(QvModel *m, const QvTensor *t, float **dst, QvError *err)
 	p = qv_malloc((size_t) t->numel * sizeof(float), err, t->name);
 	if (p == NULL)
 		return QV_ENOMEM;
-	if ((rc = qv_tensor_to_f32(t, p, err)) != QV_OK)
+	if ((rc = qv_tensor_to_f32(t, p, err)) != QV_OK ||
+		(rc = check_finite_param(t, p, err)) != QV_OK)
 	{
 		free(p);
 		return rc;

@@ -72,7 +72,9 @@ int			qv_model_config_parse(const char *json, int32_t *fanout,
 
 /* Build a model from a safetensors blob and a config; the weights' input
  * dimension must equal feature_dim.  A config without fanout means -1 on
- * every layer, one without seed means seed 0. */
+ * every layer, one without seed means seed 0.  A weight holding NaN or an
+ * infinity (F32, or F16/BF16 after widening) is QV_EDATA naming the tensor
+ * and the element's index. */
 int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
 						  const char *config_json, int32_t feature_dim,
 						  QvModel **out, QvError *err);

@@ -16,9 +16,74 @@ qv_error(QvError *err, QvErrCode code, const char *fmt,...)
 		va_start(ap, fmt);
 		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 		va_end(ap);
+		qv_utf8_sanitize(err->msg);
 		err->code = code;
 	}
 	return code;
+}
+
+/* Length of the well-formed UTF-8 sequence at s, or 0 if none starts
+ * there.  Reads no byte after a NUL (a NUL is never a continuation). */
+static int
+utf8_sequence(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	unsigned char lo = 0x80,
+				hi = 0xbf;
+	int			n,
+				i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+	{
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0;			/* no overlong form */
+		else if (c == 0xed)
+			hi = 0x9f;			/* no surrogate */
+	}
+	else if (c >= 0xf0 && c <= 0xf4)
+	{
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90;			/* no overlong form */
+		else if (c == 0xf4)
+			hi = 0x8f;			/* at most U+10FFFF */
+	}
+	else
+		return 0;				/* a continuation byte, C0, C1, F5..FF */
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+size_t
+qv_utf8_sanitize(char *s)
+{
+	unsigned char *p = (unsigned char *) s;
+	size_t		replaced = 0;
+
+	if (s == NULL)
+		return 0;
+	while (*p)
+	{
+		int			n = utf8_sequence(p);
+
+		if (n == 0)
+		{
+			*p++ = '?';
+			replaced++;
+		}
+		else
+			p += n;
+	}
+	return replaced;
 }
 
 void *

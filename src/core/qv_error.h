@@ -37,9 +37,19 @@ extern "C"
 #endif
 
 /* Set err (if not NULL) and return code, so callers can write
- * `return qv_error(err, QV_EDATA, "duplicate node id %lld", id);` */
+ * `return qv_error(err, QV_EDATA, "duplicate node id %lld", id);`
+ * The message is always valid UTF-8 (see qv_utf8_sanitize): a name cut
+ * with %.*s, the message cut at QV_ERRMSG_LEN, or jansson's quote of the
+ * input near a parse error may split a character, and the glue hands
+ * err->msg to ereport and to text columns as it is. */
 int			qv_error(QvError *err, QvErrCode code, const char *fmt,...)
 			__attribute__((format(printf, 3, 4)));
+
+/* Replace, in place, every byte of the NUL-terminated s that does not
+ * belong to a well-formed UTF-8 sequence (as PostgreSQL's UTF8 encoding
+ * defines it: no overlong forms, no surrogates, at most U+10FFFF) by '?';
+ * returns how many were replaced. */
+size_t		qv_utf8_sanitize(char *s);
 
 /* Allocation helpers that report QV_ENOMEM with what was asked for. */
 void	   *qv_malloc(size_t size, QvError *err, const char *what);

@@ -4,7 +4,8 @@
  * Weights are written here as safetensors blobs with PyG's names.  Every
  * element of tensor k holds value_of(k, j) = k + j / 4 (exact in float32,
  * F16 and BF16 for the small sizes used), so the copies can be checked
- * element by element.
+ * element by element; set_raw() then overwrites single elements with
+ * chosen bit patterns (NaN, infinities, extremes).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "safetensors.h"
 
 /* One tensor to write: its name, dtype ("F32", "BF16", "I64") and shape. */
 typedef struct Spec
@@ -45,7 +47,21 @@ spec_numel(const Spec *s)
 static int
 dtype_size(const char *dtype)
 {
-	return strcmp(dtype, "F32") == 0 ? 4 : strcmp(dtype, "BF16") == 0 ? 2 : 8;
+	return strcmp(dtype, "F32") == 0 ? 4 :
+		strcmp(dtype, "BF16") == 0 || strcmp(dtype, "F16") == 0 ? 2 : 8;
+}
+
+/* IEEE half bits of f, for the values of value_of (0 or normal, exact in half). */
+static uint16_t
+half_bits(float f)
+{
+	uint32_t	b;
+
+	memcpy(&b, &f, sizeof(b));
+	if ((b & 0x7fffffffu) == 0)
+		return (uint16_t) (b >> 16);
+	return (uint16_t) (((b >> 16) & 0x8000u) |
+					   ((((b >> 23) & 0xffu) - 112u) << 10) | ((b >> 13) & 0x3ffu));
 }
 
 /* Element j of tensor k in the tensor's dtype, little-endian. */
@@ -64,6 +80,13 @@ encode(uint8_t *p, const char *dtype, int k, int64_t j)
 	{
 		p[0] = (uint8_t) (bits >> 16);
 		p[1] = (uint8_t) (bits >> 24);
+	}
+	else if (strcmp(dtype, "F16") == 0)
+	{
+		uint16_t	h = half_bits(f);
+
+		p[0] = (uint8_t) h;
+		p[1] = (uint8_t) (h >> 8);
 	}
 	else
 		for (i = 0; i < 8; i++)
@@ -331,6 +354,230 @@ test_weight_dtypes(void **state)
 			   "tensor \"convs.0.lin.weight\" has dtype I64");
 }
 
+/*
+ * Overwrite element j of tensor name in blob with the low size bytes of
+ * bits, little-endian (size 4 for F32, 2 for F16 and BF16).
+ */
+static void
+set_raw(uint8_t *blob, size_t len, const char *name, int64_t j, uint32_t bits)
+{
+	QvSafetensors *st = NULL;
+	QvError		err = {QV_OK, ""};
+	const QvTensor *t;
+	size_t		size,
+				off;
+	size_t		i;
+
+	assert_int_equal(qv_safetensors_parse(blob, len, &st, &err), QV_OK);
+	t = qv_safetensors_find(st, name);
+	assert_non_null(t);
+	size = t->dtype == QV_DTYPE_F32 ? 4 : 2;
+	assert_true((size_t) (j + 1) * size <= t->nbytes);
+	off = (size_t) (t->data - blob) + (size_t) j * size;
+	for (i = 0; i < size; i++)
+		blob[off + i] = (uint8_t) (bits >> (8 * i));
+	qv_safetensors_free(st);
+}
+
+/* One element to overwrite before loading. */
+typedef struct Patch
+{
+	const char *name;
+	int64_t		index;
+	uint32_t	bits;
+} Patch;
+
+/* Load specs with patches[0..n_patches) applied; as load(). */
+static int
+load_patched(QvArch arch, const Spec *specs, int n, const Patch *patches,
+			 int n_patches, int32_t feature_dim, QvModel **m, QvError *err)
+{
+	size_t		len;
+	uint8_t    *blob = write_blob(specs, n, &len);
+	int			rc;
+	int			i;
+
+	for (i = 0; i < n_patches; i++)
+		set_raw(blob, len, patches[i].name, patches[i].index, patches[i].bits);
+	*m = (QvModel *) m;
+	err->code = QV_OK;
+	err->msg[0] = '\0';
+	rc = qv_model_load(arch, blob, len, NULL, feature_dim, m, err);
+	free(blob);
+	return rc;
+}
+
+static void
+patched_fails(QvArch arch, const Spec *specs, int n, const Patch *patches,
+			  int n_patches, const char *needle)
+{
+	QvModel    *m;
+	QvError		err;
+	int			rc = load_patched(arch, specs, n, patches, n_patches, 4, &m, &err);
+
+	if (rc != QV_EDATA || strstr(err.msg, needle) == NULL)
+		print_error("got rc %d \"%s\"; wanted rc %d and \"%s\"\n",
+					rc, err.msg, (int) QV_EDATA, needle);
+	assert_int_equal(rc, QV_EDATA);
+	assert_int_equal(err.code, QV_EDATA);
+	assert_null(m);
+	assert_non_null(strstr(err.msg, needle));
+	assert_non_null(strstr(err.msg, "weights must be finite"));
+}
+
+#define F32_NAN 0x7fc00000u
+#define F32_NEG_NAN 0xffc00000u
+#define F32_SNAN 0x7f800001u
+#define F32_INF 0x7f800000u
+#define F32_NEG_INF 0xff800000u
+
+/* F32 NaN and infinities anywhere, in any tensor, are refused by name and index. */
+static void
+test_nonfinite_f32(void **state)
+{
+	const Spec sage_rbias[] = {
+		F32_2("convs.0.lin_l.weight", 3, 4),
+		F32_2("convs.0.lin_r.weight", 3, 4),
+		F32_1("convs.0.lin_r.bias", 3),
+	};
+	Patch		p;
+
+	(void) state;
+	p = (Patch) {"convs.0.lin_l.weight", 6, F32_NAN};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, &p, 1,
+				  "tensor \"convs.0.lin_l.weight\" holds NaN at index 6 (element [1, 2] of [3, 4])");
+	p = (Patch) {"convs.0.lin_l.weight", 0, F32_NEG_NAN};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, &p, 1,
+				  "tensor \"convs.0.lin_l.weight\" holds NaN at index 0 (element [0, 0] of [3, 4])");
+	p = (Patch) {"convs.0.lin_r.weight", 11, F32_SNAN};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, &p, 1,
+				  "tensor \"convs.0.lin_r.weight\" holds NaN at index 11 (element [2, 3] of [3, 4])");
+	p = (Patch) {"convs.1.lin_l.bias", 1, F32_INF};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, &p, 1,
+				  "tensor \"convs.1.lin_l.bias\" holds +Inf at index 1; weights must be finite");
+	p = (Patch) {"convs.1.lin_r.weight", 3, F32_NEG_INF};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, &p, 1,
+				  "tensor \"convs.1.lin_r.weight\" holds -Inf at index 3 (element [1, 0] of [2, 3])");
+	p = (Patch) {"convs.0.lin_r.bias", 2, F32_NAN};
+	patched_fails(QV_ARCH_GRAPHSAGE, sage_rbias, 3, &p, 1,
+				  "tensor \"convs.0.lin_r.bias\" holds NaN at index 2;");
+	p = (Patch) {"convs.1.lin.weight", 5, F32_INF};
+	patched_fails(QV_ARCH_GCN, gcn2, N_GCN2, &p, 1,
+				  "tensor \"convs.1.lin.weight\" holds +Inf at index 5 (element [1, 2] of [2, 3])");
+	p = (Patch) {"convs.0.bias", 0, F32_NEG_INF};
+	patched_fails(QV_ARCH_GCN, gcn2, N_GCN2, &p, 1,
+				  "tensor \"convs.0.bias\" holds -Inf at index 0;");
+	/* several: the first element of the first tensor loaded is named */
+	{
+		const Patch many[] = {
+			{"convs.1.lin.weight", 0, F32_NAN},
+			{"convs.0.lin.weight", 9, F32_INF},
+			{"convs.0.lin.weight", 4, F32_NEG_INF},
+		};
+
+		patched_fails(QV_ARCH_GCN, gcn2, N_GCN2, many, 3,
+					  "tensor \"convs.0.lin.weight\" holds -Inf at index 4 (element [1, 0] of [3, 4])");
+	}
+}
+
+/* F16 and BF16 infinities and NaNs are refused once widened to float32. */
+static void
+test_nonfinite_f16_bf16(void **state)
+{
+	const Spec f16[] = {
+		{"convs.0.lin.weight", "F16", 2, {2, 4}},
+		{"convs.0.bias", "F16", 1, {2, 0}},
+	};
+	const Spec bf16[] = {
+		{"convs.0.lin_l.weight", "BF16", 2, {2, 4}},
+		{"convs.0.lin_l.bias", "BF16", 1, {2, 0}},
+		{"convs.0.lin_r.weight", "BF16", 2, {2, 4}},
+	};
+	QvModel    *m;
+	Patch		p;
+
+	(void) state;
+	/* the unpatched blobs load, F16 values exactly */
+	m = load_ok(QV_ARCH_GCN, f16, 2, NULL, 4);
+	check_values(m->layers[0].weight_l, f16, 0);
+	check_values(m->layers[0].bias_l, f16, 1);
+	qv_model_free(m);
+	m = load_ok(QV_ARCH_GRAPHSAGE, bf16, 3, NULL, 4);
+	check_values(m->layers[0].weight_r, bf16, 2);
+	qv_model_free(m);
+
+	p = (Patch) {"convs.0.lin.weight", 3, 0x7c00u};
+	patched_fails(QV_ARCH_GCN, f16, 2, &p, 1,
+				  "tensor \"convs.0.lin.weight\" holds +Inf at index 3 (element [0, 3] of [2, 4])");
+	p = (Patch) {"convs.0.lin.weight", 7, 0xfc00u};
+	patched_fails(QV_ARCH_GCN, f16, 2, &p, 1,
+				  "tensor \"convs.0.lin.weight\" holds -Inf at index 7 (element [1, 3] of [2, 4])");
+	p = (Patch) {"convs.0.bias", 1, 0x7e00u};
+	patched_fails(QV_ARCH_GCN, f16, 2, &p, 1,
+				  "tensor \"convs.0.bias\" holds NaN at index 1;");
+	p = (Patch) {"convs.0.bias", 0, 0xfc01u};	/* signalling, negative */
+	patched_fails(QV_ARCH_GCN, f16, 2, &p, 1,
+				  "tensor \"convs.0.bias\" holds NaN at index 0;");
+	p = (Patch) {"convs.0.lin_l.weight", 5, 0x7fc0u};
+	patched_fails(QV_ARCH_GRAPHSAGE, bf16, 3, &p, 1,
+				  "tensor \"convs.0.lin_l.weight\" holds NaN at index 5 (element [1, 1] of [2, 4])");
+	p = (Patch) {"convs.0.lin_l.bias", 1, 0xff80u};
+	patched_fails(QV_ARCH_GRAPHSAGE, bf16, 3, &p, 1,
+				  "tensor \"convs.0.lin_l.bias\" holds -Inf at index 1;");
+	p = (Patch) {"convs.0.lin_r.weight", 0, 0x7f80u};
+	patched_fails(QV_ARCH_GRAPHSAGE, bf16, 3, &p, 1,
+				  "tensor \"convs.0.lin_r.weight\" holds +Inf at index 0 (element [0, 0] of [2, 4])");
+}
+
+/* The largest finite values and subnormals of each dtype are weights like any other. */
+static void
+test_finite_extremes_accepted(void **state)
+{
+	const Spec f16[] = {
+		{"convs.0.lin.weight", "F16", 2, {2, 4}},
+		{"convs.0.bias", "F16", 1, {2, 0}},
+	};
+	const Spec bf16[] = {
+		{"convs.0.lin.weight", "BF16", 2, {2, 4}},
+	};
+	const Patch f16p[] = {
+		{"convs.0.lin.weight", 0, 0x7bffu},		/* 65504, the largest half */
+		{"convs.0.lin.weight", 1, 0xfbffu},		/* -65504 */
+		{"convs.0.lin.weight", 2, 0x0001u},		/* the smallest subnormal, 2^-24 */
+		{"convs.0.bias", 1, 0x8000u},			/* -0 */
+	};
+	const Patch bf16p[] = {
+		{"convs.0.lin.weight", 0, 0x7f7fu},		/* largest bfloat16 */
+		{"convs.0.lin.weight", 7, 0x0001u},		/* a float32 subnormal */
+	};
+	const Patch f32p[] = {
+		{"convs.0.lin.weight", 0, 0x7f7fffffu},	/* FLT_MAX */
+		{"convs.0.lin.weight", 1, 0xff7fffffu},	/* -FLT_MAX */
+		{"convs.0.lin.weight", 2, 0x00000001u},	/* the smallest subnormal */
+	};
+	QvModel    *m;
+	QvError		err;
+
+	(void) state;
+	assert_int_equal(load_patched(QV_ARCH_GCN, f16, 2, f16p, 4, 4, &m, &err), QV_OK);
+	assert_true(m->layers[0].weight_l[0] == 65504.0f);
+	assert_true(m->layers[0].weight_l[1] == -65504.0f);
+	assert_true(m->layers[0].weight_l[2] == 0x1p-24f);
+	assert_true(m->layers[0].bias_l[1] == 0.0f);
+	qv_model_free(m);
+
+	assert_int_equal(load_patched(QV_ARCH_GCN, bf16, 1, bf16p, 2, 4, &m, &err), QV_OK);
+	assert_true(m->layers[0].weight_l[0] > 3.3e38f);
+	assert_true(m->layers[0].weight_l[7] > 0.0f && m->layers[0].weight_l[7] < 1e-38f);
+	qv_model_free(m);
+
+	assert_int_equal(load_patched(QV_ARCH_GCN, gcn2, N_GCN2, f32p, 3, 4, &m, &err), QV_OK);
+	assert_true(m->layers[0].weight_l[0] > 3.4e38f);
+	assert_true(m->layers[0].weight_l[1] < -3.4e38f);
+	assert_true(m->layers[0].weight_l[2] > 0.0f);
+	qv_model_free(m);
+}
+
 static void
 test_wrong_feature_dim(void **state)
 {
@@ -441,6 +688,31 @@ test_unexpected_tensor(void **state)
 	/* layers are counted from 0 without gaps */
 	load_fails(QV_ARCH_GCN, gap, 2, NULL, 4, QV_EDATA,
 			   "unexpected tensor \"convs.2.lin.weight\" for arch gcn");
+}
+
+/*
+ * Messages stay valid UTF-8 where a name is cut inside a character (names
+ * are shown up to 96 bytes) or jansson quotes part of one (found by
+ * test/fuzz/fuzz_safetensors): the cut bytes become '?'.
+ */
+static void
+test_messages_are_utf8(void **state)
+{
+	char		name[128];
+	char		want[256];
+	Spec		extra[N_GCN2 + 1];
+
+	(void) state;
+	/* "convs.0." and 87 x: 95 bytes, then the first byte of "é" */
+	snprintf(name, sizeof(name), "convs.0.%.87s\xc3\xa9",
+			 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	memcpy(extra, gcn2, sizeof(gcn2));
+	extra[N_GCN2] = (Spec) F32_1(name, 1);
+	snprintf(want, sizeof(want), "unexpected tensor \"%.95s?\" for arch gcn", name);
+	load_fails(QV_ARCH_GCN, extra, N_GCN2 + 1, NULL, 4, QV_EDATA, want);
+	/* the config: jansson's "near" text holds half of "é" */
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"\\\xc3\xa9\": 1}", 4, QV_EINVAL,
+			   "model config is not valid JSON: invalid escape near '\"\\?'");
 }
 
 static void
@@ -661,11 +933,15 @@ main(void)
 		cmocka_unit_test(test_fanout_from_config),
 		cmocka_unit_test(test_seed_from_config),
 		cmocka_unit_test(test_weight_dtypes),
+		cmocka_unit_test(test_nonfinite_f32),
+		cmocka_unit_test(test_nonfinite_f16_bf16),
+		cmocka_unit_test(test_finite_extremes_accepted),
 		cmocka_unit_test(test_wrong_feature_dim),
 		cmocka_unit_test(test_layer_chain_mismatch),
 		cmocka_unit_test(test_bad_shapes),
 		cmocka_unit_test(test_missing_tensor),
 		cmocka_unit_test(test_unexpected_tensor),
+		cmocka_unit_test(test_messages_are_utf8),
 		cmocka_unit_test(test_layer_count_limits),
 		cmocka_unit_test(test_fanout_length_mismatch),
 		cmocka_unit_test(test_bad_blob_and_config_in_load),

@@ -463,6 +463,104 @@ check_within(const QvSafetensors *st, const uint8_t *buf, size_t len)
  * must be rejected; each is copied to a buffer of exactly that size, so an
  * over-read shows under valgrind.
  */
+/* Any non-ASCII byte of msg must belong to a whole 2- to 4-byte sequence. */
+static void
+assert_utf8_whole(const char *msg)
+{
+	const unsigned char *p = (const unsigned char *) msg;
+
+	while (*p)
+	{
+		int			n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 :
+			(*p & 0xf8) == 0xf0 ? 4 : 0;
+		int			i;
+
+		assert_true(n > 0 && !(n == 1 && *p >= 0x80));
+		for (i = 1; i < n; i++)
+			assert_true((p[i] & 0xc0) == 0x80);
+		p += n;
+	}
+}
+
+/* Reject header and expect exactly the message want (valid UTF-8). */
+static void
+expect_message(const char *header, const char *want)
+{
+	size_t		len;
+	uint8_t    *buf = make_blob(header, NULL, 0, &len);
+	QvSafetensors *st = NULL;
+	QvError		err = {QV_OK, ""};
+
+	assert_int_equal(qv_safetensors_parse(buf, len, &st, &err), QV_EDATA);
+	if (strcmp(err.msg, want) != 0)
+		print_error("got \"%s\"\nwanted \"%s\"\n", err.msg, want);
+	assert_string_equal(err.msg, want);
+	assert_utf8_whole(err.msg);
+	free(buf);
+}
+
+/*
+ * Error messages are valid UTF-8 even where a tensor name is cut inside a
+ * character (names are shown up to 96 bytes) or jansson quotes part of
+ * one: the glue passes them to ereport and to text columns as they are.
+ * Found by test/fuzz/fuzz_safetensors (test/fuzz/regressions/utf8_*).
+ */
+static void
+test_messages_are_utf8(void **state)
+{
+	char		name[128];
+	char		header[512];
+	char		want[512];
+	char		a95[96];
+	char		b47[48];
+
+	(void) state;
+	memset(a95, 'a', 95);
+	a95[95] = '\0';
+	memset(b47, 'b', 47);
+	b47[47] = '\0';
+
+	/* 95 bytes + "é": the cut falls inside the 2-byte character */
+	snprintf(name, sizeof(name), "%s\xc3\xa9", a95);
+	snprintf(header, sizeof(header), "{\"%s\": 5}", name);
+	snprintf(want, sizeof(want), "tensor \"%s?\": entry must be an object", a95);
+	expect_message(header, want);
+	/* 94 bytes + a 3-byte character: two bytes shown, both replaced */
+	snprintf(name, sizeof(name), "%.94s\xe4\xb8\xad", a95);
+	snprintf(header, sizeof(header), "{\"%s\": 5}", name);
+	snprintf(want, sizeof(want), "tensor \"%.94s??\": entry must be an object", a95);
+	expect_message(header, want);
+	/* 93 bytes + "é" fits in 96: shown whole */
+	snprintf(name, sizeof(name), "%.93s\xc3\xa9", a95);
+	snprintf(header, sizeof(header), "{\"%s\": 5}", name);
+	snprintf(want, sizeof(want), "tensor \"%s\": entry must be an object", name);
+	expect_message(header, want);
+	/* overlapping tensors show 48 bytes of each name */
+	snprintf(header, sizeof(header),
+			 "{\"%s\xc3\xa9\": {\"dtype\": \"U8\", \"shape\": [0], \"data_offsets\": [0, 0]},"
+			 " \"x\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [0, 2]},"
+			 " \"%s\xc3\xa9\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [1, 2]}}",
+			 a95, b47);
+	{
+		size_t		len;
+		const uint8_t data[2] = {1, 2};
+		uint8_t    *buf = make_blob(header, data, 2, &len);
+		QvSafetensors *st = NULL;
+		QvError		err = {QV_OK, ""};
+
+		assert_int_equal(qv_safetensors_parse(buf, len, &st, &err), QV_EDATA);
+		snprintf(want, sizeof(want), "tensor \"%s?\": data_offsets [1, 2] overlap tensor \"x\"", b47);
+		if (strstr(err.msg, want) == NULL)
+			print_error("got \"%s\"\n", err.msg);
+		assert_non_null(strstr(err.msg, want));
+		assert_utf8_whole(err.msg);
+		free(buf);
+	}
+	/* jansson quotes the bytes read up to an error: here half of "é" */
+	expect_message("{\"\\\xc3\xa9\": 1}",
+				   "safetensors header is not valid JSON: invalid escape near '\"\\?' (at byte 4 of the header)");
+}
+
 static void
 test_every_prefix(void **state)
 {
@@ -558,6 +656,7 @@ main(void)
 		cmocka_unit_test(test_unknown_dtype),
 		cmocka_unit_test(test_bad_shapes),
 		cmocka_unit_test(test_bad_offsets),
+		cmocka_unit_test(test_messages_are_utf8),
 		cmocka_unit_test(test_every_prefix),
 		cmocka_unit_test(test_byte_mutations),
 	};
