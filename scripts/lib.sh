@@ -10,7 +10,7 @@ QUIVER_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUIVER_PACKAGES=(build-essential pkg-config perl python3 python3-numpy
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15
 	libopenblas-dev libhwloc-dev libjansson-dev libcmocka-dev libipc-run-perl
-	sqlsmith)
+	sqlsmith clang libclang-rt-14-dev)
 
 say() { printf '\n=== %s\n' "$*"; }
 

@@ -13,6 +13,7 @@
 #    (initdb refuses to run as root) and runs there, as postgres:
 #      - the reference's self-test   python3 test/ref/quiver_ref.py selftest
 #      - the unit tests (cmocka)     make unit
+#      - libFuzzer for 60 s          scripts/fuzz.sh
 #      - pg_regress                  make installcheck TAP_TESTS=
 #      - the TAP tests               make installcheck REGRESS=
 #      - sqlsmith for 60 s         scripts/sqlsmith.sh (as root)
@@ -99,6 +100,18 @@ SKIPPED=$(grep -E '^\[  SKIPPED \] [0-9]+ test' "$WORK/unit.log" | awk '{s += $4
 lines=$(grep -E '^== |^\[  (PASSED|FAILED|SKIPPED)  ?\] [0-9]|^SKIPPED: ' "$WORK/unit.log" | sed 's/^== .*\//== /' | uniq)
 [ -n "$lines" ] || lines="no summary (exit $rc)"
 while read -r l; do SUMMARY+=("unit: $l"); done <<<"$lines"
+
+# libFuzzer on the safetensors reader and the model loader, FUZZ_SECONDS
+# (60): "fuzz: 1 passed, 0 failed" or "fuzz: 0 passed, 1 failed".
+run fuzz 600 env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
+rc=$?
+line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' "$WORK/fuzz.log" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+	count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+	count 0 1
+fi
+SUMMARY+=("${line:-fuzz: no summary (exit $rc)}")
 
 # pg_regress: "All n tests passed." or "m of n tests failed."
 run regress 900 make installcheck TAP_TESTS= PG_CONFIG="$PG_CONFIG"

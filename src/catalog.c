@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "finite.h"
 #include "graph.h"
 #include "quiver.h"
 
@@ -199,12 +200,13 @@ read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
 static void
 check_finite_row(const float *v, int n, int64 id)
 {
-	for (int i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("feature row of node " INT64_FORMAT " has a non-finite value (%g) at position %d",
-							id, (double) v[i], i + 1)));
+	size_t		bad;
+
+	if (!qv_check_finite(v, (size_t) n, &bad))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("feature row of node " INT64_FORMAT " has a non-finite value (%s) at position %zu",
+						id, qv_nonfinite_name(v[bad]), bad + 1)));
 }
 
 /* Append one feature array as float32, checking its shape. */
