@@ -250,7 +250,8 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 }
 
 /* Answer a slot with its rows of predictions: in the slot after the ids,
- * or in the backend's segment when they are too wide for the slot. */
+ * or in the backend's segment when they are too wide for the slot.  The
+ * slot belongs to its backend again afterwards: read nothing from it. */
 static void
 answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
 {
@@ -287,10 +288,11 @@ engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *
 	for (int i = 0; i < n_slots; i++)
 	{
 		QuiverSlot *slot = slots[i];
+		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
 
 		lat[i] = now - slot->submitted;
 		answer_rows(slot, out + off * rm->m->out_dim, rm->m->out_dim);
-		off += slot->n_ids;
+		off += n_ids;
 	}
 	registry_count_batch(rm, n_slots, off, lat, on_gpu);
 	pfree(lat);
@@ -312,8 +314,10 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 	}
 	for (int i = 0; i < b->n_slots; i++)
 	{
+		int32		n_ids = b->slots[i]->n_ids; /* the slot is the backend's once answered */
+
 		answer_rows(b->slots[i], out + off * b->t.m->out_dim, b->t.m->out_dim);
-		off += b->slots[i]->n_ids;
+		off += n_ids;
 	}
 }
 
