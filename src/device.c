@@ -79,6 +79,7 @@ disable_gpu(int dev, const char *what, const QvError *err)
 		return;
 	usable[dev] = false;
 	snprintf(detail, sizeof(detail), "%s failed: %s", what, err->msg);
+	qv_utf8_sanitize(detail);	/* a cut message must stay valid UTF-8 */
 	ereport(WARNING, (errmsg("quiver engine: GPU %d out of service: %s", dev, detail)));
 	publish_gpu(dev, detail);
 }

@@ -258,6 +258,7 @@ device_attach_model(ResModel *rm, ResGraph *rg)
 	if (!ok)
 	{
 		snprintf(rm->gpu_detail, sizeof(rm->gpu_detail), "not on the GPUs: %s", err.msg);
+		qv_utf8_sanitize(rm->gpu_detail);
 		ereport(WARNING, (errmsg("quiver engine: model \"%s\" serves from the CPU only: %s",
 								 rm->name, err.msg)));
 		return;
@@ -336,6 +337,7 @@ replan_graph(ResGraph *rg, double drift)
 			{
 				device_release_model(rm);
 				snprintf(rm->gpu_detail, sizeof(rm->gpu_detail), "not on the GPUs: %s", err.msg);
+				qv_utf8_sanitize(rm->gpu_detail);
 			}
 		}
 		return;

@@ -397,6 +397,7 @@ queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...)
 	va_start(ap, fmt);
 	vsnprintf(slot->errmsg, sizeof(slot->errmsg), fmt, ap);
 	va_end(ap);
+	qv_utf8_sanitize(slot->errmsg);	/* a cut message stays valid UTF-8 */
 	slot->sqlstate = sqlstate;
 	queue_complete(slot);
 }

@@ -151,8 +151,11 @@ registry_publish_failed(ObjKind kind, const char *name, int64 version, const cha
 		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
 		e = dir_entry(kind, name, false);
 		if (e)
+		{
 			snprintf(e->detail, sizeof(e->detail), "version " INT64_FORMAT " could not be loaded: %s",
 					 version, detail);
+			qv_utf8_sanitize(e->detail);
+		}
 		LWLockRelease(quiver_shared->lock);
 		return;
 	}
@@ -168,6 +171,7 @@ registry_publish_failed(ObjKind kind, const char *name, int64 version, const cha
 		e->version = version;
 		e->loaded_at = GetCurrentTimestamp();
 		strlcpy(e->detail, detail, sizeof(e->detail));
+		qv_utf8_sanitize(e->detail);	/* cut messages stay valid UTF-8 */
 		e->bytes = 0;
 	}
 	LWLockRelease(quiver_shared->lock);
