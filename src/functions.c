@@ -11,7 +11,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
@@ -23,8 +22,8 @@
 #include "utils/memutils.h"
 
 #include "model.h"
+#include "directory.h"
 #include "quiver.h"
-#include "registry.h"
 
 PG_FUNCTION_INFO_V1(gnn_create_graph);
 PG_FUNCTION_INFO_V1(gnn_create_model);
@@ -80,7 +79,7 @@ stage_graph_rows(const char *name, GraphRows *rows, int64 version, Datum *values
 	dsm_segment *seg;
 	QuiverSlot *slot;
 
-	if (!registry_check_memory(name, graph_rows_bytes(rows), &err))
+	if (!directory_check_memory(name, graph_rows_bytes(rows), &err))
 		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg),
 						errhint("Raise quiver.memory_limit, or drop graphs you do not need.")));
 	seg = transfer_graph_rows(rows, &handle);
@@ -362,7 +361,7 @@ gnn_predict_default(PG_FUNCTION_ARGS)
 int
 predict_ids_per_request(const char *model)
 {
-	int			out_dim = registry_published_out_dim(model);
+	int			out_dim = directory_out_dim(model);
 
 	if (out_dim <= 0)
 		return 1;				/* unknown: the engine will say why */
@@ -425,43 +424,6 @@ fanout_array(const QuiverDirEntry *e)
 	for (int i = 0; i < e->layers; i++)
 		d[i] = Int32GetDatum(e->fanout[i]);
 	return PointerGetDatum(construct_array(d, e->layers, INT4OID, 4, true, TYPALIGN_INT));
-}
-
-/* Before a look at the directory: when changes are staged or a commit
- * wrote the catalog, have a running engine resolve them first, so that
- * what was committed before this call shows as published. */
-static void
-sync_directory(void)
-{
-	QuiverSlot *slot;
-
-	if (pg_atomic_read_u32(&quiver_shared->n_staged) == 0 &&
-		pg_atomic_read_u32(&quiver_shared->catalog_changed) == 0)
-		return;
-	if (((volatile QuiverShared *) quiver_shared)->engine_state != ENGINE_READY)
-		return;					/* the directory says what is resident now */
-	slot = queue_begin(REQ_SYNC, "");
-	queue_submit_and_wait(slot);
-	queue_finish(slot);
-}
-
-/* Snapshot of the directory (copied under the lock). */
-static int
-directory_snapshot(QuiverDirEntry **out)
-{
-	int			n = 0;
-
-	*out = palloc(sizeof(QuiverDirEntry) * QUIVER_DIR_SIZE);
-	/* nothing resident belongs to another database */
-	if (!quiver_serves_this_database())
-		return 0;
-	sync_directory();
-	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
-		if (quiver_shared->dir[i].used)
-			(*out)[n++] = quiver_shared->dir[i];
-	LWLockRelease(quiver_shared->lock);
-	return n;
 }
 
 Datum
@@ -544,7 +506,7 @@ gnn_stats(PG_FUNCTION_ARGS)
 		values[10] = Int64GetDatum(e->cost_samples);
 		for (int k = 0; k < 3; k++)
 		{
-			double		ms = registry_latency_quantile(e, q[k]);
+			double		ms = directory_latency_quantile(e, q[k]);
 
 			values[11 + k] = Float8GetDatum(ms);
 			nulls[11 + k] = ms < 0;

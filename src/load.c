@@ -51,6 +51,7 @@
 #include "graph.h"
 #include "model.h"
 #include "psgs.h"
+#include "directory.h"
 #include "registry.h"
 
 #define RETRY_FIRST_MS 1000		/* a failed load is retried after this */
@@ -73,7 +74,7 @@ build_graph(const char *name, const GraphRows *rows, QvError *err)
 	in.src = rows->src;
 	in.dst = rows->dst;
 	in.undirected = rows->undirected;
-	if (!registry_check_memory(name, graph_rows_bytes(rows), err))
+	if (!directory_check_memory(name, graph_rows_bytes(rows), err))
 		return NULL;
 	if (qv_graph_build(&in, &g, err) != QV_OK)
 		return NULL;
@@ -435,7 +436,7 @@ start_graph_build(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 	if (slot->kind == REQ_STAGE_GRAPH &&
 		!check_models_fit(slot->name, rows.dim, slot->top_xid, err))
 		return false;
-	if (!registry_check_memory(slot->name, graph_rows_bytes(&rows), err))
+	if (!directory_check_memory(slot->name, graph_rows_bytes(&rows), err))
 		return false;
 	memset(&build, 0, sizeof(build));
 	build.b.in.n_nodes = rows.n_nodes;
@@ -694,7 +695,7 @@ stage_request(QuiverSlot *slot, void *base, QvError *err)
 				{
 					char		detail[QUIVER_DETAIL_LEN];
 
-					if (registry_failure(OBJ_GRAPH, slot->graph, detail, sizeof(detail)))
+					if (directory_failure(OBJ_GRAPH, slot->graph, detail, sizeof(detail)))
 						return !qv_error(err, QV_ENOTFOUND, "graph \"%s\" is not loaded: %s",
 										 slot->graph, detail);
 					return !qv_error(err, QV_ENOTFOUND, "graph \"%s\" is not loaded", slot->graph);

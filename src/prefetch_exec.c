@@ -25,9 +25,9 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "directory.h"
 #include "quiver.h"
 #include "prefetch.h"
-#include "registry.h"
 
 #define PREFETCH_NAME "QuiverPrefetch"
 
@@ -147,7 +147,7 @@ block_model(PrefetchState *ps, ExprState *model_state)
 		model = TextDatumGetCString(d);
 	}
 	if (model == NULL || model[0] == '\0' || strlen(model) >= NAMEDATALEN ||
-		registry_published_out_dim(model) <= 0)
+		directory_out_dim(model) <= 0)
 		return NULL;
 	return model;
 }

@@ -17,6 +17,7 @@
 
 #include "device.h"
 #include "psgs.h"
+#include "directory.h"
 #include "registry.h"
 
 #define SEED_DECAY 0.999999		/* seed histogram half-life ~ 700k seeds */
@@ -57,38 +58,13 @@ registry_model_at(int i)
 	return models[i].m ? &models[i] : NULL;
 }
 
-/* Directory entry of (kind, name), created if absent; NULL if full.
- * Caller holds the directory lock exclusively. */
-static QuiverDirEntry *
-dir_entry(ObjKind kind, const char *name, bool create)
-{
-	QuiverDirEntry *free_entry = NULL;
-
-	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
-	{
-		QuiverDirEntry *e = &quiver_shared->dir[i];
-
-		if (e->used && e->kind == kind && strcmp(e->name, name) == 0)
-			return e;
-		if (!e->used && free_entry == NULL)
-			free_entry = e;
-	}
-	if (!create || free_entry == NULL)
-		return NULL;
-	memset(free_entry, 0, sizeof(*free_entry));
-	free_entry->used = true;
-	free_entry->kind = kind;
-	strlcpy(free_entry->name, name, NAMEDATALEN);
-	return free_entry;
-}
-
 static void
 dir_publish_graph(const char *name, int64 version, const QvGraph *g)
 {
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(OBJ_GRAPH, name, true);
+	e = directory_entry(OBJ_GRAPH, name, true);
 	if (e)
 	{
 		e->state = OBJ_READY;
@@ -109,7 +85,7 @@ dir_publish_model(const char *name, const char *graph, int64 version, const QvMo
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(OBJ_MODEL, name, true);
+	e = directory_entry(OBJ_MODEL, name, true);
 	if (e)
 	{
 		/* a replaced model starts its statistics anew */
@@ -149,7 +125,7 @@ registry_publish_failed(ObjKind kind, const char *name, int64 version, const cha
 	if (resident > 0 && resident < version)
 	{
 		LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-		e = dir_entry(kind, name, false);
+		e = directory_entry(kind, name, false);
 		if (e)
 		{
 			snprintf(e->detail, sizeof(e->detail), "version " INT64_FORMAT " could not be loaded: %s",
@@ -164,7 +140,7 @@ registry_publish_failed(ObjKind kind, const char *name, int64 version, const cha
 	else
 		registry_drop_model(name);
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(kind, name, true);
+	e = directory_entry(kind, name, true);
 	if (e)
 	{
 		e->state = OBJ_FAILED;
@@ -183,7 +159,7 @@ dir_remove(ObjKind kind, const char *name)
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(kind, name, false);
+	e = directory_entry(kind, name, false);
 	if (e)
 		e->used = false;
 	LWLockRelease(quiver_shared->lock);
@@ -528,25 +504,6 @@ registry_staged_by(TransactionId top_xid)
 	return false;
 }
 
-/* Detail of a model or graph that exists in the directory but failed to
- * build, or NULL. */
-const char *
-registry_failure(ObjKind kind, const char *name, char *buf, size_t len)
-{
-	QuiverDirEntry *e;
-	const char *result = NULL;
-
-	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	e = dir_entry(kind, name, false);
-	if (e && e->state == OBJ_FAILED)
-	{
-		strlcpy(buf, e->detail, len);
-		result = buf;
-	}
-	LWLockRelease(quiver_shared->lock);
-	return result;
-}
-
 /* Latency histogram bucket of a duration in microseconds. */
 static int
 latency_bucket(int64 us)
@@ -584,7 +541,7 @@ registry_publish_cost(ResModel *rm)
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(OBJ_MODEL, rm->name, false);
+	e = directory_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 		dir_set_cost(e, rm);
 	LWLockRelease(quiver_shared->lock);
@@ -607,7 +564,7 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(OBJ_MODEL, rm->name, false);
+	e = directory_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 	{
 		e->batches++;
@@ -631,7 +588,7 @@ registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host)
 	QuiverDirEntry *e;
 
 	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
-	e = dir_entry(OBJ_MODEL, rm->name, false);
+	e = directory_entry(OBJ_MODEL, rm->name, false);
 	if (e)
 	{
 		e->gpu_rows[0] += local;
@@ -641,64 +598,3 @@ registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host)
 	LWLockRelease(quiver_shared->lock);
 }
 
-/* Upper edge, in milliseconds, of the bucket holding quantile q. */
-double
-registry_latency_quantile(const QuiverDirEntry *e, double q)
-{
-	int64		total = 0, seen = 0;
-
-	for (int b = 0; b < QUIVER_LAT_BUCKETS; b++)
-		total += e->lat_hist[b];
-	if (total == 0)
-		return -1;
-	for (int b = 0; b < QUIVER_LAT_BUCKETS; b++)
-	{
-		seen += e->lat_hist[b];
-		if (seen >= q * total)
-			return pow(2.0, (b + 1) / 4.0) / 1000.0;
-	}
-	return pow(2.0, QUIVER_LAT_BUCKETS / 4.0) / 1000.0;
-}
-
-/* Output dimension of a resident model, or -1. */
-int
-registry_published_out_dim(const char *model)
-{
-	QuiverDirEntry *e;
-	int			out = -1;
-
-	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	e = dir_entry(OBJ_MODEL, model, false);
-	if (e && e->state == OBJ_READY)
-		out = e->out_dim;
-	LWLockRelease(quiver_shared->lock);
-	return out;
-}
-
-/* Refuse (false, with err) a graph needing `need` bytes if it would take the
- * resident total (staged graphs included: until their transaction ends the
- * old and the new graph are both held) past quiver.memory_limit. */
-bool
-registry_check_memory(const char *graph, Size need, QvError *err)
-{
-	Size		used = 0;
-	Size		limit = quiver_memory_limit_bytes();
-
-	LWLockAcquire(quiver_shared->lock, LW_SHARED);
-	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
-	{
-		QuiverDirEntry *e = &quiver_shared->dir[i];
-
-		if (e->used && e->state == OBJ_READY)
-			used += e->bytes;
-	}
-	used += quiver_shared->staged_bytes;
-	LWLockRelease(quiver_shared->lock);
-	used += pg_atomic_read_u64(&quiver_shared->work_bytes);
-	if (used + need <= limit)
-		return true;
-	qv_error(err, QV_ELIMIT,
-			 "graph \"%s\" needs %zu MB resident, but quiver.memory_limit is %zu MB and %zu MB are in use",
-			 graph, (need + (1 << 20) - 1) >> 20, limit >> 20, (used + (1 << 20) - 1) >> 20);
-	return false;
-}

@@ -102,10 +102,5 @@ extern Staged *registry_staged_find(ObjKind kind, const char *name, int64 versio
 extern Staged *registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid);
 extern bool registry_staged_by(TransactionId top_xid);
 
-/* any process */
-extern const char *registry_failure(ObjKind kind, const char *name, char *buf, size_t len);
-extern double registry_latency_quantile(const QuiverDirEntry *e, double q);
-extern int	registry_published_out_dim(const char *model);
-extern bool registry_check_memory(const char *graph, Size need, QvError *err);
 
 #endif

@@ -35,6 +35,7 @@
 #include "forward.h"
 #include "psgs.h"
 #include "pool.h"
+#include "directory.h"
 #include "registry.h"
 
 QvPool	   *engine_pool = NULL;
@@ -144,7 +145,7 @@ engine_fail_unknown_model(QuiverSlot *slot)
 {
 	char		detail[QUIVER_DETAIL_LEN];
 
-	if (registry_failure(OBJ_MODEL, slot->name, detail, sizeof(detail)))
+	if (directory_failure(OBJ_MODEL, slot->name, detail, sizeof(detail)))
 		queue_fail(slot, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 				   "model \"%s\" is not loaded: %s", slot->name, detail);
 	else

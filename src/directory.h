@@ -1,0 +1,30 @@
+/*
+ * directory.h — the shared-memory directory of resident graphs and models,
+ * readable by any process (the engine writes it through registry.c).
+ */
+#ifndef QUIVER_DIRECTORY_H
+#define QUIVER_DIRECTORY_H
+
+#include "quiver.h"
+
+/* Entry of (kind, name), created if absent when create; NULL if absent or
+ * full.  Caller holds quiver_shared->lock (exclusively to create). */
+extern QuiverDirEntry *directory_entry(ObjKind kind, const char *name, bool create);
+
+/* Detail of an object whose catalog version failed to load, or NULL. */
+extern const char *directory_failure(ObjKind kind, const char *name, char *buf, size_t len);
+
+/* Upper edge, in ms, of the latency bucket holding quantile q; -1 if none. */
+extern double directory_latency_quantile(const QuiverDirEntry *e, double q);
+
+/* Output dimension of a resident model, or -1. */
+extern int	directory_out_dim(const char *model);
+
+/* Refuse (false, with err) a graph needing `need` bytes past quiver.memory_limit. */
+extern bool directory_check_memory(const char *graph, Size need, QvError *err);
+
+/* Resolve staged changes first (when any), then copy the entries (palloc'd). */
+extern void directory_sync(void);
+extern int	directory_snapshot(QuiverDirEntry **out);
+
+#endif
