@@ -166,7 +166,11 @@ device_open(void)
 	char		buf[MAXPGPATH];
 	const char *path = module_path(buf, sizeof(buf));
 	QvError		err = {0};
+	static const RegistryDeviceHooks hooks = {
+		device_release_graph, device_release_model, device_threshold
+	};
 
+	registry_set_device_hooks(&hooks);	/* CPU only too: θ and its reason */
 	quiver_shared->gpu_count = 0;
 	if (path == NULL)
 	{

@@ -318,7 +318,7 @@ static void
 publish_drop(ObjKind kind, const char *name)
 {
 	device_drain();
-	engine_work_memory(true);	/* sized for what may be gone */
+	registry_work_memory(engine_pool, true);	/* sized for what may be gone */
 	failure_forget(kind, name);
 	if (kind == OBJ_GRAPH)
 		registry_drop_graph(name);
@@ -453,7 +453,7 @@ start_graph_build(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 	build.active = true;
 	build.slot = slot;
 	build.seg = seg;
-	engine_set_detail(psprintf("building graph \"%s\"", slot->name));
+	queue_set_engine_detail(psprintf("building graph \"%s\"", slot->name));
 	return true;
 }
 
@@ -472,7 +472,7 @@ engine_finish_build(void)
 	qv_build_join(&build.b);
 	dsm_detach(build.seg);
 	build.active = false;
-	engine_set_detail(NULL);
+	queue_set_engine_detail(NULL);
 	g = build.b.g;
 	if (slot->kind == REQ_LOAD_GRAPH)
 	{
@@ -774,58 +774,6 @@ engine_serve_admin(QuiverSlot *slot)
 		queue_fail_qv(slot, &err);
 }
 
-/* Answer gnn_explain: the node's PSGS, the path a batch of it alone would
- * take, and why. */
-void
-engine_explain(QuiverSlot *slot)
-{
-	ResModel   *rm = registry_model(slot->name);
-	ResGraph   *rg = rm ? registry_graph(rm->graph) : NULL;
-	int64		id = *(int64 *) slot->payload;
-	ExplainResult res;
-	const char *why;
-	QvCostFit	fit;
-	int32		v;
-
-	if (rm == NULL || rg == NULL)
-	{
-		engine_fail_unknown_model(slot);
-		return;
-	}
-	if ((v = qv_graph_find(rg->g, id)) < 0)
-	{
-		queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE,
-				   "node id " INT64_FORMAT " does not exist in graph \"%s\"", id, rg->name);
-		return;
-	}
-	memset(&res, 0, sizeof(res));
-	res.psgs = rm->psgs[v];
-	res.psgs_threshold = device_threshold(rm, &why);
-	fit = qv_costmodel_fit(&rm->cpu_cost);
-	res.cost_a_us = fit.a;
-	res.cost_b_us = fit.b;
-	res.cost_samples = rm->cpu_cost.n_samples;
-	res.predicted_cpu_us = qv_costmodel_predict(&rm->cpu_cost, res.psgs);
-	res.seed_share = rg->hist.total > 0 ? rg->hist.counts[v] / rg->hist.total : 0;
-	if (res.psgs > res.psgs_threshold)
-	{
-		strlcpy(res.path, "gpu", sizeof(res.path));
-		snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is above the threshold %.1f (%s)",
-				 res.psgs, res.psgs_threshold, why);
-	}
-	else
-	{
-		strlcpy(res.path, "cpu", sizeof(res.path));
-		if (isinf(res.psgs_threshold))
-			snprintf(res.reason, sizeof(res.reason), "CPU for every batch: %s", why);
-		else
-			snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is not above the threshold %.1f",
-					 res.psgs, res.psgs_threshold);
-	}
-	memcpy(slot->payload, &res, sizeof(res));
-	queue_complete(slot);
-}
-
 /* ---- from the catalog ----------------------------------------------------------- */
 
 typedef struct LoadResult
@@ -882,10 +830,10 @@ load_from_catalog(ObjKind kind, const char *name, int64 version_seen)
 	char	   *error;
 
 	memset(&res, 0, sizeof(res));
-	engine_set_detail(psprintf("loading %s \"%s\"", kind == OBJ_GRAPH ? "graph" : "model", name));
+	queue_set_engine_detail(psprintf("loading %s \"%s\"", kind == OBJ_GRAPH ? "graph" : "model", name));
 	error = catalog_in_transaction(kind == OBJ_GRAPH ? load_graph_tx : load_model_tx, name, &res,
 						   kind == OBJ_GRAPH ? "quiver: loading graph" : "quiver: loading model");
-	engine_set_detail(NULL);
+	queue_set_engine_detail(NULL);
 	if (res.version == 0 && error == NULL)
 		publish_drop(kind, name);
 	else if (error != NULL || res.err.code != QV_OK)

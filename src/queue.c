@@ -23,6 +23,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
 #include "storage/latch.h"
@@ -388,6 +389,34 @@ queue_complete(QuiverSlot *slot)
 		elog(WARNING, "quiver: futex wake failed: %m");
 }
 
+/* Answer a slot with its rows of predictions: in the slot after the ids,
+ * or in the backend's segment when they are too wide for the slot.  The
+ * slot belongs to its backend again afterwards: read nothing from it. */
+void
+queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
+{
+	Size		bytes = sizeof(float) * out_dim * slot->n_ids;
+	dsm_segment *seg;
+
+	slot->out_dim = out_dim;
+	if (slot->dsm == DSM_HANDLE_INVALID)
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids, rows, bytes);
+	else if ((seg = dsm_attach(slot->dsm)) == NULL || dsm_segment_map_length(seg) < bytes)
+	{
+		if (seg)
+			dsm_detach(seg);
+		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
+				   "model \"%s\" was replaced during the call; retry", slot->name);
+		return;
+	}
+	else
+	{
+		memcpy(dsm_segment_address(seg), rows, bytes);
+		dsm_detach(seg);
+	}
+	queue_complete(slot);
+}
+
 /* Answer with an error. */
 void
 queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...)
@@ -446,6 +475,16 @@ queue_engine_sleep(int timeout_ms, bool (*more_work) (void))
 
 	sleep_on(&quiver_shared->engine_seq, &quiver_shared->engine_sleeping, engine_has_work, &w,
 			 timeout_ms);
+}
+
+/* Say what the engine is doing (NULL: nothing in particular), keeping its
+ * state. */
+void
+queue_set_engine_detail(const char *detail)
+{
+	SpinLockAcquire(&quiver_shared->mutex);
+	strlcpy(quiver_shared->engine_detail, detail ? detail : "", QUIVER_DETAIL_LEN);
+	SpinLockRelease(&quiver_shared->mutex);
 }
 
 /* At engine start: requests a previous engine held are answered with an

@@ -234,6 +234,8 @@ extern bool queue_abandoned(QuiverSlot *slot);
 extern bool queue_has_request_of(const char *name);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
+extern void queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim);
+extern void queue_set_engine_detail(const char *detail);
 extern void queue_reset_after_restart(void);
 extern void queue_wake_engine(void);
 extern void queue_engine_sleep(int timeout_ms, bool (*more_work) (void));

@@ -15,12 +15,44 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "device.h"
+#include "forward.h"
 #include "psgs.h"
 #include "directory.h"
 #include "registry.h"
 
 #define SEED_DECAY 0.999999		/* seed histogram half-life ~ 700k seeds */
+
+static double no_threshold(ResModel *rm, const char **why);
+
+static RegistryDeviceHooks device_hooks = {NULL, NULL, no_threshold};
+
+/* Without GPUs every batch runs on the CPU. */
+static double
+no_threshold(ResModel *rm, const char **why)
+{
+	*why = "no GPU";
+	return INFINITY;
+}
+
+void
+registry_set_device_hooks(const RegistryDeviceHooks *hooks)
+{
+	device_hooks = *hooks;
+}
+
+static void
+release_graph(ResGraph *rg)
+{
+	if (device_hooks.release_graph)
+		device_hooks.release_graph(rg);
+}
+
+static void
+release_model(ResModel *rm)
+{
+	if (device_hooks.release_model)
+		device_hooks.release_model(rm);
+}
 
 static ResGraph graphs[QUIVER_MAX_GRAPHS];
 static ResModel models[QUIVER_MAX_MODELS];
@@ -234,7 +266,7 @@ registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool
 	/* everything is ready: swap */
 	if (rg->g != NULL)
 	{
-		device_release_graph(rg);
+		release_graph(rg);
 		qv_graph_free(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 	}
@@ -310,7 +342,7 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 		return NULL;
 	if (rm->m != NULL)
 	{
-		device_release_model(rm);
+		release_model(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 	}
@@ -340,7 +372,7 @@ registry_drop_graph(const char *name)
 	if (rg)
 	{
 		fail_models_of(name, "its graph was dropped");
-		device_release_graph(rg);
+		release_graph(rg);
 		qv_graph_free(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 		rg->g = NULL;
@@ -355,7 +387,7 @@ registry_drop_model(const char *name)
 
 	if (rm)
 	{
-		device_release_model(rm);
+		release_model(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 		rm->psgs = NULL;
@@ -530,7 +562,7 @@ dir_set_cost(QuiverDirEntry *e, ResModel *rm)
 	e->gpu_cost_a_us = gfit.a;
 	e->gpu_cost_b_us = gfit.b;
 	e->gpu_cost_samples = rm->gpu_cost.n_samples;
-	e->psgs_threshold = device_threshold(rm, &why);
+	e->psgs_threshold = device_hooks.threshold(rm, &why);
 	strlcpy(e->threshold_reason, why, sizeof(e->threshold_reason));
 }
 
@@ -579,6 +611,46 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 		dir_set_cost(e, rm);
 	}
 	LWLockRelease(quiver_shared->lock);
+}
+
+/* Answer a batch's slots from out (rows in slot order) and count it. */
+void
+registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
+{
+	int64	   *lat = palloc(sizeof(int64) * n_slots);
+	TimestampTz now = GetCurrentTimestamp();
+	int64		off = 0;
+
+	for (int i = 0; i < n_slots; i++)
+	{
+		QuiverSlot *slot = slots[i];
+		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
+
+		lat[i] = now - slot->submitted;
+		queue_answer_rows(slot, out + off * rm->m->out_dim, rm->m->out_dim);
+		off += n_ids;
+	}
+	registry_count_batch(rm, n_slots, off, lat, on_gpu);
+	pfree(lat);
+}
+
+/* Publish the working memory of batches (the inference workspace the pool
+ * keeps between batches), counted against quiver.memory_limit; release it
+ * first when asked. */
+void
+registry_work_memory(QvPool *pool, bool release)
+{
+	QvPoolCached *cached = qv_pool_cache_take(pool);
+	uint64		bytes = 0;
+
+	if (cached && release)
+		cached->free_fn(cached);
+	else if (cached)
+	{
+		bytes = qv_workspace_bytes((QvWorkspace *) cached);
+		qv_pool_cache_put(pool, cached);
+	}
+	pg_atomic_write_u64(&quiver_shared->work_bytes, bytes);
 }
 
 /* Count the feature rows a GPU batch of the model read, by where from. */

@@ -72,7 +72,18 @@ typedef struct Staged
 	Size		bytes;
 } Staged;
 
+/* What the registry asks of the GPU side (device_store.c installs them
+ * at device_open), so that the registry does not call into it: free a
+ * graph's or model's device copies before they are freed; a model's θ. */
+typedef struct RegistryDeviceHooks
+{
+	void		(*release_graph) (ResGraph *rg);
+	void		(*release_model) (ResModel *rm);
+	double		(*threshold) (ResModel *rm, const char **why);
+} RegistryDeviceHooks;
+
 /* engine only */
+extern void registry_set_device_hooks(const RegistryDeviceHooks *hooks);
 extern ResGraph *registry_graph(const char *name);
 extern ResModel *registry_model(const char *name);
 extern ResGraph *registry_graph_at(int i);
@@ -101,6 +112,9 @@ extern int	registry_staged_all(Staged ***out);
 extern Staged *registry_staged_find(ObjKind kind, const char *name, int64 version);
 extern Staged *registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid);
 extern bool registry_staged_by(TransactionId top_xid);
+extern void registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
+								  bool on_gpu);
+extern void registry_work_memory(QvPool *pool, bool release);
 
 
 #endif

@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <unistd.h>
 
 #include "access/xact.h"
@@ -47,16 +48,6 @@ engine_set_state(EngineState st, const char *detail)
 {
 	SpinLockAcquire(&quiver_shared->mutex);
 	quiver_shared->engine_state = st;
-	strlcpy(quiver_shared->engine_detail, detail ? detail : "", QUIVER_DETAIL_LEN);
-	SpinLockRelease(&quiver_shared->mutex);
-}
-
-/* Say what the engine is doing (NULL: nothing in particular), keeping its
- * state. */
-void
-engine_set_detail(const char *detail)
-{
-	SpinLockAcquire(&quiver_shared->mutex);
 	strlcpy(quiver_shared->engine_detail, detail ? detail : "", QUIVER_DETAIL_LEN);
 	SpinLockRelease(&quiver_shared->mutex);
 }
@@ -250,55 +241,6 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	return us;
 }
 
-/* Answer a slot with its rows of predictions: in the slot after the ids,
- * or in the backend's segment when they are too wide for the slot.  The
- * slot belongs to its backend again afterwards: read nothing from it. */
-static void
-answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
-{
-	Size		bytes = sizeof(float) * out_dim * slot->n_ids;
-	dsm_segment *seg;
-
-	slot->out_dim = out_dim;
-	if (slot->dsm == DSM_HANDLE_INVALID)
-		memcpy(slot->payload + sizeof(int64) * slot->n_ids, rows, bytes);
-	else if ((seg = dsm_attach(slot->dsm)) == NULL || dsm_segment_map_length(seg) < bytes)
-	{
-		if (seg)
-			dsm_detach(seg);
-		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
-				   "model \"%s\" was replaced during the call; retry", slot->name);
-		return;
-	}
-	else
-	{
-		memcpy(dsm_segment_address(seg), rows, bytes);
-		dsm_detach(seg);
-	}
-	queue_complete(slot);
-}
-
-/* Answer a batch's slots from out (rows in slot order) and count it. */
-void
-engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
-{
-	int64	   *lat = palloc(sizeof(int64) * n_slots);
-	TimestampTz now = GetCurrentTimestamp();
-	int64		off = 0;
-
-	for (int i = 0; i < n_slots; i++)
-	{
-		QuiverSlot *slot = slots[i];
-		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
-
-		lat[i] = now - slot->submitted;
-		answer_rows(slot, out + off * rm->m->out_dim, rm->m->out_dim);
-		off += n_ids;
-	}
-	registry_count_batch(rm, n_slots, off, lat, on_gpu);
-	pfree(lat);
-}
-
 /* Run a batch of a transaction's staged view on the CPU, uncounted. */
 static void
 predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
@@ -317,7 +259,7 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 	{
 		int32		n_ids = b->slots[i]->n_ids; /* the slot is the backend's once answered */
 
-		answer_rows(b->slots[i], out + off * b->t.m->out_dim, b->t.m->out_dim);
+		queue_answer_rows(b->slots[i], out + off * b->t.m->out_dim, b->t.m->out_dim);
 		off += n_ids;
 	}
 }
@@ -365,7 +307,7 @@ predict_run(PredictBatch *b)
 			queue_fail_qv(b->slots[i], &err);
 		return;
 	}
-	engine_answer_batch(rm, b->slots, b->n_slots, out, false);
+	registry_answer_batch(rm, b->slots, b->n_slots, out, false);
 }
 
 /* With quiver.batch_wait_us set, give requests that are in flight but not
@@ -454,6 +396,58 @@ serve_predicts(void)
 	return n_taken > 0;
 }
 
+/* Answer gnn_explain: the node's PSGS, the path a batch of it alone would
+ * take, and why. */
+static void
+engine_explain(QuiverSlot *slot)
+{
+	ResModel   *rm = registry_model(slot->name);
+	ResGraph   *rg = rm ? registry_graph(rm->graph) : NULL;
+	int64		id = *(int64 *) slot->payload;
+	ExplainResult res;
+	const char *why;
+	QvCostFit	fit;
+	int32		v;
+
+	if (rm == NULL || rg == NULL)
+	{
+		engine_fail_unknown_model(slot);
+		return;
+	}
+	if ((v = qv_graph_find(rg->g, id)) < 0)
+	{
+		queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE,
+				   "node id " INT64_FORMAT " does not exist in graph \"%s\"", id, rg->name);
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	res.psgs = rm->psgs[v];
+	res.psgs_threshold = device_threshold(rm, &why);
+	fit = qv_costmodel_fit(&rm->cpu_cost);
+	res.cost_a_us = fit.a;
+	res.cost_b_us = fit.b;
+	res.cost_samples = rm->cpu_cost.n_samples;
+	res.predicted_cpu_us = qv_costmodel_predict(&rm->cpu_cost, res.psgs);
+	res.seed_share = rg->hist.total > 0 ? rg->hist.counts[v] / rg->hist.total : 0;
+	if (res.psgs > res.psgs_threshold)
+	{
+		strlcpy(res.path, "gpu", sizeof(res.path));
+		snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is above the threshold %.1f (%s)",
+				 res.psgs, res.psgs_threshold, why);
+	}
+	else
+	{
+		strlcpy(res.path, "cpu", sizeof(res.path));
+		if (isinf(res.psgs_threshold))
+			snprintf(res.reason, sizeof(res.reason), "CPU for every batch: %s", why);
+		else
+			snprintf(res.reason, sizeof(res.reason), "PSGS %.1f is not above the threshold %.1f",
+					 res.psgs, res.psgs_threshold);
+	}
+	memcpy(slot->payload, &res, sizeof(res));
+	queue_complete(slot);
+}
+
 /* ---- the loop ------------------------------------------------------------- */
 
 /* Serve one administrative request (load/drop), if any is pending. */
@@ -489,25 +483,6 @@ serve_one_admin(void)
 
 #define WORK_MEMORY_IDLE_MS 1000	/* idle this long: working memory goes */
 
-/* Publish the working memory of batches (the inference workspace the pool
- * keeps between batches), counted against quiver.memory_limit; release it
- * first when asked. */
-void
-engine_work_memory(bool release)
-{
-	QvPoolCached *cached = qv_pool_cache_take(engine_pool);
-	uint64		bytes = 0;
-
-	if (cached && release)
-		cached->free_fn(cached);
-	else if (cached)
-	{
-		bytes = qv_workspace_bytes((QvWorkspace *) cached);
-		qv_pool_cache_put(engine_pool, cached);
-	}
-	pg_atomic_write_u64(&quiver_shared->work_bytes, bytes);
-}
-
 static void
 engine_loop(void)
 {
@@ -536,13 +511,13 @@ engine_loop(void)
 		{
 			last_busy = GetCurrentTimestamp();
 			if (!holding)
-				engine_work_memory(false);
+				registry_work_memory(engine_pool, false);
 			holding = true;
 			continue;
 		}
 		if (holding && TimestampDifferenceExceeds(last_busy, GetCurrentTimestamp(), WORK_MEMORY_IDLE_MS))
 		{
-			engine_work_memory(true);
+			registry_work_memory(engine_pool, true);
 			holding = false;
 		}
 		queue_engine_sleep(Min(1000, quiver_catalog_poll_ms), device_has_finished);
