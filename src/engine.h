@@ -14,7 +14,7 @@ extern QvPool *engine_pool;
 
 /* worker.c */
 extern double engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids,
-								const int32 *dense, int n, double psgs, float *out, uint64 rng_seed,
+								const int32 *dense, int n, double psgs, float *out,
 								QvError *err);
 extern void engine_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots,
 								const float *out, bool on_gpu);

@@ -38,7 +38,6 @@
 #include "registry.h"
 
 QvPool	   *engine_pool = NULL;
-static uint64 batch_counter = 0;
 
 /* Tell backends what the engine is doing. */
 static void
@@ -233,13 +232,13 @@ debug_delay(PredictBatch *b)
  * in us, or -1 with err. */
 double
 engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *dense,
-				  int n, double psgs, float *out, uint64 rng_seed, QvError *err)
+				  int n, double psgs, float *out, QvError *err)
 {
 	instr_time	start, elapsed;
 	double		us;
 
 	INSTR_TIME_SET_CURRENT(start);
-	if (qv_infer(rm->m, rg->g, ids, n, out, rng_seed, engine_pool, err) != QV_OK)
+	if (qv_infer(rm->m, rg->g, ids, n, out, engine_pool, err) != QV_OK)
 		return -1;
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
@@ -304,7 +303,7 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 	QvError		err = {0};
 	int64		off = 0;
 
-	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, 0, engine_pool, &err) != QV_OK)
+	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, engine_pool, &err) != QV_OK)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
@@ -354,7 +353,7 @@ predict_run(PredictBatch *b)
 	if (device_submit(rm, rg, b->slots, b->n_slots, dense, (int) n, psgs))
 		return;
 	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
-	if (engine_time_batch(rm, rg, ids, dense, (int) n, psgs, out, ++batch_counter, &err) < 0)
+	if (engine_time_batch(rm, rg, ids, dense, (int) n, psgs, out, &err) < 0)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
