@@ -525,8 +525,8 @@ fail:
 /* The device work of infer, its arguments checked. */
 static int
 run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
-		  QvGpuBatchStats *stats, QvError *err)
+		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		  QvError *err)
 {
 	const int32_t od = model->out_dim;
 	int			dev = lane->dev;
@@ -545,9 +545,8 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	QVC_TRY("cudaMemcpyAsync of the seeds",
 			cudaMemcpyAsync(lane->seeds.p, lane->h_seeds, (size_t) n * sizeof(int32_t),
 							cudaMemcpyHostToDevice, lane->stream));
-	/* rng_seed is ignored: the sample is keyed by the model's seed and the
-	 * graph's version, read now (the engine may set it after store_create) */
-	(void) rng_seed;
+	/* the sample is keyed by the model's seed and the graph's version, read
+	 * now (the engine may set it after store_create) */
 	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers,
 					  qv_sample_base(model->seed, store->graph->version), n, &s, err));
 	QVC_DO(run_layers(lane, model, store, &s, &last, err));
@@ -571,8 +570,8 @@ fail:
 
 int
 api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
-		  QvGpuBatchStats *stats, QvError *err)
+		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		  QvError *err)
 {
 	int			expect = 0;
 	int			rc;
@@ -586,7 +585,7 @@ api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	if (!lane->busy.compare_exchange_strong(expect, 1))
 		return qv_error(err, QV_EINVAL, "infer: the lane of device %d is already serving another call",
 						 lane->dev);
-	rc = run_infer(lane, model, store, seeds, n, rng_seed, out, stats, err);
+	rc = run_infer(lane, model, store, seeds, n, out, stats, err);
 	lane->busy.store(0);
 	if (rc != QV_OK && stats)
 		memset(stats, 0, sizeof(*stats));

@@ -351,8 +351,7 @@ int			api_model_create(int dev, const QvModel *m, int allow_tf32,
 void		api_model_destroy(QvGpuModel *model);
 int			api_infer(QvGpuLane *lane, const QvGpuModel *model,
 					  const QvGpuStore *store, const int32_t *seeds, int32_t n,
-					  uint64_t rng_seed, float *out, QvGpuBatchStats *stats,
-					  QvError *err);
+					  float *out, QvGpuBatchStats *stats, QvError *err);
 int			api_gather_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows,
 							 int32_t reps, uint64_t seed, double *gather_gbps,
 							 double *copy_gbps, QvError *err);

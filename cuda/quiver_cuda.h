@@ -12,8 +12,8 @@
  *
  * ABI 4: sampling is repeatable.  A node's sampled neighbours depend only
  * on (QvModel.seed, QvGraph.version, hop, node), drawn by the counter-based
- * hash of src/core/sample_hash.h that the CPU sampler uses too; infer's
- * rng_seed is ignored.  QvModel gained seed and QvGraph version.
+ * hash of src/core/sample_hash.h that the CPU sampler uses too; infer
+ * takes no per-call seed.  QvModel gained seed and QvGraph version.
  *
  * Every function returns QV_OK or an error code and fills err: a CUDA error
  * becomes QV_EDEVICE (QV_ENOMEM for device allocations) with the CUDA call,
@@ -213,14 +213,13 @@ typedef struct QvCudaApi
 	 * graph's version read at this call, hop, node) exactly as on the CPU
 	 * (src/core/sample.h), so the result is the CPU path's function
 	 * (qv_infer) to float32 rounding, sampled or not, whatever the batch.
-	 * rng_seed is IGNORED (kept until the engine stops passing it); a
-	 * fanout of -1 takes every neighbour.  lane, model and store must be on
-	 * one device.  Synchronous: returns when out is filled.
+	 * A fanout of -1 takes every neighbour.  lane, model and store must be
+	 * on one device.  Synchronous: returns when out is filled.
 	 */
 	int			(*infer) (QvGpuLane *lane, const QvGpuModel *model,
 						  const QvGpuStore *store, const int32_t *seeds,
-						  int32_t n, uint64_t rng_seed, float *out,
-						  QvGpuBatchStats *stats, QvError *err);
+						  int32_t n, float *out, QvGpuBatchStats *stats,
+						  QvError *err);
 
 	/* ---- ABI 3: measurement ---- */
 

@@ -50,7 +50,7 @@ extern void device_maybe_replan(void);
  * model's GPU cost line; -1 if the model has no GPU
  * copy or the call failed. */
 extern double device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n,
-								double psgs, float *out, uint64 rng_seed);
+								double psgs, float *out);
 
 /* θ of a model and why; honours quiver.psgs_threshold. */
 extern double device_threshold(ResModel *rm, const char **reason);

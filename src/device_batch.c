@@ -30,14 +30,12 @@ typedef struct GpuBatch
 	int32	   *dense;
 	int32		n;
 	float	   *out;
-	uint64		seed;
 	double		psgs;
 	QvGpuBatchStats stats;
 	int			n_slots;
 	QuiverSlot *slots[FLEXIBLE_ARRAY_MEMBER];
 } GpuBatch;
 
-static uint64 gpu_batch_counter = 0;
 
 /* ---- batches -------------------------------------------------------------- */
 
@@ -47,7 +45,7 @@ gpu_batch_run(QvJob *job, void *lane)
 	GpuBatch   *b = (GpuBatch *) job;
 
 	memset(&b->stats, 0, sizeof(b->stats));
-	return api->infer((QvGpuLane *) lane, b->model, b->store, b->dense, b->n, b->seed,
+	return api->infer((QvGpuLane *) lane, b->model, b->store, b->dense, b->n,
 					  b->out, &b->stats, &job->err);
 }
 
@@ -84,7 +82,6 @@ new_gpu_batch(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
 	b->rg = rg;
 	b->model = rm->dev->models[dev];
 	b->store = rg->dev->stores[dev];
-	b->seed = ++gpu_batch_counter ^ 0x5bd1e995ULL << 32;
 	b->job.run = gpu_batch_run;
 	b->job.device = dev;
 	return b;
@@ -207,7 +204,7 @@ device_drain(void)
 
 double
 device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n, double psgs,
-				  float *out, uint64 rng_seed)
+				  float *out)
 {
 	bool		ok[QUIVER_MAX_GPUS];
 	QvGpuBatchStats stats;
@@ -220,7 +217,7 @@ device_time_probe(ResModel *rm, ResGraph *rg, const int32 *dense, int n, double 
 	d = qv_dispatch_least_loaded(n_gpus, ok, NULL);
 	INSTR_TIME_SET_CURRENT(start);
 	if (api->infer(lanes[d * LANES_PER_DEVICE], rm->dev->models[d], rg->dev->stores[d], dense,
-				   n, rng_seed, out, &stats, &err) != QV_OK)
+				   n, out, &stats, &err) != QV_OK)
 	{
 		disable_gpu(d, "a probe batch", &err);
 		return -1;

@@ -12,12 +12,6 @@
 extern MemoryContext engine_batch_cxt;
 extern QvPool *engine_pool;
 
-/* worker.c */
-extern double engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids,
-								const int32 *dense, int n, double psgs, float *out, uint64 rng_seed,
-								QvError *err);
-
-extern void engine_fail_unknown_model(QuiverSlot *slot);
 
 /* load.c */
 extern void engine_serve_admin(QuiverSlot *slot);

@@ -139,7 +139,7 @@ calibrate(const QvModel *m, const QvGraph *g, const float *psgs, QvCostModel *cp
 			if (spent_cpu < PROBE_BUDGET_US)
 			{
 				INSTR_TIME_SET_CURRENT(start);
-				if (qv_infer(m, g, ids, n, out, rng, engine_pool, &err) != QV_OK)
+				if (qv_infer(m, g, ids, n, out, engine_pool, &err) != QV_OK)
 					spent_cpu = PROBE_BUDGET_US;
 				else
 				{
@@ -152,7 +152,7 @@ calibrate(const QvModel *m, const QvGraph *g, const float *psgs, QvCostModel *cp
 			if (spent_gpu < PROBE_BUDGET_US)
 			{
 				double		us = device_time_probe(rm, registry_graph(rm->graph), dense, n,
-												   batch_psgs, out, rng);
+												   batch_psgs, out);
 
 				spent_gpu = us < 0 ? PROBE_BUDGET_US : spent_gpu + us;
 			}

@@ -40,7 +40,6 @@
 #include "registry.h"
 
 QvPool	   *engine_pool = NULL;
-static uint64 batch_counter = 0;
 
 /* Tell backends what the engine is doing. */
 static void
@@ -131,7 +130,7 @@ predict_slot_valid(QuiverSlot *slot, const Target *t)
 }
 
 /* Answer a request for a model that is not resident. */
-void
+static void
 engine_fail_unknown_model(QuiverSlot *slot)
 {
 	char		detail[QUIVER_DETAIL_LEN];
@@ -223,15 +222,15 @@ debug_delay(PredictBatch *b)
 /* Run qv_infer on a batch of PSGS psgs and feed its time to the model's
  * CPU cost model and its seeds to the graph's histogram.  Returns the time
  * in us, or -1 with err. */
-double
+static double
 engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *dense,
-				  int n, double psgs, float *out, uint64 rng_seed, QvError *err)
+				  int n, double psgs, float *out, QvError *err)
 {
 	instr_time	start, elapsed;
 	double		us;
 
 	INSTR_TIME_SET_CURRENT(start);
-	if (qv_infer(rm->m, rg->g, ids, n, out, rng_seed, engine_pool, err) != QV_OK)
+	if (qv_infer(rm->m, rg->g, ids, n, out, engine_pool, err) != QV_OK)
 		return -1;
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
@@ -249,7 +248,7 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 	QvError		err = {0};
 	int64		off = 0;
 
-	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, 0, engine_pool, &err) != QV_OK)
+	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, engine_pool, &err) != QV_OK)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
@@ -301,7 +300,7 @@ predict_run(PredictBatch *b)
 	if (device_submit(rm, rg, b->slots, b->n_slots, dense, (int) n, psgs))
 		return;
 	out = palloc_extended(sizeof(float) * Max(n, 1) * rm->m->out_dim, MCXT_ALLOC_HUGE);
-	if (engine_time_batch(rm, rg, ids, dense, (int) n, psgs, out, ++batch_counter, &err) < 0)
+	if (engine_time_batch(rm, rg, ids, dense, (int) n, psgs, out, &err) < 0)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);

@@ -665,15 +665,13 @@ single_threaded_blas(void)
 
 int
 qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
-			int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
-			QvWorkspace *ws, QvError *err)
+			int32_t n, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
 {
 	QvWorkspace *temp = NULL;
 	QvSample	s;
 	const float *in;
 	int			rc;
 
-	(void) rng_seed;			/* ignored: the sample is keyed by m->seed */
 	if (m == NULL || g == NULL || (n > 0 && (ids == NULL || out == NULL)))
 		return qv_error(err, QV_EINVAL, "inference called without model, graph, ids or output");
 	if (n < 0)
@@ -713,15 +711,14 @@ done:
 
 int
 qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
-		 int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
-		 QvError *err)
+		 int32_t n, float *out, QvPool *pool, QvError *err)
 {
 	QvWorkspace *ws = (QvWorkspace *) qv_pool_cache_take(pool);
 	int			rc;
 
 	if (ws == NULL && pool != NULL && (ws = qv_workspace_create(err)) == NULL)
 		return QV_ENOMEM;
-	rc = qv_infer_ws(m, g, ids, n, out, rng_seed, pool, ws, err);
+	rc = qv_infer_ws(m, g, ids, n, out, pool, ws, err);
 	qv_pool_cache_put(pool, (QvPoolCached *) ws);
 	return rc;
 }

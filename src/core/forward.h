@@ -25,13 +25,11 @@
  * With a fanout, each node's sampled neighbourhood is keyed by (m->seed,
  * g->version, hop, node) (sample.h), so a node's output is the same alone
  * or in any batch, on any pool size, and on the GPU path (to float32
- * rounding of the dense layers).  rng_seed is IGNORED: it is kept only so
- * that the engine's calls compile until it stops passing one, and will be
- * removed.
+ * rounding of the dense layers).  There is no per-call seed: a model's
+ * draws change only with m->seed or g->version.
  */
 int			qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
-					 int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
-					 QvError *err);
+					 int32_t n, float *out, QvPool *pool, QvError *err);
 
 /*
  * Buffers that inference keeps between calls (sampler tables, blocks,
@@ -50,8 +48,8 @@ size_t		qv_workspace_bytes(const QvWorkspace *ws);	/* held now */
 
 /* qv_infer with an explicit workspace (ws NULL: a temporary one). */
 int			qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
-						int32_t n, float *out, uint64_t rng_seed, QvPool *pool,
-						QvWorkspace *ws, QvError *err);
+						int32_t n, float *out, QvPool *pool, QvWorkspace *ws,
+						QvError *err);
 
 /* Free the workspace qv_infer keeps in pool (e.g. after a huge batch). */
 void		qv_infer_release(QvPool *pool);

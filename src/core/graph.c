@@ -1,11 +1,22 @@
 /*
  * graph.c — build the resident graph: id map, in-neighbour CSR, features.
  *
- * Every step is O(N + E): ids go into an open-addressing hash, edges are
- * bucketed by destination with a stable counting sort, and undirected
- * graphs are expanded and de-duplicated with two counting sorts (by source,
- * then by destination), which leaves each row sorted by source index so that
- * duplicates are adjacent.
+ * The result is canonical: a function of the set of feature rows and the
+ * multiset of edges alone, whatever order the rows arrive in (SQL gives
+ * none), so that a rebuild of the same graph on a standby, after a restart
+ * or by a refresh gives every node the same dense index and every row the
+ * same edge positions, which the sampler's draws index (sample_hash.h).
+ *
+ *   - dense index = rank of the external id: the ids are radix-sorted
+ *     (O(N)), the id map is filled in that order and the feature rows are
+ *     gathered into it;
+ *   - edge endpoints are mapped through the id map, or as id - lo when the
+ *     ids are the integers lo .. lo + N - 1;
+ *   - edges are bucketed by destination with a counting sort (O(E)), an
+ *     undirected graph's in both directions, and each row is then sorted
+ *     by source index on its own (insertion sort for short rows, radix sort
+ *     for long ones, in cache), so that duplicates are adjacent: a directed
+ *     graph keeps them, an undirected one drops them in place.
  */
 #include "graph.h"
 
@@ -131,23 +142,53 @@ validate_input(const QvGraphInput *in, QvError *err)
 	return QV_OK;
 }
 
-/* Map every edge endpoint to its dense index; an unknown id is QV_EDATA. */
+/*
+ * Map every edge endpoint to its dense index; an unknown id is QV_EDATA
+ * naming the first such edge in input order.  When the ids are the
+ * integers lo .. lo + n - 1 (ogbn's 0 .. N - 1, say), a node's dense index,
+ * the rank of its id, is id - lo, and no lookup in the id map is needed
+ * (on a large graph every lookup misses the cache: most of the build).
+ * Two plain loops: a branch between the paths inside one costs the hash
+ * path a tenth of its speed.
+ */
 static int
 map_edges(const QvGraph *g, const QvGraphInput *in, int32_t *s, int32_t *d,
 		  QvError *err)
 {
-	for (int64_t e = 0; e < in->n_edges; e++)
-	{
-		int32_t		si = qv_graph_find(g, in->src[e]);
-		int32_t		di = qv_graph_find(g, in->dst[e]);
+	uint64_t	lo = (uint64_t) g->ids[0];
+	uint64_t	n = (uint64_t) g->n_nodes;
+	int64_t		e;
 
-		if (si < 0 || di < 0)
-			return qv_error(err, QV_EDATA, "edge (%lld, %lld): node %lld has no feature row",
-							(long long) in->src[e], (long long) in->dst[e],
-							(long long) (si < 0 ? in->src[e] : in->dst[e]));
-		s[e] = si;
-		d[e] = di;
+	if ((uint64_t) g->ids[n - 1] - lo == n - 1)
+	{
+		for (e = 0; e < in->n_edges; e++)
+		{
+			uint64_t	su = (uint64_t) in->src[e] - lo;
+			uint64_t	du = (uint64_t) in->dst[e] - lo;
+
+			if (su >= n || du >= n)
+				break;
+			s[e] = (int32_t) su;
+			d[e] = (int32_t) du;
+		}
 	}
+	else
+	{
+		for (e = 0; e < in->n_edges; e++)
+		{
+			int32_t		si = qv_graph_find(g, in->src[e]);
+			int32_t		di = qv_graph_find(g, in->dst[e]);
+
+			if (si < 0 || di < 0)
+				break;
+			s[e] = si;
+			d[e] = di;
+		}
+	}
+	if (e < in->n_edges)
+		return qv_error(err, QV_EDATA, "edge (%lld, %lld): node %lld has no feature row",
+						(long long) in->src[e], (long long) in->dst[e],
+						(long long) (qv_graph_find(g, in->src[e]) < 0 ? in->src[e] : in->dst[e]));
 	return QV_OK;
 }
 
@@ -169,93 +210,15 @@ qv_csr_unshift(int64_t *ptr, int64_t n)
 	ptr[0] = 0;
 }
 
-/* Directed CSR: stable counting sort of the edges by destination. */
-static int
-build_directed(QvGraph *g, const int32_t *s, const int32_t *d, int64_t n_edges,
-			   QvError *err)
+/* Undirected: rows are sorted by source, so repeats are adjacent: drop
+ * them in place and give the unused tail of col back. */
+static void
+drop_repeats(QvGraph *g)
 {
 	int64_t		n = g->n_nodes;
-
-	g->rowptr = qv_calloc((size_t) n + 1, sizeof(int64_t), err, "CSR row pointers");
-	if (g->rowptr == NULL)
-		return QV_ENOMEM;
-	g->col = alloc_array((size_t) n_edges, sizeof(int32_t), err, "CSR columns");
-	if (g->col == NULL)
-		return QV_ENOMEM;
-
-	for (int64_t e = 0; e < n_edges; e++)
-		g->rowptr[d[e] + 1]++;
-	qv_csr_prefix_sum(g->rowptr, n);
-	for (int64_t e = 0; e < n_edges; e++)
-		g->col[g->rowptr[d[e]]++] = s[e];
-	qv_csr_unshift(g->rowptr, n);
-	g->n_edges = n_edges;
-	return QV_OK;
-}
-
-/*
- * Undirected CSR as torch_geometric.utils.to_undirected: both directions of
- * every edge, duplicates (self loops included) kept once, rows sorted by
- * source.  Edges are first bucketed by source (out-lists), then scattered by
- * destination while visiting sources in increasing order.
- */
-static int
-build_undirected(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges,
-				 QvError *err)
-{
-	int64_t		n = g->n_nodes;
-	int64_t		n_dir = n_edges * 2;
-	int64_t    *outptr;
-	int32_t    *out;
-	int32_t    *s = *s_p;
-	int32_t    *d = *d_p;
 	int64_t		w = 0;
 	int64_t		start = 0;
 
-	outptr = qv_calloc((size_t) n + 1, sizeof(int64_t), err, "out-edge pointers");
-	if (outptr == NULL)
-		return QV_ENOMEM;
-	out = alloc_array((size_t) n_dir, sizeof(int32_t), err, "out-edge lists");
-	if (out == NULL)
-	{
-		free(outptr);
-		return QV_ENOMEM;
-	}
-	for (int64_t e = 0; e < n_edges; e++)
-	{
-		outptr[s[e] + 1]++;
-		outptr[d[e] + 1]++;
-	}
-	qv_csr_prefix_sum(outptr, n);
-	for (int64_t e = 0; e < n_edges; e++)
-	{
-		out[outptr[s[e]]++] = d[e];
-		out[outptr[d[e]]++] = s[e];
-	}
-	qv_csr_unshift(outptr, n);
-	free(s);
-	free(d);
-	*s_p = *d_p = NULL;
-
-	g->rowptr = qv_calloc((size_t) n + 1, sizeof(int64_t), err, "CSR row pointers");
-	g->col = g->rowptr ? alloc_array((size_t) n_dir, sizeof(int32_t), err, "CSR columns") : NULL;
-	if (g->col == NULL)
-	{
-		free(outptr);
-		free(out);
-		return QV_ENOMEM;
-	}
-	for (int64_t j = 0; j < n_dir; j++)
-		g->rowptr[out[j] + 1]++;
-	qv_csr_prefix_sum(g->rowptr, n);
-	for (int64_t u = 0; u < n; u++)
-		for (int64_t j = outptr[u]; j < outptr[u + 1]; j++)
-			g->col[g->rowptr[out[j]]++] = (int32_t) u;
-	qv_csr_unshift(g->rowptr, n);
-	free(outptr);
-	free(out);
-
-	/* rows are sorted by source: drop adjacent repeats in place */
 	for (int64_t v = 0; v < n; v++)
 	{
 		int64_t		end = g->rowptr[v + 1];
@@ -267,14 +230,120 @@ build_undirected(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges,
 		start = end;
 	}
 	g->rowptr[n] = w;
-	g->n_edges = w;
-	if (w > 0 && w < n_dir)
+	if (w > 0 && w < g->n_edges)
 	{
 		int32_t    *shrunk = realloc(g->col, (size_t) w * sizeof(int32_t));
 
 		if (shrunk != NULL)
 			g->col = shrunk;
 	}
+	g->n_edges = w;
+}
+
+#define SORT_SMALL 64			/* rows up to this long: insertion sort */
+
+/*
+ * Sort row[0..len) ascending; tmp has room for len entries, and bits is
+ * the width of the largest entry.  Rows already sorted are left alone,
+ * short rows get an insertion sort and long ones an LSD radix sort by
+ * bytes.
+ */
+static void
+sort_row(int32_t *row, int64_t len, int32_t *tmp, int bits)
+{
+	int64_t		i = 1;
+
+	while (i < len && row[i - 1] <= row[i])
+		i++;
+	if (i >= len)
+		return;
+	if (len <= SORT_SMALL)
+	{
+		for (; i < len; i++)
+		{
+			int32_t		x = row[i];
+			int64_t		j = i;
+
+			for (; j > 0 && row[j - 1] > x; j--)
+				row[j] = row[j - 1];
+			row[j] = x;
+		}
+		return;
+	}
+	for (int shift = 0; shift < bits; shift += 8)
+	{
+		int64_t		pos[256] = {0};
+		int64_t		sum = 0;
+
+		for (int64_t j = 0; j < len; j++)
+			pos[((uint32_t) row[j] >> shift) & 0xff]++;
+		for (int c = 0; c < 256; c++)
+		{
+			int64_t		k = pos[c];
+
+			pos[c] = sum;
+			sum += k;
+		}
+		for (int64_t j = 0; j < len; j++)
+			tmp[pos[((uint32_t) row[j] >> shift) & 0xff]++] = row[j];
+		memcpy(row, tmp, (size_t) len * sizeof(int32_t));
+	}
+}
+
+/*
+ * The in-neighbour CSR of the edges s[e] -> d[e] (dense indices), each row
+ * sorted by source, duplicates adjacent; undirected adds every reverse edge
+ * and keeps each (source, destination) pair once, as
+ * torch_geometric.utils.to_undirected.  A counting sort by destination,
+ * then each row sorted on its own (rows are short, and sorting them in
+ * cache costs less than a second pass over all edges).  Frees *s_p and
+ * *d_p (set to NULL).
+ */
+static int
+build_rows(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges, bool undirected,
+		   QvError *err)
+{
+	int64_t		n = g->n_nodes;
+	int64_t		n_dir = undirected ? n_edges * 2 : n_edges;
+	int64_t		max_len = 0;
+	int			bits = 0;
+	int32_t    *s = *s_p;
+	int32_t    *d = *d_p;
+	int32_t    *tmp;
+
+	g->rowptr = qv_calloc((size_t) n + 1, sizeof(int64_t), err, "CSR row pointers");
+	g->col = g->rowptr ? alloc_array((size_t) n_dir, sizeof(int32_t), err, "CSR columns") : NULL;
+	if (g->col == NULL)
+		return QV_ENOMEM;
+	for (int64_t e = 0; e < n_edges; e++)
+		g->rowptr[d[e] + 1]++;
+	if (undirected)
+		for (int64_t e = 0; e < n_edges; e++)
+			g->rowptr[s[e] + 1]++;
+	for (int64_t v = 0; v < n; v++)
+		max_len = g->rowptr[v + 1] > max_len ? g->rowptr[v + 1] : max_len;
+	qv_csr_prefix_sum(g->rowptr, n);
+	for (int64_t e = 0; e < n_edges; e++)
+		g->col[g->rowptr[d[e]]++] = s[e];
+	if (undirected)
+		for (int64_t e = 0; e < n_edges; e++)
+			g->col[g->rowptr[s[e]]++] = d[e];
+	qv_csr_unshift(g->rowptr, n);
+	free(s);
+	free(d);
+	*s_p = *d_p = NULL;
+	g->n_edges = n_dir;
+
+	tmp = alloc_array((size_t) (max_len > 0 ? max_len : 1), sizeof(int32_t), err, "CSR row sort");
+	if (tmp == NULL)
+		return QV_ENOMEM;
+	while (bits < 31 && (n - 1) >> bits != 0)
+		bits++;
+	for (int64_t v = 0; v < n; v++)
+		sort_row(g->col + g->rowptr[v], g->rowptr[v + 1] - g->rowptr[v], tmp, bits);
+	free(tmp);
+	if (undirected)
+		drop_repeats(g);
 	return QV_OK;
 }
 
@@ -299,22 +368,94 @@ qv_graph_fill_degrees(QvGraph *g, QvError *err)
 	return QV_OK;
 }
 
-/* Copy ids and features into memory the graph owns. */
+/*
+ * The ascending order of the ids: order[r] is the input row of the r-th
+ * smallest id, and ids_out[r] that id.  An LSD radix sort by bytes of
+ * id - min (unsigned: the ids' signed order), skipping the bytes that
+ * every id shares, so O(n) with as many passes as the range of the ids
+ * needs bytes (at most 8).  Repeated ids end up adjacent (qv_idmap_build
+ * reports them).
+ */
 static int
-copy_nodes(QvGraph *g, const QvGraphInput *in, QvError *err)
+sort_ids(const int64_t *ids, int64_t n, int64_t *ids_out, int32_t **order_p,
+		 QvError *err)
 {
-	size_t		feat_elems;
+	uint64_t	lo;
+	uint64_t   *key = alloc_array((size_t) n, sizeof(uint64_t), err, "id sort keys");
+	uint64_t   *key2 = key ? alloc_array((size_t) n, sizeof(uint64_t), err, "id sort keys") : NULL;
+	int32_t    *ord = key2 ? alloc_array((size_t) n, sizeof(int32_t), err, "node order") : NULL;
+	int32_t    *ord2 = ord ? alloc_array((size_t) n, sizeof(int32_t), err, "node order") : NULL;
+	int64_t    *count = ord2 ? qv_calloc(8 * 256, sizeof(int64_t), err, "id sort counts") : NULL;
 
-	if (mul_size((size_t) in->n_nodes, (size_t) in->dim, &feat_elems, err, "feature matrix") != QV_OK)
-		return QV_ELIMIT;
-	g->ids = alloc_array((size_t) in->n_nodes, sizeof(int64_t), err, "node ids");
-	if (g->ids == NULL)
+	*order_p = NULL;
+	if (count == NULL)
+	{
+		free(key);
+		free(key2);
+		free(ord);
+		free(ord2);
 		return QV_ENOMEM;
-	memcpy(g->ids, in->ids, (size_t) in->n_nodes * sizeof(int64_t));
+	}
+	lo = (uint64_t) ids[0];
+	for (int64_t i = 1; i < n; i++)
+		if (ids[i] < (int64_t) lo)
+			lo = (uint64_t) ids[i];
+	for (int64_t i = 0; i < n; i++)
+	{
+		key[i] = (uint64_t) ids[i] - lo;
+		ord[i] = (int32_t) i;
+		for (int b = 0; b < 8; b++)
+			count[b * 256 + ((key[i] >> (8 * b)) & 0xff)]++;
+	}
+	for (int b = 0; b < 8; b++)
+	{
+		int64_t    *pos = count + b * 256;
+		int64_t		sum = 0;
+		uint64_t   *kt;
+		int32_t    *ot;
+
+		if (pos[(key[0] >> (8 * b)) & 0xff] == n)
+			continue;			/* every id has this byte: nothing to do */
+		for (int c = 0; c < 256; c++)
+		{
+			int64_t		k = pos[c];
+
+			pos[c] = sum;
+			sum += k;
+		}
+		for (int64_t i = 0; i < n; i++)
+		{
+			int64_t		to = pos[(key[i] >> (8 * b)) & 0xff]++;
+
+			key2[to] = key[i];
+			ord2[to] = ord[i];
+		}
+		kt = key, key = key2, key2 = kt;
+		ot = ord, ord = ord2, ord2 = ot;
+	}
+	for (int64_t i = 0; i < n; i++)
+		ids_out[i] = (int64_t) (key[i] + lo);
+	free(key);
+	free(key2);
+	free(ord2);
+	free(count);
+	*order_p = ord;
+	return QV_OK;
+}
+
+/* Features in dense order: row r is the input row order[r]. */
+static int
+copy_features(QvGraph *g, const QvGraphInput *in, const int32_t *order,
+			  size_t feat_elems, QvError *err)
+{
+	size_t		row = (size_t) in->dim;
+
 	g->feat = alloc_array(feat_elems, sizeof(float), err, "node features");
 	if (g->feat == NULL)
 		return QV_ENOMEM;
-	memcpy(g->feat, in->feat, feat_elems * sizeof(float));
+	for (int64_t r = 0; r < in->n_nodes; r++)
+		memcpy(g->feat + (size_t) r * row, in->feat + (size_t) order[r] * row,
+			   row * sizeof(float));
 	return QV_OK;
 }
 
@@ -322,8 +463,10 @@ int
 qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 {
 	QvGraph    *g;
+	int32_t    *order = NULL;
 	int32_t    *s = NULL;
 	int32_t    *d = NULL;
+	size_t		feat_elems;
 	int			rc;
 
 	if (out == NULL)
@@ -331,6 +474,9 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 	*out = NULL;
 	if ((rc = validate_input(in, err)) != QV_OK)
 		return rc;
+	/* the feature matrix's size, checked before anything is built */
+	if (mul_size((size_t) in->n_nodes, (size_t) in->dim, &feat_elems, err, "feature matrix") != QV_OK)
+		return QV_ELIMIT;
 
 	g = qv_calloc(1, sizeof(QvGraph), err, "graph");
 	if (g == NULL)
@@ -338,8 +484,17 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 	g->n_nodes = in->n_nodes;
 	g->dim = in->dim;
 
-	if ((rc = qv_idmap_build(&g->idmap, in->ids, in->n_nodes, err)) != QV_OK)
+	/* dense index = rank of the id */
+	g->ids = alloc_array((size_t) in->n_nodes, sizeof(int64_t), err, "node ids");
+	if (g->ids == NULL)
+	{
+		rc = QV_ENOMEM;
 		goto fail;
+	}
+	if ((rc = sort_ids(in->ids, in->n_nodes, g->ids, &order, err)) != QV_OK ||
+		(rc = qv_idmap_build(&g->idmap, g->ids, in->n_nodes, err)) != QV_OK)
+		goto fail;
+
 	s = alloc_array((size_t) in->n_edges, sizeof(int32_t), err, "edge sources");
 	d = s ? alloc_array((size_t) in->n_edges, sizeof(int32_t), err, "edge destinations") : NULL;
 	if (d == NULL)
@@ -347,25 +502,19 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 		rc = QV_ENOMEM;
 		goto fail;
 	}
-	if ((rc = map_edges(g, in, s, d, err)) != QV_OK)
+	if ((rc = map_edges(g, in, s, d, err)) != QV_OK ||
+		(rc = build_rows(g, &s, &d, in->n_edges, in->undirected, err)) != QV_OK)
 		goto fail;
-	if (in->undirected)
-		rc = build_undirected(g, &s, &d, in->n_edges, err);
-	else
-		rc = build_directed(g, s, d, in->n_edges, err);
-	if (rc != QV_OK)
-		goto fail;
-	free(s);
-	free(d);
-	s = d = NULL;
 
-	if ((rc = copy_nodes(g, in, err)) != QV_OK ||
+	if ((rc = copy_features(g, in, order, feat_elems, err)) != QV_OK ||
 		(rc = qv_graph_fill_degrees(g, err)) != QV_OK)
 		goto fail;
+	free(order);
 	*out = g;
 	return QV_OK;
 
 fail:
+	free(order);
 	free(s);
 	free(d);
 	qv_graph_free(g);

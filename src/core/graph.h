@@ -1,12 +1,20 @@
 /*
  * graph.h — resident graph: in-neighbour CSR, id map and feature matrix.
  *
- * Nodes get dense indices 0..n_nodes-1 in the order of their feature rows.
- * Row v of the CSR lists the sources u of every edge (u, v): messages flow
- * src -> dst as PyG's default source_to_target, so a node aggregates over its
- * in-neighbours.  Duplicate edges are kept (PyG counts them) unless the graph
- * is undirected, where reverse edges are added and duplicates removed as
- * torch_geometric.utils.to_undirected does.
+ * Nodes get dense indices 0..n_nodes-1 in ascending order of their
+ * external ids (dense index = rank of the id).  Row v of the CSR lists the
+ * sources u of every edge (u, v), sorted by source index: messages flow
+ * src -> dst as PyG's default source_to_target, so a node aggregates over
+ * its in-neighbours.  Duplicate edges are kept (PyG counts them), adjacent
+ * in their row, unless the graph is undirected, where reverse edges are
+ * added and duplicates removed as torch_geometric.utils.to_undirected does.
+ *
+ * qv_graph_build is canonical: its result (CSR, degrees, id table, id map,
+ * features) is a function of the SET of feature rows and the MULTISET of
+ * edges, byte for byte, whatever order the rows arrive in.  SQL returns
+ * rows in no set order, and the sampler's draws index positions in a
+ * node's row by its dense index (sample_hash.h), so a rebuild of the same
+ * graph (a standby, a restart, a refresh) must give the same graph.
  */
 #ifndef QV_GRAPH_H
 #define QV_GRAPH_H
@@ -56,8 +64,9 @@ typedef struct QvGraphInput
 	bool		undirected;
 } QvGraphInput;
 
-/* Build a graph; on failure *out is NULL and err names the offending value
- * (duplicate node id, edge to an id without a feature row, ...). */
+/* Build a graph (canonical: see above); on failure *out is NULL and err
+ * names the offending value (duplicate node id, the smallest if several;
+ * the first edge in input order to an id without a feature row, ...). */
 int			qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err);
 
 /* Dense index of an external id, or -1 when the graph has no such node. */
@@ -71,8 +80,9 @@ size_t		qv_graph_estimate_bytes(int64_t n_nodes, int64_t n_edges, int32_t dim);
 
 void		qv_graph_free(QvGraph *g);
 
-/* For builders of QvGraph (graph.c, testing/graph_csr.c): fill map with ids[0..n)
- * (a repeated id is QV_EDATA), and g->deg_noloop from its CSR. */
+/* For builders of QvGraph (graph.c, testing/graph_csr.c): fill map with
+ * ids[0..n) in that order (a repeated id is QV_EDATA), and g->deg_noloop
+ * from its CSR. */
 int			qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err);
 int			qv_graph_fill_degrees(QvGraph *g, QvError *err);
 

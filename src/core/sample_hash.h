@@ -13,11 +13,13 @@
  * (cuda/sample.cu) both include this file, so they draw the same numbers
  * and pick the same edges in the same order.
  *
- * The node is its dense index in the graph (0 .. n_nodes-1, the order of
- * the feature rows).  Dense indices can change when a graph is rebuilt,
- * but so does the graph version, which is part of the key; and both the
- * CPU and the GPU samplers see dense indices, not external ids.  The hop is
- * 0-based: hop 0 picks the seeds' in-neighbours with fanout[0].
+ * The node is its dense index in the graph (0 .. n_nodes-1, the rank of
+ * its external id), which both the CPU and the GPU samplers see, and the
+ * draws pick positions in its CSR row.  qv_graph_build is canonical
+ * (graph.h): dense indices and row order depend on the graph's rows, not
+ * on the order they were read in, so the same graph version rebuilt on a
+ * standby or after a restart draws the same.  The hop is 0-based: hop 0
+ * picks the seeds' in-neighbours with fanout[0].
  *
  *   base  = absorb(absorb(DOMAIN, seed), version)       once per model/graph
  *   key   = absorb(base, hop << 32 | node)               once per target

@@ -67,6 +67,7 @@ typedef struct Options
 	const char *dataset;
 	const char *save_dataset;
 	bool		save_only;
+	bool		time_build;		/* time qv_graph_build instead of batches */
 	int			threads;
 	int32_t		batch[MAX_BATCHES];
 	int			n_batch;
@@ -138,6 +139,8 @@ static const char *const usage_text =
 "    --dataset DIR      read rowptr.npy, col.npy, feat.npy instead\n"
 "    --save-dataset DIR write the graph as such a folder\n"
 "    --save-only        stop after --save-dataset\n"
+"    --time-build       time qv_graph_build on the graph's rows in a shuffled\n"
+"                       order (directed, then undirected) instead of batches\n"
 "  model\n"
 "    --arch graphsage|gcn  (graphsage)\n"
 "    --hidden H         hidden width (256)\n"
@@ -170,6 +173,16 @@ now_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the calling thread (user and system), in seconds. */
+static double
+cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
@@ -312,7 +325,7 @@ enum
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
 	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
-	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_HELP
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -342,6 +355,7 @@ static const struct option long_options[] = {
 	{"lanes", required_argument, NULL, OPT_LANES},
 	{"check", required_argument, NULL, OPT_CHECK},
 	{"gather-rows", required_argument, NULL, OPT_GATHER_ROWS},
+	{"time-build", no_argument, NULL, OPT_TIME_BUILD},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0}
 };
@@ -413,6 +427,9 @@ apply_option(Options *o, int opt, const char *arg)
 			return true;
 		case OPT_SAVE_ONLY:
 			o->save_only = true;
+			return true;
+		case OPT_TIME_BUILD:
+			o->time_build = true;
 			return true;
 		case OPT_ARCH:
 			return qv_arch_parse(arg, &o->arch, NULL) == QV_OK;
@@ -745,7 +762,7 @@ time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
 		for (int32_t k = 0; k < batch; k++)
 			ids[k] = (int64_t) (((splitmix64(&rng) >> 32) * (uint64_t) g->n_nodes) >> 32);
 		t0 = now_s();
-		rc = qv_infer(m, g, ids, batch, out, splitmix64(&rng), pool, err);
+		rc = qv_infer(m, g, ids, batch, out, pool, err);
 		if (i >= o->warmup)
 			t[done++] = now_s() - t0;
 	}
@@ -955,7 +972,6 @@ check_chunk(const QvModel *full, const QvGpuModel *gm, const QvGraph *g, QvPool 
 	int64_t    *ids = seeds ? qv_malloc((size_t) n * sizeof(int64_t), err, "check ids") : NULL;
 	float	   *gpu = ids ? qv_malloc(n_out * sizeof(float), err, "GPU predictions") : NULL;
 	float	   *cpu = gpu ? qv_malloc(n_out * sizeof(float), err, "CPU predictions") : NULL;
-	uint64_t	rng_seed = splitmix64(rng);
 	int			rc = cpu ? QV_OK : QV_ENOMEM;
 
 	for (int32_t k = 0; rc == QV_OK && k < n; k++)
@@ -964,9 +980,9 @@ check_chunk(const QvModel *full, const QvGpuModel *gm, const QvGraph *g, QvPool 
 		ids[k] = g->ids[seeds[k]];
 	}
 	if (rc == QV_OK)
-		rc = rig->api->infer(rig->lane, gm, rig->store, seeds, n, rng_seed, gpu, NULL, err);
+		rc = rig->api->infer(rig->lane, gm, rig->store, seeds, n, gpu, NULL, err);
 	if (rc == QV_OK)
-		rc = qv_infer(full, g, ids, n, cpu, rng_seed, pool, err);
+		rc = qv_infer(full, g, ids, n, cpu, pool, err);
 	if (rc == QV_OK)
 		accumulate_error(gpu, cpu, n_out, diff, scale);
 	free(seeds);
@@ -1066,8 +1082,7 @@ time_batch_gpu(const Options *o, const QvGraph *g, GpuRig *rig, int32_t batch,
 		for (int32_t k = 0; k < batch; k++)
 			seeds[k] = draw_index(&rng, g->n_nodes);
 		t0 = now_s();
-		rc = rig->api->infer(rig->lane, rig->model, rig->store, seeds, batch, splitmix64(&rng),
-							 out, &st, err);
+		rc = rig->api->infer(rig->lane, rig->model, rig->store, seeds, batch, out, &st, err);
 		if (i < o->warmup || rc != QV_OK)
 			continue;
 		t[done] = now_s() - t0;
@@ -1106,7 +1121,6 @@ typedef struct BenchJob
 	int32_t		batch;
 	int32_t    *seeds;
 	float	   *out;
-	uint64_t	rng_seed;
 } BenchJob;
 
 static int
@@ -1115,7 +1129,7 @@ bench_job_run(QvJob *job, void *lane)
 	BenchJob   *b = (BenchJob *) job;
 
 	return b->rig->api->infer((QvGpuLane *) lane, b->rig->model, b->rig->store, b->seeds,
-							  b->batch, b->rng_seed, b->out, NULL, &job->err);
+							  b->batch, b->out, NULL, &job->err);
 }
 
 /* Fill job with fresh random seeds and queue it. */
@@ -1124,7 +1138,6 @@ bench_job_submit(QvRunner *r, BenchJob *b, uint64_t *rng, int64_t n_nodes, QvErr
 {
 	for (int32_t k = 0; k < b->batch; k++)
 		b->seeds[k] = draw_index(rng, n_nodes);
-	b->rng_seed = splitmix64(rng);
 	b->job.run = bench_job_run;
 	b->job.device = 0;
 	return qv_runner_submit(r, &b->job, err);
@@ -1282,6 +1295,148 @@ open_device(const Options *o, GpuRig *rig)
 	return true;
 }
 
+/* ---- --time-build -------------------------------------------------------- */
+
+/* Fisher-Yates shuffle of a[0..n) and b[0..n) alike (b may be NULL). */
+static void
+shuffle_pairs(int64_t *a, int64_t *b, int64_t n, uint64_t *rng)
+{
+	for (int64_t i = n - 1; i > 0; i--)
+	{
+		int64_t		j = (int64_t) (splitmix64(rng) % (uint64_t) (i + 1));
+		int64_t		t = a[i];
+
+		a[i] = a[j];
+		a[j] = t;
+		if (b)
+		{
+			t = b[i];
+			b[i] = b[j];
+			b[j] = t;
+		}
+	}
+}
+
+/* Row v of h equals row v of g with adjacent repeats dropped. */
+static bool
+row_is_unique_of(const QvGraph *h, const QvGraph *g, int64_t v)
+{
+	int64_t		k = h->rowptr[v];
+
+	for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+		if (j == g->rowptr[v] || g->col[j] != g->col[j - 1])
+			if (k >= h->rowptr[v + 1] || h->col[k++] != g->col[j])
+				return false;
+	return k == h->rowptr[v + 1];
+}
+
+/*
+ * Time one qv_graph_build of in (ids scale * v - off for g's node v) and
+ * print its line; "same" compares the result with g.
+ */
+static int
+build_once(const QvGraph *g, const QvGraphInput *in, int64_t scale, int64_t off,
+		   const char *ids_kind, int rep, QvError *err)
+{
+	int64_t		n = g->n_nodes;
+	QvGraph    *h = NULL;
+	double		t0 = now_s(),
+				c0 = cpu_s();
+	bool		same;
+	int			rc = qv_graph_build(in, &h, err);
+
+	t0 = now_s() - t0;
+	c0 = cpu_s() - c0;
+	if (rc != QV_OK)
+		return rc;
+	same = h->n_nodes == n && h->dim == g->dim &&
+		memcmp(h->feat, g->feat, sizeof(float) * (size_t) n * (size_t) g->dim) == 0;
+	for (int64_t v = 0; same && v < n; v++)
+		same = h->ids[v] == scale * v - off && qv_graph_find(h, scale * v - off) == v;
+	if (same && !in->undirected)
+		same = h->n_edges == g->n_edges &&
+			memcmp(h->rowptr, g->rowptr, sizeof(int64_t) * (size_t) (n + 1)) == 0 &&
+			memcmp(h->col, g->col, sizeof(int32_t) * (size_t) g->n_edges) == 0 &&
+			memcmp(h->deg_noloop, g->deg_noloop, sizeof(int32_t) * (size_t) n) == 0;
+	for (int64_t v = 0; same && in->undirected && v < n; v++)
+		same = row_is_unique_of(h, g, v);
+	printf("{\"build\":\"%s\",\"ids\":\"%s\",\"rep\":%d,\"nodes\":%lld,\"input_edges\":%lld,"
+		   "\"edges\":%lld,\"build_s\":%.3f,\"build_cpu_s\":%.3f,\"same\":%s,\"peak_rss_bytes\":%lld}\n",
+		   in->undirected ? "undirected" : "directed", ids_kind, rep, (long long) n,
+		   (long long) in->n_edges, (long long) h->n_edges, t0, c0, same ? "true" : "false",
+		   proc_status_bytes("VmHWM"));
+	fflush(stdout);
+	qv_graph_free(h);
+	return QV_OK;
+}
+
+/*
+ * --time-build: hand qv_graph_build the rows of g as a loader would, feature
+ * rows and edges shuffled, and print a line per build: with sparse ids
+ * (3v - N: gaps, partly negative, in g's order) every directed edge, then
+ * undirected each stored edge (u, v), u <= v; then with g's own ids
+ * 0 .. N-1 every directed edge again; each --reps times (default once).
+ * "same" says whether the result equals g (undirected: g's rows without
+ * repeats), which a canonical build of a graph with sorted rows (Chung-Lu)
+ * must.
+ */
+static int
+time_build(const Options *o, const QvGraph *g, QvError *err)
+{
+	int64_t		n = g->n_nodes;
+	int64_t		e_all = g->n_edges;
+	int64_t    *order = qv_malloc((size_t) n * sizeof(int64_t), err, "row order");
+	int64_t    *ids = qv_malloc((size_t) n * sizeof(int64_t), err, "input ids");
+	float	   *feat = qv_malloc((size_t) n * (size_t) g->dim * sizeof(float), err, "input features");
+	int64_t    *src = qv_malloc((size_t) (e_all > 0 ? e_all : 1) * sizeof(int64_t), err, "input sources");
+	int64_t    *dst = qv_malloc((size_t) (e_all > 0 ? e_all : 1) * sizeof(int64_t), err, "input destinations");
+	uint64_t	rng = o->gen.seed ^ UINT64_C(0xb1dba5e);
+	int			reps = o->reps ? o->reps : 1;
+	int			rc = QV_OK;
+
+	if (order == NULL || ids == NULL || feat == NULL || src == NULL || dst == NULL)
+		rc = QV_ENOMEM;
+	for (int64_t i = 0; rc == QV_OK && i < n; i++)
+		order[i] = i;
+	if (rc == QV_OK)
+		shuffle_pairs(order, NULL, n, &rng);
+	for (int64_t i = 0; rc == QV_OK && i < n; i++)
+		memcpy(feat + (size_t) i * g->dim, g->feat + (size_t) order[i] * g->dim,
+			   sizeof(float) * (size_t) g->dim);
+	for (int pass = 0; rc == QV_OK && pass < 3; pass++)
+	{
+		bool		undirected = pass == 1;
+		int64_t		scale = pass == 2 ? 1 : 3;	/* id of node v: scale * v - off */
+		int64_t		off = pass == 2 ? 0 : n;
+		int64_t		e = 0;
+
+		for (int64_t v = 0; v < n; v++)
+			for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+				if (!undirected || g->col[j] <= v)
+				{
+					src[e] = scale * (int64_t) g->col[j] - off;
+					dst[e++] = scale * v - off;
+				}
+		shuffle_pairs(src, dst, e, &rng);
+		for (int64_t i = 0; i < n; i++)
+			ids[i] = scale * order[i] - off;
+		fprintf(stderr, "quiver-bench: building from %lld rows and %lld %s edges\n",
+				(long long) n, (long long) e, undirected ? "undirected" : "directed");
+		for (int rep = 0; rc == QV_OK && rep < reps; rep++)
+		{
+			QvGraphInput in = {n, g->dim, ids, feat, e, src, dst, undirected};
+
+			rc = build_once(g, &in, scale, off, pass == 2 ? "0..N-1" : "sparse", rep, err);
+		}
+	}
+	free(order);
+	free(ids);
+	free(feat);
+	free(src);
+	free(dst);
+	return rc;
+}
+
 /* Build (or read) the graph, save it and make the model; the stats line. */
 static int
 prepare(const Options *o, QvPool *pool, QvGraph **g, QvModel **m, const char **stage,
@@ -1347,7 +1502,12 @@ main(int argc, char **argv)
 		return fail("threads", err.msg);
 	}
 	rc = prepare(&o, pool, &g, &m, &stage, &err);
-	if (rc == QV_OK && !o.save_only && rig.gpu)
+	if (rc == QV_OK && o.time_build)
+	{
+		stage = "time-build";
+		rc = time_build(&o, g, &err);
+	}
+	else if (rc == QV_OK && !o.save_only && rig.gpu)
 		rc = run_gpu(&o, g, m, pool, &rig, &stage, &check_failed, &err);
 	else if (rc == QV_OK && !o.save_only)
 	{

@@ -6,7 +6,7 @@
  * the engine core's own qv_infer_ws, and aggregation qv_cpu_mean_aggregate.
  * Sampling is therefore the core's (src/core/sample.c), keyed as the real
  * module's by (model seed, graph version, hop, node) through
- * src/core/sample_hash.h; infer's rng_seed is ignored, as there.
+ * src/core/sample_hash.h, with no per-call seed, as there.
  * It exists so that the engine's GPU glue can be tested on machines without
  * a GPU; it is labelled as fake in its build string and in every device
  * name, and must never be installed as the real module.
@@ -943,8 +943,8 @@ count_rows(QvGpuLane *lane, const QvModel *m, const QvGpuStore *store,
 /* The work of infer once its arguments are checked and the lane is held. */
 static int
 run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
-		  QvGpuBatchStats *stats, QvError *err)
+		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		  QvError *err)
 {
 	const QvGraph *g = store->graph;
 	double		t0 = now_us();
@@ -977,8 +977,7 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	}
 	for (int32_t i = 0; i < n; i++)
 		lane->ids[i] = g->ids[seeds[i]];
-	(void) rng_seed;			/* ignored, as by the real module (ABI 4) */
-	if ((rc = qv_infer_ws(model->m, g, lane->ids, n, out, 0, NULL, lane->ws, err)) != QV_OK)
+	if ((rc = qv_infer_ws(model->m, g, lane->ids, n, out, NULL, lane->ws, err)) != QV_OK)
 		return rc;
 	if (stats && (rc = count_rows(lane, model->m, store, seeds, n, stats, err)) != QV_OK)
 		return rc;
@@ -996,8 +995,8 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 
 static int
 fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		   const int32_t *seeds, int32_t n, uint64_t rng_seed, float *out,
-		   QvGpuBatchStats *stats, QvError *err)
+		   const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		   QvError *err)
 {
 	int			expect = 0;
 	int			rc;
@@ -1015,7 +1014,7 @@ fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	if (!atomic_compare_exchange_strong(&lane->busy, &expect, 1))
 		return qv_error(err, QV_EINVAL,
 						"infer: the lane of fake device %d is already serving another call", lane->dev);
-	rc = run_infer(lane, model, store, seeds, n, rng_seed, out, stats, err);
+	rc = run_infer(lane, model, store, seeds, n, out, stats, err);
 	atomic_store(&lane->busy, 0);
 	if (rc != QV_OK && stats)
 		memset(stats, 0, sizeof(*stats));

@@ -11,9 +11,8 @@
  * Checked: device discovery from the environment; host registration; store,
  * model and lane creation; inference equal, bit for bit, to qv_infer on the
  * same ids (sampled and full fanouts, GraphSAGE and GCN, two devices with
- * local, peer and host rows), whatever rng_seed either is given (ABI 4: it
- * is ignored; the sample is keyed by the model's seed and the graph's
- * version); a seed's row alone equal to its row in a batch, on the fake
+ * local, peer and host rows; ABI 4: the sample is keyed by the model's
+ * seed and the graph's version, with no per-call seed); a seed's row alone equal to its row in a batch, on the fake
  * and the CPU, and moved by the model seed and the graph version; the batch
  * statistics against
  * qv_sample's deepest hop; the validation of specs, seeds and peer links;
@@ -310,14 +309,14 @@ random_seeds(uint64_t *s, int32_t *seeds, int n)
 
 /* qv_infer on the seeds' external ids: the reference output. */
 static void
-cpu_reference(const QvModel *m, const int32_t *seeds, int n, uint64_t rng_seed, float *out)
+cpu_reference(const QvModel *m, const int32_t *seeds, int n, float *out)
 {
 	int64_t    *ids = malloc(sizeof(int64_t) * (n ? n : 1));
 	QvError		err = {0};
 
 	for (int i = 0; i < n; i++)
 		ids[i] = fx.g->ids[seeds[i]];
-	if (qv_infer(m, fx.g, ids, n, out, rng_seed, NULL, &err) != QV_OK)
+	if (qv_infer(m, fx.g, ids, n, out, NULL, &err) != QV_OK)
 		fail_msg("qv_infer: %s", err.msg);
 	free(ids);
 }
@@ -551,7 +550,6 @@ test_infer_matches_cpu(void **state)
 			{
 				const QvModel *m = fx.models[k];
 				int			n = 1 + (int) (rnd_next(&s) % 64);
-				uint64_t	rng_seed = rnd_next(&s);
 				QvGpuBatchStats st;
 				int64_t		local,
 							peer,
@@ -560,9 +558,9 @@ test_infer_matches_cpu(void **state)
 
 				random_seeds(&s, seeds, n);
 				memset(out, 0x7f, sizeof(out));
-				if (api->infer(lanes[d], models[d][k], stores[d], seeds, n, rng_seed, out, &st, &err) != QV_OK)
+				if (api->infer(lanes[d], models[d][k], stores[d], seeds, n, out, &st, &err) != QV_OK)
 					fail_msg("infer (model %d, device %d): %s", k, d, err.msg);
-				cpu_reference(m, seeds, n, ~rng_seed, ref);	/* rng_seed is ignored */
+				cpu_reference(m, seeds, n, ref);
 				if (memcmp(out, ref, sizeof(float) * n * m->out_dim) != 0)
 					fail_msg("model %d device %d run %d: output differs from qv_infer", k, d, run);
 				expected_rows(m, seeds, n, fx.loc[d], &local, &peer, &host, &total);
@@ -585,13 +583,13 @@ test_infer_matches_cpu(void **state)
 		QvGpuBatchStats st;
 
 		memset(&st, 0x55, sizeof(st));
-		assert_int_equal(api->infer(lanes[0], models[0][0], stores[0], NULL, 0, 1, NULL, &st, &err), QV_OK);
+		assert_int_equal(api->infer(lanes[0], models[0][0], stores[0], NULL, 0, NULL, &st, &err), QV_OK);
 		assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, 0);
 		assert_true(st.device_us == 0);
 	}
 	/* stats NULL is fine */
 	seeds[0] = 0;
-	assert_int_equal(api->infer(lanes[0], models[0][0], stores[0], seeds, 1, 1, out, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], models[0][0], stores[0], seeds, 1, out, NULL, &err), QV_OK);
 
 	for (int d = 0; d < 2; d++)
 	{
@@ -666,18 +664,18 @@ test_sampled_repeatable(void **state)
 	random_seeds(&s, batch, 64);
 	for (int i = 0; i < 64; i++)
 		shuffled[i] = batch[(i * 29 + 3) % 64];
-	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], batch, 64, 1, fake_batch, NULL, &err), QV_OK);
-	assert_int_equal(api->infer(lanes[1], gm[1], stores[1], shuffled, 64, 2, fake_shuffled, NULL, &err),
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], batch, 64, fake_batch, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[1], gm[1], stores[1], shuffled, 64, fake_shuffled, NULL, &err),
 					 QV_OK);
-	cpu_reference(m, batch, 64, 3, cpu_batch);
+	cpu_reference(m, batch, 64, cpu_batch);
 	assert_memory_equal(fake_batch, cpu_batch, sizeof(cpu_batch));
 	for (int i = 0; i < 64; i++)
 	{
 		int			d = i % 2;
 
-		assert_int_equal(api->infer(lanes[d], gm[d], stores[d], &batch[i], 1, 100 + i, one, NULL, &err),
+		assert_int_equal(api->infer(lanes[d], gm[d], stores[d], &batch[i], 1, one, NULL, &err),
 						 QV_OK);
-		cpu_reference(m, &batch[i], 1, 5, cpu_one);
+		cpu_reference(m, &batch[i], 1, cpu_one);
 		assert_memory_equal(one, cpu_one, sizeof(one));
 		worst = fmax(worst, row_rel_diff(one, fake_batch + i * 5, 5));
 		/* shuffled row i is batch row (i * 29 + 3) % 64 */
@@ -692,17 +690,17 @@ test_sampled_repeatable(void **state)
 		if (fx.g->rowptr[v + 1] - fx.g->rowptr[v] > fx.g->rowptr[hub + 1] - fx.g->rowptr[hub])
 			hub = v;
 	assert_true(fx.g->rowptr[hub + 1] - fx.g->rowptr[hub] > 4 * m->fanout[0]);
-	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, cpu_one, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, cpu_one, NULL, &err), QV_OK);
 	other.seed = m->seed + 1;
 	assert_int_equal(api->model_create(0, &other, 0, &gm_other, NULL, &err), QV_OK);
-	assert_int_equal(api->infer(lanes[0], gm_other, stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], gm_other, stores[0], &hub, 1, one, NULL, &err), QV_OK);
 	assert_memory_not_equal(one, cpu_one, sizeof(one));
 	api->model_destroy(gm_other);
 	fx.g->version++;
-	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, one, NULL, &err), QV_OK);
 	assert_memory_not_equal(one, cpu_one, sizeof(one));
 	fx.g->version--;
-	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, 1, one, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lanes[0], gm[0], stores[0], &hub, 1, one, NULL, &err), QV_OK);
 	assert_memory_equal(one, cpu_one, sizeof(one));
 
 	for (int d = 0; d < 2; d++)
@@ -835,28 +833,28 @@ test_infer_validation(void **state)
 	assert_int_equal(api->model_create(0, fx.models[0], 0, &model0, NULL, &err), QV_OK);
 	assert_int_equal(api->model_create(1, fx.models[0], 0, &model1, NULL, &err), QV_OK);
 
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_EDATA);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, out, &st, &err), QV_EDATA);
 	assert_msg_has(err, "seed 300 at position 2 is outside [0, 300)");
 	seeds[2] = -1;
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_EDATA);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, out, &st, &err), QV_EDATA);
 	assert_msg_has(err, "seed -1 at position 2");
 	seeds[2] = 9;
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, NULL, &st, &err), QV_EINVAL);
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, -1, 1, out, &st, &err), QV_EINVAL);
-	assert_int_equal(api->infer(lane1, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_EINVAL);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, NULL, &st, &err), QV_EINVAL);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, -1, out, &st, &err), QV_EINVAL);
+	assert_int_equal(api->infer(lane1, model0, stores[0], seeds, 3, out, &st, &err), QV_EINVAL);
 	assert_msg_has(err, "lane on device 1, model on device 0, store on device 0");
-	assert_int_equal(api->infer(lane0, model0, stores[1], seeds, 3, 1, out, &st, &err), QV_EINVAL);
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_OK);
+	assert_int_equal(api->infer(lane0, model0, stores[1], seeds, 3, out, &st, &err), QV_EINVAL);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, out, &st, &err), QV_OK);
 
 	/* host memory unregistered under a live store: a real GPU would fault */
 	assert_int_equal(api->host_unregister(fx.g->col, &err), QV_OK);
-	assert_int_equal(api->infer(lane1, model1, stores[1], seeds, 3, 1, out, &st, &err), QV_EDEVICE);
+	assert_int_equal(api->infer(lane1, model1, stores[1], seeds, 3, out, &st, &err), QV_EDEVICE);
 	assert_msg_has(err, "CSR columns");
 	assert_msg_has(err, "no longer registered");
 	/* store 0 copied its CSR: it still works */
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_OK);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, out, &st, &err), QV_OK);
 	assert_int_equal(api->host_unregister(fx.g->feat, &err), QV_OK);
-	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, 1, out, &st, &err), QV_EDEVICE);
+	assert_int_equal(api->infer(lane0, model0, stores[0], seeds, 3, out, &st, &err), QV_EDEVICE);
 	assert_msg_has(err, "features");
 	assert_msg_has(err, "no longer registered");
 	assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, 0);
@@ -897,7 +895,7 @@ test_peer_links(void **state)
 	assert_int_equal(api->model_create(0, fx.models[2], 0, &model, NULL, &err), QV_OK);
 
 	/* not linked yet */
-	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, 1, out, NULL, &err), QV_EDEVICE);
+	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, out, NULL, &err), QV_EDEVICE);
 	assert_msg_has(err, "store_link_peers was not called");
 	/* the peer has no store */
 	only0[0] = stores[0];
@@ -916,11 +914,11 @@ test_peer_links(void **state)
 	assert_msg_has(err, "pair 0 -> 1");
 	unsetenv("QUIVER_FAKE_PEER");
 	assert_int_equal(api->store_link_peers(stores[0], stores, 2, &err), QV_OK);
-	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, 1, out, NULL, &err), QV_OK);
+	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, out, NULL, &err), QV_OK);
 
 	/* the peer store goes away under the link */
 	api->store_destroy(stores[1]);
-	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, 1, out, NULL, &err), QV_EDEVICE);
+	assert_int_equal(api->infer(lane, model, stores[0], seeds, 2, out, NULL, &err), QV_EDEVICE);
 	assert_msg_has(err, "peer GPU 1 was destroyed");
 	api->store_destroy(stores[0]);
 
@@ -998,10 +996,10 @@ test_failure_injection(void **state)
 	assert_int_equal(api->store_create(0, &spec, &store, NULL, &err), QV_OK);
 	assert_int_equal(api->model_create(0, fx.models[0], 0, &model, NULL, &err), QV_OK);
 	assert_int_equal(api->lane_create(0, &lane, &err), QV_OK);
-	assert_int_equal(api->infer(lane, model, store, seeds, 2, 1, out, &st, &err), QV_EDEVICE);
+	assert_int_equal(api->infer(lane, model, store, seeds, 2, out, &st, &err), QV_EDEVICE);
 	assert_string_equal(err.msg, "fake CUDA error injected in infer (QUIVER_FAKE_FAIL)");
 	unsetenv("QUIVER_FAKE_FAIL");
-	assert_int_equal(api->infer(lane, model, store, seeds, 2, 1, out, &st, &err), QV_OK);
+	assert_int_equal(api->infer(lane, model, store, seeds, 2, out, &st, &err), QV_OK);
 	assert_int_equal(st.rows_peer, 0);
 	assert_true(st.rows_local > 0 && st.rows_host > 0);
 
@@ -1057,13 +1055,13 @@ fail_after_child(void)
 	CHILD_CHECK(api->lane_create(0, &lane, &err) == QV_OK);
 	/* a call refused by validation does not count */
 	seeds[0] = -5;
-	CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, 1, out, NULL, &err) == QV_EDATA);
+	CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, out, NULL, &err) == QV_EDATA);
 	seeds[0] = 1;
 	for (int i = 0; i < 3; i++)
-		CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, (uint64_t) i, out, NULL, &err) == QV_OK);
+		CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, out, NULL, &err) == QV_OK);
 	for (int i = 0; i < 2; i++)
 	{
-		CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, 1, out, NULL, &err) == QV_EDEVICE);
+		CHILD_CHECK(api->infer(lane, model, stores[0], seeds, 4, out, NULL, &err) == QV_EDEVICE);
 		CHILD_CHECK(strstr(err.msg, "fake CUDA error injected in infer") != NULL);
 		CHILD_CHECK(strstr(err.msg, "QUIVER_FAKE_FAIL_AFTER") != NULL);
 	}
@@ -1197,7 +1195,7 @@ lane_main(void *p)
 		QvError		err = {0};
 
 		if (job->api->infer(job->lane, job->model, job->store, job->seeds[b], THREAD_BATCH,
-							(uint64_t) b, out, NULL, &err) != QV_OK)
+							out, NULL, &err) != QV_OK)
 		{
 			job->failures++;
 			memcpy(job->why, err.msg, sizeof(job->why));
@@ -1243,7 +1241,7 @@ test_concurrent_lanes(void **state)
 		for (int b = 0; b < THREAD_BATCHES; b++)
 		{
 			random_seeds(&s, job->seeds[b], THREAD_BATCH);
-			cpu_reference(job->m, job->seeds[b], THREAD_BATCH, (uint64_t) b, job->ref[b]);
+			cpu_reference(job->m, job->seeds[b], THREAD_BATCH, job->ref[b]);
 		}
 	}
 	for (int t = 0; t < 4; t++)
@@ -1284,7 +1282,7 @@ slow_main(void *p)
 	int32_t		seeds[3] = {0, 1, 2};
 	float		out[3 * 5];
 
-	c->rc = c->api->infer(c->lane, c->model, c->store, seeds, 3, 1, out, &c->st, &c->err);
+	c->rc = c->api->infer(c->lane, c->model, c->store, seeds, 3, out, &c->st, &c->err);
 	return NULL;
 }
 
@@ -1323,10 +1321,10 @@ test_delay_and_busy_lane(void **state)
 	setenv("QUIVER_FAKE_DELAY_US", "300000", 1);
 	assert_int_equal(pthread_create(&thread, NULL, slow_main, &c), 0);
 	nanosleep(&pause, NULL);
-	assert_int_equal(api->infer(c.lane, c.model, c.store, seeds, 2, 1, out, &st, &err), QV_EINVAL);
+	assert_int_equal(api->infer(c.lane, c.model, c.store, seeds, 2, out, &st, &err), QV_EINVAL);
 	assert_msg_has(err, "already serving another call");
 	unsetenv("QUIVER_FAKE_DELAY_US");
-	assert_int_equal(api->infer(other, c.model, c.store, seeds, 2, 1, out, &st, &err), QV_OK);
+	assert_int_equal(api->infer(other, c.model, c.store, seeds, 2, out, &st, &err), QV_OK);
 	assert_true(st.device_us < 300000);
 	assert_int_equal(pthread_join(thread, NULL), 0);
 	if (c.rc != QV_OK)
@@ -1334,7 +1332,7 @@ test_delay_and_busy_lane(void **state)
 	assert_true(c.st.device_us >= 300000);
 	printf("slow call took %.0f us on the fake device\n", c.st.device_us);
 	/* the lane is free again */
-	assert_int_equal(api->infer(c.lane, c.model, c.store, seeds, 2, 1, out, &st, &err), QV_OK);
+	assert_int_equal(api->infer(c.lane, c.model, c.store, seeds, 2, out, &st, &err), QV_OK);
 
 	api->lane_destroy(c.lane);
 	api->lane_destroy(other);

@@ -6,7 +6,8 @@
  * engine's CSR, id map or sampler.  Relative error is max |out - ref| /
  * max |ref| over a batch, required below 1e-5.  Also: the pool's lock-free
  * run under contention and after sleeping, its cached object, workspace
- * reuse, and outputs that are bitwise the same for every pool size.
+ * reuse, outputs that are bitwise the same for every pool size, and for a
+ * graph built from its rows in another order.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -459,12 +460,12 @@ check_full(QvArch arch, int with_bias_r, bool undirected)
 		r.dst = udst;
 	}
 	ref = ref_forward(&r, &f->m, f->feat);
-	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out, 1, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out, NULL, &err), QV_OK);
 	assert_true(rel_error(out, ref, batch, N_BATCH, &r) < 1e-5);
 
 	pool = qv_pool_create(2, &err);
 	assert_non_null(pool);
-	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out_pool, 2, pool, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, out_pool, pool, &err), QV_OK);
 	assert_memory_equal(out, out_pool, sizeof(out));
 	qv_pool_destroy(pool);
 
@@ -490,7 +491,7 @@ test_gcn_full(void **state)
 
 /*
  * Fanout [2, 2]: outputs are only right in expectation, so check that a
- * batch reproduces its output (whatever rng_seed, which is ignored), that
+ * batch reproduces its output, that
  * the hub's output depends on the model seed and on the graph version, and
  * that nodes whose 2-hop neighbourhood fits the fanout are exact.
  */
@@ -513,18 +514,16 @@ check_sampled(QvArch arch)
 	g = make_graph(f, esrc, edst, N_EDGES, false);
 	ref = ref_forward(&r, &f->m, f->feat);
 
-	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, a, 5, NULL, &err), QV_OK);
-	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, 5, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, a, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, NULL, &err), QV_OK);
 	assert_memory_equal(a, b, sizeof(a));
-	assert_int_equal(qv_infer(&f->m, g, batch, N_BATCH, b, 123456, NULL, &err), QV_OK);
-	assert_memory_equal(a, b, sizeof(a));	/* rng_seed is ignored */
 	/* duplicates in one batch get the same row: positions 0, 4, 14 are 100 */
 	assert_memory_equal(a, a + 4 * OUT, OUT * sizeof(float));
 	assert_memory_equal(a, a + 14 * OUT, OUT * sizeof(float));
 	for (uint64_t seed = 6; seed < 16; seed++)
 	{
 		f->m.seed = seed;
-		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, 5, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, OUT * sizeof(float)) != 0;
 	}
 	assert_true(differs);
@@ -533,13 +532,13 @@ check_sampled(QvArch arch)
 	for (uint64_t version = 1; version < 11; version++)
 	{
 		g->version = version;
-		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, 5, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(&f->m, g, batch, 1, b, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, OUT * sizeof(float)) != 0;
 	}
 	assert_true(differs);
 	g->version = 0;
 
-	assert_int_equal(qv_infer(&f->m, g, exact, 2, e, 9, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, exact, 2, e, NULL, &err), QV_OK);
 	for (int i = 0; i < 2; i++)
 		for (int o = 0; o < OUT; o++)
 		{
@@ -581,7 +580,7 @@ test_sampled_rescaling(void **state)
 	for (uint64_t seed = 0; seed < 20; seed++)
 	{
 		m.seed = seed;			/* the model seed picks the draw */
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, NULL, &err), QV_OK);
 		assert_float_equal(out, TEST_STAR_GCN_EXACT, 1e-6);
 	}
 	/* fanout 1 may sample only the self loop: then no neighbour term */
@@ -589,7 +588,7 @@ test_sampled_rescaling(void **state)
 	for (uint64_t seed = 0; seed < 40; seed++)
 	{
 		m.seed = seed;
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, NULL, &err), QV_OK);
 		assert_true(fabs(out - TEST_STAR_GCN_EXACT) < 1e-6 ||
 					fabs(out - (0.5 * 2.0 / 7 + 0.25)) < 1e-6);
 	}
@@ -598,7 +597,7 @@ test_sampled_rescaling(void **state)
 	{
 		/* samples 3 of the 7 edges */
 		m.seed = seed;
-		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, 0, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(&m, g, star.nid, 1, &out, NULL, &err), QV_OK);
 		assert_true(test_star_sage3_ok(out));
 	}
 	qv_graph_free(g);
@@ -687,7 +686,7 @@ check_full_big(QvArch arch)
 		m->layers[1].bias_l = NULL;
 	}
 	ref = ref_forward(&r, m, b->feat);
-	assert_int_equal(qv_infer(m, b->g, b->ids, b->n, out, 1, pool, &err), QV_OK);
+	assert_int_equal(qv_infer(m, b->g, b->ids, b->n, out, pool, &err), QV_OK);
 	for (int i = 0; i < b->n * 5; i++)
 	{
 		err_max = fmax(err_max, fabs(out[i] - ref[i]));
@@ -735,40 +734,40 @@ check_threads_agree(QvArch arch)
 	for (int i = 0; i < n; i++)
 		batch_ids[i] = b->ids[(i * 37) % 2200];
 	openblas_set_num_threads(2);
-	assert_int_equal(qv_infer(m, b->g, batch_ids, n, ref, 77, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(m, b->g, batch_ids, n, ref, NULL, &err), QV_OK);
 	assert_int_equal(openblas_get_num_threads(), 1);
 	for (int threads = 1; threads <= 3; threads++)
 	{
 		QvPool	   *pool = qv_pool_create(threads, NULL);
 
 		memset(out, 0, sizeof(float) * n * 5);
-		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, 77, pool, &err), QV_OK);
+		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, pool, &err), QV_OK);
 		assert_memory_equal(out, ref, sizeof(float) * n * 5);
 		/* the pool now holds the workspace; a second call reuses it */
-		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, 77, pool, &err), QV_OK);
+		assert_int_equal(qv_infer(m, b->g, batch_ids, n, out, pool, &err), QV_OK);
 		assert_memory_equal(out, ref, sizeof(float) * n * 5);
 		qv_infer_release(pool);
 		assert_null(qv_pool_cache_take(pool));
 
 		/* an explicit workspace through small and large batches */
-		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, 3, out, 77, pool, ws, &err), QV_OK);
-		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, pool, ws, &err), QV_OK);
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, 3, out, pool, ws, &err), QV_OK);
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, pool, ws, &err), QV_OK);
 		assert_memory_equal(out, ref, sizeof(float) * n * 5);
 		bytes = qv_workspace_bytes(ws);
-		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, pool, ws, &err), QV_OK);
+		assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, pool, ws, &err), QV_OK);
 		assert_int_equal(qv_workspace_bytes(ws), bytes);
 		qv_pool_destroy(pool);
 	}
-	/* another model seed samples differently (another rng_seed does not) */
-	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 78, NULL, ws, &err), QV_OK);
+	/* the same call repeats its output; another model seed samples differently */
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, NULL, ws, &err), QV_OK);
 	assert_memory_equal(out, ref, sizeof(float) * n * 5);
 	m->seed = 78;
-	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, NULL, ws, &err), QV_OK);
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, NULL, ws, &err), QV_OK);
 	assert_true(memcmp(out, ref, sizeof(float) * n * 5) != 0);
 	m->seed = 0;
 	/* an unknown id late in a big batch is reported by value */
 	batch_ids[n - 3] = 1001;
-	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, 77, NULL, ws, &err), QV_ENOTFOUND);
+	assert_int_equal(qv_infer_ws(m, b->g, batch_ids, n, out, NULL, ws, &err), QV_ENOTFOUND);
 	assert_string_equal(err.msg, "node id 1001 does not exist");
 	qv_workspace_destroy(ws);
 	free(batch_ids);
@@ -805,7 +804,7 @@ rows_rel_error(const float *a, const float *b, int64_t n)
  * a model seed and a graph version set, qv_infer of one id equals that id's
  * row of a batch of 2500 (repeats included) to float32 rounding of the
  * dense layers (1e-5), with no pool and pools of 1 and 3 threads, the
- * batch in either order, whatever rng_seed; and the comparison can fail:
+ * batch in either order; and the comparison can fail:
  * another model seed moves some probe by far more than that.
  */
 static void
@@ -836,8 +835,8 @@ check_alone_equals_batch(QvArch arch)
 		ids[i] = b->ids[(i * 37) % 2200];
 	for (int i = 0; i < n; i++)
 		rev[i] = ids[n - 1 - i];
-	assert_int_equal(qv_infer(m, b->g, ids, n, out, 1, pools[2], &err), QV_OK);
-	assert_int_equal(qv_infer(m, b->g, rev, n, out_rev, 2, pools[1], &err), QV_OK);
+	assert_int_equal(qv_infer(m, b->g, ids, n, out, pools[2], &err), QV_OK);
+	assert_int_equal(qv_infer(m, b->g, rev, n, out_rev, pools[1], &err), QV_OK);
 	for (int i = 0; i < n; i++)
 		assert_true(rows_rel_error(out_rev + (size_t) (n - 1 - i) * 5, out + (size_t) i * 5, 5) <= 1e-5);
 	for (int i = 0; i < n; i += 41)
@@ -845,7 +844,7 @@ check_alone_equals_batch(QvArch arch)
 		{
 			double		e;
 
-			assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, 1000 + i + p, pools[p], &err), QV_OK);
+			assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, pools[p], &err), QV_OK);
 			e = rows_rel_error(one, out + (size_t) i * 5, 5);
 			worst = fmax(worst, e);
 			bitwise += memcmp(one, out + (size_t) i * 5, sizeof(one)) == 0;
@@ -858,7 +857,7 @@ check_alone_equals_batch(QvArch arch)
 	m->seed = 18;
 	for (int i = 0; i < n; i += 41)
 	{
-		assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, 1, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(m, b->g, &ids[i], 1, one, NULL, &err), QV_OK);
 		moved = fmax(moved, rows_rel_error(one, out + (size_t) i * 5, 5));
 	}
 	assert_true(moved > 1e-3);
@@ -880,6 +879,66 @@ test_alone_equals_batch(void **state)
 	check_alone_equals_batch(QV_ARCH_GCN);
 }
 
+/*
+ * Canonical graphs (graph.h): the same feature rows and edges read in
+ * another order (as another scan, a standby or a restart may return them)
+ * give the same predictions, bit for bit, for every node: sampled (fanout
+ * [6, 4, 3], a model seed and a graph version set) and full, directed and
+ * undirected, GraphSAGE and GCN, on a pool of 3 and on none.
+ */
+static void
+test_shuffled_rows_same_predictions(void **state)
+{
+	int			dims[] = {20, 24, 17, 5};
+	const int32_t fanout[] = {6, 4, 3};
+	BigGraph   *b = big_graph(3000, 45000, 20, 11);
+	float	   *out = malloc(sizeof(float) * b->n * 5);
+	float	   *out_sh = malloc(sizeof(float) * b->n * 5);
+	int64_t    *ids = malloc(sizeof(int64_t) * b->n);
+	QvPool	   *pool = qv_pool_create(3, NULL);
+	QvError		err = {0};
+
+	for (int i = 0; i < b->n; i++)	/* every node, in a scattered order */
+		ids[i] = b->ids[((int64_t) i * 1009) % b->n];
+	for (int undirected = 0; undirected < 2; undirected++)
+	{
+		QvGraphInput in = {b->n, 20, b->ids, b->feat, b->n_edges, b->src, b->dst, undirected};
+		QvGraph    *g = NULL;
+
+		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+		g->version = 9;
+		for (uint64_t shuffle = 1; shuffle <= 2; shuffle++)
+		{
+			QvGraph    *h = test_graph_shuffled(&in, shuffle + 10 * undirected);
+
+			h->version = 9;
+			for (int a = 0; a < 2; a++)
+			{
+				QvArch		arch = a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+				QvModel    *m = test_model_random(arch, 3, dims, NULL, false, 5);
+
+				m->seed = 17;
+				for (int sampled = 0; sampled < 2; sampled++)
+				{
+					for (int i = 0; i < 3; i++)
+						m->fanout[i] = sampled ? fanout[i] : -1;
+					assert_int_equal(qv_infer(m, g, ids, b->n, out, pool, &err), QV_OK);
+					assert_int_equal(qv_infer(m, h, ids, b->n, out_sh, NULL, &err), QV_OK);
+					assert_memory_equal(out, out_sh, sizeof(float) * b->n * 5);
+				}
+				test_model_free(m);
+			}
+			qv_graph_free(h);
+		}
+		qv_graph_free(g);
+	}
+	qv_pool_destroy(pool);
+	free(ids);
+	free(out);
+	free(out_sh);
+	free_big_graph(b);
+}
+
 static void
 test_errors(void **state)
 {
@@ -891,20 +950,20 @@ test_errors(void **state)
 
 	make_model(f, QV_ARCH_GRAPHSAGE, 0);
 	g = make_graph(f, esrc, edst, N_EDGES, false);
-	assert_int_equal(qv_infer(&f->m, g, unknown, 3, out, 1, NULL, &err), QV_ENOTFOUND);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 3, out, NULL, &err), QV_ENOTFOUND);
 	assert_string_equal(err.msg, "node id 77 does not exist");
 
 	f->m.layers[1].in_dim = HID + 1;
-	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, NULL, &err), QV_EINVAL);
 	assert_string_equal(err.msg, "layer 1 takes 8 inputs, but the layer before gives 7");
 	f->m.layers[1].in_dim = HID;
 	f->m.layers[0].weight_r = NULL;
-	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, NULL, &err), QV_EINVAL);
 	f->m.layers[0].weight_r = f->w[0][1];
 	f->m.fanout[1] = -5;
-	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, 1, NULL, &err), QV_EINVAL);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 1, out, NULL, &err), QV_EINVAL);
 	f->m.fanout[1] = -1;
-	assert_int_equal(qv_infer(&f->m, g, unknown, 0, out, 1, NULL, &err), QV_OK);
+	assert_int_equal(qv_infer(&f->m, g, unknown, 0, out, NULL, &err), QV_OK);
 	qv_graph_free(g);
 	free(f);
 }
@@ -924,6 +983,7 @@ main(void)
 		cmocka_unit_test(test_full_big),
 		cmocka_unit_test(test_threads_agree),
 		cmocka_unit_test(test_alone_equals_batch),
+		cmocka_unit_test(test_shuffled_rows_same_predictions),
 		cmocka_unit_test(test_errors),
 	};
 

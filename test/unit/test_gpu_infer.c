@@ -18,7 +18,7 @@
  * tier.  With a fanout (ABI 4: repeatable samples), the GPU must sample each
  * node's neighbours as the CPU does, so its output equals qv_infer's to the
  * same 1e-5, batch or single seed, and moves with the model seed and the
- * graph version only (never with infer's rng_seed).
+ * graph version only (infer takes no per-call seed).
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -160,14 +160,14 @@ tiers_free(Tiers *t)
 /* The CPU path on dense seeds. */
 static void
 cpu_infer(const QvModel *m, const TestGraph *t, const int32_t *seeds, int n,
-		  uint64_t rng_seed, float *out)
+		  float *out)
 {
 	int64_t    *ids = malloc(sizeof(int64_t) * (n + 1));
 	QvError		err = {0};
 
 	for (int i = 0; i < n; i++)
 		ids[i] = t->ids[seeds[i]];
-	if (qv_infer(m, t->g, ids, n, out, rng_seed, NULL, &err) != QV_OK)
+	if (qv_infer(m, t->g, ids, n, out, NULL, &err) != QV_OK)
 		fail_msg("qv_infer: %s", err.msg);
 	free(ids);
 }
@@ -387,7 +387,7 @@ check_bad_models_and_calls(const QvCudaApi *api)
 	assert_fails(api->store_link_peers(NULL, NULL, 1, &err), QV_EINVAL, err);
 
 	memset(&stats, 0x7f, sizeof(stats));
-	assert_fails(api->infer(NULL, NULL, NULL, seeds, 1, 1, out, &stats, &err), QV_EINVAL, err);
+	assert_fails(api->infer(NULL, NULL, NULL, seeds, 1, out, &stats, &err), QV_EINVAL, err);
 	assert_int_equal(stats.rows_local, 0);
 	assert_int_equal(stats.rows_host, 0);
 	assert_true(stats.device_us == 0.0);
@@ -565,8 +565,8 @@ check_config(const Rig *r, const QvModel *m, TierMode mode, int csr_on_device)
 	double		rel;
 	QvError		err = {0};
 
-	cpu_infer(m, r->t, seeds, n, 1, cpu);
-	if (r->api->infer(r->lane, gm, st, seeds, n, 1, gpu, &stats, &err) != QV_OK)
+	cpu_infer(m, r->t, seeds, n, cpu);
+	if (r->api->infer(r->lane, gm, st, seeds, n, gpu, &stats, &err) != QV_OK)
 		fail_msg("infer (%s, csr_on_device %d): %s", tier_names[mode], csr_on_device, err.msg);
 	rel = rel_error(gpu, cpu, (size_t) n * m->out_dim);
 	printf("%s %d layers, dim %d, tiers %s, csr_on_device %d: rel err %.3g, rows %lld/%lld/%lld, %.1f us\n",
@@ -653,7 +653,7 @@ in_hub(const QvGraph *g)
 
 /*
  * Repeatable samples (ABI 4), fanout [3, 2] with a model seed and a graph
- * version set: a batch reproduces its output whatever rng_seed; repeats get
+ * version set: a batch reproduces its output; repeats get
  * the same rows; every row equals the CPU path's (qv_infer) to 1e-5, in
  * the batch, for each seed alone (on both paths), and for a batch of every
  * node: the GPU samples each node's neighbours exactly as the CPU does.
@@ -691,18 +691,18 @@ check_sampled(QvGpu *gpu, QvArch arch)
 	m->seed = 31;
 	t->g->version = 5;
 	gm = model_or_fail(&r, m);
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, 42, a, NULL, &err), QV_OK);
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, 43, b, NULL, &err), QV_OK);
-	assert_memory_equal(a, b, sizeof(a));	/* rng_seed is ignored */
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, a, NULL, &err), QV_OK);
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 6, b, NULL, &err), QV_OK);
+	assert_memory_equal(a, b, sizeof(a));
 	assert_memory_equal(a, a + 3 * 7, 7 * sizeof(float));
 	assert_memory_equal(a + 7, a + 5 * 7, 7 * sizeof(float));
-	cpu_infer(m, t, seeds, 6, 0, cpu);
+	cpu_infer(m, t, seeds, 6, cpu);
 	assert_true(rel_error(a, cpu, 6 * 7) <= TOL);
 	for (int i = 0; i < 6; i++)
 	{
-		assert_int_equal(r.api->infer(r.lane, gm, st, &seeds[i], 1, 100 + i, alone_gpu + i * 7,
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seeds[i], 1, alone_gpu + i * 7,
 									  NULL, &err), QV_OK);
-		cpu_infer(m, t, &seeds[i], 1, 0, alone_cpu + i * 7);
+		cpu_infer(m, t, &seeds[i], 1, alone_cpu + i * 7);
 	}
 	assert_true(rel_error(alone_gpu, a, 6 * 7) <= TOL);
 	assert_true(rel_error(alone_cpu, a, 6 * 7) <= TOL);
@@ -710,15 +710,15 @@ check_sampled(QvGpu *gpu, QvArch arch)
 	all = full_batch(t->n, &n_all);
 	all_gpu = malloc(sizeof(float) * n_all * 7);
 	all_cpu = malloc(sizeof(float) * n_all * 7);
-	assert_int_equal(r.api->infer(r.lane, gm, st, all, n_all, 7, all_gpu, NULL, &err), QV_OK);
-	cpu_infer(m, t, all, n_all, 8, all_cpu);
+	assert_int_equal(r.api->infer(r.lane, gm, st, all, n_all, all_gpu, NULL, &err), QV_OK);
+	cpu_infer(m, t, all, n_all, all_cpu);
 	assert_true(rel_error(all_gpu, all_cpu, (size_t) n_all * 7) <= TOL);
 
 	for (uint64_t s = 32; s < 42; s++)
 	{
 		m->seed = s;
 		gm2 = model_or_fail(&r, m);
-		assert_int_equal(r.api->infer(r.lane, gm2, st, seeds, 1, 42, b, NULL, &err), QV_OK);
+		assert_int_equal(r.api->infer(r.lane, gm2, st, seeds, 1, b, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, 7 * sizeof(float)) != 0;
 		r.api->model_destroy(gm2);
 	}
@@ -728,12 +728,12 @@ check_sampled(QvGpu *gpu, QvArch arch)
 	for (uint64_t v = 6; v < 16; v++)
 	{
 		t->g->version = v;
-		assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, 42, b, NULL, &err), QV_OK);
+		assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, b, NULL, &err), QV_OK);
 		differs |= memcmp(a, b, 7 * sizeof(float)) != 0;
 	}
 	assert_true(differs);
 	t->g->version = 5;
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, 42, b, NULL, &err), QV_OK);
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, b, NULL, &err), QV_OK);
 	assert_memory_equal(a, b, 7 * sizeof(float));
 
 	free(all);
@@ -780,7 +780,7 @@ test_gpu_sampled_without_replacement(void **state)
 		test_star_model(&star, &m, QV_ARCH_GCN, 2);
 		m.seed = s;
 		gm = model_or_fail(&r, &m);
-		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, 0, &out, NULL, &err), QV_OK);
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, &out, NULL, &err), QV_OK);
 		assert_float_equal(out, TEST_STAR_GCN_EXACT, 1e-6);
 		r.api->model_destroy(gm);
 	}
@@ -789,7 +789,7 @@ test_gpu_sampled_without_replacement(void **state)
 		test_star_model(&star, &m, QV_ARCH_GRAPHSAGE, 3);
 		m.seed = s;
 		gm = model_or_fail(&r, &m);
-		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, 0, &out, NULL, &err), QV_OK);
+		assert_int_equal(r.api->infer(r.lane, gm, st, &seed, 1, &out, NULL, &err), QV_OK);
 		assert_true(test_star_sage3_ok(out));
 		r.api->model_destroy(gm);
 	}
@@ -836,8 +836,8 @@ test_gpu_lane_reuse(void **state)
 	sizes[4] = n;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
 	{
-		cpu_infer(m, t, seeds, sizes[i], 1, cpu);
-		if (r.api->infer(r.lane, gm, st, seeds, sizes[i], 1, gpu, NULL, &err) != QV_OK)
+		cpu_infer(m, t, seeds, sizes[i], cpu);
+		if (r.api->infer(r.lane, gm, st, seeds, sizes[i], gpu, NULL, &err) != QV_OK)
 			fail_msg("infer of %d seeds: %s", sizes[i], err.msg);
 		assert_true(rel_error(gpu, cpu, (size_t) sizes[i] * 7) <= TOL);
 		if (i == 2)
@@ -845,7 +845,7 @@ test_gpu_lane_reuse(void **state)
 		if (i == 4)				/* the same batch again: the same bits */
 			assert_memory_equal(gpu, first, sizeof(float) * n * 7);
 	}
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 0, 1, NULL, NULL, &err), QV_OK);
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 0, NULL, NULL, &err), QV_OK);
 
 	free(seeds);
 	free(gpu);
@@ -882,13 +882,13 @@ test_gpu_bad_inputs(void **state)
 	QvError		err = {0};
 
 	(void) state;
-	assert_fails(r.api->infer(r.lane, gm, st, seeds, 3, 1, out, NULL, &err), QV_EDATA, err);
+	assert_fails(r.api->infer(r.lane, gm, st, seeds, 3, out, NULL, &err), QV_EDATA, err);
 	assert_non_null(strstr(err.msg, "seed 400 at position 1"));
-	assert_fails(r.api->infer(r.lane, gm, st, neg, 2, 1, out, NULL, &err), QV_EDATA, err);
-	assert_fails(r.api->infer(r.lane, gm, st, seeds, -1, 1, out, NULL, &err), QV_EINVAL, err);
-	assert_fails(r.api->infer(r.lane, gm, st, NULL, 1, 1, out, NULL, &err), QV_EINVAL, err);
-	assert_fails(r.api->infer(r.lane, gm, st, seeds, 1, 1, NULL, NULL, &err), QV_EINVAL, err);
-	assert_fails(r.api->infer(r.lane, gm8, st, seeds, 1, 1, out, NULL, &err), QV_EINVAL, err);
+	assert_fails(r.api->infer(r.lane, gm, st, neg, 2, out, NULL, &err), QV_EDATA, err);
+	assert_fails(r.api->infer(r.lane, gm, st, seeds, -1, out, NULL, &err), QV_EINVAL, err);
+	assert_fails(r.api->infer(r.lane, gm, st, NULL, 1, out, NULL, &err), QV_EINVAL, err);
+	assert_fails(r.api->infer(r.lane, gm, st, seeds, 1, NULL, NULL, &err), QV_EINVAL, err);
+	assert_fails(r.api->infer(r.lane, gm8, st, seeds, 1, out, NULL, &err), QV_EINVAL, err);
 	assert_non_null(strstr(err.msg, "feature dimension is 20"));
 	assert_fails(r.api->store_link_peers(st, NULL, -1, &err), QV_EINVAL, err);
 
@@ -897,7 +897,7 @@ test_gpu_bad_inputs(void **state)
 		QvGpuLane  *other = NULL;
 
 		assert_int_equal(r.api->lane_create(1, &other, &err), QV_OK);
-		assert_fails(r.api->infer(other, gm, st, seeds, 1, 1, out, NULL, &err), QV_EINVAL, err);
+		assert_fails(r.api->infer(other, gm, st, seeds, 1, out, NULL, &err), QV_EINVAL, err);
 		assert_non_null(strstr(err.msg, "must share one device"));
 		r.api->lane_destroy(other);
 	}
@@ -905,8 +905,8 @@ test_gpu_bad_inputs(void **state)
 		printf("one device: the lane/store device mismatch needs two\n");
 
 	/* nothing stuck: a good call works */
-	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, 1, out, NULL, &err), QV_OK);
-	cpu_infer(m, t, seeds, 1, 1, cpu);
+	assert_int_equal(r.api->infer(r.lane, gm, st, seeds, 1, out, NULL, &err), QV_OK);
+	cpu_infer(m, t, seeds, 1, cpu);
 	assert_true(rel_error(out, cpu, 7) <= TOL);
 
 	r.api->model_destroy(gm);
@@ -1031,18 +1031,18 @@ test_gpu_peers(void **state)
 			assert_int_equal(r.api->store_create(0, &s0, &st[0], NULL, &err), QV_OK);
 		}
 		gm = model_or_fail(&r, m);
-		assert_fails(r.api->infer(r.lane, gm, st[0], seeds, n, 1, out, NULL, &err), QV_EDEVICE, err);
+		assert_fails(r.api->infer(r.lane, gm, st[0], seeds, n, out, NULL, &err), QV_EDEVICE, err);
 		assert_non_null(strstr(err.msg, "store_link_peers"));
 		if (r.api->store_link_peers(st[0], st, 2, &err) != QV_OK)
 			fail_msg("store_link_peers: %s", err.msg);
 		assert_int_equal(r.api->store_link_peers(st[0], st, 2, &err), QV_OK);	/* again: fine */
-		if (r.api->infer(r.lane, gm, st[0], seeds, n, 1, out, &stats, &err) != QV_OK)
+		if (r.api->infer(r.lane, gm, st[0], seeds, n, out, &stats, &err) != QV_OK)
 			fail_msg("infer with peers: %s", err.msg);
-		cpu_infer(m, t, seeds, n, 1, cpu);
+		cpu_infer(m, t, seeds, n, cpu);
 		assert_true(rel_error(out, cpu, (size_t) n * 7) <= TOL);
 		assert_true(stats.rows_peer > 0 && stats.rows_local > 0 && stats.rows_host == 0);
 		r.api->store_destroy(st[1]);
-		assert_fails(r.api->infer(r.lane, gm, st[0], seeds, n, 1, out, NULL, &err), QV_EDEVICE, err);
+		assert_fails(r.api->infer(r.lane, gm, st[0], seeds, n, out, NULL, &err), QV_EDEVICE, err);
 		assert_non_null(strstr(err.msg, "destroyed"));
 
 		r.api->model_destroy(gm);

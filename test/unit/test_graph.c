@@ -4,6 +4,11 @@
  *
  * Expected CSR rows are written out by hand for the small graphs and, for
  * random graphs, recomputed by brute force from the edge list.
+ *
+ * The build is canonical (graph.h): dense index = rank of the id, each row
+ * sorted by source index.  The same rows in shuffled orders (feature rows
+ * and edges) give the same graph byte for byte: CSR, degrees, id table,
+ * id map and features.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include "test_util.h"
 
 #include "graph.h"
 
@@ -43,16 +50,20 @@ assert_row(const QvGraph *g, int32_t v, const int32_t *want, int64_t len)
 		assert_int_equal(g->col[g->rowptr[v] + j], want[j]);
 }
 
-/* Negative and sparse ids, duplicate edges kept in input order, self loop. */
+/*
+ * Negative and sparse ids in no order: dense index = rank of the id
+ * (-3, 7, 10, 10^12); each row sorted by source, duplicate edges kept
+ * (adjacent), self loop.
+ */
 static void
 test_directed_rows(void **state)
 {
 	int64_t		ids[] = {10, -3, 7, INT64_C(1000000000000)};
 	int64_t		src[] = {10, 7, 10, -3, INT64_C(1000000000000), -3};
 	int64_t		dst[] = {-3, -3, -3, -3, 7, 10};
-	int32_t		row0[] = {1};
-	int32_t		row1[] = {0, 2, 0, 1};
-	int32_t		row2[] = {3};
+	int32_t		row0[] = {0, 1, 2, 2};	/* -3 <- -3, 7, 10, 10 */
+	int32_t		row1[] = {3};			/* 7 <- 10^12 */
+	int32_t		row2[] = {0};			/* 10 <- -3 */
 	QvGraph    *g = NULL;
 	QvError		err = {0};
 
@@ -60,54 +71,62 @@ test_directed_rows(void **state)
 	assert_int_equal(g->n_nodes, 4);
 	assert_int_equal(g->n_edges, 6);
 	assert_int_equal(g->dim, 2);
-	assert_row(g, 0, row0, 1);
-	assert_row(g, 1, row1, 4);
+	assert_row(g, 0, row0, 4);
+	assert_row(g, 1, row1, 1);
 	assert_row(g, 2, row2, 1);
 	assert_row(g, 3, NULL, 0);
 	/* in-degree without the self loop (-3, -3); duplicates counted */
-	assert_int_equal(g->deg_noloop[0], 1);
-	assert_int_equal(g->deg_noloop[1], 3);
+	assert_int_equal(g->deg_noloop[0], 3);
+	assert_int_equal(g->deg_noloop[1], 1);
 	assert_int_equal(g->deg_noloop[2], 1);
 	assert_int_equal(g->deg_noloop[3], 0);
 
-	assert_int_equal(qv_graph_find(g, 10), 0);
-	assert_int_equal(qv_graph_find(g, -3), 1);
+	assert_int_equal(qv_graph_find(g, -3), 0);
+	assert_int_equal(qv_graph_find(g, 7), 1);
+	assert_int_equal(qv_graph_find(g, 10), 2);
 	assert_int_equal(qv_graph_find(g, INT64_C(1000000000000)), 3);
 	assert_int_equal(qv_graph_find(g, 5), -1);
 	assert_int_equal(qv_graph_find(g, INT64_MIN), -1);
+	for (int v = 0; v < 4; v++)
+		assert_int_equal(qv_graph_find(g, g->ids[v]), v);
+	assert_int_equal(g->ids[0], -3);
 	assert_int_equal(g->ids[3], INT64_C(1000000000000));
-	/* features are the graph's own copy, rows in id order */
+	/* features are the graph's own copy, each with its id: input row i
+	 * had (i, i + 0.5), and -3 was row 1, 10 row 0, 10^12 row 3 */
+	assert_true(g->feat[2 * 0] == 1.0f && g->feat[2 * 0 + 1] == 1.5f);
+	assert_true(g->feat[2 * 2] == 0.0f && g->feat[2 * 2 + 1] == 0.5f);
 	assert_true(g->feat[2 * 3] == 3.0f && g->feat[2 * 3 + 1] == 3.5f);
 	assert_true(qv_graph_bytes(g) >= 4 * 2 * sizeof(float) + 6 * sizeof(int32_t)
 				+ 5 * sizeof(int64_t) + 4 * sizeof(int64_t));
 	qv_graph_free(g);
 }
 
-/* to_undirected: both directions, duplicates and double self loops once. */
+/* to_undirected: both directions, duplicates and double self loops once.
+ * Dense order -1, 7, 20, 50, 99. */
 static void
 test_undirected_dedup(void **state)
 {
 	int64_t		ids[] = {50, -1, 20, 7, 99};
 	int64_t		src[] = {50, -1, -1, -1, 20, 20, 7, 50};
 	int64_t		dst[] = {-1, 50, 20, 20, 20, 20, 50, -1};
-	int32_t		row0[] = {1, 3};
-	int32_t		row1[] = {0, 2};
-	int32_t		row2[] = {1, 2};
-	int32_t		row3[] = {0};
+	int32_t		row0[] = {2, 3};		/* -1: 20, 50 */
+	int32_t		row1[] = {3};			/* 7: 50 */
+	int32_t		row2[] = {0, 2};		/* 20: -1, itself */
+	int32_t		row3[] = {0, 1};		/* 50: -1, 7 */
 	QvGraph    *g = NULL;
 	QvError		err = {0};
 
 	assert_int_equal(build(ids, 5, src, dst, 8, true, &g, &err), QV_OK);
 	assert_int_equal(g->n_edges, 7);
 	assert_row(g, 0, row0, 2);
-	assert_row(g, 1, row1, 2);
+	assert_row(g, 1, row1, 1);
 	assert_row(g, 2, row2, 2);
-	assert_row(g, 3, row3, 1);
+	assert_row(g, 3, row3, 2);
 	assert_row(g, 4, NULL, 0);
 	assert_int_equal(g->deg_noloop[0], 2);
-	assert_int_equal(g->deg_noloop[1], 2);
+	assert_int_equal(g->deg_noloop[1], 1);
 	assert_int_equal(g->deg_noloop[2], 1);
-	assert_int_equal(g->deg_noloop[3], 1);
+	assert_int_equal(g->deg_noloop[3], 2);
 	assert_int_equal(g->deg_noloop[4], 0);
 	qv_graph_free(g);
 }
@@ -127,6 +146,15 @@ test_no_edges(void **state)
 		assert_int_equal(g->deg_noloop[v], 0);
 	}
 	qv_graph_free(g);
+}
+
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32_t		x = *(const int32_t *) a,
+				y = *(const int32_t *) b;
+
+	return (x > y) - (x < y);
 }
 
 static uint64_t
@@ -168,13 +196,14 @@ test_random_against_edge_list(void **state)
 		int32_t		loops = 0;
 		char		seen[N] = {0};
 
-		/* directed: sources in input order, duplicates kept */
+		/* directed: sources ascending, duplicates kept */
 		for (int e = 0; e < E; e++)
 			if (dst[e] == ids[v])
 			{
 				want[len++] = (int32_t) ((src[e] + 1000000) / 7919);
 				loops += src[e] == ids[v];
 			}
+		qsort(want, (size_t) len, sizeof(int32_t), cmp_int32);
 		assert_row(g, v, want, len);
 		assert_int_equal(g->deg_noloop[v], len - loops);
 
@@ -199,6 +228,169 @@ test_random_against_edge_list(void **state)
 	free(src);
 	free(dst);
 	free(want);
+}
+
+/*
+ * A random multigraph with sparse ids (about half negative, in no order),
+ * features, hubs (rows longer than the insertion-sort cutoff), duplicate
+ * edges and self loops; ids contiguous from -1234 when contiguous.
+ */
+typedef struct Rows
+{
+	int64_t		n,
+				e;
+	int64_t    *ids,
+			   *src,
+			   *dst;
+	float	   *feat;
+} Rows;
+
+static Rows
+random_rows(int64_t n, int64_t n_edges, bool contiguous, uint64_t s)
+{
+	Rows		r = {n, n_edges, malloc(sizeof(int64_t) * n), malloc(sizeof(int64_t) * n_edges),
+	malloc(sizeof(int64_t) * n_edges), malloc(sizeof(float) * 3 * n)};
+
+	for (int64_t i = 0; i < n; i++)
+	{
+		/* distinct: (i * 48271) mod n is a bijection for n prime to 48271 */
+		int64_t		k = (i * 48271) % n;
+
+		r.ids[i] = contiguous ? k - 1234
+			: (int64_t) ((uint64_t) k * UINT64_C(0x9e3779b97f4a7c15));	/* odd: distinct */
+		for (int c = 0; c < 3; c++)
+			r.feat[3 * i + c] = (float) (lcg(&s) % 1000) / 7.0f;
+	}
+	for (int64_t e = 0; e < n_edges; e++)
+	{
+		r.src[e] = r.ids[lcg(&s) % (uint64_t) (e % 7 == 0 ? 40 : n)];	/* some repeat */
+		r.dst[e] = r.ids[lcg(&s) % (uint64_t) (e % 5 == 0 ? 3 : n)];	/* hubs */
+		if (e % 101 == 0)
+			r.src[e] = r.dst[e];	/* self loops */
+		if (e % 13 == 1)
+			r.src[e] = r.src[e - 1], r.dst[e] = r.dst[e - 1];	/* duplicates */
+	}
+	return r;
+}
+
+static void
+free_rows(Rows *r)
+{
+	free(r->ids);
+	free(r->src);
+	free(r->dst);
+	free(r->feat);
+}
+
+/*
+ * Canonical builds: the rows in the given order and in five shuffled
+ * orders (feature rows and edges) give the same graph byte for byte, CSR,
+ * degrees, id table, id map and features, directed and undirected, with
+ * sparse ids (the id map's lookups) and contiguous ones (id - lo); every
+ * row is sorted, the id table ascending, and each feature row is its id's.
+ */
+static void
+test_shuffled_rows_identical(void **state)
+{
+	for (int contiguous = 0; contiguous < 2; contiguous++)
+	{
+		Rows		r = random_rows(997, 12000, contiguous, 7 + contiguous);
+
+		for (int undirected = 0; undirected < 2; undirected++)
+		{
+			QvGraphInput in = {r.n, 3, r.ids, r.feat, r.e, r.src, r.dst, undirected};
+			QvGraph    *g = NULL;
+			QvError		err = {0};
+			int64_t		longest = 0;
+
+			assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+			for (int64_t v = 0; v < g->n_nodes; v++)
+			{
+				int32_t		row = qv_graph_find(g, g->ids[v]);
+
+				assert_int_equal(row, v);
+				if (v > 0)
+					assert_true(g->ids[v - 1] < g->ids[v]);
+				for (int64_t j = g->rowptr[v] + 1; j < g->rowptr[v + 1]; j++)
+					assert_true(undirected ? g->col[j - 1] < g->col[j] : g->col[j - 1] <= g->col[j]);
+				longest = g->rowptr[v + 1] - g->rowptr[v] > longest
+					? g->rowptr[v + 1] - g->rowptr[v] : longest;
+			}
+			assert_true(longest > 64);	/* the radix path ran */
+			for (int64_t i = 0; i < r.n; i++)
+			{
+				int32_t		v = qv_graph_find(g, r.ids[i]);
+
+				assert_memory_equal(g->feat + 3 * v, r.feat + 3 * i, 3 * sizeof(float));
+			}
+			if (!undirected)
+				assert_int_equal(g->n_edges, r.e);
+			for (uint64_t seed = 1; seed <= 5; seed++)
+			{
+				QvGraph    *h = test_graph_shuffled(&in, seed);
+
+				test_assert_graph_identical(g, h);
+				qv_graph_free(h);
+			}
+			qv_graph_free(g);
+		}
+		free_rows(&r);
+	}
+}
+
+/*
+ * Dense order is the ids' signed order, extremes included; contiguous ids
+ * (lo .. lo + n - 1) take the lookup-free path, where ids just outside the
+ * range are still edges to unknown nodes; of several repeated ids the
+ * smallest is named, whatever the row order.
+ */
+static void
+test_dense_order_is_id_rank(void **state)
+{
+	int64_t		ids[] = {INT64_MAX, 0, -1, INT64_MIN, 5};
+	int64_t		want[] = {INT64_MIN, -1, 0, 5, INT64_MAX};
+	int64_t		src[] = {INT64_MAX, INT64_MIN, 0};
+	int64_t		dst[] = {INT64_MIN, INT64_MIN, -1};
+	int32_t		row0[] = {0, 4};
+	int64_t		cids[] = {-2, 1, -1, 0};
+	int64_t		csrc[] = {1, -2, -3};
+	int64_t		cdst[] = {-2, 1, 0};
+	int64_t		dups[] = {9, 4, 7, 9, 4};
+	float		feat[10] = {0};
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+
+	assert_int_equal(build(ids, 5, src, dst, 3, false, &g, &err), QV_OK);
+	assert_memory_equal(g->ids, want, sizeof(want));
+	assert_row(g, 0, row0, 2);
+	assert_row(g, 1, (int32_t[]) {2}, 1);
+	for (int v = 0; v < 5; v++)
+		assert_int_equal(qv_graph_find(g, want[v]), v);
+	qv_graph_free(g);
+
+	assert_int_equal(build(cids, 4, csrc, cdst, 2, false, &g, &err), QV_OK);
+	assert_row(g, 0, (int32_t[]) {3}, 1);	/* -2 <- 1 */
+	assert_row(g, 3, (int32_t[]) {0}, 1);	/* 1 <- -2 */
+	assert_int_equal(qv_graph_find(g, -2), 0);
+	assert_int_equal(qv_graph_find(g, 2), -1);
+	qv_graph_free(g);
+	assert_int_equal(build(cids, 4, csrc, cdst, 3, false, &g, &err), QV_EDATA);
+	assert_string_equal(err.msg, "edge (-3, 0): node -3 has no feature row");
+	csrc[2] = 0, cdst[2] = 2;
+	assert_int_equal(build(cids, 4, csrc, cdst, 3, true, &g, &err), QV_EDATA);
+	assert_string_equal(err.msg, "edge (0, 2): node 2 has no feature row");
+
+	for (int rot = 0; rot < 5; rot++)
+	{
+		int64_t		r[5];
+		QvGraphInput in = {5, 2, r, feat, 0, NULL, NULL, false};
+
+		for (int i = 0; i < 5; i++)
+			r[i] = dups[(i + rot) % 5];
+		assert_int_equal(qv_graph_build(&in, &g, &err), QV_EDATA);
+		assert_string_equal(err.msg, "duplicate node id 4");
+		assert_null(g);
+	}
 }
 
 /* Build must fail with code and exactly this message, leaving *out NULL. */
@@ -260,6 +452,8 @@ main(void)
 		cmocka_unit_test(test_undirected_dedup),
 		cmocka_unit_test(test_no_edges),
 		cmocka_unit_test(test_random_against_edge_list),
+		cmocka_unit_test(test_shuffled_rows_identical),
+		cmocka_unit_test(test_dense_order_is_id_rank),
 		cmocka_unit_test(test_errors),
 	};
 

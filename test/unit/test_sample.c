@@ -7,7 +7,8 @@
  * sample_hash.h's definition for (model seed, graph version, hop, node);
  * a node samples the same row alone, in batches with other seeds, in
  * another order, on pools of 1 to 5 threads; another model seed or graph
- * version gives a high-degree node another draw.
+ * version gives a high-degree node another draw.  A graph built from its
+ * rows in another order samples the same.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,10 +124,11 @@ test_all_edges_in_csr_order(void **state)
 					assert_int_equal(s.nodes[h + 1][b->nbr[b->offsets[t] + j]],
 									 g->col[g->rowptr[v] + j]);
 			}
-		/* node 3's duplicate edge from 2 maps twice to one frontier entry */
+		/* node 3's duplicate edge from 2 (adjacent in its sorted row: 2, 2,
+		 * 3) maps twice to one frontier entry */
 		assert_int_equal(s.blocks[0].offsets[2] - s.blocks[0].offsets[1], 3);
 		assert_int_equal(s.blocks[0].nbr[s.blocks[0].offsets[1]],
-						 s.blocks[0].nbr[s.blocks[0].offsets[1] + 2]);
+						 s.blocks[0].nbr[s.blocks[0].offsets[1] + 1]);
 		/* hop 1 from {0, 3, 13}: the seeds, then 1..10 except 3 (a seed) */
 		assert_int_equal(s.n_nodes[1], 3 + 9);
 		qv_sample_free(&s);
@@ -910,6 +912,84 @@ test_without_replacement_multiset(void **state)
 	qv_graph_free(g);
 }
 
+/*
+ * Canonical graphs (graph.h): hub_graph's rows with sparse ids that run
+ * against the dense order (id of node v = 5 (n - v)), built as given and
+ * from the feature rows and edges shuffled, give the same graph, so every
+ * node, sampled alone or all in one batch, draws the same sample, array
+ * for array, with the model seed and graph version fixed.
+ */
+static void
+test_shuffled_rows_same_sample(void **state)
+{
+	QvGraph    *ref = hub_graph(5000);
+	int64_t		n = ref->n_nodes,
+				m = ref->n_edges;
+	int64_t    *ids = malloc(sizeof(int64_t) * n);
+	float	   *feat = calloc((size_t) n, sizeof(float));
+	int64_t    *src = malloc(sizeof(int64_t) * m);
+	int64_t    *dst = malloc(sizeof(int64_t) * m);
+	int32_t    *all = malloc(sizeof(int32_t) * n);
+	int32_t    *all_h = malloc(sizeof(int32_t) * n);
+	int32_t		fanout[] = {12, 5, 3};
+	int64_t		e = 0;
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+
+	for (int64_t v = 0; v < n; v++)
+	{
+		ids[v] = 5 * (n - v);
+		feat[v] = (float) v;
+		for (int64_t j = ref->rowptr[v]; j < ref->rowptr[v + 1]; j++)
+		{
+			/* each row's edges in reverse: not the order a build keeps */
+			src[e] = 5 * (n - ref->col[ref->rowptr[v + 1] - 1 - (j - ref->rowptr[v])]);
+			dst[e++] = ids[v];
+		}
+	}
+	{
+		QvGraphInput in = {n, 1, ids, feat, m, src, dst, false};
+
+		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+		g->version = 11;
+		for (int64_t i = 0; i < n; i++)
+			all[i] = qv_graph_find(g, ids[(i * 7919) % n]);
+		for (uint64_t shuffle = 1; shuffle <= 3; shuffle++)
+		{
+			QvGraph    *h = test_graph_shuffled(&in, shuffle);
+			QvSample	a,
+						b;
+
+			h->version = 11;
+			test_assert_graph_identical(g, h);
+			for (int64_t i = 0; i < n; i++)
+				all_h[i] = qv_graph_find(h, ids[(i * 7919) % n]);
+			assert_int_equal(qv_sample(g, all, (int32_t) n, fanout, 3, 5, &a, &err), QV_OK);
+			assert_int_equal(qv_sample(h, all_h, (int32_t) n, fanout, 3, 5, &b, &err), QV_OK);
+			assert_same_sample(&a, &b);
+			qv_sample_free(&a);
+			qv_sample_free(&b);
+			for (int64_t i = 0; i < n; i += 97)
+			{
+				assert_int_equal(qv_sample(g, &all[i], 1, fanout, 3, 5, &a, &err), QV_OK);
+				assert_int_equal(qv_sample(h, &all_h[i], 1, fanout, 3, 5, &b, &err), QV_OK);
+				assert_same_sample(&a, &b);
+				qv_sample_free(&a);
+				qv_sample_free(&b);
+			}
+			qv_graph_free(h);
+		}
+	}
+	qv_graph_free(g);
+	qv_graph_free(ref);
+	free(ids);
+	free(feat);
+	free(src);
+	free(dst);
+	free(all);
+	free(all_h);
+}
+
 int
 main(void)
 {
@@ -926,6 +1006,7 @@ main(void)
 		cmocka_unit_test(test_node_sample_independent_of_batch),
 		cmocka_unit_test(test_seed_and_version_change_draw),
 		cmocka_unit_test(test_without_replacement_multiset),
+		cmocka_unit_test(test_shuffled_rows_same_sample),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -64,6 +64,95 @@ test_graph(int n, const int64_t (*edges)[2], int64_t n_edges, bool undirected)
 	return g;
 }
 
+/*
+ * qv_graph_build of in's rows in another order, as another scan of the same
+ * tables might return them: the feature rows (an id with its features) and
+ * the edges are each shuffled by a permutation drawn from seed.
+ */
+static inline QvGraph *
+test_graph_shuffled(const QvGraphInput *in, uint64_t seed)
+{
+	int64_t		n = in->n_nodes,
+				m = in->n_edges;
+	int64_t    *perm = malloc(sizeof(int64_t) * ((n > m ? n : m) + 1));
+	int64_t    *ids = malloc(sizeof(int64_t) * (n + 1));
+	float	   *feat = malloc(sizeof(float) * ((size_t) n * in->dim + 1));
+	int64_t    *src = malloc(sizeof(int64_t) * (m + 1));
+	int64_t    *dst = malloc(sizeof(int64_t) * (m + 1));
+	uint64_t	x = seed * UINT64_C(0x9e3779b97f4a7c15) + 1;
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+
+	for (int pass = 0; pass < 2; pass++)
+	{
+		int64_t		len = pass == 0 ? n : m;
+
+		for (int64_t i = 0; i < len; i++)
+			perm[i] = i;
+		for (int64_t i = len - 1; i > 0; i--)	/* Fisher-Yates */
+		{
+			int64_t		j,
+						t;
+
+			x = x * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+			j = (int64_t) ((x >> 17) % (uint64_t) (i + 1));
+			t = perm[i], perm[i] = perm[j], perm[j] = t;
+		}
+		for (int64_t i = 0; i < len; i++)
+			if (pass == 0)
+			{
+				ids[i] = in->ids[perm[i]];
+				memcpy(feat + (size_t) i * in->dim, in->feat + (size_t) perm[i] * in->dim,
+					   sizeof(float) * in->dim);
+			}
+			else
+			{
+				src[i] = in->src[perm[i]];
+				dst[i] = in->dst[perm[i]];
+			}
+	}
+	{
+		QvGraphInput sh = *in;
+
+		sh.ids = ids;
+		sh.feat = feat;
+		sh.src = src;
+		sh.dst = dst;
+		if (qv_graph_build(&sh, &g, &err) != QV_OK)
+			fail_msg("qv_graph_build of shuffled rows: %s", err.msg);
+	}
+	free(perm);
+	free(ids);
+	free(feat);
+	free(src);
+	free(dst);
+	return g;
+}
+
+/* a and b are the same graph byte for byte: CSR, degrees, ids, features,
+ * version and the id map's occupied slots (its empty keys are garbage). */
+static inline void
+test_assert_graph_identical(const QvGraph *a, const QvGraph *b)
+{
+	size_t		n = (size_t) a->n_nodes;
+
+	assert_int_equal(a->n_nodes, b->n_nodes);
+	assert_int_equal(a->n_edges, b->n_edges);
+	assert_int_equal(a->dim, b->dim);
+	assert_int_equal(a->version, b->version);
+	assert_memory_equal(a->rowptr, b->rowptr, sizeof(int64_t) * (n + 1));
+	if (a->n_edges > 0)
+		assert_memory_equal(a->col, b->col, sizeof(int32_t) * (size_t) a->n_edges);
+	assert_memory_equal(a->deg_noloop, b->deg_noloop, sizeof(int32_t) * n);
+	assert_memory_equal(a->ids, b->ids, sizeof(int64_t) * n);
+	assert_memory_equal(a->feat, b->feat, sizeof(float) * n * (size_t) a->dim);
+	assert_int_equal(a->idmap.mask, b->idmap.mask);
+	assert_memory_equal(a->idmap.vals, b->idmap.vals, sizeof(int32_t) * (a->idmap.mask + 1));
+	for (uint64_t s = 0; s <= a->idmap.mask; s++)
+		if (a->idmap.vals[s] >= 0)
+			assert_int_equal(a->idmap.keys[s], b->idmap.keys[s]);
+}
+
 /* Uniform double in [-1, 1) from a 64-bit LCG state (reproducible). */
 static inline double
 test_rnd(uint64_t *s)

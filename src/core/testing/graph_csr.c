@@ -3,8 +3,8 @@
  * .npy files (rowptr, col, feat).
  *
  * The id map and the degrees are filled by graph.c's own qv_idmap_build and
- * qv_graph_fill_degrees, so a graph from a CSR equals one from
- * qv_graph_build on the same edges.
+ * qv_graph_fill_degrees, so a graph from a sorted CSR with ascending ids
+ * equals one from qv_graph_build on the same edges (graph_csr.h).
  */
 #include "graph_csr.h"
 

@@ -26,9 +26,13 @@ typedef struct QvCsrInput
 } QvCsrInput;
 
 /*
- * Copy a CSR into a new graph (id map and deg_noloop computed): the result
- * equals what qv_graph_build gives for the directed edges (col[j], v) listed
- * row by row.  A malformed CSR or a repeated id is QV_EDATA naming it.
+ * Copy a CSR into a new graph (id map and deg_noloop computed), as given:
+ * node v keeps index v and its row keeps its order.  It equals what the
+ * canonical qv_graph_build gives for the directed edges (col[j], v) when
+ * the ids ascend and every row is sorted (a dataset folder written from a
+ * built graph, a Chung-Lu graph); otherwise it is the same graph with
+ * another numbering.  A malformed CSR or a repeated id is QV_EDATA naming
+ * it.
  */
 int			qv_graph_from_csr(const QvCsrInput *in, QvGraph **out, QvError *err);
 
