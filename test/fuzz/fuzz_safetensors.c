@@ -41,6 +41,7 @@
 #include "model.h"
 #include "qv_error.h"
 #include "safetensors.h"
+#include "../unit/utf8_check.h"
 
 #define CHECK(cond) \
 	do { \
@@ -67,48 +68,6 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/*
- * Is s well-formed UTF-8 as PostgreSQL's UTF8 encoding accepts it (no
- * overlong form, no surrogate, at most U+10FFFF)?  The glue hands error
- * messages to ereport and to text columns as they are.
- */
-static int
-valid_utf8(const char *str)
-{
-	const unsigned char *s = (const unsigned char *) str;
-
-	while (*s)
-	{
-		uint32_t	cp;
-		int			n,
-					i;
-
-		if (s[0] < 0x80)
-		{
-			s++;
-			continue;
-		}
-		if ((s[0] & 0xe0) == 0xc0)
-			n = 2, cp = s[0] & 0x1f;
-		else if ((s[0] & 0xf0) == 0xe0)
-			n = 3, cp = s[0] & 0x0f;
-		else if ((s[0] & 0xf8) == 0xf0)
-			n = 4, cp = s[0] & 0x07;
-		else
-			return 0;
-		for (i = 1; i < n; i++)
-		{
-			if ((s[i] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-			(cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return 0;
-		s += n;
-	}
-	return 1;
-}
 
 /* A failed call must say so cleanly, in valid UTF-8. */
 static void
@@ -498,7 +457,7 @@ check_model(const QvModel *m, QvArch arch, int32_t feature_dim)
 	g = small_graph(feature_dim);
 	out = malloc(sizeof(q) / sizeof(q[0]) * (size_t) m->out_dim * sizeof(float));
 	CHECK(out != NULL);
-	if (qv_infer_ws(m, g, q, (int32_t) (sizeof(q) / sizeof(q[0])), out, 7, NULL, NULL,
+	if (qv_infer_ws(m, g, q, (int32_t) (sizeof(q) / sizeof(q[0])), out, NULL, NULL,
 					&err) != QV_OK)
 	{
 		fprintf(stderr, "fuzz_safetensors: inference of an accepted model failed: %s\n",
