@@ -59,12 +59,11 @@
 
 /* ---- building --------------------------------------------------------------- */
 
-/* Build a graph from rows; NULL with err on failure. */
-static QvGraph *
-build_graph(const char *name, const GraphRows *rows, QvError *err)
+/* What qv_graph_build takes, over rows (which must outlive it). */
+static QvGraphInput
+graph_input(const GraphRows *rows)
 {
 	QvGraphInput in;
-	QvGraph    *g = NULL;
 
 	in.n_nodes = rows->n_nodes;
 	in.dim = rows->dim;
@@ -74,6 +73,17 @@ build_graph(const char *name, const GraphRows *rows, QvError *err)
 	in.src = rows->src;
 	in.dst = rows->dst;
 	in.undirected = rows->undirected;
+	return in;
+}
+
+/* Build a graph from rows here (at engine start, when nothing is served
+ * yet); NULL with err on failure. */
+static QvGraph *
+build_graph(const char *name, const GraphRows *rows, QvError *err)
+{
+	QvGraphInput in = graph_input(rows);
+	QvGraph    *g = NULL;
+
 	if (!directory_check_memory(name, graph_rows_bytes(rows), err))
 		return NULL;
 	if (qv_graph_build(&in, &g, err) != QV_OK)
@@ -439,14 +449,7 @@ start_graph_build(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 	if (!directory_check_memory(slot->name, graph_rows_bytes(&rows), err))
 		return false;
 	memset(&build, 0, sizeof(build));
-	build.b.in.n_nodes = rows.n_nodes;
-	build.b.in.dim = rows.dim;
-	build.b.in.ids = rows.ids;
-	build.b.in.feat = rows.feat;
-	build.b.in.n_edges = rows.n_edges;
-	build.b.in.src = rows.src;
-	build.b.in.dst = rows.dst;
-	build.b.in.undirected = rows.undirected;
+	build.b.in = graph_input(&rows);
 	build.b.notify = build_notify;
 	if (qv_build_start(&build.b, err) != QV_OK)
 		return false;
@@ -478,11 +481,9 @@ engine_finish_build(void)
 	{
 		/* a committed version: publish it (or its failure) unless a newer one
 		 * arrived meanwhile */
-		ResGraph   *rg = registry_graph(slot->name);
-
 		if (g == NULL)
 			publish_failure(OBJ_GRAPH, slot->name, slot->version, build.b.err.msg);
-		else if (rg && rg->version >= slot->version)
+		else if (registry_resident_version(OBJ_GRAPH, slot->name) >= slot->version)
 			qv_graph_free(g);
 		else
 			publish_graph(slot->name, slot->version, g);
@@ -888,10 +889,7 @@ sync_kind(ObjKind kind, List *versions, bool in_process)
 		int64		resident;
 		Staged	   *st;
 
-		if (kind == OBJ_GRAPH)
-			resident = registry_graph(cv->name) ? registry_graph(cv->name)->version : 0;
-		else
-			resident = registry_model(cv->name) ? registry_model(cv->name)->version : 0;
+		resident = registry_resident_version(kind, cv->name);
 		if (resident >= cv->version || failure_waits(kind, cv->name, cv->version))
 			continue;
 		/* committed after resolution ran: its staged build is at hand */

@@ -417,6 +417,29 @@ queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
 	queue_complete(slot);
 }
 
+/* Answer slots[0..n_slots) from out (rows in slot order, out_dim wide);
+ * fills latency_us (when given) with each request's time since submission
+ * and returns the rows answered. */
+int64
+queue_answer_batch(QuiverSlot **slots, int n_slots, const float *out, int out_dim,
+				   int64 *latency_us)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		off = 0;
+
+	for (int i = 0; i < n_slots; i++)
+	{
+		QuiverSlot *slot = slots[i];
+		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
+
+		if (latency_us)
+			latency_us[i] = now - slot->submitted;
+		queue_answer_rows(slot, out + off * out_dim, out_dim);
+		off += n_ids;
+	}
+	return off;
+}
+
 /* Answer with an error. */
 void
 queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...)

@@ -235,6 +235,8 @@ extern bool queue_has_request_of(const char *name);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim);
+extern int64 queue_answer_batch(QuiverSlot **slots, int n_slots, const float *out, int out_dim,
+								int64 *latency_us);
 extern void queue_set_engine_detail(const char *detail);
 extern void queue_reset_after_restart(void);
 extern void queue_wake_engine(void);

@@ -76,6 +76,15 @@ registry_model(const char *name)
 	return NULL;
 }
 
+/* Catalog version of the resident graph or model `name`, 0 if none. */
+int64
+registry_resident_version(ObjKind kind, const char *name)
+{
+	if (kind == OBJ_GRAPH)
+		return registry_graph(name) ? registry_graph(name)->version : 0;
+	return registry_model(name) ? registry_model(name)->version : 0;
+}
+
 /* The i-th entry (0 .. QUIVER_MAX_GRAPHS-1 or QUIVER_MAX_MODELS-1) if in
  * use, for iteration. */
 ResGraph *
@@ -151,8 +160,7 @@ void
 registry_publish_failed(ObjKind kind, const char *name, int64 version, const char *detail)
 {
 	QuiverDirEntry *e;
-	int64		resident = kind == OBJ_GRAPH ? (registry_graph(name) ? registry_graph(name)->version : 0)
-		: (registry_model(name) ? registry_model(name)->version : 0);
+	int64		resident = registry_resident_version(kind, name);
 
 	if (resident > 0 && resident < version)
 	{
@@ -618,19 +626,9 @@ void
 registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
 {
 	int64	   *lat = palloc(sizeof(int64) * n_slots);
-	TimestampTz now = GetCurrentTimestamp();
-	int64		off = 0;
+	int64		rows = queue_answer_batch(slots, n_slots, out, rm->m->out_dim, lat);
 
-	for (int i = 0; i < n_slots; i++)
-	{
-		QuiverSlot *slot = slots[i];
-		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
-
-		lat[i] = now - slot->submitted;
-		queue_answer_rows(slot, out + off * rm->m->out_dim, rm->m->out_dim);
-		off += n_ids;
-	}
-	registry_count_batch(rm, n_slots, off, lat, on_gpu);
+	registry_count_batch(rm, n_slots, rows, lat, on_gpu);
 	pfree(lat);
 }
 

@@ -86,6 +86,7 @@ typedef struct RegistryDeviceHooks
 extern void registry_set_device_hooks(const RegistryDeviceHooks *hooks);
 extern ResGraph *registry_graph(const char *name);
 extern ResModel *registry_model(const char *name);
+extern int64 registry_resident_version(ObjKind kind, const char *name);
 extern ResGraph *registry_graph_at(int i);
 extern ResModel *registry_model_at(int i);
 extern bool registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool,

@@ -94,7 +94,6 @@ typedef struct Target
 	const QvModel *m;
 	const QvGraph *g;
 	const char *graph;			/* the graph's name */
-	TransactionId view_xid;		/* the staging transaction, or invalid */
 } Target;
 
 typedef struct PredictBatch
@@ -147,11 +146,12 @@ static bool
 resolve_target(QuiverSlot *slot, Target *t)
 {
 	TransactionId top = slot->top_xid;
+	bool		staging = registry_staged_by(top);	/* did the caller stage anything? */
 	Staged	   *sm = NULL, *sg = NULL;
 	ResGraph   *rg;
 
 	memset(t, 0, sizeof(*t));
-	if (registry_staged_by(top))
+	if (staging)
 		sm = registry_staged_visible(OBJ_MODEL, slot->name, top);
 	if (sm && sm->op == STAGED_DROP)
 	{
@@ -173,7 +173,7 @@ resolve_target(QuiverSlot *slot, Target *t)
 		engine_fail_unknown_model(slot);
 		return false;
 	}
-	if (registry_staged_by(top))
+	if (staging)
 		sg = registry_staged_visible(OBJ_GRAPH, t->graph, top);
 	if (sg && sg->g)
 		t->g = sg->g;
@@ -186,10 +186,7 @@ resolve_target(QuiverSlot *slot, Target *t)
 		return false;
 	}
 	if (sm || sg)
-	{
-		t->rm = NULL;
-		t->view_xid = top;
-	}
+		t->rm = NULL;			/* a staged view: served apart, uncounted */
 	return true;
 }
 
@@ -246,7 +243,6 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 {
 	float	   *out = palloc_extended(sizeof(float) * Max(n, 1) * b->t.m->out_dim, MCXT_ALLOC_HUGE);
 	QvError		err = {0};
-	int64		off = 0;
 
 	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, engine_pool, &err) != QV_OK)
 	{
@@ -254,13 +250,7 @@ predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
 			queue_fail_qv(b->slots[i], &err);
 		return;
 	}
-	for (int i = 0; i < b->n_slots; i++)
-	{
-		int32		n_ids = b->slots[i]->n_ids; /* the slot is the backend's once answered */
-
-		queue_answer_rows(b->slots[i], out + off * b->t.m->out_dim, b->t.m->out_dim);
-		off += n_ids;
-	}
+	(void) queue_answer_batch(b->slots, b->n_slots, out, b->t.m->out_dim, NULL);
 }
 
 /* Run one merged batch: queue it on a GPU if dispatch says so, else run it

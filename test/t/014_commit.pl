@@ -138,14 +138,27 @@ ok(wait_until(sub {
 	'gnn_models shows all forty ready at their catalog version');
 
 # ---- gnn_refresh_graph ----
+my ($rc, $out, $err);
 my $last = $node->safe_psql('postgres', 'SELECT max(id) FROM d_node');
 my $new_id = $last + 1000;
 $node->safe_psql('postgres', "INSERT INTO d_node SELECT $new_id, feat FROM d_node WHERE id = $first");
 like(predict_now('m'), qr/^\{/, 'the model serves before the refresh');
+# a refresh rolled back to a savepoint leaves the committed graph
+$a->query_safe('BEGIN');
+$a->query_safe('SAVEPOINT r');
+is($a->query_safe("SELECT nodes FROM gnn_refresh_graph('g')"), '301', 'a refresh inside a savepoint reads the new row');
+$a->query_safe('ROLLBACK TO SAVEPOINT r');
+$a->query("SELECT gnn_predict('m', $new_id)");
+like($a->{stderr}, qr/does not exist in graph/, 'after ROLLBACK TO SAVEPOINT the transaction sees the committed graph');
+$a->{stderr} = '';
+$a->query_safe('ROLLBACK');
+($rc, $out, $err) = $node->psql('postgres', "SELECT gnn_predict('m', $new_id)");
+like($err, qr/does not exist in graph/, 'a rolled-back refresh was never served');
+
 $a->query_safe('BEGIN');
 is($a->query_safe("SELECT nodes FROM gnn_refresh_graph('g')"), '301', 'gnn_refresh_graph re-runs the stored queries');
 like($a->query_safe("SELECT gnn_predict('m', $new_id)"), qr/\{/, 'the refreshing transaction sees the new node');
-my ($rc, $out, $err) = $node->psql('postgres', "SELECT gnn_predict('m', $new_id)");
+($rc, $out, $err) = $node->psql('postgres', "SELECT gnn_predict('m', $new_id)");
 like($err, qr/does not exist in graph/, 'others do not, before commit');
 $a->query_safe('COMMIT');
 like($node->safe_psql('postgres', "SELECT gnn_predict('m', $new_id)"), qr/\{/,

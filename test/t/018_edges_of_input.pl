@@ -61,6 +61,40 @@ for my $bad (
 is($node->safe_psql('postgres', "SELECT nodes FROM gnn_graphs WHERE name = 'g'"), '40',
 	'the graph is unchanged after the refused replacements');
 
+# ---- gnn_refresh_graph: bad input, and a stored query that fails now ----
+($rc, $out, $err) = $node->psql('postgres', "SELECT * FROM gnn_refresh_graph('no_such_graph')");
+like($err, qr/graph "no_such_graph" does not exist/, 'refreshing an unknown graph names it');
+is($node->safe_psql('postgres', "SELECT gnn_refresh_graph(NULL) IS NULL"), 't',
+	'gnn_refresh_graph(NULL) is NULL (STRICT)');
+$node->safe_psql('postgres', q{
+CREATE TABLE n3 AS SELECT * FROM n;
+SELECT * FROM gnn_create_graph('g3', 'SELECT src, dst FROM e', 'SELECT id, feat FROM n3');
+});
+$node->safe_psql('postgres',
+	"SELECT gnn_create_model('m3', 'g3', 'gcn', pg_read_binary_file('$tmp/wide.st'))");
+my $before = $node->safe_psql('postgres', "SELECT gnn_predict('m3', 7)");
+$node->safe_psql('postgres', "UPDATE n3 SET feat = ARRAY[1, 'NaN', 0, 0]::real[] WHERE id = 7");
+($rc, $out, $err) = $node->psql('postgres', "SELECT * FROM gnn_refresh_graph('g3')");
+like($err, qr/node 7 .*non-finite/, 'a refresh whose rows are now bad fails naming the node');
+is($node->safe_psql('postgres', "SELECT gnn_predict('m3', 7)"), $before,
+	'  ... and the graph it would have replaced goes on serving');
+$node->safe_psql('postgres', 'DROP TABLE n3 CASCADE');
+($rc, $out, $err) = $node->psql('postgres', "SELECT * FROM gnn_refresh_graph('g3')");
+like($err, qr/n3/, 'a refresh whose table is gone fails naming it');
+is($node->safe_psql('postgres', "SELECT gnn_predict('m3', 7)"), $before, '  ... the old graph still serves');
+$node->safe_psql('postgres', "SELECT gnn_drop_model('m3'); SELECT gnn_drop_graph('g3')");
+
+# ---- config "seed": bad values are refused naming them ----
+for my $seedv ('-1', '1.5', '"7"', 'true', '18446744073709551616')
+{
+	($rc, $out, $err) = $node->psql('postgres',
+		"SELECT gnn_create_model('wide', 'g', 'gcn', pg_read_binary_file('$tmp/wide.st'), '{\"seed\": $seedv}')");
+	my $shown = $seedv =~ s/"//gr;
+	like($err, qr/seed.*\Q$shown\E|\Q$shown\E.*seed/i, "config seed $seedv is refused, naming the value");
+}
+is($node->safe_psql('postgres', "SELECT array_length(gnn_predict('wide', 7), 1)"), $wide,
+	'after the refused configs the model still serves');
+
 # ---- empty names ----
 ($rc, $out, $err) = $node->psql('postgres',
 	"SELECT gnn_create_graph('', 'SELECT src, dst FROM e', 'SELECT id, feat FROM n')");
