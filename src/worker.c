@@ -455,13 +455,12 @@ serve_one_admin(void)
 			continue;
 		if (queue_take(slot, false))
 		{
+			/* a request that started after a COMMIT returned sees its changes */
+			engine_resolve_staged();
 			if (slot->kind == REQ_EXPLAIN)
 				engine_explain(slot);
 			else if (slot->kind == REQ_SYNC)
-			{
-				engine_resolve_staged();
 				queue_complete(slot);
-			}
 			else
 				engine_serve_admin(slot);
 			return true;
