@@ -653,7 +653,7 @@ print_stats(const Options *o, const QvGraph *g, const QvModel *m, double build_s
 
 	for (int64_t v = 0; v < g->n_nodes; v++)
 	{
-		int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+		int64_t		d = g->rowend[v] - g->rowptr[v];
 
 		max_deg = d > max_deg ? d : max_deg;
 		isolated += d == 0;
@@ -1323,11 +1323,11 @@ row_is_unique_of(const QvGraph *h, const QvGraph *g, int64_t v)
 {
 	int64_t		k = h->rowptr[v];
 
-	for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+	for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 		if (j == g->rowptr[v] || g->col[j] != g->col[j - 1])
-			if (k >= h->rowptr[v + 1] || h->col[k++] != g->col[j])
+			if (k >= h->rowend[v] || h->col[k++] != g->col[j])
 				return false;
-	return k == h->rowptr[v + 1];
+	return k == h->rowend[v];
 }
 
 /*
@@ -1411,7 +1411,7 @@ time_build(const Options *o, const QvGraph *g, QvError *err)
 		int64_t		e = 0;
 
 		for (int64_t v = 0; v < n; v++)
-			for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+			for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 				if (!undirected || g->col[j] <= v)
 				{
 					src[e] = scale * (int64_t) g->col[j] - off;

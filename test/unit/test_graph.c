@@ -45,7 +45,7 @@ build(const int64_t *ids, int64_t n, const int64_t *src, const int64_t *dst,
 static void
 assert_row(const QvGraph *g, int32_t v, const int32_t *want, int64_t len)
 {
-	assert_int_equal(g->rowptr[v + 1] - g->rowptr[v], len);
+	assert_int_equal(g->rowend[v] - g->rowptr[v], len);
 	for (int64_t j = 0; j < len; j++)
 		assert_int_equal(g->col[g->rowptr[v] + j], want[j]);
 }
@@ -311,10 +311,10 @@ test_shuffled_rows_identical(void **state)
 				assert_int_equal(row, v);
 				if (v > 0)
 					assert_true(g->ids[v - 1] < g->ids[v]);
-				for (int64_t j = g->rowptr[v] + 1; j < g->rowptr[v + 1]; j++)
+				for (int64_t j = g->rowptr[v] + 1; j < g->rowend[v]; j++)
 					assert_true(undirected ? g->col[j - 1] < g->col[j] : g->col[j - 1] <= g->col[j]);
-				longest = g->rowptr[v + 1] - g->rowptr[v] > longest
-					? g->rowptr[v + 1] - g->rowptr[v] : longest;
+				longest = g->rowend[v] - g->rowptr[v] > longest
+					? g->rowend[v] - g->rowptr[v] : longest;
 			}
 			assert_true(longest > 64);	/* the radix path ran */
 			for (int64_t i = 0; i < r.n; i++)
