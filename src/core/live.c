@@ -68,7 +68,7 @@ max64(int64_t a, int64_t b)
 	return a > b ? a : b;
 }
 
-/* ---- hash ------------------------------------------------------------------ */
+/* ---- hash ---- */
 
 /* Slot of key, or the empty slot where it would go. */
 static uint64_t
@@ -169,7 +169,7 @@ hash_bytes(const Hash *h)
 	return h->vals ? (h->mask + 1) * 2 * sizeof(int64_t) : 0;
 }
 
-/* ---- sorting helpers --------------------------------------------------------- */
+/* ---- sorting helpers ---- */
 
 static int
 cmp_int32(const void *a, const void *b)
@@ -258,7 +258,7 @@ sort_row_mult(int32_t *col, int32_t *mult, int64_t len, uint64_t *tmp, int bits)
 	}
 }
 
-/* ---- rows with slack ------------------------------------------------------- */
+/* ---- rows with slack ---- */
 
 /* Position of u in row v, or -1. */
 static int64_t
@@ -398,7 +398,7 @@ slack_free(Slack *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* ---- the graph's view of the in-rows ------------------------------------------ */
+/* ---- the graph's view of the in-rows ---- */
 
 /* Point the graph at the in-rows' arrays (after any of them moved). */
 static void
@@ -481,7 +481,7 @@ done:
 	return rc;
 }
 
-/* ---- dangling rows ------------------------------------------------------------- */
+/* ---- dangling rows ---- */
 
 static Bucket *
 bucket_of(const QvLive *L, int64_t id)
@@ -614,7 +614,7 @@ dangling_clear(QvLive *L)
 	L->bucket_bytes = 0;
 }
 
-/* ---- edges in the graph ---------------------------------------------------------- */
+/* ---- edges in the graph ---- */
 
 /* Add raw row ds -> dd (dense, both present); rows have room. */
 static void
@@ -710,7 +710,7 @@ graph_remove(QvLive *L, int32_t ds, int32_t dd)
 	touch(L, ds);
 }
 
-/* ---- edge batches ------------------------------------------------------------------ */
+/* ---- edge batches ---- */
 
 /* Temporary arrays of a batch, freed together. */
 typedef struct Batch
@@ -888,7 +888,7 @@ qv_live_edges(QvLive *L, int sign, int64_t n, const int64_t *src, const int64_t 
 	return sign > 0 ? edges_insert(L, n, src, dst, err) : edges_delete(L, n, src, dst, err);
 }
 
-/* ---- node batches -------------------------------------------------------------------- */
+/* ---- node batches ---- */
 
 /*
  * The batch as (id, dense, input position) triples sorted by id, dense
@@ -1214,7 +1214,7 @@ qv_live_nodes(QvLive *L, int sign, int64_t n, const int64_t *ids, const float *f
 	return sign > 0 ? nodes_insert(L, n, ids, feat, err) : nodes_delete(L, n, ids, err);
 }
 
-/* ---- truncation ------------------------------------------------------------------------ */
+/* ---- truncation ---- */
 
 /* Empty every row of s, giving col back to no row. */
 static void
@@ -1273,7 +1273,7 @@ qv_live_truncate_nodes(QvLive *L, QvError *err)
 	return rc;
 }
 
-/* ---- counts -------------------------------------------------------------------------------- */
+/* ---- counts ---- */
 
 QvGraph *
 qv_live_graph(QvLive *L)
@@ -1390,7 +1390,7 @@ qv_live_compact_renumbers(const QvLive *L)
 	return false;
 }
 
-/* ---- compaction and build ------------------------------------------------------------------------ */
+/* ---- compaction and build ---- */
 
 /* The out-rows of in-rows in[0..n) (E entries), contiguous: a counting
  * sort by source, each out-row in ascending order of destination. */

@@ -123,8 +123,8 @@ int64_t		qv_live_dangling(const QvLive *L);	/* raw edge rows left out */
 size_t		qv_live_bytes(const QvLive *L); /* everything held, graph too */
 
 /*
- * Dense nodes whose in-row (or its order) or existence changed since the
- * last call, each once, in no particular order; *v is malloc'd (NULL when
+ * Dense nodes whose in-row (the multiset of its sources) or existence
+ * changed since the last call, each once, in no particular order; *v is malloc'd (NULL when
  * the count is 0) and the caller frees it.  -1 (QV_ENOMEM in err, the set
  * kept) when the copy cannot be allocated.
  */

@@ -107,7 +107,9 @@ ap_combine(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/* Cut the rows into n_blocks ranges of about E / n_blocks edges each. */
+/* Cut the rows into n_blocks ranges of about E / n_blocks edges each (a
+ * live graph's rows are not in order in col: the blocks are then only less
+ * even, as every row still falls in one). */
 static void
 ap_block_rows(const QvGraph *g, int n_blocks, int64_t *block_row)
 {

@@ -824,6 +824,236 @@ test_hub(void **state)
 	run_hub(true);
 }
 
+/* ---- allocation failures --------------------------------------------------- */
+
+/*
+ * The test binary's malloc, calloc and realloc are glibc's, except that
+ * when fail_after is k >= 0 the k-th allocation from then on fails.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define QV_NO_MALLOC_OVERRIDE	/* the sanitizer owns malloc */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define QV_NO_MALLOC_OVERRIDE
+#endif
+#endif
+
+static int64_t fail_after = -1;
+
+#ifndef QV_NO_MALLOC_OVERRIDE
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+
+static bool
+fail_now(void)
+{
+	if (fail_after < 0)
+		return false;
+	return fail_after-- == 0;
+}
+
+void *
+malloc(size_t n)
+{
+	return fail_now() ? NULL : __libc_malloc(n);
+}
+
+void *
+calloc(size_t n, size_t size)
+{
+	return fail_now() ? NULL : __libc_calloc(n, size);
+}
+
+void *
+realloc(void *p, size_t n)
+{
+	return fail_now() ? NULL : __libc_realloc(p, n);
+}
+#endif
+
+/* One change, as the OOM test applies it. */
+typedef struct Change
+{
+	int			kind;			/* 0 nodes, 1 edges, 2 truncate nodes, 3 compact */
+	int			sign;
+	int64_t		n;
+	int64_t		a[32];			/* ids or sources */
+	int64_t		b[32];			/* destinations */
+	float		feat[32 * DIM];
+} Change;
+
+static int
+change_apply(QvLive *L, const Change *c, QvError *err)
+{
+	switch (c->kind)
+	{
+		case 0:
+			return qv_live_nodes(L, c->sign, c->n, c->a, c->sign > 0 ? c->feat : NULL, err);
+		case 1:
+			return qv_live_edges(L, c->sign, c->n, c->a, c->b, err);
+		case 2:
+			return qv_live_truncate_nodes(L, err);
+		default:
+			return qv_live_compact(L, err);
+	}
+}
+
+/* A random change that is valid for the model. */
+static Change
+change_draw(Model *m)
+{
+	Change		c = {rint_(m, 20) < 9 ? 0 : 1, rint_(m, 2) ? 1 : -1, 0};
+	int			size = 1 + rint_(m, 20);
+
+	if (rint_(m, 40) == 0)
+		c.kind = rint_(m, 3) == 0 ? 2 : 3;
+	for (int i = 0; c.kind == 0 && i < size; i++)
+	{
+		int			k = pick_node(m, c.sign < 0);
+		bool		dup = k < 0;
+
+		for (int j = 0; j < c.n && !dup; j++)
+			dup = c.a[j] == uid(k);
+		if (dup)
+			continue;
+		c.a[c.n] = uid(k);
+		for (int d = 0; d < DIM; d++)
+			c.feat[c.n * DIM + d] = (float) rint_(m, 100) / 10.0f;
+		c.n++;
+	}
+	for (int i = 0; c.kind == 1 && i < size; i++)
+	{
+		int64_t		e;
+
+		if (c.sign > 0)
+		{
+			c.a[c.n] = uid(rint_(m, m->u));
+			c.b[c.n] = rint_(m, 8) ? uid(rint_(m, m->u)) : c.a[c.n];
+			c.n++;
+			continue;
+		}
+		if (m->n_rows == 0)
+			break;
+		e = rint_(m, (int) m->n_rows);
+		c.a[c.n] = m->src[e];
+		c.b[c.n++] = m->dst[e];
+		model_del_row(m, e);	/* put back below until applied */
+	}
+	for (int64_t i = 0; c.kind == 1 && c.sign < 0 && i < c.n; i++)
+		model_add_row(m, c.a[i], c.b[i]);
+	return c;
+}
+
+/* The model after c. */
+static void
+change_model(Model *m, const Change *c)
+{
+	if (c->kind == 2)
+		memset(m->present, 0, sizeof(m->present));
+	for (int64_t i = 0; c->kind == 0 && i < c->n; i++)
+	{
+		m->present[kid(c->a[i])] = c->sign > 0;
+		if (c->sign > 0)
+			memcpy(m->feat[kid(c->a[i])], c->feat + i * DIM, sizeof(float) * DIM);
+	}
+	for (int64_t i = 0; c->kind == 1 && i < c->n; i++)
+	{
+		if (c->sign > 0)
+		{
+			model_add_row(m, c->a[i], c->b[i]);
+			continue;
+		}
+		for (int64_t e = m->n_rows - 1; e >= 0; e--)
+			if (m->src[e] == c->a[i] && m->dst[e] == c->b[i])
+			{
+				model_del_row(m, e);
+				break;
+			}
+	}
+}
+
+/*
+ * Every allocation of every change fails in turn (the k-th, for k = 0, 1,
+ * ... until the change succeeds): each failure is QV_ENOMEM and leaves the
+ * contents, counts and touched set as they were.
+ */
+static void
+run_out_of_memory(bool undirected)
+{
+	Model	   *m = calloc(1, sizeof(Model));
+	int64_t    *buf = malloc(sizeof(int64_t) * 200000);
+	QvLive	   *L = NULL;
+	QvError		err = {0};
+	int64_t		failures = 0;
+
+	m->undirected = undirected;
+	m->u = 60;
+	m->rng = 77 + undirected;
+	{
+		QvGraphInput in = {0, DIM, NULL, NULL, 0, NULL, NULL, undirected};
+
+		assert_int_equal(qv_live_build(&in, &L, &err), QV_OK);
+	}
+	for (int k = 0; k < m->u; k++)
+		m->dense[k] = -1;
+	for (int it = 0; it < 400; it++)
+	{
+		Change		c = change_draw(m);
+
+		for (int64_t k = 0;; k++)
+		{
+			int			rc;
+
+			assert_true(k < 100000);
+			err.code = QV_OK;
+			fail_after = k;
+			rc = change_apply(L, &c, &err);
+			fail_after = -1;
+			if (rc == QV_OK)
+				break;
+			assert_int_equal(rc, QV_ENOMEM);
+			assert_int_equal(err.code, QV_ENOMEM);
+			failures++;
+			check_equal(L, m, false, 0);
+		}
+		change_model(m, &c);
+		check_equal(L, m, it % 10 == 0, it);
+		if (c.kind != 3)
+		{
+			int32_t    *t = NULL;
+
+			int64_t		r;
+
+			fail_after = 0;		/* take_touched's copy fails: set kept */
+			r = qv_live_take_touched(L, &t, &err);
+			fail_after = -1;
+			assert_true(r == -1 || r == 0);		/* 0: nothing touched */
+			assert_null(t);
+		}
+		check_touched(L, m, buf);
+	}
+	printf("%s: %lld allocation failures, each leaving the graph as it was\n",
+		   undirected ? "undirected" : "directed", (long long) failures);
+	qv_live_free(L);
+	free(m->src);
+	free(m->dst);
+	free(m);
+	free(buf);
+}
+
+static void
+test_out_of_memory(void **state)
+{
+	(void) state;
+#ifdef QV_NO_MALLOC_OVERRIDE
+	printf("SKIPPED: allocation failures need this test's own malloc\n");
+	skip();
+#endif
+	run_out_of_memory(false);
+	run_out_of_memory(true);
+}
+
 /* Build with dangling rows and with no node rows; counts. */
 static void
 test_build_dangling(void **state)
@@ -1016,6 +1246,7 @@ main(void)
 		cmocka_unit_test(test_build_dangling),
 		cmocka_unit_test(test_touched),
 		cmocka_unit_test(test_hub),
+		cmocka_unit_test(test_out_of_memory),
 		cmocka_unit_test(test_property_directed_small),
 		cmocka_unit_test(test_property_undirected_small),
 		cmocka_unit_test(test_property_directed),
