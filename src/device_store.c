@@ -176,12 +176,23 @@ static struct DeviceGraph *
 build_device_graph(const QvGraph *g, const int32 *fanout, int n_hops, double *q,
 				   double batch_size, QvError *err)
 {
-	struct DeviceGraph *dg = palloc0(sizeof(struct DeviceGraph));
+	struct DeviceGraph *dg;
 	QvTopology	topo;
 	bool		csr_on_device;
-	size_t		budget = feature_budget(g, &csr_on_device);
-	double	   *p = access_probability(g, fanout, n_hops, q, batch_size, err);
-	bool		ok = p != NULL;
+	size_t		budget;
+	double	   *p;
+	bool		ok;
+
+	/* the stores copy rowptr[0..n] and col[0..n_edges): one block */
+	if (!qv_graph_is_compact(g))
+	{
+		qv_error(err, QV_EINVAL, "graph has changes not compacted yet");
+		return NULL;
+	}
+	dg = palloc0(sizeof(struct DeviceGraph));
+	budget = feature_budget(g, &csr_on_device);
+	p = access_probability(g, fanout, n_hops, q, batch_size, err);
+	ok = p != NULL;
 
 	memcpy(dg->fanout, fanout, sizeof(int32) * n_hops);
 	dg->n_hops = n_hops;

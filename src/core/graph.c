@@ -23,16 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* splitmix64's finaliser: a cheap, well-mixing hash of a 64-bit key. */
-static inline uint64_t
-mix64(uint64_t x)
-{
-	x += UINT64_C(0x9e3779b97f4a7c15);
-	x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return x ^ (x >> 31);
-}
-
 /* out = a * b, reporting QV_ELIMIT on size_t overflow. */
 static int
 mul_size(size_t a, size_t b, size_t *out, QvError *err, const char *what)
@@ -54,8 +44,8 @@ alloc_array(size_t n, size_t size, QvError *err, const char *what)
 }
 
 /* Smallest power of two >= 2 * n (at least 16): load factor <= 0.5. */
-static uint64_t
-idmap_capacity(int64_t n)
+uint64_t
+qv_idmap_capacity(int64_t n)
 {
 	uint64_t	cap = 16;
 
@@ -68,7 +58,7 @@ idmap_capacity(int64_t n)
 int
 qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
 {
-	uint64_t	cap = idmap_capacity(n);
+	uint64_t	cap = qv_idmap_capacity(n);
 
 	map->mask = cap - 1;
 	map->keys = alloc_array(cap, sizeof(int64_t), err, "node id map keys");
@@ -81,7 +71,7 @@ qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
 
 	for (int64_t i = 0; i < n; i++)
 	{
-		uint64_t	slot = mix64((uint64_t) ids[i]) & map->mask;
+		uint64_t	slot = qv_mix64((uint64_t) ids[i]) & map->mask;
 
 		while (map->vals[slot] >= 0)
 		{
@@ -96,6 +86,79 @@ qv_idmap_build(QvIdMap *map, const int64_t *ids, int64_t n, QvError *err)
 	return QV_OK;
 }
 
+/* Put id -> v in the first free slot of its probe sequence (no growth). */
+static void
+idmap_put(QvIdMap *map, int64_t id, int32_t v)
+{
+	uint64_t	slot = qv_mix64((uint64_t) id) & map->mask;
+
+	while (map->vals[slot] >= 0)
+		slot = (slot + 1) & map->mask;
+	map->keys[slot] = id;
+	map->vals[slot] = v;
+}
+
+/* Rehash map into qv_idmap_capacity(n_keys) slots when it has fewer. */
+int
+qv_idmap_reserve(QvIdMap *map, int64_t n_keys, QvError *err)
+{
+	uint64_t	cap = qv_idmap_capacity(n_keys);
+	QvIdMap		big;
+
+	if (map->vals != NULL && cap <= map->mask + 1)
+		return QV_OK;
+	big.mask = cap - 1;
+	big.keys = alloc_array(cap, sizeof(int64_t), err, "node id map keys");
+	big.vals = big.keys ? alloc_array(cap, sizeof(int32_t), err, "node id map values") : NULL;
+	if (big.vals == NULL)
+	{
+		free(big.keys);
+		return QV_ENOMEM;
+	}
+	memset(big.vals, 0xff, cap * sizeof(int32_t));
+	if (map->vals != NULL)
+		for (uint64_t s = 0; s <= map->mask; s++)
+			if (map->vals[s] >= 0)
+				idmap_put(&big, map->keys[s], map->vals[s]);
+	free(map->keys);
+	free(map->vals);
+	*map = big;
+	return QV_OK;
+}
+
+void
+qv_idmap_insert(QvIdMap *map, int64_t id, int32_t v)
+{
+	idmap_put(map, id, v);
+}
+
+/* Linear probing's backward-shift deletion: later entries of the probe
+ * run move into the hole unless their home slot lies cyclically in
+ * (hole, slot], so every remaining id stays reachable. */
+void
+qv_idmap_delete(QvIdMap *map, int64_t id)
+{
+	uint64_t	i = qv_mix64((uint64_t) id) & map->mask;
+	uint64_t	j;
+
+	while (map->vals[i] >= 0 && map->keys[i] != id)
+		i = (i + 1) & map->mask;
+	if (map->vals[i] < 0)
+		return;
+	for (j = (i + 1) & map->mask; map->vals[j] >= 0; j = (j + 1) & map->mask)
+	{
+		uint64_t	home = qv_mix64((uint64_t) map->keys[j]) & map->mask;
+
+		if (((j - home) & map->mask) >= ((j - i) & map->mask))
+		{
+			map->keys[i] = map->keys[j];
+			map->vals[i] = map->vals[j];
+			i = j;
+		}
+	}
+	map->vals[i] = -1;
+}
+
 int32_t
 qv_graph_find(const QvGraph *g, int64_t id)
 {
@@ -105,7 +168,7 @@ qv_graph_find(const QvGraph *g, int64_t id)
 	if (g == NULL || g->idmap.vals == NULL)
 		return -1;
 	map = &g->idmap;
-	slot = mix64((uint64_t) id) & map->mask;
+	slot = qv_mix64((uint64_t) id) & map->mask;
 	while (map->vals[slot] >= 0)
 	{
 		if (map->keys[slot] == id)
@@ -248,8 +311,8 @@ drop_repeats(QvGraph *g)
  * short rows get an insertion sort and long ones an LSD radix sort by
  * bytes.
  */
-static void
-sort_row(int32_t *row, int64_t len, int32_t *tmp, int bits)
+void
+qv_csr_sort_row(int32_t *row, int64_t len, int32_t *tmp, int bits)
 {
 	int64_t		i = 1;
 
@@ -340,7 +403,7 @@ build_rows(QvGraph *g, int32_t **s_p, int32_t **d_p, int64_t n_edges, bool undir
 	while (bits < 31 && (n - 1) >> bits != 0)
 		bits++;
 	for (int64_t v = 0; v < n; v++)
-		sort_row(g->col + g->rowptr[v], g->rowptr[v + 1] - g->rowptr[v], tmp, bits);
+		qv_csr_sort_row(g->col + g->rowptr[v], g->rowptr[v + 1] - g->rowptr[v], tmp, bits);
 	free(tmp);
 	if (undirected)
 		drop_repeats(g);
@@ -358,7 +421,7 @@ qv_graph_fill_degrees(QvGraph *g, QvError *err)
 	{
 		int64_t		deg = 0;
 
-		for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+		for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 			deg += (g->col[j] != v);
 		if (deg > INT32_MAX - 1)
 			return qv_error(err, QV_ELIMIT, "node %lld has %lld in-edges, more than the limit of %d",
@@ -376,8 +439,8 @@ qv_graph_fill_degrees(QvGraph *g, QvError *err)
  * needs bytes (at most 8).  Repeated ids end up adjacent (qv_idmap_build
  * reports them).
  */
-static int
-sort_ids(const int64_t *ids, int64_t n, int64_t *ids_out, int32_t **order_p,
+int
+qv_ids_sort(const int64_t *ids, int64_t n, int64_t *ids_out, int32_t **order_p,
 		 QvError *err)
 {
 	uint64_t	lo;
@@ -491,7 +554,7 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 		rc = QV_ENOMEM;
 		goto fail;
 	}
-	if ((rc = sort_ids(in->ids, in->n_nodes, g->ids, &order, err)) != QV_OK ||
+	if ((rc = qv_ids_sort(in->ids, in->n_nodes, g->ids, &order, err)) != QV_OK ||
 		(rc = qv_idmap_build(&g->idmap, g->ids, in->n_nodes, err)) != QV_OK)
 		goto fail;
 
@@ -505,6 +568,8 @@ qv_graph_build(const QvGraphInput *in, QvGraph **out, QvError *err)
 	if ((rc = map_edges(g, in, s, d, err)) != QV_OK ||
 		(rc = build_rows(g, &s, &d, in->n_edges, in->undirected, err)) != QV_OK)
 		goto fail;
+	g->rowend = g->rowptr + 1;
+	g->col_cap = g->n_edges;
 
 	if ((rc = copy_features(g, in, order, feat_elems, err)) != QV_OK ||
 		(rc = qv_graph_fill_degrees(g, err)) != QV_OK)
@@ -521,12 +586,40 @@ fail:
 	return rc;
 }
 
+/* Whether g->rowend is an array of its own (a live graph's). */
+static bool
+rowend_owned(const QvGraph *g)
+{
+	return g->rowend != NULL && (g->rowptr == NULL || g->rowend != g->rowptr + 1);
+}
+
+bool
+qv_graph_is_compact(const QvGraph *g)
+{
+	if (g == NULL || g->rowptr == NULL)
+		return false;
+	if (g->rowptr[0] != 0 || g->rowptr[g->n_nodes] != g->n_edges)
+		return false;
+	if (!rowend_owned(g))
+		return true;
+	for (int64_t v = 0; v < g->n_nodes; v++)
+		if (g->rowend[v] != g->rowptr[v + 1])
+			return false;
+	return true;
+}
+
 size_t
 qv_graph_bytes(const QvGraph *g)
 {
+	size_t		extra = 0;
+
 	if (g == NULL)
 		return 0;
-	return qv_graph_estimate_bytes(g->n_nodes, g->n_edges, g->dim);
+	if (rowend_owned(g))
+		extra += (size_t) g->n_nodes * sizeof(int64_t);
+	if (g->col_cap > g->n_edges)
+		extra += (size_t) (g->col_cap - g->n_edges) * sizeof(int32_t);
+	return qv_graph_estimate_bytes(g->n_nodes, g->n_edges, g->dim) + extra;
 }
 
 /* Bytes a graph of this size holds: the same sum as qv_graph_bytes, usable
@@ -542,7 +635,7 @@ qv_graph_estimate_bytes(int64_t n_nodes, int64_t n_edges, int32_t dim)
 		+ n * sizeof(int32_t)		/* deg_noloop */
 		+ n * sizeof(int64_t)		/* ids */
 		+ n * (size_t) dim * sizeof(float)	/* feat */
-		+ (size_t) idmap_capacity(n_nodes) * (sizeof(int64_t) + sizeof(int32_t));
+		+ (size_t) qv_idmap_capacity(n_nodes) * (sizeof(int64_t) + sizeof(int32_t));
 }
 
 void
@@ -550,6 +643,8 @@ qv_graph_free(QvGraph *g)
 {
 	if (g == NULL)
 		return;
+	if (rowend_owned(g))
+		free(g->rowend);
 	free(g->rowptr);
 	free(g->col);
 	free(g->deg_noloop);

@@ -45,11 +45,12 @@ ap_factors(void *arg, int64_t begin, int64_t end, int worker)
 {
 	ApHop	   *hop = arg;
 	const int64_t *rowptr = hop->g->rowptr;
+	const int64_t *rowend = hop->g->rowend;
 
 	(void) worker;
 	for (int64_t u = begin; u < end; u++)
 	{
-		int64_t		d = rowptr[u + 1] - rowptr[u];
+		int64_t		d = rowend[u] - rowptr[u];
 		double		rate;
 
 		if (d == 0)
@@ -68,6 +69,7 @@ ap_scatter(void *arg, int64_t begin, int64_t end, int worker)
 {
 	ApHop	   *hop = arg;
 	const int64_t *rowptr = hop->g->rowptr;
+	const int64_t *rowend = hop->g->rowend;
 	const int32_t *col = hop->g->col;
 	int64_t		n = hop->g->n_nodes;
 
@@ -81,7 +83,7 @@ ap_scatter(void *arg, int64_t begin, int64_t end, int worker)
 		{
 			double		f = hop->fac[u];
 
-			for (int64_t j = rowptr[u]; j < rowptr[u + 1]; j++)
+			for (int64_t j = rowptr[u]; j < rowend[u]; j++)
 				acc[col[j]] += f;
 		}
 	}
@@ -105,7 +107,9 @@ ap_combine(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/* Cut the rows into n_blocks ranges of about E / n_blocks edges each. */
+/* Cut the rows into n_blocks ranges of about E / n_blocks edges each (a
+ * live graph's rows are not in order in col: the blocks are then only less
+ * even, as every row still falls in one). */
 static void
 ap_block_rows(const QvGraph *g, int n_blocks, int64_t *block_row)
 {

@@ -29,12 +29,13 @@ psgs_level_range(void *arg, int64_t begin, int64_t end, int worker)
 {
 	const PsgsLevel *lv = arg;
 	const int64_t *rowptr = lv->g->rowptr;
+	const int64_t *rowend = lv->g->rowend;
 	const int32_t *col = lv->g->col;
 
 	(void) worker;
 	for (int64_t v = begin; v < end; v++)
 	{
-		int64_t		d = rowptr[v + 1] - rowptr[v];
+		int64_t		d = rowend[v] - rowptr[v];
 		double		sum = 0.0;
 		double		rate;
 
@@ -43,7 +44,7 @@ psgs_level_range(void *arg, int64_t begin, int64_t end, int worker)
 			lv->outer[v] = 1.0f;
 			continue;
 		}
-		for (int64_t j = rowptr[v]; j < rowptr[v + 1]; j++)
+		for (int64_t j = rowptr[v]; j < rowend[v]; j++)
 			sum += lv->inner[col[j]];
 		rate = (lv->fanout < 0 || lv->fanout >= d) ? 1.0 : (double) lv->fanout / (double) d;
 		lv->outer[v] = (float) (1.0 + rate * sum);

@@ -14,7 +14,7 @@
  *   T_l(v) = 1 when d_v = 0
  *   PSGS(v) = T_0(v)
  *
- * d_v = rowptr[v+1] - rowptr[v] counts duplicate edges and self loops, and
+ * d_v = rowend[v] - rowptr[v] counts duplicate edges and self loops, and
  * the sum runs over every CSR entry, duplicates included.  The seed level
  * uses fanout[0]; the innermost level L-1 uses fanout[L-1].
  */

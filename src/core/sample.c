@@ -664,6 +664,7 @@ hop_degrees(void *arg, int64_t begin, int64_t end, int worker)
 {
 	HopJob	   *job = arg;
 	const int64_t *rowptr = job->g->rowptr;
+	const int64_t *rowend = job->g->rowend;
 
 	for (int64_t grp = begin; grp < end; grp++)
 	{
@@ -681,7 +682,7 @@ hop_degrees(void *arg, int64_t begin, int64_t end, int worker)
 			if (t + QV_PREFETCH < job->n)
 				prefetch(&rowptr[job->targets[t + QV_PREFETCH]]);
 			job->rows[t].start = rowptr[v];
-			d = job->rows[t].deg = rowptr[v + 1] - rowptr[v];
+			d = job->rows[t].deg = rowend[v] - rowptr[v];
 			k = picks(d, job->fanout);
 			job->offsets[t + 1] = k;
 			sum += k;

@@ -32,6 +32,7 @@
 #include "forward.h"
 #include "gpu.h"
 #include "graph.h"
+#include "live.h"
 #include "graph_csr.h"
 #include "model.h"
 #include "placement.h"
@@ -68,6 +69,7 @@ typedef struct Options
 	const char *save_dataset;
 	bool		save_only;
 	bool		time_build;		/* time qv_graph_build instead of batches */
+	bool		time_live;		/* time live graph changes instead */
 	int			threads;
 	int32_t		batch[MAX_BATCHES];
 	int			n_batch;
@@ -141,6 +143,8 @@ static const char *const usage_text =
 "    --save-only        stop after --save-dataset\n"
 "    --time-build       time qv_graph_build on the graph's rows in a shuffled\n"
 "                       order (directed, then undirected) instead of batches\n"
+"    --time-live        time a live graph (live.h) built from the graph's rows:\n"
+"                       100-row edge and node batches, then compaction\n"
 "  model\n"
 "    --arch graphsage|gcn  (graphsage)\n"
 "    --hidden H         hidden width (256)\n"
@@ -325,7 +329,7 @@ enum
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
 	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
-	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_HELP
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_TIME_LIVE, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -356,6 +360,7 @@ static const struct option long_options[] = {
 	{"check", required_argument, NULL, OPT_CHECK},
 	{"gather-rows", required_argument, NULL, OPT_GATHER_ROWS},
 	{"time-build", no_argument, NULL, OPT_TIME_BUILD},
+	{"time-live", no_argument, NULL, OPT_TIME_LIVE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0}
 };
@@ -430,6 +435,9 @@ apply_option(Options *o, int opt, const char *arg)
 			return true;
 		case OPT_TIME_BUILD:
 			o->time_build = true;
+			return true;
+		case OPT_TIME_LIVE:
+			o->time_live = true;
 			return true;
 		case OPT_ARCH:
 			return qv_arch_parse(arg, &o->arch, NULL) == QV_OK;
@@ -653,7 +661,7 @@ print_stats(const Options *o, const QvGraph *g, const QvModel *m, double build_s
 
 	for (int64_t v = 0; v < g->n_nodes; v++)
 	{
-		int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+		int64_t		d = g->rowend[v] - g->rowptr[v];
 
 		max_deg = d > max_deg ? d : max_deg;
 		isolated += d == 0;
@@ -1323,11 +1331,11 @@ row_is_unique_of(const QvGraph *h, const QvGraph *g, int64_t v)
 {
 	int64_t		k = h->rowptr[v];
 
-	for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+	for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 		if (j == g->rowptr[v] || g->col[j] != g->col[j - 1])
-			if (k >= h->rowptr[v + 1] || h->col[k++] != g->col[j])
+			if (k >= h->rowend[v] || h->col[k++] != g->col[j])
 				return false;
-	return k == h->rowptr[v + 1];
+	return k == h->rowend[v];
 }
 
 /*
@@ -1411,7 +1419,7 @@ time_build(const Options *o, const QvGraph *g, QvError *err)
 		int64_t		e = 0;
 
 		for (int64_t v = 0; v < n; v++)
-			for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+			for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 				if (!undirected || g->col[j] <= v)
 				{
 					src[e] = scale * (int64_t) g->col[j] - off;
@@ -1434,6 +1442,197 @@ time_build(const Options *o, const QvGraph *g, QvError *err)
 	free(feat);
 	free(src);
 	free(dst);
+	return rc;
+}
+
+#define LIVE_BATCH 100
+#define LIVE_BATCHES 2000
+
+/* Raw rows of a live graph: a list to delete from at random. */
+typedef struct LiveRows
+{
+	int64_t    *src;
+	int64_t    *dst;
+	int64_t		n;
+	int64_t		cap;
+} LiveRows;
+
+/* Apply LIVE_BATCHES batches of LIVE_BATCH edge rows: deletes of random
+ * rows (sign -1) or inserts of random pairs (sign 1); seconds taken. */
+static int
+live_edge_batches(QvLive *L, LiveRows *r, int sign, int64_t n_nodes, uint64_t *rng,
+				  double *seconds, QvError *err)
+{
+	int64_t		s[LIVE_BATCH],
+				d[LIVE_BATCH];
+	double		total = 0.0;
+
+	for (int b = 0; b < LIVE_BATCHES; b++)
+	{
+		double		t0;
+		int			rc;
+
+		for (int i = 0; i < LIVE_BATCH; i++)
+		{
+			if (sign < 0)
+			{
+				int64_t		k = (int64_t) (splitmix64(rng) % (uint64_t) r->n);
+
+				s[i] = r->src[k];
+				d[i] = r->dst[k];
+				r->src[k] = r->src[--r->n];
+				r->dst[k] = r->dst[r->n];
+				continue;
+			}
+			s[i] = (int64_t) (splitmix64(rng) % (uint64_t) n_nodes);
+			d[i] = (int64_t) (splitmix64(rng) % (uint64_t) n_nodes);
+			r->src[r->n] = s[i];
+			r->dst[r->n++] = d[i];
+		}
+		t0 = now_s();
+		rc = qv_live_edges(L, sign, LIVE_BATCH, s, d, err);
+		total += now_s() - t0;
+		if (rc != QV_OK)
+			return rc;
+	}
+	*seconds = total;
+	return QV_OK;
+}
+
+/* LIVE_BATCHES / 10 batches that delete LIVE_BATCH random nodes and insert
+ * them again (a feature update); seconds taken. */
+static int
+live_node_batches(QvLive *L, const QvGraph *g, uint64_t *rng, double *seconds, QvError *err)
+{
+	int64_t		ids[LIVE_BATCH];
+	float	   *feat = qv_malloc(sizeof(float) * LIVE_BATCH * (size_t) g->dim, err, "node rows");
+	double		total = 0.0;
+	int			rc = feat ? QV_OK : QV_ENOMEM;
+
+	for (int b = 0; rc == QV_OK && b < LIVE_BATCHES / 10; b++)
+	{
+		double		t0;
+
+		for (int i = 0; i < LIVE_BATCH; i++)
+		{
+			bool		again;
+
+			do
+			{
+				ids[i] = (int64_t) (splitmix64(rng) % (uint64_t) g->n_nodes);
+				again = false;
+				for (int j = 0; j < i; j++)
+					again |= ids[j] == ids[i];
+			} while (again);
+			memcpy(feat + (size_t) i * g->dim, g->feat + (size_t) ids[i] * g->dim,
+				   sizeof(float) * (size_t) g->dim);
+		}
+		t0 = now_s();
+		rc = qv_live_nodes(L, -1, LIVE_BATCH, ids, NULL, err);
+		if (rc == QV_OK)
+			rc = qv_live_nodes(L, 1, LIVE_BATCH, ids, feat, err);
+		total += now_s() - t0;
+	}
+	free(feat);
+	*seconds = total;
+	return rc;
+}
+
+/* One live graph of g's rows (ids 0..N-1): build, change, compact. */
+static int
+live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
+{
+	int64_t		n = g->n_nodes;
+	int64_t    *ids = qv_malloc((size_t) n * sizeof(int64_t), err, "input ids");
+	LiveRows	r = {0};
+	QvLive	   *L = NULL;
+	double		build_s = 0,
+				del_s = 0,
+				ins_s = 0,
+				node_s = 0,
+				compact_s = 0;
+	size_t		bytes_built = 0,
+				bytes_changed = 0;
+	bool		wanted = false;
+	int			rc = ids ? QV_OK : QV_ENOMEM;
+
+	r.cap = g->n_edges + (int64_t) LIVE_BATCH * LIVE_BATCHES;
+	r.src = rc == QV_OK ? qv_malloc((size_t) r.cap * sizeof(int64_t), err, "rows") : NULL;
+	r.dst = r.src ? qv_malloc((size_t) r.cap * sizeof(int64_t), err, "rows") : NULL;
+	if (r.dst == NULL)
+		rc = QV_ENOMEM;
+	for (int64_t v = 0; rc == QV_OK && v < n; v++)
+	{
+		ids[v] = v;
+		for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
+			if (!undirected || g->col[j] <= v)
+			{
+				r.src[r.n] = g->col[j];
+				r.dst[r.n++] = v;
+			}
+	}
+	if (rc == QV_OK)
+	{
+		QvGraphInput in = {n, g->dim, ids, g->feat, r.n, r.src, r.dst, undirected};
+		double		t0 = now_s();
+
+		rc = qv_live_build(&in, &L, err);
+		build_s = now_s() - t0;
+	}
+	if (rc == QV_OK)
+	{
+		bytes_built = qv_live_bytes(L);
+		rc = live_edge_batches(L, &r, -1, n, rng, &del_s, err);
+	}
+	if (rc == QV_OK)
+		rc = live_edge_batches(L, &r, 1, n, rng, &ins_s, err);
+	if (rc == QV_OK)
+		rc = live_node_batches(L, g, rng, &node_s, err);
+	if (rc == QV_OK)
+	{
+		double		t0;
+
+		bytes_changed = qv_live_bytes(L);
+		wanted = qv_live_wants_compaction(L);
+		t0 = now_s();
+		rc = qv_live_compact(L, err);
+		compact_s = now_s() - t0;
+	}
+	if (rc == QV_OK)
+		printf("{\"live\":\"%s\",\"nodes\":%lld,\"edges\":%lld,\"build_s\":%.3f,"
+			   "\"batch_rows\":%d,\"edge_deletes_per_s\":%.0f,\"edge_inserts_per_s\":%.0f,"
+			   "\"node_delete_insert_per_s\":%.0f,\"compact_s\":%.3f,\"wanted_compaction\":%s,"
+			   "\"bytes_built\":%zu,\"bytes_changed\":%zu,\"bytes_compacted\":%zu,"
+			   "\"compact\":%s,\"peak_rss_bytes\":%lld}\n",
+			   undirected ? "undirected" : "directed", (long long) n,
+			   (long long) qv_live_edges_count(L), build_s, LIVE_BATCH,
+			   (double) LIVE_BATCH * LIVE_BATCHES / del_s, (double) LIVE_BATCH * LIVE_BATCHES / ins_s,
+			   (double) LIVE_BATCH * (LIVE_BATCHES / 10) / node_s, compact_s,
+			   wanted ? "true" : "false", bytes_built, bytes_changed, qv_live_bytes(L),
+			   qv_graph_is_compact(qv_live_graph(L)) ? "true" : "false",
+			   proc_status_bytes("VmHWM"));
+	fflush(stdout);
+	qv_live_free(L);
+	free(ids);
+	free(r.src);
+	free(r.dst);
+	return rc;
+}
+
+/*
+ * --time-live: a live graph of g's rows (ids 0..N-1), directed then
+ * undirected: LIVE_BATCHES batches of LIVE_BATCH random edge row deletes,
+ * as many of inserts of random pairs, LIVE_BATCHES / 10 batches deleting
+ * and re-inserting LIVE_BATCH random nodes, then one compaction.
+ */
+static int
+time_live(const Options *o, const QvGraph *g, QvError *err)
+{
+	uint64_t	rng = o->gen.seed ^ UINT64_C(0x11fe);
+	int			rc = QV_OK;
+
+	for (int pass = 0; rc == QV_OK && pass < 2; pass++)
+		rc = live_once(g, pass == 1, &rng, err);
 	return rc;
 }
 
@@ -1506,6 +1705,11 @@ main(int argc, char **argv)
 	{
 		stage = "time-build";
 		rc = time_build(&o, g, &err);
+	}
+	else if (rc == QV_OK && o.time_live)
+	{
+		stage = "time-live";
+		rc = time_live(&o, g, &err);
 	}
 	else if (rc == QV_OK && !o.save_only && rig.gpu)
 		rc = run_gpu(&o, g, m, pool, &rig, &stage, &check_failed, &err);

@@ -255,7 +255,7 @@ reference(const QvModel *m, const QvGraph *g, double *out, double *mag)
 			const double *hv = h + v * width,
 					   *av = a + v * width;
 			int64_t		b = g->rowptr[v],
-						e = g->rowptr[v + 1];
+						e = g->rowend[v];
 
 			memset(agg, 0, (size_t) width * sizeof(double));
 			memset(aagg, 0, (size_t) width * sizeof(double));

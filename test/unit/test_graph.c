@@ -45,7 +45,7 @@ build(const int64_t *ids, int64_t n, const int64_t *src, const int64_t *dst,
 static void
 assert_row(const QvGraph *g, int32_t v, const int32_t *want, int64_t len)
 {
-	assert_int_equal(g->rowptr[v + 1] - g->rowptr[v], len);
+	assert_int_equal(g->rowend[v] - g->rowptr[v], len);
 	for (int64_t j = 0; j < len; j++)
 		assert_int_equal(g->col[g->rowptr[v] + j], want[j]);
 }
@@ -311,10 +311,10 @@ test_shuffled_rows_identical(void **state)
 				assert_int_equal(row, v);
 				if (v > 0)
 					assert_true(g->ids[v - 1] < g->ids[v]);
-				for (int64_t j = g->rowptr[v] + 1; j < g->rowptr[v + 1]; j++)
+				for (int64_t j = g->rowptr[v] + 1; j < g->rowend[v]; j++)
 					assert_true(undirected ? g->col[j - 1] < g->col[j] : g->col[j - 1] <= g->col[j]);
-				longest = g->rowptr[v + 1] - g->rowptr[v] > longest
-					? g->rowptr[v + 1] - g->rowptr[v] : longest;
+				longest = g->rowend[v] - g->rowptr[v] > longest
+					? g->rowend[v] - g->rowptr[v] : longest;
 			}
 			assert_true(longest > 64);	/* the radix path ran */
 			for (int64_t i = 0; i < r.n; i++)
@@ -444,6 +444,74 @@ test_errors(void **state)
 	expect_error(NULL, QV_EINVAL, NULL);
 }
 
+/*
+ * The id map's insert, delete and growth (live graphs): keys crowded into
+ * few probe runs of a small map, deleted and re-inserted in random order,
+ * every other key still found after each step.
+ */
+static void
+test_idmap_insert_delete(void **state)
+{
+	enum
+	{
+		N = 600
+	};
+	QvGraph		g = {0};
+	bool		in[N] = {0};
+	uint64_t	x = 5;
+	QvError		err = {0};
+
+	(void) state;
+	assert_int_equal(qv_idmap_build(&g.idmap, NULL, 0, &err), QV_OK);
+	for (int step = 0; step < 20000; step++)
+	{
+		int			k;
+		int			count = 0;
+
+		x = x * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+		k = (int) ((x >> 33) % N);
+		for (int i = 0; i < N; i++)
+			count += in[i];
+		if (in[k])
+			qv_idmap_delete(&g.idmap, (int64_t) k * 1000003);
+		else
+		{
+			assert_int_equal(qv_idmap_reserve(&g.idmap, count + 1, &err), QV_OK);
+			assert_true(g.idmap.mask + 1 >= 2 * (uint64_t) (count + 1));
+			qv_idmap_insert(&g.idmap, (int64_t) k * 1000003, k);
+		}
+		in[k] = !in[k];
+		if (step % 97 == 0 || step > 19900)
+			for (int i = 0; i < N; i++)
+				assert_int_equal(qv_graph_find(&g, (int64_t) i * 1000003), in[i] ? i : -1);
+	}
+	qv_idmap_delete(&g.idmap, -1);	/* absent: nothing happens */
+	free(g.idmap.keys);
+	free(g.idmap.vals);
+}
+
+/* A built graph is compact; a row with a gap is not. */
+static void
+test_is_compact(void **state)
+{
+	static const int64_t edges[][2] = {{0, 1}, {2, 1}, {1, 2}};
+	QvGraph    *g = test_graph(3, edges, 3, false);
+	int64_t		end[3];
+
+	(void) state;
+	assert_true(qv_graph_is_compact(g));
+	assert_true(g->rowend == g->rowptr + 1);
+	assert_int_equal(g->col_cap, 3);
+	memcpy(end, g->rowptr + 1, sizeof(end));
+	g->rowend = end;			/* an array of its own, as a live graph's */
+	assert_true(qv_graph_is_compact(g));
+	end[1]--;					/* row 1 ends before row 2 starts */
+	assert_false(qv_graph_is_compact(g));
+	g->rowend = g->rowptr + 1;
+	assert_false(qv_graph_is_compact(NULL));
+	qv_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -455,6 +523,8 @@ main(void)
 		cmocka_unit_test(test_shuffled_rows_identical),
 		cmocka_unit_test(test_dense_order_is_id_rank),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_idmap_insert_delete),
+		cmocka_unit_test(test_is_compact),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

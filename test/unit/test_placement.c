@@ -145,10 +145,10 @@ reference_access(const QvGraph *g, const double *p0, const int32_t *fanout,
 			prod[v] = 1.0 - out[v];
 		for (int64_t u = 0; u < n; u++)
 		{
-			int64_t		d = g->rowptr[u + 1] - g->rowptr[u];
+			int64_t		d = g->rowend[u] - g->rowptr[u];
 			double		rate = (fanout[l] < 0 || fanout[l] >= d) ? 1.0 : (double) fanout[l] / d;
 
-			for (int64_t j = g->rowptr[u]; j < g->rowptr[u + 1]; j++)
+			for (int64_t j = g->rowptr[u]; j < g->rowend[u]; j++)
 				prod[g->col[j]] *= 1.0 - out[u] * rate;
 		}
 		for (int64_t v = 0; v < n; v++)

@@ -163,7 +163,7 @@ choose(const Enumeration *e, const int32_t *frontier, int nf, int idx,
 	if (idx == nf)
 		return expand(e, next, nn, level + 1);
 	v = frontier[idx];
-	d = (int) (e->g->rowptr[v + 1] - e->g->rowptr[v]);
+	d = (int) (e->g->rowend[v] - e->g->rowptr[v]);
 	k = (e->fanout[level] < 0 || e->fanout[level] > d) ? d : e->fanout[level];
 	assert_true(d <= 16);
 	for (int mask = 0; mask < (1 << d); mask++)
@@ -245,10 +245,10 @@ reference_psgs(const QvGraph *g, const int32_t *fanout, int n_hops, double *out)
 		memcpy(inner, out, n * sizeof(double));
 		for (int64_t v = 0; v < n; v++)
 		{
-			int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+			int64_t		d = g->rowend[v] - g->rowptr[v];
 			double		s = 0.0;
 
-			for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++)
+			for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 				s += inner[g->col[j]];
 			if (d > 0)
 				out[v] = 1.0 + (fanout[l] < 0 || fanout[l] > d ? 1.0 : (double) fanout[l] / d) * s;

@@ -119,8 +119,8 @@ test_all_edges_in_csr_order(void **state)
 				const QvBlock *b = &s.blocks[h];
 
 				assert_int_equal(b->offsets[t + 1] - b->offsets[t],
-								 g->rowptr[v + 1] - g->rowptr[v]);
-				for (int64_t j = 0; j < g->rowptr[v + 1] - g->rowptr[v]; j++)
+								 g->rowend[v] - g->rowptr[v]);
+				for (int64_t j = 0; j < g->rowend[v] - g->rowptr[v]; j++)
 					assert_int_equal(s.nodes[h + 1][b->nbr[b->offsets[t] + j]],
 									 g->col[g->rowptr[v] + j]);
 			}
@@ -380,7 +380,7 @@ assert_edges_exist(const QvGraph *g, const QvSample *s, int h, bool raw)
 			int32_t		u = raw ? b->nbr[j] : s->nodes[h + 1][b->nbr[j]];
 			bool		found = false;
 
-			for (int64_t e = g->rowptr[v]; e < g->rowptr[v + 1] && !found; e++)
+			for (int64_t e = g->rowptr[v]; e < g->rowend[v] && !found; e++)
 				found = g->col[e] == u;
 			assert_true(found);
 		}
@@ -501,8 +501,8 @@ test_buffer_reuse(void **state)
 			int32_t		v = s.nodes[0][t];
 
 			assert_int_equal(s.blocks[0].offsets[t + 1] - s.blocks[0].offsets[t],
-							 g->rowptr[v + 1] - g->rowptr[v]);
-			for (int64_t j = 0; j < g->rowptr[v + 1] - g->rowptr[v]; j++)
+							 g->rowend[v] - g->rowptr[v]);
+			for (int64_t j = 0; j < g->rowend[v] - g->rowptr[v]; j++)
 				assert_int_equal(s.nodes[1][s.blocks[0].nbr[s.blocks[0].offsets[t] + j]],
 								 g->col[g->rowptr[v] + j]);
 		}
@@ -568,7 +568,7 @@ static int64_t
 reference_row(const QvGraph *g, uint64_t seed, int h, int32_t v, int32_t fanout,
 			  int32_t *out, int64_t *pos)
 {
-	int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+	int64_t		d = g->rowend[v] - g->rowptr[v];
 	int64_t		k = qv_sample_picks(d, fanout);
 	const int32_t *row = g->col + g->rowptr[v];
 
@@ -613,8 +613,8 @@ assert_rows_are_definition(const QvGraph *g, const QvSample *s, const int32_t *f
 	int64_t    *pos;
 
 	for (int64_t v = 0; v < g->n_nodes; v++)
-		if (g->rowptr[v + 1] - g->rowptr[v] > max_d)
-			max_d = g->rowptr[v + 1] - g->rowptr[v];
+		if (g->rowend[v] - g->rowptr[v] > max_d)
+			max_d = g->rowend[v] - g->rowptr[v];
 	want = malloc(sizeof(int32_t) * (max_d + 1));
 	got = malloc(sizeof(int32_t) * (max_d + 1));
 	pos = malloc(sizeof(int64_t) * (max_d + 1));
@@ -884,15 +884,15 @@ test_without_replacement_multiset(void **state)
 			for (int32_t t = 0; t < s.n_nodes[h]; t++)
 			{
 				int32_t		v = s.nodes[h][t];
-				int64_t		d = g->rowptr[v + 1] - g->rowptr[v];
+				int64_t		d = g->rowend[v] - g->rowptr[v];
 				int64_t		k = sample_row(&s, h, t, row);
 
 				assert_int_equal(k, d < fanout[h] ? d : fanout[h]);
-				for (int64_t e = g->rowptr[v]; e < g->rowptr[v + 1]; e++)
+				for (int64_t e = g->rowptr[v]; e < g->rowend[v]; e++)
 					count[g->col[e]]++;
 				for (int64_t j = 0; j < k; j++)
 					assert_true(--count[row[j]] >= 0);
-				for (int64_t e = g->rowptr[v]; e < g->rowptr[v + 1]; e++)
+				for (int64_t e = g->rowptr[v]; e < g->rowend[v]; e++)
 					count[g->col[e]] = 0;
 			}
 		qv_sample_free(&s);
@@ -940,10 +940,10 @@ test_shuffled_rows_same_sample(void **state)
 	{
 		ids[v] = 5 * (n - v);
 		feat[v] = (float) v;
-		for (int64_t j = ref->rowptr[v]; j < ref->rowptr[v + 1]; j++)
+		for (int64_t j = ref->rowptr[v]; j < ref->rowend[v]; j++)
 		{
 			/* each row's edges in reverse: not the order a build keeps */
-			src[e] = 5 * (n - ref->col[ref->rowptr[v + 1] - 1 - (j - ref->rowptr[v])]);
+			src[e] = 5 * (n - ref->col[ref->rowend[v] - 1 - (j - ref->rowptr[v])]);
 			dst[e++] = ids[v];
 		}
 	}

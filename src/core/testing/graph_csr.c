@@ -87,7 +87,9 @@ qv_graph_adopt_csr(int64_t n_nodes, int32_t dim, int64_t *rowptr, int32_t *col,
 	g->n_nodes = n_nodes;
 	g->n_edges = rowptr[n_nodes];
 	g->rowptr = rowptr;
+	g->rowend = rowptr + 1;
 	g->col = col;
+	g->col_cap = g->n_edges;
 	g->dim = dim;
 	g->feat = feat;
 	g->ids = ids ? ids : identity_ids(n_nodes, err);
@@ -332,6 +334,8 @@ qv_graph_save_dir(const QvGraph *g, const char *dir, QvError *err)
 
 	if (g == NULL || dir == NULL)
 		return qv_error(err, QV_EINVAL, "graph or dataset folder is NULL");
+	if (!qv_graph_is_compact(g))
+		return qv_error(err, QV_EINVAL, "graph has changes not compacted yet");
 	for (int64_t v = 0; v < g->n_nodes; v++)
 		if (g->ids[v] != v)
 			return qv_error(err, QV_EINVAL,
