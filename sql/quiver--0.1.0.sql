@@ -16,6 +16,7 @@ CREATE TABLE quiver_graph (
     owner          regrole NOT NULL DEFAULT current_user::regrole,
     created_at     timestamptz NOT NULL DEFAULT now(),
     search_path    text NOT NULL DEFAULT current_setting('search_path'),
+    live           boolean NOT NULL DEFAULT false,
     version        bigint NOT NULL DEFAULT 0
 );
 
@@ -56,6 +57,49 @@ CREATE TRIGGER quiver_graph_write BEFORE INSERT OR UPDATE OR DELETE ON quiver_gr
 CREATE TRIGGER quiver_model_write BEFORE INSERT OR UPDATE OR DELETE ON quiver_model
     FOR EACH ROW EXECUTE FUNCTION quiver_catalog_write('model');
 
+-- Live graphs (DESIGN 1.4, docs/live.md).  For each query of a live graph:
+-- the table it reads and how a row of that table becomes a graph row (its
+-- select list and WHERE, deparsed at creation), for the capture triggers.
+CREATE TABLE quiver_live_source (
+    graph       text NOT NULL REFERENCES quiver_graph(name) ON DELETE CASCADE,
+    role        "char" NOT NULL CHECK (role IN ('e', 'n')),    -- edges, nodes
+    relid       oid NOT NULL,
+    select_list text NOT NULL,
+    qual        text,
+    dim         int NOT NULL,
+    PRIMARY KEY (graph, role)
+);
+CREATE INDEX ON quiver_live_source (relid);
+
+-- The change log: written by the capture triggers in the user's
+-- transaction (so it commits, rolls back and replicates with it), read by
+-- the engine, pruned by the engine on the primary.  One row per statement,
+-- graph, query and sign.
+CREATE SEQUENCE quiver_live_seq;
+CREATE TABLE quiver_live_log (
+    seq     bigint NOT NULL DEFAULT nextval('quiver_live_seq'),
+    graph   text NOT NULL,
+    xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    op      "char" NOT NULL CHECK (op IN ('e', 'n', 'E', 'N')),  -- rows of edges/nodes; E/N: truncate
+    sign    smallint NOT NULL CHECK (sign IN (-1, 1)),
+    a       bigint[],       -- src ids, or node ids
+    b       bigint[],       -- dst ids
+    f       real[]          -- features, rows x dim
+);
+CREATE INDEX ON quiver_live_log (graph, xid);
+-- Log rows of graph older than pruned_below are gone: an engine that has
+-- not applied them (a lagging standby) rebuilds the graph.
+CREATE TABLE quiver_live_horizon (
+    graph        text PRIMARY KEY,
+    pruned_below xid8 NOT NULL
+);
+REVOKE ALL ON quiver_live_source, quiver_live_log, quiver_live_horizon, quiver_live_seq FROM PUBLIC;
+
+-- Statement-level AFTER triggers that gnn_create_graph(live => true)
+-- puts on the source tables (quiver_live_insert/update/delete/truncate).
+CREATE FUNCTION quiver_live_capture() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'quiver_live_capture' LANGUAGE C;
+
 SELECT pg_catalog.pg_extension_config_dump('quiver_graph', '');
 SELECT pg_catalog.pg_extension_config_dump('quiver_model', '');
 SELECT pg_catalog.pg_extension_config_dump('quiver_version_seq', '');
@@ -65,7 +109,7 @@ SELECT pg_catalog.pg_extension_config_dump('quiver_version_seq', '');
 CREATE TYPE gnn_graph_load AS (nodes bigint, edges bigint, feature_dim int, load_ms float8);
 
 CREATE FUNCTION gnn_create_graph(name text, edges text, features text,
-                                 undirected boolean DEFAULT false)
+                                 undirected boolean DEFAULT false, live boolean DEFAULT false)
     RETURNS gnn_graph_load
     AS 'MODULE_PATHNAME', 'gnn_create_graph' LANGUAGE C VOLATILE;
 
@@ -109,7 +153,7 @@ CREATE FUNCTION gnn_resident(OUT kind text, OUT name text, OUT state text,
                              OUT feature_dim int, OUT graph text, OUT arch text,
                              OUT layers int, OUT out_dim int, OUT fanout int[],
                              OUT detail text, OUT version bigint,
-                             OUT loaded_at timestamptz)
+                             OUT loaded_at timestamptz, OUT dangling_edges bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_resident' LANGUAGE C VOLATILE;
 
@@ -150,12 +194,12 @@ CREATE FUNCTION gnn_explain(model text, node_id bigint,
 -- detail says why; it is retried), failed (the committed version could not
 -- be built and nothing serves: detail says why), not loaded.
 CREATE VIEW gnn_graphs AS
-    SELECT g.name, g.undirected, g.owner, g.created_at,
+    SELECT g.name, g.undirected, g.live, g.owner, g.created_at,
            CASE WHEN r.state IS NULL THEN 'not loaded'
                 WHEN r.version <> g.version AND r.state = 'ready' AND r.detail IS NOT NULL THEN 'stale'
                 WHEN r.version <> g.version AND r.state = 'ready' THEN 'loading'
                 ELSE r.state END AS state,
-           r.nodes, r.edges, r.feature_dim, r.bytes, r.detail,
+           r.nodes, r.edges, r.dangling_edges, r.feature_dim, r.bytes, r.detail,
            g.version, r.version AS resident_version, r.loaded_at
     FROM quiver_graph g
     LEFT JOIN gnn_resident() r ON r.kind = 'graph' AND r.name = g.name;

@@ -280,7 +280,6 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 	check_id_type(portal->tupDesc, 1, "features");
 	check_feature_type(portal->tupDesc);
 
-	rows->dim = 0;
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FETCH_ROWS);
@@ -333,6 +332,18 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 				 errdetail("Query: %s", features_sql)));
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
+}
+
+/* Read the rows of one query (what: "edges" or "features") into rows,
+ * checking them as a graph's rows are checked, SPI connected; with
+ * rows->dim set, every feature row must have that many values. */
+void
+catalog_read_query_rows(const char *sql, const char *what, GraphRows *rows)
+{
+	if (strcmp(what, "edges") == 0)
+		read_edges(sql, rows, CurrentMemoryContext);
+	else
+		read_features(sql, rows, CurrentMemoryContext);
 }
 
 /* Upper bound of the resident bytes of a graph built from rows. */
@@ -524,23 +535,26 @@ catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exi
 /* Insert or replace a graph's definition (a replacement keeps its owner);
  * returns its new catalog version. */
 int64
-catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected)
+catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected,
+				  bool live)
 {
-	Oid			t[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		v[4];
+	Oid			t[5] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID};
+	Datum		v[5];
 	int64		version;
 
 	v[0] = CStringGetTextDatum(name);
 	v[1] = CStringGetTextDatum(edges);
 	v[2] = CStringGetTextDatum(features);
 	v[3] = BoolGetDatum(undirected);
+	v[4] = BoolGetDatum(live);
 	spi_connect();
-	spi_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected, search_path) "
-			 "VALUES ($1, $2, $3, $4, pg_catalog.current_setting('search_path')) "
+	spi_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected, live, search_path) "
+			 "VALUES ($1, $2, $3, $4, $5, pg_catalog.current_setting('search_path')) "
 			 "ON CONFLICT (name) DO UPDATE SET edges_query = excluded.edges_query, "
 			 "features_query = excluded.features_query, undirected = excluded.undirected, "
-			 "search_path = excluded.search_path, created_at = pg_catalog.now() RETURNING version",
-			 4, t, v, false);
+			 "live = excluded.live, search_path = excluded.search_path, "
+			 "created_at = pg_catalog.now() RETURNING version",
+			 5, t, v, false);
 	version = spi_int64(1);
 	SPI_finish();
 	catalog_note_write();
@@ -636,7 +650,7 @@ catalog_get_graph(const char *name, GraphDef *def)
 
 	spi_connect();
 	found = spi_exec("SELECT edges_query, features_query, undirected, owner::oid::int8, "
-					 "search_path, version FROM %s.quiver_graph WHERE name = $1",
+					 "search_path, version, live FROM %s.quiver_graph WHERE name = $1",
 					 1, t, v, true) > 0;
 	if (found)
 	{
@@ -647,6 +661,7 @@ catalog_get_graph(const char *name, GraphDef *def)
 		def->owner = (Oid) spi_int64(4);
 		def->search_path = spi_text(5, cxt);
 		def->version = spi_int64(6);
+		def->live = strcmp(spi_text(7, cxt), "t") == 0;
 	}
 	SPI_finish();
 	return found;
@@ -710,6 +725,7 @@ catalog_read_graph_def(const GraphDef *def, GraphRows *rows, int lock_timeout_ms
 	}
 	PG_END_TRY();
 	rows->undirected = def->undirected;
+	rows->live = def->live;
 }
 
 /* (name, version) of every graph or model in the catalog, in cxt. */

@@ -20,10 +20,12 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "model.h"
 #include "directory.h"
 #include "quiver.h"
+#include "live_capture.h"
 
 PG_FUNCTION_INFO_V1(gnn_create_graph);
 PG_FUNCTION_INFO_V1(gnn_create_model);
@@ -127,19 +129,36 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 	char	   *edges = arg_text(fcinfo, 1, "edges");
 	char	   *features = arg_text(fcinfo, 2, "features");
 	bool		undirected = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
+	bool		live = PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
 	instr_time	start;
 	GraphRows	rows;
 	Datum		values[4];
 	int64		version;
+	LiveSource	src[2];
 
 	quiver_check_ready();
 	catalog_check_writable("gnn_create_graph");
 	catalog_check_name(name, OBJ_GRAPH);
 	catalog_check_rights(OBJ_GRAPH, name, ACL_INSERT | ACL_UPDATE, false);
 	INSTR_TIME_SET_CURRENT(start);
-	catalog_read_graph_rows(edges, features, &rows);
+	if (live)
+	{
+		/* its tables locked and watched first, then read at a fresh snapshot */
+		live_check_query(edges, 'e', &src[0]);
+		live_check_query(features, 'n', &src[1]);
+		live_attach(src, 2);
+		PushActiveSnapshot(GetTransactionSnapshot());
+		catalog_read_graph_rows(edges, features, &rows);
+		live_from_snapshot(&rows.from, true);
+		PopActiveSnapshot();
+		rows.live = true;
+	}
+	else
+		catalog_read_graph_rows(edges, features, &rows);
 	rows.undirected = undirected;
-	version = catalog_put_graph(name, edges, features, undirected);
+	version = catalog_put_graph(name, edges, features, undirected, live);
+	if (live)
+		live_put_sources(name, src, 2, rows.dim);
 	stage_graph_rows(name, &rows, version, values);
 	return graph_load_row(fcinfo, values, start);
 }
@@ -163,6 +182,8 @@ gnn_refresh_graph(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("graph \"%s\" does not exist", name)));
 	catalog_read_graph_def(&def, &rows, 0);
+	if (def.live)
+		live_from_snapshot(&rows.from, true);
 	version = catalog_touch_graph(name);
 	stage_graph_rows(name, &rows, version, values);
 	return graph_load_row(fcinfo, values, start);
@@ -211,6 +232,7 @@ Datum
 gnn_drop_graph(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		version;
 
 	quiver_check_ready();
 	catalog_check_writable("gnn_drop_graph");
@@ -220,8 +242,9 @@ gnn_drop_graph(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 				 errmsg("graph \"%s\" is used by models", name),
 				 errhint("Drop its models first (see gnn_models).")));
-	queue_finish(stage_call(REQ_STAGE_DROP_GRAPH, name, NULL, catalog_delete(OBJ_GRAPH, name),
-							DSM_HANDLE_INVALID));
+	version = catalog_delete(OBJ_GRAPH, name);
+	live_log_forget(name);
+	queue_finish(stage_call(REQ_STAGE_DROP_GRAPH, name, NULL, version, DSM_HANDLE_INVALID));
 	PG_RETURN_VOID();
 }
 
@@ -438,8 +461,8 @@ gnn_resident(PG_FUNCTION_ARGS)
 	{
 		QuiverDirEntry *e = &dir[i];
 		bool		is_model = e->kind == OBJ_MODEL;
-		Datum		values[15];
-		bool		nulls[15] = {0};
+		Datum		values[16];
+		bool		nulls[16] = {0};
 
 		values[0] = CStringGetTextDatum(is_model ? "model" : "graph");
 		values[1] = CStringGetTextDatum(e->name);
@@ -459,8 +482,10 @@ gnn_resident(PG_FUNCTION_ARGS)
 		nulls[12] = e->detail[0] == '\0';
 		values[13] = Int64GetDatum(e->version);
 		values[14] = TimestampTzGetDatum(e->loaded_at);
+		values[15] = Int64GetDatum(e->dangling);
+		nulls[15] = is_model;
 		if (e->state != OBJ_READY)
-			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[9] = nulls[10] = nulls[11] = true;
+			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[9] = nulls[10] = nulls[11] = nulls[15] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

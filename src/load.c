@@ -53,6 +53,7 @@
 #include "psgs.h"
 #include "directory.h"
 #include "registry.h"
+#include "live_state.h"
 
 #define RETRY_FIRST_MS 1000		/* a failed load is retried after this */
 #define RETRY_MAX_MS 60000		/* ... doubling up to this */
@@ -86,6 +87,14 @@ build_graph(const char *name, const GraphRows *rows, QvError *err)
 
 	if (!directory_check_memory(name, graph_rows_bytes(rows), err))
 		return NULL;
+	if (rows->live)
+	{
+		QvLive	   *L;
+
+		if (qv_live_build(&in, &L, err) != QV_OK)
+			return NULL;
+		return live_state_adopt(L, &rows->from);
+	}
 	if (qv_graph_build(&in, &g, err) != QV_OK)
 		return NULL;
 	return g;
@@ -275,11 +284,13 @@ publish_graph(const char *name, int64 version, QvGraph *g)
 	g->version = (uint64) version;	/* samples are drawn per graph version */
 	if (!registry_install_graph(name, version, g, engine_pool, &err))
 	{
-		qv_graph_free(g);
+		engine_free_graph(g);
 		publish_failure(OBJ_GRAPH, name, version, err.msg);
 		return;
 	}
 	failure_forget(OBJ_GRAPH, name);
+	if (live_state_of(g))
+		pg_atomic_write_u32(&quiver_shared->live_changed, 1);	/* read what its rows missed */
 	device_graph_replaced(registry_graph(name));
 	failures_retry_models();
 }
@@ -417,6 +428,7 @@ typedef struct PendingBuild
 	QuiverSlot *slot;
 	dsm_segment *seg;
 	QvBuild		b;
+	LiveFrom	from;			/* live: where its rows were read */
 } PendingBuild;
 
 static PendingBuild build;
@@ -448,8 +460,13 @@ start_graph_build(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 		return false;
 	if (!directory_check_memory(slot->name, graph_rows_bytes(&rows), err))
 		return false;
+	if (build.from.xip)
+		pfree(build.from.xip);
 	memset(&build, 0, sizeof(build));
 	build.b.in = graph_input(&rows);
+	build.b.live = rows.live;
+	if (rows.live)
+		live_from_set(&build.from, &rows.from);
 	build.b.notify = build_notify;
 	if (qv_build_start(&build.b, err) != QV_OK)
 		return false;
@@ -477,6 +494,8 @@ engine_finish_build(void)
 	build.active = false;
 	queue_set_engine_detail(NULL);
 	g = build.b.g;
+	if (g && build.b.live)
+		g = live_state_adopt(build.b.L, &build.from);
 	if (slot->kind == REQ_LOAD_GRAPH)
 	{
 		/* a committed version: publish it (or its failure) unless a newer one
@@ -484,7 +503,7 @@ engine_finish_build(void)
 		if (g == NULL)
 			publish_failure(OBJ_GRAPH, slot->name, slot->version, build.b.err.msg);
 		else if (registry_resident_version(OBJ_GRAPH, slot->name) >= slot->version)
-			qv_graph_free(g);
+			engine_free_graph(g);
 		else
 			publish_graph(slot->name, slot->version, g);
 		loader_done();
@@ -494,14 +513,14 @@ engine_finish_build(void)
 		queue_fail_qv(slot, &build.b.err);
 	else if (queue_abandoned(slot))
 	{
-		qv_graph_free(g);		/* the caller gave up: its transaction aborts */
+		engine_free_graph(g);		/* the caller gave up: its transaction aborts */
 		queue_complete(slot);
 	}
 	else
 	{
 		g->version = (uint64) slot->version;
 		registry_stage(OBJ_GRAPH, slot->name, NULL, slot->version, slot->xid, slot->top_xid, g);
-		slot->result[0] = g->n_nodes;
+		slot->result[0] = g->n_nodes - g->n_absent;
 		slot->result[1] = g->n_edges;
 		slot->result[2] = g->dim;
 		slot->result[3] = qv_graph_bytes(g);
@@ -798,6 +817,8 @@ load_graph_tx(const char *name, void *arg)
 		return;
 	res->version = def.version;
 	catalog_read_graph_def(&def, &rows, quiver_load_lock_timeout_ms);
+	if (def.live)
+		live_from_snapshot(&rows.from, false);	/* the snapshot both queries read */
 	res->g = build_graph(name, &rows, &res->err);
 }
 

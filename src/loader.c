@@ -24,6 +24,7 @@
 #include "utils/snapmgr.h"
 
 #include "quiver.h"
+#include "live_capture.h"
 
 /* What the engine asked for: kind in bgw_main_arg, name in bgw_extra. */
 static ObjKind load_kind;
@@ -57,6 +58,8 @@ load_graph(void)
 	if (!catalog_get_graph(load_name, &def))
 		return;					/* dropped meanwhile: the engine's next look */
 	catalog_read_graph_def(&def, &rows, quiver_load_lock_timeout_ms);
+	if (def.live)
+		live_from_snapshot(&rows.from, false);	/* the snapshot both queries read */
 	seg = transfer_graph_rows(&rows, &handle);
 	submit(REQ_LOAD_GRAPH, NULL, def.version, handle, NULL);
 	dsm_detach(seg);

@@ -33,6 +33,7 @@
 #define QUIVER_LAT_BUCKETS 96	/* latency histogram, 2^(1/4) steps from 1 us */
 #define QUIVER_DETAIL_LEN 256
 #define QUIVER_MAX_GPUS 16		/* = QV_DISPATCH_MAX_GPUS */
+#define QUIVER_LIVE_PREPARED 64 /* prepared transactions with live changes */
 
 /* GUCs */
 extern char *quiver_database;
@@ -139,6 +140,7 @@ typedef struct QuiverDirEntry
 	int64		bytes;
 	int64		nodes;
 	int64		edges;
+	int64		dangling;		/* live graph: edge rows left out (1.4) */
 	int32		feature_dim;
 	int32		arch;
 	int32		layers;
@@ -205,6 +207,11 @@ typedef struct QuiverShared
 	pg_atomic_uint32 engine_sleeping;	/* the engine may be in futex_wait */
 	pg_atomic_uint32 catalog_changed;	/* set by committers of catalog
 										 * writes: the engine re-reads it */
+	pg_atomic_uint32 live_changed;	/* set by committers of live graph
+										 * changes: the engine reads the log */
+	uint32		live_prepared[QUIVER_LIVE_PREPARED];	/* under lock: top xids of
+														 * prepared transactions
+														 * with live changes */
 	int64		staged_bytes;	/* under lock: bytes of staged graphs */
 	pg_atomic_uint64 work_bytes;	/* the engine's batch working memory */
 	pg_atomic_uint32 n_staged;	/* changes staged in the engine */
@@ -244,6 +251,20 @@ extern void queue_engine_sleep(int timeout_ms, bool (*more_work) (void));
 extern void queue_engine_poke(void);
 
 /* catalog.c */
+/* Where a live graph's rows were read: the snapshot (full xids) and, when
+ * the reader's own transaction had written the log before, the log
+ * position its later changes start from (live_state.c applies the log rows
+ * this snapshot did not see). */
+typedef struct LiveFrom
+{
+	uint64		xmin;
+	uint64		xmax;
+	uint64		own_xid;		/* 0: none */
+	int64		own_seq;		/* own log rows with seq >= this are new */
+	int32		n_xip;
+	uint64	   *xip;			/* in progress at the snapshot */
+} LiveFrom;
+
 typedef struct GraphRows
 {
 	int64		n_nodes;
@@ -254,6 +275,8 @@ typedef struct GraphRows
 	int64	   *src;
 	int64	   *dst;
 	bool		undirected;
+	bool		live;			/* follows its tables (1.4): from is set */
+	LiveFrom	from;
 } GraphRows;
 typedef struct GraphDef
 {
@@ -263,6 +286,7 @@ typedef struct GraphDef
 	bool		undirected;
 	Oid			owner;
 	char	   *search_path;	/* the creator's, for re-running the queries */
+	bool		live;
 	int64		version;
 } GraphDef;
 typedef struct ModelDef
@@ -285,7 +309,9 @@ extern Size graph_rows_bytes(const GraphRows *rows);
 extern void catalog_check_writable(const char *function);
 extern void catalog_check_name(const char *name, ObjKind kind);
 extern bool catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exist);
-extern int64 catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected);
+extern int64 catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected,
+								 bool live);
+extern void catalog_read_query_rows(const char *sql, const char *what, GraphRows *rows);
 extern int64 catalog_touch_graph(const char *name);
 extern int64 catalog_put_model(const char *name, const char *graph, const char *arch,
 							   bytea *weights, const char *config);

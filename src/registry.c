@@ -19,6 +19,7 @@
 #include "psgs.h"
 #include "directory.h"
 #include "registry.h"
+#include "live_state.h"
 
 #define SEED_DECAY 0.999999		/* seed histogram half-life ~ 700k seeds */
 
@@ -99,6 +100,18 @@ registry_model_at(int i)
 	return models[i].m ? &models[i] : NULL;
 }
 
+/* A graph's sizes in its directory entry (a live graph's change). */
+static void
+dir_set_graph_counts(QuiverDirEntry *e, const QvGraph *g)
+{
+	LiveState  *st = live_state_of(g);
+
+	e->bytes = st ? qv_live_bytes(st->L) : qv_graph_bytes(g);
+	e->nodes = g->n_nodes - g->n_absent;
+	e->edges = g->n_edges;
+	e->dangling = st ? qv_live_dangling(st->L) : 0;
+}
+
 static void
 dir_publish_graph(const char *name, int64 version, const QvGraph *g)
 {
@@ -112,9 +125,7 @@ dir_publish_graph(const char *name, int64 version, const QvGraph *g)
 		e->version = version;
 		e->loaded_at = GetCurrentTimestamp();
 		e->detail[0] = '\0';
-		e->bytes = qv_graph_bytes(g);
-		e->nodes = g->n_nodes;
-		e->edges = g->n_edges;
+		dir_set_graph_counts(e, g);
 		e->feature_dim = g->dim;
 	}
 	LWLockRelease(quiver_shared->lock);
@@ -275,7 +286,7 @@ registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool
 	if (rg->g != NULL)
 	{
 		release_graph(rg);
-		qv_graph_free(rg->g);
+		engine_free_graph(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 	}
 	strlcpy(rg->name, name, NAMEDATALEN);
@@ -300,6 +311,85 @@ registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool
 		}
 	dir_publish_graph(name, version, g);
 	return true;
+}
+
+/*
+ * After a live graph changed in place: grow the per-node state of the graph
+ * and its models to the graph's node count, recompute the models' PSGS of
+ * the n touched nodes (of every node when all), publish its sizes.  False
+ * with err when memory runs out (the caller rebuilds the graph).
+ */
+bool
+registry_follow_graph(ResGraph *rg, const int32 *touched, int64 n, bool all, QvPool *pool,
+					  QvError *err)
+{
+	const QvGraph *g = rg->g;
+	int64		old_n = rg->hist.n_nodes;	/* what the per-node arrays hold */
+	QuiverDirEntry *e;
+
+	if (all)
+	{
+		QvSeedHistogram hist;
+
+		/* a compaction may give nodes new dense indices */
+		if (qv_seed_histogram_init(&hist, g->n_nodes, SEED_DECAY, err) != QV_OK)
+			return false;
+		qv_seed_histogram_free(&rg->hist);
+		rg->hist = hist;
+	}
+	else if (g->n_nodes > rg->hist.n_nodes)
+	{
+		double	   *counts = realloc(rg->hist.counts, sizeof(double) * g->n_nodes);
+
+		if (counts == NULL)
+			return !qv_error(err, QV_ENOMEM, "out of memory growing the access counts of graph \"%s\"",
+							 rg->name);
+		memset(counts + rg->hist.n_nodes, 0, sizeof(double) * (g->n_nodes - rg->hist.n_nodes));
+		rg->hist.counts = counts;
+		rg->hist.n_nodes = g->n_nodes;
+	}
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
+	{
+		ResModel   *rm = &models[i];
+
+		if (rm->m == NULL || strcmp(rm->graph, rg->name) != 0)
+			continue;
+		if (all)
+		{
+			float	   *psgs = registry_psgs(rm->m, g, pool, err);
+
+			if (psgs == NULL)
+				return false;
+			free(rm->psgs);
+			rm->psgs = psgs;
+			continue;
+		}
+		if (old_n < g->n_nodes)
+		{
+			float	   *psgs = realloc(rm->psgs, sizeof(float) * g->n_nodes);
+
+			if (psgs == NULL)
+				return !qv_error(err, QV_ENOMEM, "out of memory growing the PSGS of model \"%s\"",
+								 rm->name);
+			for (int64 v = old_n; v < g->n_nodes; v++)
+				psgs[v] = 1.0f;
+			rm->psgs = psgs;
+		}
+		qv_psgs_nodes(g, rm->m->fanout, rm->m->n_layers, touched, n, rm->psgs);
+	}
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	if ((e = directory_entry(OBJ_GRAPH, rg->name, false)) != NULL)
+		dir_set_graph_counts(e, g);
+	LWLockRelease(quiver_shared->lock);
+	return true;
+}
+
+/* Make the catalog look load graph rg's committed version again (its
+ * resident state cannot follow the log). */
+void
+registry_forget_version(ResGraph *rg)
+{
+	rg->version = 0;
 }
 
 /* Empty the graph's histogram of requested seeds. */
@@ -381,7 +471,7 @@ registry_drop_graph(const char *name)
 	{
 		fail_models_of(name, "its graph was dropped");
 		release_graph(rg);
-		qv_graph_free(rg->g);
+		engine_free_graph(rg->g);
 		qv_seed_histogram_free(&rg->hist);
 		rg->g = NULL;
 	}
@@ -453,7 +543,7 @@ registry_unstage(Staged *st)
 		LWLockRelease(quiver_shared->lock);
 	}
 	if (st->g)
-		qv_graph_free(st->g);
+		engine_free_graph(st->g);
 	if (st->m)
 		qv_model_free(st->m);
 	free(st->cal.psgs);

@@ -96,6 +96,9 @@ extern ResModel *registry_install_model(const char *name, const char *graph, int
 										QvError *err);
 extern float *registry_psgs(const QvModel *m, const QvGraph *g, QvPool *pool, QvError *err);
 extern void registry_forget_seeds(ResGraph *rg);
+extern bool registry_follow_graph(ResGraph *rg, const int32 *touched, int64 n, bool all,
+								  QvPool *pool, QvError *err);
+extern void registry_forget_version(ResGraph *rg);
 extern void registry_drop_graph(const char *name);
 extern void registry_drop_model(const char *name);
 extern void registry_publish_failed(ObjKind kind, const char *name, int64 version,

@@ -15,6 +15,8 @@ typedef struct GraphPayload
 	int64		n_edges;
 	int32		dim;
 	bool		undirected;
+	bool		live;
+	LiveFrom	from;			/* xip: after the features */
 } GraphPayload;
 
 typedef struct ModelPayload
@@ -46,7 +48,8 @@ transfer_graph_rows(const GraphRows *rows, dsm_handle *handle)
 	Size		ids = ALIGN8(sizeof(int64) * rows->n_nodes);
 	Size		edges = ALIGN8(sizeof(int64) * rows->n_edges);
 	Size		feat = ALIGN8(sizeof(float) * (Size) rows->n_nodes * rows->dim);
-	Size		size = ALIGN8(sizeof(GraphPayload)) + ids + 2 * edges + feat;
+	Size		xip = rows->live ? ALIGN8(sizeof(uint64) * rows->from.n_xip) : 0;
+	Size		size = ALIGN8(sizeof(GraphPayload)) + ids + 2 * edges + feat + xip;
 	dsm_segment *seg = create_segment(size, handle);
 	char	   *p = dsm_segment_address(seg);
 	GraphPayload *hdr = (GraphPayload *) p;
@@ -55,6 +58,13 @@ transfer_graph_rows(const GraphRows *rows, dsm_handle *handle)
 	hdr->n_edges = rows->n_edges;
 	hdr->dim = rows->dim;
 	hdr->undirected = rows->undirected;
+	hdr->live = rows->live;
+	if (rows->live)
+	{
+		hdr->from = rows->from;
+		hdr->from.xip = NULL;
+		memcpy(p + size - xip, rows->from.xip, sizeof(uint64) * rows->from.n_xip);
+	}
 	p += ALIGN8(sizeof(GraphPayload));
 	memcpy(p, rows->ids, sizeof(int64) * rows->n_nodes);
 	p += ids;
@@ -79,6 +89,7 @@ transfer_graph_view(void *base, GraphRows *rows)
 	rows->n_edges = hdr->n_edges;
 	rows->dim = hdr->dim;
 	rows->undirected = hdr->undirected;
+	rows->live = hdr->live;
 	p += ALIGN8(sizeof(GraphPayload));
 	rows->ids = (int64 *) p;
 	p += ALIGN8(sizeof(int64) * rows->n_nodes);
@@ -86,6 +97,11 @@ transfer_graph_view(void *base, GraphRows *rows)
 	rows->dst = (int64 *) (p + ALIGN8(sizeof(int64) * rows->n_edges));
 	p += 2 * ALIGN8(sizeof(int64) * rows->n_edges);
 	rows->feat = (float *) p;
+	if (rows->live)
+	{
+		rows->from = hdr->from;
+		rows->from.xip = (uint64 *) (p + ALIGN8(sizeof(float) * (Size) rows->n_nodes * rows->dim));
+	}
 }
 
 /* Copy a model's arch, config text and weights into a new segment. */

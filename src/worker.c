@@ -38,6 +38,7 @@
 #include "pool.h"
 #include "directory.h"
 #include "registry.h"
+#include "live_state.h"
 
 QvPool	   *engine_pool = NULL;
 
@@ -347,7 +348,10 @@ serve_predicts(void)
 	}
 	/* a request that started after a COMMIT returned sees its changes */
 	if (n_taken > 0)
+	{
 		engine_resolve_staged();
+		engine_live_sync(false);
+	}
 	targets = palloc(sizeof(Target) * Max(n_taken, 1));
 	for (int i = 0; i < n_taken; i++)
 		if (!resolve_target(taken[i], &targets[i]) || !predict_slot_valid(taken[i], &targets[i]))
@@ -457,6 +461,7 @@ serve_one_admin(void)
 		{
 			/* a request that started after a COMMIT returned sees its changes */
 			engine_resolve_staged();
+			engine_live_sync(false);
 			if (slot->kind == REQ_EXPLAIN)
 				engine_explain(slot);
 			else if (slot->kind == REQ_SYNC)
@@ -489,6 +494,7 @@ engine_loop(void)
 			registry_publish_all_costs();	/* θ may be set by a GUC */
 		}
 		engine_sync_catalog(false);
+		engine_live_sync(true);
 		busy = serve_predicts();
 		busy |= device_collect();
 		busy |= engine_finish_build();

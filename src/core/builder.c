@@ -12,7 +12,13 @@ build_main(void *arg)
 {
 	QvBuild    *b = arg;
 
-	if (qv_graph_build(&b->in, &b->g, &b->err) != QV_OK)
+	if (b->live)
+	{
+		if (qv_live_build(&b->in, &b->L, &b->err) != QV_OK)
+			b->L = NULL;
+		b->g = b->L ? qv_live_graph(b->L) : NULL;
+	}
+	else if (qv_graph_build(&b->in, &b->g, &b->err) != QV_OK)
 		b->g = NULL;
 	atomic_store(&b->done, true);
 	if (b->notify)
@@ -28,6 +34,7 @@ qv_build_start(QvBuild *b, QvError *err)
 	int			rc;
 
 	b->g = NULL;
+	b->L = NULL;
 	memset(&b->err, 0, sizeof(b->err));
 	atomic_store(&b->done, false);
 	sigfillset(&all);

@@ -10,15 +10,18 @@
 #include <stdbool.h>
 
 #include "graph.h"
+#include "live.h"
 #include "qv_error.h"
 
 typedef struct QvBuild
 {
 	QvGraphInput in;			/* rows: must stay valid until joined */
+	bool		live;			/* build a live graph (live.h) */
 	void		(*notify) (void);	/* called on the thread when done; must
 									 * be async-signal-safe */
 	/* results, valid once done */
 	QvGraph    *g;				/* built graph, or NULL with err */
+	QvLive	   *L;				/* live: its owner (g = qv_live_graph(L)) */
 	QvError		err;
 	/* private */
 	atomic_bool done;

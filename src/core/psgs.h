@@ -41,4 +41,9 @@ int			qv_psgs_compute(const QvGraph *g, const int32_t *fanout, int n_hops,
  * counted; negative entries (ids qv_graph_find did not know) are skipped. */
 double		qv_psgs_sum(const float *psgs, const int32_t *dense_seeds, int n);
 
+/* psgs[v] = PSGS(v) for the n given dense nodes only (psgs_nodes.c): for
+ * rows that changed in place; other entries untouched. */
+void		qv_psgs_nodes(const QvGraph *g, const int32_t *fanout, int n_hops,
+						  const int32_t *nodes, int64_t n, float *psgs);
+
 #endif

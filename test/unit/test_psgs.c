@@ -305,6 +305,55 @@ test_pool_matches_serial(void **state)
 }
 
 /* Sum over seeds: duplicates count twice, unknown (-1) ids are skipped. */
+/* qv_psgs_nodes gives, for the chosen nodes, what qv_psgs_compute gives
+ * (the same recurrence), and leaves the others alone. */
+static void
+test_nodes_match_all(void **state)
+{
+	enum
+	{
+		N = 3000, E = 15000
+	};
+	int64_t		(*edges)[2] = malloc(sizeof(int64_t[2]) * E);
+	uint64_t	x = 777;
+	float	   *all = malloc(N * sizeof(float));
+	float	   *some = malloc(N * sizeof(float));
+	int32_t		nodes[N / 7 + 1];
+	int			n = 0;
+	QvError		err = {0};
+	QvGraph    *g;
+	int32_t		fanouts[3][3] = {{10, 5, 0}, {-1, -1, 0}, {4, -1, 3}};
+	int			hops[3] = {2, 2, 3};
+
+	(void) state;
+	for (int e = 0; e < E; e++)
+	{
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		edges[e][0] = (x >> 33) % N;
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		edges[e][1] = (x >> 33) % N;
+	}
+	g = test_graph(N, (const int64_t (*)[2]) edges, E, false);
+	for (int v = 0; v < N; v += 7)
+		nodes[n++] = v;
+	for (int f = 0; f < 3; f++)
+	{
+		assert_int_equal(qv_psgs_compute(g, fanouts[f], hops[f], all, NULL, &err), QV_OK);
+		for (int v = 0; v < N; v++)
+			some[v] = -1.0f;
+		qv_psgs_nodes(g, fanouts[f], hops[f], nodes, n, some);
+		for (int v = 0; v < N; v++)
+			if (v % 7 == 0)
+				assert_float_equal(some[v], all[v], TOL * all[v]);
+			else
+				assert_true(some[v] == -1.0f);
+	}
+	qv_graph_free(g);
+	free(edges);
+	free(all);
+	free(some);
+}
+
 static void
 test_sum(void **state)
 {
@@ -350,6 +399,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_path),
+		cmocka_unit_test(test_nodes_match_all),
 		cmocka_unit_test(test_star_fanout_order),
 		cmocka_unit_test(test_duplicates_self_loop),
 		cmocka_unit_test(test_brute_force),

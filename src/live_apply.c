@@ -1,0 +1,275 @@
+/*
+ * live_apply.c — the engine follows the committed changes of live graphs
+ * (DESIGN 1.4, docs/live.md).
+ *
+ * Before every batch, when a committer said so (at COMMIT, or a prepared
+ * transaction with live changes ended), and every
+ * quiver.catalog_poll_interval (a standby learns of replayed changes only
+ * so), the engine reads, per resident live graph, the log rows its
+ * snapshot did not see and applies them to the graph in place
+ * (core/live.h): time proportional to the change.  The graph's models get
+ * the PSGS of the rows that changed, its access counts grow with it, its
+ * GPU copies are dropped until a compaction makes the graph compact again.
+ * On the primary, log rows every reader has long applied are pruned; a
+ * reader that finds rows it needed pruned (a standby far behind) or a log
+ * it cannot apply rebuilds the graph from its queries.
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xlog.h"
+#include "portability/instr_time.h"
+#include "storage/lwlock.h"
+#include "storage/procarray.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "device.h"
+#include "engine.h"
+#include "live_state.h"
+#include "registry.h"
+
+#define LIVE_PRUNE_MS 60000		/* prune a graph's log at most this often, below
+								 * what it had applied this long ago */
+
+typedef struct ReadResult
+{
+	LiveState  *st;
+	MemoryContext cxt;
+	List	   *entries;
+	LiveFrom	now;
+	bool		pruned;
+} ReadResult;
+
+/* Whether a prepared transaction with live changes has ended since the
+ * last look (then its changes, if committed, are in the log). */
+static bool
+prepared_ended(void)
+{
+	bool		any = false;
+	bool		ended = false;
+
+	for (int i = 0; i < QUIVER_LIVE_PREPARED && !any; i++)
+		any = ((volatile uint32 *) quiver_shared->live_prepared)[i] != InvalidTransactionId;
+	if (!any)
+		return false;
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < QUIVER_LIVE_PREPARED; i++)
+	{
+		TransactionId xid = quiver_shared->live_prepared[i];
+
+		if (xid != InvalidTransactionId && !TransactionIdIsInProgress(xid))
+		{
+			quiver_shared->live_prepared[i] = InvalidTransactionId;
+			ended = true;
+		}
+	}
+	LWLockRelease(quiver_shared->lock);
+	return ended;
+}
+
+/* In a transaction: the log rows graph `name` has not applied, and the
+ * snapshot they were read with. */
+static void
+read_tx(const char *name, void *arg)
+{
+	ReadResult *r = arg;
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+	r->entries = live_log_read(name, &r->st->from, &r->pruned);
+	live_from_snapshot(&r->now, false);
+	MemoryContextSwitchTo(old);
+}
+
+/* Apply log entries to L in order; false with err at the first failure. */
+static bool
+apply_entries(QvLive *L, List *entries, QvError *err)
+{
+	ListCell   *lc;
+
+	foreach(lc, entries)
+	{
+		LogEntry   *e = lfirst(lc);
+		int			rc = QV_OK;
+
+		switch (e->op)
+		{
+			case 'e':
+				rc = qv_live_edges(L, e->sign, e->n, e->a, e->b, err);
+				break;
+			case 'n':
+				rc = qv_live_nodes(L, e->sign, e->n, e->a, e->sign > 0 ? e->f : NULL, err);
+				break;
+			case 'E':
+				qv_live_truncate_edges(L);
+				break;
+			case 'N':
+				rc = qv_live_truncate_nodes(L, err);
+				break;
+			default:
+				rc = qv_error(err, QV_EDATA, "unknown live log operation '%c'", e->op);
+		}
+		if (rc != QV_OK)
+			return false;
+	}
+	return true;
+}
+
+/* Have the catalog look rebuild graph rg from its queries. */
+static void
+schedule_rebuild(ResGraph *rg, LiveState *st, const char *why)
+{
+	ereport(LOG,
+			(errmsg("quiver: live graph \"%s\" is rebuilt from its queries: %s", rg->name, why)));
+	st->rebuild = true;
+	registry_forget_version(rg);
+	pg_atomic_write_u32(&quiver_shared->catalog_changed, 1);
+}
+
+/* After changes: the models' PSGS of the rows that changed, access counts,
+ * the directory; a compaction when garbage has grown; GPU copies. */
+static void
+follow_changes(ResGraph *rg, LiveState *st)
+{
+	QvError		err = {0};
+	int32	   *touched = NULL;
+	int64		n = qv_live_take_touched(st->L, &touched, &err);
+	bool		compacted = false;
+
+	if (n < 0)
+	{
+		schedule_rebuild(rg, st, err.msg);
+		return;
+	}
+	if (n > 0 && rg->dev)
+		device_release_graph(rg);
+	if (qv_live_wants_compaction(st->L))
+	{
+		instr_time	start, elapsed;
+
+		INSTR_TIME_SET_CURRENT(start);
+		if (qv_live_compact(st->L, &err) == QV_OK)
+		{
+			compacted = true;
+			INSTR_TIME_SET_CURRENT(elapsed);
+			INSTR_TIME_SUBTRACT(elapsed, start);
+			ereport(LOG,
+					(errmsg("quiver: compacted live graph \"%s\" (" INT64_FORMAT " edges) in %.1f ms",
+							rg->name, rg->g->n_edges, INSTR_TIME_GET_MILLISEC(elapsed))));
+		}
+		else
+			ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
+	}
+	if (!registry_follow_graph(rg, touched, n, compacted, engine_pool, &err))
+		schedule_rebuild(rg, st, err.msg);
+	else if (compacted)
+		device_graph_replaced(rg);
+	free(touched);
+}
+
+static void
+prune_tx(const char *name, void *arg)
+{
+	live_log_prune(name, *(uint64 *) arg);
+}
+
+/* Prune graph rg's log below what it had applied LIVE_PRUNE_MS ago. */
+static void
+maybe_prune(ResGraph *rg, LiveState *st)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *error;
+
+	if (RecoveryInProgress() ||
+		!TimestampDifferenceExceeds(st->prune_at, now, LIVE_PRUNE_MS))
+		return;
+	if (st->prune_next != 0)
+	{
+		uint64		below = st->prune_next;
+
+		error = catalog_in_transaction(prune_tx, rg->name, &below, "quiver: pruning the live log");
+		if (error)
+			ereport(LOG, (errmsg("quiver: could not prune the log of live graph \"%s\": %s",
+								 rg->name, error)));
+	}
+	st->prune_next = st->from.xmin;
+	st->prune_at = now;
+}
+
+/* Read and apply what live graph rg has not seen. */
+static void
+sync_graph(ResGraph *rg, LiveState *st, MemoryContext cxt)
+{
+	ReadResult	r = {st, cxt};
+	QvError		err = {0};
+	char	   *error;
+
+	error = catalog_in_transaction(read_tx, rg->name, &r, "quiver: reading live graph changes");
+	if (error)
+	{
+		ereport(LOG, (errmsg("quiver: could not read the changes of live graph \"%s\": %s",
+							 rg->name, error)));
+		pg_atomic_write_u32(&quiver_shared->live_changed, 1);	/* again */
+		return;
+	}
+	if (r.pruned)
+	{
+		schedule_rebuild(rg, st, "log rows it had not applied were pruned");
+		return;
+	}
+	if (r.entries != NIL)
+	{
+		device_drain();			/* no GPU batch may see a change */
+		if (!apply_entries(st->L, r.entries, &err))
+		{
+			schedule_rebuild(rg, st, err.msg);
+			return;
+		}
+	}
+	live_from_set(&st->from, &r.now);
+	if (r.entries != NIL)
+		follow_changes(rg, st);
+	maybe_prune(rg, st);
+}
+
+/*
+ * Bring every resident live graph up to the committed log: when a
+ * committer asked, a prepared transaction ended, or (poll) the poll
+ * interval passed.  A request that started after COMMIT returned is served
+ * after this ran for it.
+ */
+void
+engine_live_sync(bool poll)
+{
+	static TimestampTz last_poll = 0;
+	TimestampTz now;
+	bool		due;
+	MemoryContext cxt, old;
+
+	due = pg_atomic_exchange_u32(&quiver_shared->live_changed, 0) != 0;
+	due |= prepared_ended();
+	if (poll)
+	{
+		now = GetCurrentTimestamp();
+		if (TimestampDifferenceExceeds(last_poll, now, quiver_catalog_poll_ms))
+		{
+			due = true;
+			last_poll = now;
+		}
+	}
+	if (!due)
+		return;
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "quiver live log", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
+	{
+		ResGraph   *rg = registry_graph_at(i);
+		LiveState  *st = rg ? live_state_of(rg->g) : NULL;
+
+		if (st && !st->rebuild)
+			sync_graph(rg, st, cxt);
+		MemoryContextReset(cxt);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+}

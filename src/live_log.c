@@ -1,0 +1,306 @@
+/*
+ * live_log.c — the change log of live graphs (quiver_live_log) and their
+ * sources (quiver_live_source), through SPI.
+ *
+ * Backends append to the log in the user's transaction (the capture
+ * trigger) and write a live graph's sources at its creation; the engine
+ * reads the log rows its snapshot of a graph did not see, and, on the
+ * primary, prunes rows every engine has applied.  Writes are made as the
+ * bootstrap superuser: no role may write the log directly, or it could
+ * change what others are served.
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "quiver.h"
+#include "live_capture.h"
+#include "live_state.h"
+
+#define LOG_CHUNK_ROWS 65536	/* rows per log row (arrays stay small) */
+
+/* Run sql with args as the bootstrap superuser (SPI connected); returns
+ * SPI_processed. */
+static uint64
+exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+			  bool read_only)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	if (rc < 0)
+		elog(ERROR, "quiver live log statement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static const char *
+schema(void)
+{
+	char	   *s = catalog_extension_schema();
+
+	if (s == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"quiver\" is not installed in this database")));
+	return quote_identifier(s);
+}
+
+static Datum
+int8_array(const int64 *v, int64 n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int64 i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, (int) n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static Datum
+float4_array(const float *v, int64 n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int64 i = 0; i < n; i++)
+		d[i] = Float4GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, (int) n, FLOAT4OID, 4, true, TYPALIGN_INT));
+}
+
+/* Append a statement's rows of one query of graph to the log (SPI
+ * connected): op 'e' edges, 'n' nodes, 'E'/'N' a truncate (rows NULL). */
+void
+live_log_append(const char *graph, char op, int sign, const GraphRows *rows)
+{
+	char	   *sql = psprintf("INSERT INTO %s.quiver_live_log (graph, op, sign, a, b, f) "
+							   "VALUES ($1, $2, $3, $4, $5, $6)", schema());
+	Oid			t[6] = {TEXTOID, CHAROID, INT2OID, INT8ARRAYOID, INT8ARRAYOID, FLOAT4ARRAYOID};
+	Datum		v[6];
+	char		nulls[7] = "   nnn";
+	int64		n = rows == NULL ? 0 : (op == 'e' ? rows->n_edges : rows->n_nodes);
+
+	v[0] = CStringGetTextDatum(graph);
+	v[1] = CharGetDatum(op);
+	v[2] = Int16GetDatum((int16) sign);
+	if (rows == NULL)
+	{
+		exec_as_owner(sql, 6, t, v, nulls, false);
+		return;
+	}
+	for (int64 at = 0; at < n; at += LOG_CHUNK_ROWS)
+	{
+		int64		k = Min(LOG_CHUNK_ROWS, n - at);
+
+		memcpy(nulls, "      ", 6);
+		if (op == 'e')
+		{
+			v[3] = int8_array(rows->src + at, k);
+			v[4] = int8_array(rows->dst + at, k);
+			nulls[5] = 'n';
+		}
+		else
+		{
+			v[3] = int8_array(rows->ids + at, k);
+			nulls[4] = 'n';
+			if (sign > 0)
+				v[5] = float4_array(rows->feat + at * rows->dim, k * rows->dim);
+			else
+				nulls[5] = 'n';
+		}
+		exec_as_owner(sql, 6, t, v, nulls, false);
+	}
+}
+
+/* A log position: every log row written later has a larger seq. */
+int64
+live_log_next_seq(void)
+{
+	int64		seq;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exec_as_owner(psprintf("SELECT pg_catalog.nextval('%s.quiver_live_seq')", schema()),
+				  0, NULL, NULL, NULL, false);
+	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return seq;
+}
+
+/* Write graph's sources (replacing earlier ones) with its dimension. */
+void
+live_put_sources(const char *graph, const LiveSource *src, int n_src, int32 dim)
+{
+	const char *s = schema();
+	Oid			t[6] = {TEXTOID, CHAROID, OIDOID, TEXTOID, TEXTOID, INT4OID};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Datum		v[1] = {CStringGetTextDatum(graph)};
+
+		exec_as_owner(psprintf("DELETE FROM %s.quiver_live_source WHERE graph = $1", s),
+					  1, t, v, NULL, false);
+	}
+	for (int i = 0; i < n_src; i++)
+	{
+		Datum		v[6];
+		char		nulls[7] = "      ";
+
+		v[0] = CStringGetTextDatum(graph);
+		v[1] = CharGetDatum(src[i].role);
+		v[2] = ObjectIdGetDatum(src[i].relid);
+		v[3] = CStringGetTextDatum(src[i].select_list);
+		v[4] = src[i].qual ? CStringGetTextDatum(src[i].qual) : (Datum) 0;
+		nulls[4] = src[i].qual ? ' ' : 'n';
+		v[5] = Int32GetDatum(dim);
+		exec_as_owner(psprintf("INSERT INTO %s.quiver_live_source (graph, role, relid, select_list, qual, dim) "
+							   "VALUES ($1, $2, $3, $4, $5, $6)", s), 6, t, v, nulls, false);
+	}
+	SPI_finish();
+}
+
+/* ---- the engine's side ---------------------------------------------------------- */
+
+/* Copy array column col of the current row into a palloc'd int64 array. */
+static int64 *
+get_int8s(HeapTuple tup, TupleDesc desc, int col, int64 *n)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	ArrayType  *arr;
+	int64	   *out;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	arr = DatumGetArrayTypePCopy(d);
+	*n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	out = palloc(sizeof(int64) * Max(*n, 1));
+	memcpy(out, ARR_DATA_PTR(arr), sizeof(int64) * *n);
+	return out;
+}
+
+/* The log rows of graph that `from` did not see and the active snapshot
+ * sees, in log order (in CurrentMemoryContext; SPI not connected).  Also
+ * whether rows `from` needs were pruned (then the graph must be rebuilt). */
+List *
+live_log_read(const char *graph, const LiveFrom *from, bool *pruned)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *s = schema();
+	Oid			t[2] = {TEXTOID, INT8OID};
+	Datum		v[2];
+	List	   *out = NIL;
+	uint64		lower = from->xmin;
+	bool		isnull;
+
+	if (from->own_xid != 0 && from->own_xid < lower)
+		lower = from->own_xid;
+	v[0] = CStringGetTextDatum(graph);
+	v[1] = Int64GetDatum((int64) lower);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	*pruned = exec_as_owner(psprintf("SELECT 1 FROM %s.quiver_live_horizon WHERE graph = $1 "
+									 "AND pruned_below > $2::text::xid8", s),
+							2, t, v, NULL, true) > 0;
+	exec_as_owner(psprintf("SELECT seq, xid::text::int8, op, sign, a, b, f FROM %s.quiver_live_log "
+						   "WHERE graph = $1 AND xid >= $2::text::xid8 ORDER BY seq", s),
+				  2, t, v, NULL, true);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		int64		seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		uint64		xid = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		MemoryContext old;
+		LogEntry   *e;
+
+		if (!live_from_needs(from, xid, seq))
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		e = palloc0(sizeof(LogEntry));
+		e->op = DatumGetChar(SPI_getbinval(tup, desc, 3, &isnull));
+		e->sign = DatumGetInt16(SPI_getbinval(tup, desc, 4, &isnull));
+		e->a = get_int8s(tup, desc, 5, &e->n);
+		if (e->op == 'e')
+		{
+			int64		nb;
+
+			e->b = get_int8s(tup, desc, 6, &nb);
+		}
+		else if (e->op == 'n' && e->sign > 0)
+		{
+			Datum		d = SPI_getbinval(tup, desc, 7, &isnull);
+
+			if (!isnull)
+			{
+				ArrayType  *arr = DatumGetArrayTypePCopy(d);
+				int			nf = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+
+				e->f = palloc(sizeof(float) * Max(nf, 1));
+				memcpy(e->f, ARR_DATA_PTR(arr), sizeof(float) * nf);
+			}
+		}
+		out = lappend(out, e);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/* Delete graph's log rows of transactions older than below (a full xid
+ * every engine has applied) and record the horizon (primary only). */
+void
+live_log_prune(const char *graph, uint64 below)
+{
+	const char *s = schema();
+	Oid			t[2] = {TEXTOID, INT8OID};
+	Datum		v[2] = {CStringGetTextDatum(graph), Int64GetDatum((int64) below)};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exec_as_owner(psprintf("DELETE FROM %s.quiver_live_log WHERE graph = $1 AND xid < $2::text::xid8", s),
+				  2, t, v, NULL, false);
+	if (SPI_processed > 0)
+		exec_as_owner(psprintf("INSERT INTO %s.quiver_live_horizon AS h VALUES ($1, $2::text::xid8) "
+							   "ON CONFLICT (graph) DO UPDATE SET pruned_below = "
+							   "GREATEST(h.pruned_below, excluded.pruned_below)", s),
+					  2, t, v, NULL, false);
+	SPI_finish();
+}
+
+/* Remove a dropped graph's log rows and horizon (in the dropping
+ * transaction). */
+void
+live_log_forget(const char *graph)
+{
+	const char *s = schema();
+	Oid			t[1] = {TEXTOID};
+	Datum		v[1] = {CStringGetTextDatum(graph)};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exec_as_owner(psprintf("DELETE FROM %s.quiver_live_log WHERE graph = $1", s), 1, t, v, NULL, false);
+	exec_as_owner(psprintf("DELETE FROM %s.quiver_live_horizon WHERE graph = $1", s), 1, t, v, NULL, false);
+	SPI_finish();
+}
