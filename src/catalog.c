@@ -315,7 +315,8 @@ read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
 
 /* Run both queries and collect their rows (arrays in CurrentMemoryContext). */
 void
-catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows)
+catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows,
+						int32 empty_dim)
 {
 	MemoryContext caller = CurrentMemoryContext;
 
@@ -325,7 +326,9 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 	/* the result arrays live in the caller's context, not SPI's */
 	read_features(features_sql, rows, caller);
 	read_edges(edges_sql, rows, caller);
-	if (rows->n_nodes == 0)
+	if (rows->n_nodes == 0 && empty_dim > 0)
+		rows->dim = empty_dim;	/* a live graph whose tables are empty */
+	else if (rows->n_nodes == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("features query returned no rows"),
@@ -650,7 +653,8 @@ catalog_get_graph(const char *name, GraphDef *def)
 
 	spi_connect();
 	found = spi_exec("SELECT edges_query, features_query, undirected, owner::oid::int8, "
-					 "search_path, version, live FROM %s.quiver_graph WHERE name = $1",
+					 "search_path, version, live, (SELECT s.dim::int8 FROM %1$s.quiver_live_source s "
+					 "WHERE s.graph = g.name AND s.role = 'n') FROM %1$s.quiver_graph g WHERE name = $1",
 					 1, t, v, true) > 0;
 	if (found)
 	{
@@ -662,6 +666,7 @@ catalog_get_graph(const char *name, GraphDef *def)
 		def->search_path = spi_text(5, cxt);
 		def->version = spi_int64(6);
 		def->live = strcmp(spi_text(7, cxt), "t") == 0;
+		def->live_dim = def->live && spi_text(8, cxt) ? (int32) spi_int64(8) : 0;
 	}
 	SPI_finish();
 	return found;
@@ -716,7 +721,7 @@ catalog_read_graph_def(const GraphDef *def, GraphRows *rows, int lock_timeout_ms
 	SetUserIdAndSecContext(def->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		catalog_read_graph_rows(def->edges_query, def->features_query, rows);
+		catalog_read_graph_rows(def->edges_query, def->features_query, rows, def->live_dim);
 	}
 	PG_FINALLY();
 	{

@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "access/transam.h"
 #include "storage/lwlock.h"
 
 #include "directory.h"
@@ -57,16 +58,20 @@ directory_failure(ObjKind kind, const char *name, char *buf, size_t len)
 	return result;
 }
 
-/* Before a look at the directory: when changes are staged or a commit
- * wrote the catalog, have a running engine resolve them first, so that
+/* Before a look at the directory: when changes are staged, a commit
+ * wrote the catalog or a live graph's log, have a running engine resolve them first, so that
  * what was committed before this call shows as published. */
 void
 directory_sync(void)
 {
 	QuiverSlot *slot;
+	bool		live_pending = pg_atomic_read_u32(&quiver_shared->live_changed) != 0;
 
+	/* a prepared transaction with live changes may have been committed */
+	for (int i = 0; i < QUIVER_LIVE_PREPARED && !live_pending; i++)
+		live_pending = ((volatile uint32 *) quiver_shared->live_prepared)[i] != InvalidTransactionId;
 	if (pg_atomic_read_u32(&quiver_shared->n_staged) == 0 &&
-		pg_atomic_read_u32(&quiver_shared->catalog_changed) == 0)
+		pg_atomic_read_u32(&quiver_shared->catalog_changed) == 0 && !live_pending)
 		return;
 	if (((volatile QuiverShared *) quiver_shared)->engine_state != ENGINE_READY)
 		return;					/* the directory says what is resident now */

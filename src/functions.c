@@ -148,13 +148,13 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 		live_check_query(features, 'n', &src[1]);
 		live_attach(src, 2);
 		PushActiveSnapshot(GetTransactionSnapshot());
-		catalog_read_graph_rows(edges, features, &rows);
+		catalog_read_graph_rows(edges, features, &rows, 0);
 		live_from_snapshot(&rows.from, true);
 		PopActiveSnapshot();
 		rows.live = true;
 	}
 	else
-		catalog_read_graph_rows(edges, features, &rows);
+		catalog_read_graph_rows(edges, features, &rows, 0);
 	rows.undirected = undirected;
 	version = catalog_put_graph(name, edges, features, undirected, live);
 	if (live)

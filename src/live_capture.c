@@ -476,8 +476,6 @@ capture_source(TriggerData *td, const LiveSource *src)
 		live_log_append(src->graph, src->role == 'e' ? 'E' : 'N', 1, NULL);
 		return;
 	}
-	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "quiver: could not register the transition tables");
 	if (td->tg_oldtable)
 	{
 		GraphRows	rows;
@@ -510,6 +508,9 @@ quiver_live_capture(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	sources = sources_of(RelationGetRelid(td->tg_relation), CurrentMemoryContext);
+	if (sources != NIL && !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
+		SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "quiver: could not register the transition tables");
 	foreach(lc, sources)
 		capture_source(td, lfirst(lc));
 	SPI_finish();

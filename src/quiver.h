@@ -287,6 +287,7 @@ typedef struct GraphDef
 	Oid			owner;
 	char	   *search_path;	/* the creator's, for re-running the queries */
 	bool		live;
+	int32		live_dim;		/* live: the feature dimension (0: unknown) */
 	int64		version;
 } GraphDef;
 typedef struct ModelDef
@@ -303,7 +304,8 @@ typedef struct CatalogVersion
 	char		name[NAMEDATALEN];
 	int64		version;
 } CatalogVersion;
-extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows);
+extern void catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRows *rows,
+									int32 empty_dim);
 extern char *catalog_extension_schema(void);
 extern Size graph_rows_bytes(const GraphRows *rows);
 extern void catalog_check_writable(const char *function);
