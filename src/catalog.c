@@ -138,8 +138,9 @@ report_progress(TimestampTz *last, const char *what, int64 rows)
 	CHECK_FOR_INTERRUPTS();
 }
 
-static Portal
-open_cursor(const char *sql, const char *what)
+/* Prepare a row query, refusing what is not one. */
+static SPIPlanPtr
+prepare_rows_query(const char *sql, const char *what)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
 
@@ -153,13 +154,30 @@ open_cursor(const char *sql, const char *what)
 				(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
 				 errmsg("%s query must be a query that returns rows", what),
 				 errdetail("Query: %s", sql)));
-	return SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	return plan;
+}
+
+static Portal
+open_cursor(const char *sql, const char *what)
+{
+	return SPI_cursor_open(NULL, prepare_rows_query(sql, what), NULL, NULL, true);
+}
+
+/* A row query prepared and kept for the life of the backend (the live
+ * capture trigger runs the same projections statement after statement). */
+SPIPlanPtr
+catalog_keep_rows_query(const char *sql, const char *what)
+{
+	SPIPlanPtr	plan = prepare_rows_query(sql, what);
+
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "quiver: could not keep a query plan");
+	return plan;
 }
 
 static void
-read_edges(const char *sql, GraphRows *rows, MemoryContext cxt)
+read_edges(Portal portal, GraphRows *rows, MemoryContext cxt)
 {
-	Portal		portal = open_cursor(sql, "edges");
 	GrowBuf		src = {cxt}, dst = {cxt};
 	int64		row = 0;
 	TimestampTz last = 0;
@@ -269,9 +287,8 @@ check_feature_type(TupleDesc desc)
 }
 
 static void
-read_features(const char *sql, GraphRows *rows, MemoryContext cxt)
+read_features(Portal portal, GraphRows *rows, MemoryContext cxt)
 {
-	Portal		portal = open_cursor(sql, "features");
 	GrowBuf		ids = {cxt}, feat = {cxt};
 	int64		row = 0;
 	TimestampTz last = 0;
@@ -324,8 +341,8 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* the result arrays live in the caller's context, not SPI's */
-	read_features(features_sql, rows, caller);
-	read_edges(edges_sql, rows, caller);
+	read_features(open_cursor(features_sql, "features"), rows, caller);
+	read_edges(open_cursor(edges_sql, "edges"), rows, caller);
 	if (rows->n_nodes == 0 && empty_dim > 0)
 		rows->dim = empty_dim;	/* a live graph whose tables are empty */
 	else if (rows->n_nodes == 0)
@@ -337,16 +354,18 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 	MemoryContextSwitchTo(caller);
 }
 
-/* Read the rows of one query (what: "edges" or "features") into rows,
+/* Read the rows of one prepared query (what: "edges" or "features") into rows,
  * checking them as a graph's rows are checked, SPI connected; with
  * rows->dim set, every feature row must have that many values. */
 void
-catalog_read_query_rows(const char *sql, const char *what, GraphRows *rows)
+catalog_read_query_rows(SPIPlanPtr plan, const char *what, GraphRows *rows)
 {
+	Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
 	if (strcmp(what, "edges") == 0)
-		read_edges(sql, rows, CurrentMemoryContext);
+		read_edges(portal, rows, CurrentMemoryContext);
 	else
-		read_features(sql, rows, CurrentMemoryContext);
+		read_features(portal, rows, CurrentMemoryContext);
 }
 
 /* Upper bound of the resident bytes of a graph built from rows. */

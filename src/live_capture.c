@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/ruleutils.h"
@@ -312,7 +313,7 @@ live_from_snapshot(LiveFrom *from, bool own)
 
 static bool wrote_log = false;
 
-/* At commit, have the engine read the log; at PREPARE, remember the xid so
+/* At commit, tell the engine to read the log; at PREPARE, remember the xid so
  * that the engine notices a COMMIT PREPARED from any session. */
 static void
 live_xact_callback(XactEvent event, void *arg)
@@ -339,11 +340,10 @@ live_xact_callback(XactEvent event, void *arg)
 							QUIVER_LIVE_PREPARED)));
 		return;
 	}
+	/* no wake-up: the engine reads the log before its next batch, and
+	 * within LIVE_APPLY_DELAY_MS when idle (worker.c) */
 	if (event == XACT_EVENT_COMMIT && quiver_shared != NULL)
-	{
 		pg_atomic_write_u32(&quiver_shared->live_changed, 1);
-		queue_engine_poke();
-	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_ABORT)
 		wrote_log = false;
@@ -362,6 +362,32 @@ note_log_write(void)
 	wrote_log = true;
 }
 
+/* The plan of the look-up of a table's live sources, kept per schema. */
+static SPIPlanPtr
+sources_plan(const char *schema)
+{
+	static SPIPlanPtr plan = NULL;
+	static const char *planned_for = NULL;
+	Oid			t[1] = {OIDARRAYOID};
+
+	if (plan == NULL || planned_for != schema)
+	{
+		SPIPlanPtr	p = SPI_prepare_cursor(psprintf("SELECT s.graph, s.role, s.select_list, s.qual, s.dim, "
+													"g.owner::oid::int8, g.search_path "
+													"FROM %s.quiver_live_source s JOIN %s.quiver_graph g ON g.name = s.graph "
+													"WHERE g.live AND s.relid = ANY ($1) ORDER BY s.graph, s.role",
+													schema, schema), 1, t, CURSOR_OPT_GENERIC_PLAN);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "quiver: could not prepare the look-up of live graph sources");
+		if (plan)
+			SPI_freeplan(plan);
+		plan = p;
+		planned_for = schema;
+	}
+	return plan;
+}
+
 /* The live sources reading table relid (or a table it is a partition of),
  * as the latest committed catalog says. */
 static List *
@@ -370,31 +396,21 @@ sources_of(Oid relid, MemoryContext cxt)
 	List	   *rels = list_make1_oid(relid);
 	List	   *out = NIL;
 	Datum	   *oids;
-	ArrayType  *arr;
-	SPIPlanPtr	plan;
-	Oid			t[1] = {OIDARRAYOID};
 	Datum		v[1];
 	ListCell   *lc;
 	int			i = 0;
-	const char *schema;
+	const char *schema = live_schema();
+	SPIPlanPtr	plan;
 
-	if (catalog_extension_schema() == NULL)
+	if (schema == NULL)
 		return NIL;				/* the extension is gone: nothing to capture */
-	schema = quote_identifier(catalog_extension_schema());
+	plan = sources_plan(schema);
 	if (get_rel_relispartition(relid))
 		rels = list_concat(rels, get_partition_ancestors(relid));
 	oids = palloc(sizeof(Datum) * list_length(rels));
 	foreach(lc, rels)
 		oids[i++] = ObjectIdGetDatum(lfirst_oid(lc));
-	arr = construct_array(oids, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
-	v[0] = PointerGetDatum(arr);
-	plan = SPI_prepare(psprintf("SELECT s.graph, s.role, s.select_list, s.qual, s.dim, "
-								"g.owner::oid::int8, g.search_path "
-								"FROM %s.quiver_live_source s JOIN %s.quiver_graph g ON g.name = s.graph "
-								"WHERE g.live AND s.relid = ANY ($1) ORDER BY s.graph, s.role",
-								schema, schema), 1, t);
-	if (plan == NULL)
-		elog(ERROR, "quiver: could not read the live graph sources");
+	v[0] = PointerGetDatum(construct_array(oids, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	{
 		Oid			save_user;
 		int			save_sec;
@@ -438,31 +454,87 @@ sources_of(Oid relid, MemoryContext cxt)
 	return out;
 }
 
-/* Project the transition table `table` through src, as the graph's owner
- * with its search_path, checking rows as gnn_create_graph does. */
+/* Kept plans of projections: one per query text, trigger table (whose row
+ * type the transition table has), owner and search_path. */
+typedef struct Projection
+{
+	char	   *sql;
+	Oid			relid;
+	Oid			owner;
+	char	   *search_path;
+	SPIPlanPtr	plan;
+} Projection;
+
+#define MAX_PROJECTIONS 64
+
+/* The kept plan of sql over trigger table relid (prepared in the caller's
+ * role and search_path, which are the graph's). */
+static SPIPlanPtr
+projection_plan(const char *sql, Oid relid, const LiveSource *src, const char *what)
+{
+	static Projection cache[MAX_PROJECTIONS];
+	static int	n_cached = 0,
+				next_evict = 0;
+	Projection *p;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < n_cached; i++)
+	{
+		p = &cache[i];
+		if (p->relid == relid && p->owner == src->owner && strcmp(p->sql, sql) == 0 &&
+			strcmp(p->search_path, src->search_path) == 0)
+			return p->plan;
+	}
+	plan = catalog_keep_rows_query(sql, what);
+	if (n_cached < MAX_PROJECTIONS)
+		p = &cache[n_cached++];
+	else
+	{
+		p = &cache[next_evict];
+		next_evict = (next_evict + 1) % MAX_PROJECTIONS;
+		SPI_freeplan(p->plan);
+		pfree(p->sql);
+		pfree(p->search_path);
+	}
+	p->plan = plan;
+	p->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	p->search_path = MemoryContextStrdup(TopMemoryContext, src->search_path);
+	p->relid = relid;
+	p->owner = src->owner;
+	return p->plan;
+}
+
+/* Project the transition table `table` of trigger table relid through src,
+ * as the graph's owner with its search_path, checking rows as
+ * gnn_create_graph does. */
 static void
-project_rows(const LiveSource *src, const char *table, GraphRows *rows)
+project_rows(const LiveSource *src, Oid relid, const char *table, GraphRows *rows)
 {
 	char	   *sql = psprintf("SELECT %s FROM %s%s%s", src->select_list, table,
 							   src->qual ? " WHERE " : "", src->qual ? src->qual : "");
+	const char *what = src->role == 'e' ? "edges" : "features";
 	Oid			save_user;
 	int			save_sec;
-	int			nest = NewGUCNestLevel();
+	/* the usual case, the session's search_path is the graph's: no change */
+	bool		same_path = strcmp(namespace_search_path, src->search_path) == 0;
+	int			nest = same_path ? 0 : NewGUCNestLevel();
 
 	memset(rows, 0, sizeof(*rows));
 	rows->dim = src->dim;
-	(void) set_config_option("search_path", src->search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	if (!same_path)
+		(void) set_config_option("search_path", src->search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(src->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		catalog_read_query_rows(sql, src->role == 'e' ? "edges" : "features", rows);
+		catalog_read_query_rows(projection_plan(sql, relid, src, what), what, rows);
 	}
 	PG_FINALLY();
 	{
 		SetUserIdAndSecContext(save_user, save_sec);
-		AtEOXact_GUC(true, nest);
+		if (!same_path)
+			AtEOXact_GUC(true, nest);
 	}
 	PG_END_TRY();
 }
@@ -480,14 +552,14 @@ capture_source(TriggerData *td, const LiveSource *src)
 	{
 		GraphRows	rows;
 
-		project_rows(src, "quiver_old", &rows);
+		project_rows(src, RelationGetRelid(td->tg_relation), "quiver_old", &rows);
 		live_log_append(src->graph, src->role, -1, &rows);
 	}
 	if (td->tg_newtable)
 	{
 		GraphRows	rows;
 
-		project_rows(src, "quiver_new", &rows);
+		project_rows(src, RelationGetRelid(td->tg_relation), "quiver_new", &rows);
 		live_log_append(src->graph, src->role, 1, &rows);
 	}
 }

@@ -28,6 +28,7 @@ extern void live_attach(const LiveSource *src, int n_src);
 extern void live_from_snapshot(LiveFrom *from, bool own);
 
 /* live_log.c: the log and the sources table */
+extern const char *live_schema(void);
 extern void live_log_append(const char *graph, char op, int sign, const GraphRows *rows);
 extern int64 live_log_next_seq(void);
 extern void live_log_forget(const char *graph);

@@ -19,7 +19,9 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "commands/extension.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #include "quiver.h"
 #include "live_capture.h"
@@ -54,16 +56,92 @@ exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char 
 	return SPI_processed;
 }
 
+/* The extension's schema, quoted, or NULL when it is not installed here;
+ * remembered per installation of the extension. */
+const char *
+live_schema(void)
+{
+	static Oid	ext = InvalidOid;
+	static char *quoted = NULL;
+	Oid			now = get_extension_oid("quiver", true);
+
+	if (!OidIsValid(now))
+		return NULL;
+	if (now != ext || quoted == NULL)
+	{
+		char	   *s = catalog_extension_schema();
+
+		if (s == NULL)
+			return NULL;
+		quoted = MemoryContextStrdup(TopMemoryContext, quote_identifier(s));
+		ext = now;
+	}
+	return quoted;
+}
+
 static const char *
 schema(void)
 {
-	char	   *s = catalog_extension_schema();
+	const char *s = live_schema();
 
 	if (s == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("extension \"quiver\" is not installed in this database")));
-	return quote_identifier(s);
+	return s;
+}
+
+/* A statement on the extension's tables, prepared once per schema and
+ * kept. */
+typedef struct KeptPlan
+{
+	const char *schema;
+	SPIPlanPtr	plan;
+} KeptPlan;
+
+static SPIPlanPtr
+kept_plan(KeptPlan *kp, const char *fmt, int nargs, Oid *types)
+{
+	const char *s = schema();
+
+	if (kp->plan == NULL || kp->schema != s)
+	{
+		/* planned once: a custom plan per call would cost more than the call */
+		SPIPlanPtr	plan = SPI_prepare_cursor(psprintf(fmt, s, s), nargs, types, CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "quiver: could not prepare a live log statement");
+		if (kp->plan)
+			SPI_freeplan(kp->plan);
+		kp->plan = plan;
+		kp->schema = s;
+	}
+	return kp->plan;
+}
+
+/* Run a kept plan as the bootstrap superuser; returns SPI_processed. */
+static uint64
+exec_plan_as_owner(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	if (rc < 0)
+		elog(ERROR, "quiver live log statement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 static Datum
@@ -91,9 +169,10 @@ float4_array(const float *v, int64 n)
 void
 live_log_append(const char *graph, char op, int sign, const GraphRows *rows)
 {
-	char	   *sql = psprintf("INSERT INTO %s.quiver_live_log (graph, op, sign, a, b, f) "
-							   "VALUES ($1, $2, $3, $4, $5, $6)", schema());
+	static KeptPlan insert;
 	Oid			t[6] = {TEXTOID, CHAROID, INT2OID, INT8ARRAYOID, INT8ARRAYOID, FLOAT4ARRAYOID};
+	SPIPlanPtr	plan = kept_plan(&insert, "INSERT INTO %s.quiver_live_log (graph, op, sign, a, b, f) "
+								 "VALUES ($1, $2, $3, $4, $5, $6)", 6, t);
 	Datum		v[6];
 	char		nulls[7] = "   nnn";
 	int64		n = rows == NULL ? 0 : (op == 'e' ? rows->n_edges : rows->n_nodes);
@@ -103,7 +182,7 @@ live_log_append(const char *graph, char op, int sign, const GraphRows *rows)
 	v[2] = Int16GetDatum((int16) sign);
 	if (rows == NULL)
 	{
-		exec_as_owner(sql, 6, t, v, nulls, false);
+		exec_plan_as_owner(plan, v, nulls, false);
 		return;
 	}
 	for (int64 at = 0; at < n; at += LOG_CHUNK_ROWS)
@@ -126,7 +205,7 @@ live_log_append(const char *graph, char op, int sign, const GraphRows *rows)
 			else
 				nulls[5] = 'n';
 		}
-		exec_as_owner(sql, 6, t, v, nulls, false);
+		exec_plan_as_owner(plan, v, nulls, false);
 	}
 }
 
@@ -206,26 +285,35 @@ get_int8s(HeapTuple tup, TupleDesc desc, int col, int64 *n)
 List *
 live_log_read(const char *graph, const LiveFrom *from, bool *pruned)
 {
+	static KeptPlan horizon, rows;
 	MemoryContext cxt = CurrentMemoryContext;
-	const char *s = schema();
-	Oid			t[2] = {TEXTOID, INT8OID};
-	Datum		v[2];
+	Oid			t[3] = {TEXTOID, INT8OID, TEXTARRAYOID};
+	Datum		v[3];
+	Datum	   *xip = palloc(sizeof(Datum) * (from->n_xip + 1));
+	int			n_xip = 0;
 	List	   *out = NIL;
-	uint64		lower = from->xmin;
 	bool		isnull;
 
-	if (from->own_xid != 0 && from->own_xid < lower)
-		lower = from->own_xid;
+	/* the rows `from` may lack: of transactions in progress then, or later */
+	for (int i = 0; i < from->n_xip; i++)
+		xip[n_xip++] = CStringGetTextDatum(psprintf(UINT64_FORMAT, from->xip[i]));
+	if (from->own_xid != 0)
+		xip[n_xip++] = CStringGetTextDatum(psprintf(UINT64_FORMAT, from->own_xid));
 	v[0] = CStringGetTextDatum(graph);
-	v[1] = Int64GetDatum((int64) lower);
+	v[1] = Int64GetDatum((int64) (from->own_xid != 0 && from->own_xid < from->xmin ?
+								  from->own_xid : from->xmin));
+	v[2] = PointerGetDatum(construct_array(xip, n_xip, TEXTOID, -1, false, TYPALIGN_INT));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	*pruned = exec_as_owner(psprintf("SELECT 1 FROM %s.quiver_live_horizon WHERE graph = $1 "
-									 "AND pruned_below > $2::text::xid8", s),
-							2, t, v, NULL, true) > 0;
-	exec_as_owner(psprintf("SELECT seq, xid::text::int8, op, sign, a, b, f FROM %s.quiver_live_log "
-						   "WHERE graph = $1 AND xid >= $2::text::xid8 ORDER BY seq", s),
-				  2, t, v, NULL, true);
+	*pruned = exec_plan_as_owner(kept_plan(&horizon, "SELECT 1 FROM %s.quiver_live_horizon WHERE graph = $1 "
+										   "AND pruned_below > $2::text::xid8", 2, t),
+								 v, NULL, true) > 0;
+	v[1] = Int64GetDatum((int64) from->xmax);
+	exec_plan_as_owner(kept_plan(&rows, "SELECT seq, xid::text::int8, op, sign, a, b, f FROM %s.quiver_live_log "
+								 "WHERE graph = $1 AND xid >= $2::text::xid8 UNION ALL "
+								 "SELECT seq, xid::text::int8, op, sign, a, b, f FROM %s.quiver_live_log "
+								 "WHERE graph = $1 AND xid = ANY ($3::xid8[]) ORDER BY 1", 3, t),
+					   v, NULL, true);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];

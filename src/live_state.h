@@ -41,7 +41,8 @@ extern void engine_free_graph(QvGraph *g);
 extern List *live_log_read(const char *graph, const LiveFrom *from, bool *pruned);
 extern void live_log_prune(const char *graph, uint64 below);
 
-/* live_apply.c */
+/* live_apply.c; when idle, committed changes are applied this soon */
+#define LIVE_APPLY_DELAY_MS 10
 extern void engine_live_sync(bool poll);
 
 #endif

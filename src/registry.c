@@ -354,8 +354,9 @@ registry_follow_graph(ResGraph *rg, const int32 *touched, int64 n, bool all, QvP
 
 		if (rm->m == NULL || strcmp(rm->graph, rg->name) != 0)
 			continue;
-		if (all)
+		if (all || n > g->n_nodes / 8)
 		{
+			/* many rows changed: the whole graph, in parallel */
 			float	   *psgs = registry_psgs(rm->m, g, pool, err);
 
 			if (psgs == NULL)

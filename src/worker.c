@@ -514,7 +514,8 @@ engine_loop(void)
 			registry_work_memory(engine_pool, true);
 			holding = false;
 		}
-		queue_engine_sleep(Min(1000, quiver_catalog_poll_ms), device_has_finished);
+		queue_engine_sleep(pg_atomic_read_u32(&quiver_shared->live_changed) ? LIVE_APPLY_DELAY_MS :
+						   Min(1000, quiver_catalog_poll_ms), device_has_finished);
 	}
 }
 

@@ -5,8 +5,9 @@
  */
 #include "psgs.h"
 
-/* T_l(v) of psgs.h by recursion over the in-rows (cost: the sampling tree's
- * node count without de-duplication, bounded by the degrees' product). */
+/* T_l(v) of psgs.h by recursion over the in-rows; the last level is closed
+ * form, so a 2-hop PSGS costs O(d_v) and each further hop multiplies by the
+ * degree. */
 static double
 subtree_size(const QvGraph *g, const int32_t *fanout, int n_hops, int l, int32_t v)
 {
@@ -16,9 +17,11 @@ subtree_size(const QvGraph *g, const int32_t *fanout, int n_hops, int l, int32_t
 
 	if (l == n_hops || d == 0)
 		return 1.0;
+	k = fanout[l] < 0 || fanout[l] > d ? d : fanout[l];
+	if (l == n_hops - 1)
+		return 1.0 + (double) k;	/* every child is a leaf: T_L = 1 */
 	for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
 		sum += subtree_size(g, fanout, n_hops, l + 1, g->col[j]);
-	k = fanout[l] < 0 || fanout[l] > d ? d : fanout[l];
 	return 1.0 + (double) k / (double) d * sum;
 }
 
