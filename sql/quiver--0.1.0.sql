@@ -17,6 +17,7 @@ CREATE TABLE quiver_graph (
     created_at     timestamptz NOT NULL DEFAULT now(),
     search_path    text NOT NULL DEFAULT current_setting('search_path'),
     live           boolean NOT NULL DEFAULT false,
+    live_dim       int,     -- a live graph's feature dimension, kept when its tables empty
     version        bigint NOT NULL DEFAULT 0
 );
 

@@ -558,10 +558,10 @@ catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exi
  * returns its new catalog version. */
 int64
 catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected,
-				  bool live)
+				  bool live, int32 live_dim)
 {
-	Oid			t[5] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID};
-	Datum		v[5];
+	Oid			t[6] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, INT4OID};
+	Datum		v[6];
 	int64		version;
 
 	v[0] = CStringGetTextDatum(name);
@@ -569,14 +569,16 @@ catalog_put_graph(const char *name, const char *edges, const char *features, boo
 	v[2] = CStringGetTextDatum(features);
 	v[3] = BoolGetDatum(undirected);
 	v[4] = BoolGetDatum(live);
+	v[5] = Int32GetDatum(live_dim);
 	spi_connect();
-	spi_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected, live, search_path) "
-			 "VALUES ($1, $2, $3, $4, $5, pg_catalog.current_setting('search_path')) "
+	spi_exec("INSERT INTO %s.quiver_graph AS g (name, edges_query, features_query, undirected, live, "
+			 "live_dim, search_path) "
+			 "VALUES ($1, $2, $3, $4, $5, NULLIF($6, 0), pg_catalog.current_setting('search_path')) "
 			 "ON CONFLICT (name) DO UPDATE SET edges_query = excluded.edges_query, "
 			 "features_query = excluded.features_query, undirected = excluded.undirected, "
-			 "live = excluded.live, search_path = excluded.search_path, "
+			 "live = excluded.live, live_dim = excluded.live_dim, search_path = excluded.search_path, "
 			 "created_at = pg_catalog.now() RETURNING version",
-			 5, t, v, false);
+			 6, t, v, false);
 	version = spi_int64(1);
 	SPI_finish();
 	catalog_note_write();
@@ -672,8 +674,7 @@ catalog_get_graph(const char *name, GraphDef *def)
 
 	spi_connect();
 	found = spi_exec("SELECT edges_query, features_query, undirected, owner::oid::int8, "
-					 "search_path, version, live, (SELECT s.dim::int8 FROM %1$s.quiver_live_source s "
-					 "WHERE s.graph = g.name AND s.role = 'n') FROM %1$s.quiver_graph g WHERE name = $1",
+					 "search_path, version, live, live_dim::int8 FROM %s.quiver_graph WHERE name = $1",
 					 1, t, v, true) > 0;
 	if (found)
 	{

@@ -156,7 +156,7 @@ gnn_create_graph(PG_FUNCTION_ARGS)
 	else
 		catalog_read_graph_rows(edges, features, &rows, 0);
 	rows.undirected = undirected;
-	version = catalog_put_graph(name, edges, features, undirected, live);
+	version = catalog_put_graph(name, edges, features, undirected, live, live ? rows.dim : 0);
 	if (live)
 		live_put_sources(name, src, 2, rows.dim);
 	stage_graph_rows(name, &rows, version, values);

@@ -577,6 +577,12 @@ quiver_live_capture(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("quiver_live_capture must be fired as a statement-level AFTER trigger")));
+	/* a second capture trigger on a table would log its changes twice */
+	if (strncmp(td->tg_trigger->tgname, "quiver_live_", 12) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" must not call quiver_live_capture", td->tg_trigger->tgname),
+				 errhint("gnn_create_graph(..., live => true) puts the quiver_live_* triggers on a live graph's tables.")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	sources = sources_of(RelationGetRelid(td->tg_relation), CurrentMemoryContext);

@@ -312,7 +312,7 @@ extern void catalog_check_writable(const char *function);
 extern void catalog_check_name(const char *name, ObjKind kind);
 extern bool catalog_check_rights(ObjKind kind, const char *name, AclMode mode, bool must_exist);
 extern int64 catalog_put_graph(const char *name, const char *edges, const char *features, bool undirected,
-								 bool live);
+								 bool live, int32 live_dim);
 struct _SPI_plan;
 extern void catalog_read_query_rows(struct _SPI_plan *plan, const char *what, GraphRows *rows);
 extern struct _SPI_plan *catalog_keep_rows_query(const char *sql, const char *what);
