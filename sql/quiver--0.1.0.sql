@@ -70,7 +70,7 @@ CREATE TABLE quiver_live_source (
     dim         int NOT NULL,
     PRIMARY KEY (graph, role)
 );
-CREATE INDEX ON quiver_live_source (relid);
+CREATE INDEX quiver_live_source_relid ON quiver_live_source (relid);
 
 -- The change log: written by the capture triggers in the user's
 -- transaction (so it commits, rolls back and replicates with it), read by

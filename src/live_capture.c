@@ -15,6 +15,11 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "utils/fmgroids.h"
+#include "commands/extension.h"
+#include "catalog/pg_collation.h"
+#include "access/table.h"
+#include "access/genam.h"
 #include "access/relation.h"
 #include "access/transam.h"
 #include "access/twophase.h"
@@ -362,95 +367,153 @@ note_log_write(void)
 	wrote_log = true;
 }
 
-/* The plan of the look-up of a table's live sources, kept per schema. */
-static SPIPlanPtr
-sources_plan(const char *schema)
+/* Where the live sources are: the catalog tables, their indexes and
+ * columns, looked up once per installation of the extension. */
+typedef struct SourceCatalog
 {
-	static SPIPlanPtr plan = NULL;
-	static const char *planned_for = NULL;
-	Oid			t[1] = {OIDARRAYOID};
+	Oid			ext;
+	Oid			source_rel, source_by_relid, graph_rel, graph_pkey;
+	AttrNumber	s_relid, s_graph, s_role, s_select, s_qual, s_dim;
+	AttrNumber	g_name, g_owner, g_search_path, g_live;
+} SourceCatalog;
 
-	if (plan == NULL || planned_for != schema)
+static AttrNumber
+column_of(Oid rel, const char *name)
+{
+	AttrNumber	att = get_attnum(rel, name);
+
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "quiver: column %s of %s is missing", name, get_rel_name(rel));
+	return att;
+}
+
+static Oid
+relation_in(Oid nsp, const char *name)
+{
+	Oid			rel = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(rel))
+		elog(ERROR, "quiver: relation %s is missing", name);
+	return rel;
+}
+
+/* The catalog of live sources, or NULL when the extension is not here. */
+static const SourceCatalog *
+source_catalog(void)
+{
+	static SourceCatalog c;
+	Oid			ext = get_extension_oid("quiver", true);
+	Oid			nsp;
+
+	if (!OidIsValid(ext))
+		return NULL;
+	if (c.ext == ext)
+		return &c;
+	nsp = get_namespace_oid(catalog_extension_schema(), false);
+	c.source_rel = relation_in(nsp, "quiver_live_source");
+	c.source_by_relid = relation_in(nsp, "quiver_live_source_relid");
+	c.graph_rel = relation_in(nsp, "quiver_graph");
+	c.graph_pkey = relation_in(nsp, "quiver_graph_pkey");
+	c.s_relid = column_of(c.source_rel, "relid");
+	c.s_graph = column_of(c.source_rel, "graph");
+	c.s_role = column_of(c.source_rel, "role");
+	c.s_select = column_of(c.source_rel, "select_list");
+	c.s_qual = column_of(c.source_rel, "qual");
+	c.s_dim = column_of(c.source_rel, "dim");
+	c.g_name = column_of(c.graph_rel, "name");
+	c.g_owner = column_of(c.graph_rel, "owner");
+	c.g_search_path = column_of(c.graph_rel, "search_path");
+	c.g_live = column_of(c.graph_rel, "live");
+	c.ext = ext;
+	return &c;
+}
+
+static char *
+text_column(HeapTuple tup, TupleDesc desc, AttrNumber att)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, att, desc, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* Fill s's owner and search_path from graph s->graph's row, if the graph
+ * is live (as of snap). */
+static bool
+graph_of_source(const SourceCatalog *c, LiveSource *s, Snapshot snap)
+{
+	Relation	rel = table_open(c->graph_rel, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		live = false;
+
+	/* systable scans take the heap's column numbers */
+	ScanKeyInit(&key, c->g_name, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(s->graph));
+	key.sk_collation = DEFAULT_COLLATION_OID;
+	scan = systable_beginscan(rel, c->graph_pkey, true, snap, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		SPIPlanPtr	p = SPI_prepare_cursor(psprintf("SELECT s.graph, s.role, s.select_list, s.qual, s.dim, "
-													"g.owner::oid::int8, g.search_path "
-													"FROM %s.quiver_live_source s JOIN %s.quiver_graph g ON g.name = s.graph "
-													"WHERE g.live AND s.relid = ANY ($1) ORDER BY s.graph, s.role",
-													schema, schema), 1, t, CURSOR_OPT_GENERIC_PLAN);
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		isnull;
 
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "quiver: could not prepare the look-up of live graph sources");
-		if (plan)
-			SPI_freeplan(plan);
-		plan = p;
-		planned_for = schema;
+		live = DatumGetBool(heap_getattr(tup, c->g_live, desc, &isnull));
+		s->owner = DatumGetObjectId(heap_getattr(tup, c->g_owner, desc, &isnull));
+		s->search_path = text_column(tup, desc, c->g_search_path);
 	}
-	return plan;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return live;
 }
 
 /* The live sources reading table relid (or a table it is a partition of),
- * as the latest committed catalog says. */
+ * as the latest committed catalog says: index scans of the extension's
+ * tables, no SPI (this runs for every statement on a source table). */
 static List *
 sources_of(Oid relid, MemoryContext cxt)
 {
+	const SourceCatalog *c = source_catalog();
 	List	   *rels = list_make1_oid(relid);
 	List	   *out = NIL;
-	Datum	   *oids;
-	Datum		v[1];
+	Snapshot	snap;
+	Relation	rel;
 	ListCell   *lc;
-	int			i = 0;
-	const char *schema = live_schema();
-	SPIPlanPtr	plan;
 
-	if (schema == NULL)
+	if (c == NULL)
 		return NIL;				/* the extension is gone: nothing to capture */
-	plan = sources_plan(schema);
 	if (get_rel_relispartition(relid))
 		rels = list_concat(rels, get_partition_ancestors(relid));
-	oids = palloc(sizeof(Datum) * list_length(rels));
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(c->source_rel, AccessShareLock);
 	foreach(lc, rels)
-		oids[i++] = ObjectIdGetDatum(lfirst_oid(lc));
-	v[0] = PointerGetDatum(construct_array(oids, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	{
-		Oid			save_user;
-		int			save_sec;
-		int			rc;
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	tup;
 
-		/* the catalog is not readable by every writer of a source table */
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-		PG_TRY();
+		ScanKeyInit(&key, c->s_relid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(lfirst_oid(lc)));
+		scan = systable_beginscan(rel, c->source_by_relid, true, snap, 1, &key);
+		while (HeapTupleIsValid(tup = systable_getnext(scan)))
 		{
-			rc = SPI_execute_snapshot(plan, v, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0);
-		}
-		PG_FINALLY();
-		{
-			SetUserIdAndSecContext(save_user, save_sec);
-		}
-		PG_END_TRY();
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "quiver: could not read the live graph sources");
-	}
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		LiveSource *s = palloc0(sizeof(LiveSource));
-		bool		isnull;
+			TupleDesc	desc = RelationGetDescr(rel);
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+			LiveSource *s = palloc0(sizeof(LiveSource));
+			bool		isnull;
 
-		s->graph = SPI_getvalue(tup, desc, 1);
-		s->role = SPI_getvalue(tup, desc, 2)[0];
-		s->relid = relid;
-		s->select_list = SPI_getvalue(tup, desc, 3);
-		s->qual = SPI_getvalue(tup, desc, 4);
-		s->dim = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		s->owner = (Oid) DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		s->search_path = SPI_getvalue(tup, desc, 7);
-		out = lappend(out, s);
-		MemoryContextSwitchTo(old);
+			s->graph = text_column(tup, desc, c->s_graph);
+			s->role = DatumGetChar(heap_getattr(tup, c->s_role, desc, &isnull));
+			s->relid = relid;
+			s->select_list = text_column(tup, desc, c->s_select);
+			s->qual = text_column(tup, desc, c->s_qual);
+			s->dim = DatumGetInt32(heap_getattr(tup, c->s_dim, desc, &isnull));
+			if (graph_of_source(c, s, snap))
+				out = lappend(out, s);
+			MemoryContextSwitchTo(old);
+		}
+		systable_endscan(scan);
 	}
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snap);
 	return out;
 }
 
