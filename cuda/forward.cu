@@ -14,7 +14,8 @@
  * cublasSgemm and a bias + ReLU kernel, the rows of the seeds gathered in
  * input order, and one copy back with the row counters.  The layers follow
  * forward.c: layer i turns rows of nodes[L-i] into rows of nodes[L-1-i],
- * ReLU between layers, none after the last.
+ * ReLU between layers, none after the last.  embed runs the same code for
+ * the first k layers over the model's hops L-k .. L-1 (qv_embed's sample).
  */
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
@@ -374,7 +375,8 @@ ctl_rows(const QvGpuLane *lane)
 	return (unsigned long long *) ((char *) lane->d_ctl + offsetof(GpuCtl, rows));
 }
 
-/* Grow the activations and the aggregate matrix for sample s. */
+/* Grow the activations and the aggregate matrix for sample s (layers
+ * 0 .. s->n_hops-1). */
 static int
 prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError *err)
 {
@@ -382,10 +384,10 @@ prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError
 				agg = 0;
 	int			rc;
 
-	for (int i = 0; i < m->n_layers; i++)
+	for (int i = 0; i < s->n_hops; i++)
 	{
 		const GpuLayer *l = &m->layers[i];
-		const size_t rows = (size_t) s->n_nodes[m->n_layers - 1 - i];
+		const size_t rows = (size_t) s->n_nodes[s->n_hops - 1 - i];
 		const size_t lda = (size_t) l->in_dim * (m->arch == QV_ARCH_GRAPHSAGE ? 2 : 1);
 
 		act[i % 2] = rows * l->out_dim > act[i % 2] ? rows * l->out_dim : act[i % 2];
@@ -413,14 +415,15 @@ dense(QvGpuLane *lane, const GpuLayer *l, int32_t k, int32_t n, const float *a, 
 	return st == CUBLAS_STATUS_SUCCESS ? QV_OK : cublas_error(err, st, "cublasSgemm", lane->dev);
 }
 
-/* Layer i: aggregate the rows of nodes[h+1] into nodes[h]'s, dense, bias,
- * ReLU; in is the previous layer's output (NULL: the feature tiers). */
+/* Layer i: aggregate the rows of nodes[h+1] into nodes[h]'s, h =
+ * s->n_hops-1-i, dense, bias, ReLU (all but the model's last layer); in is
+ * the previous layer's output (NULL: the feature tiers). */
 static int
 run_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const GpuSample *s,
 		  int i, const float *in, float *c, QvError *err)
 {
 	const GpuLayer *l = &m->layers[i];
-	const int	h = m->n_layers - 1 - i;
+	const int	h = s->n_hops - 1 - i;
 	const bool	sage = m->arch == QV_ARCH_GRAPHSAGE;
 	const int32_t lda = l->in_dim * (sage ? 2 : 1);
 	AggJob		job;
@@ -450,7 +453,8 @@ run_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const G
 						lane->stream, lane->dev, err);
 }
 
-/* Every layer; *last gets the output rows of nodes[0]. */
+/* Layers 0 .. s->n_hops-1 (every layer, or the first k of an embedding);
+ * *last gets the output rows of nodes[0]. */
 static int
 run_layers(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const GpuSample *s,
 		   const float **last, QvError *err)
@@ -465,7 +469,7 @@ run_layers(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const 
 								 m->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (st != CUBLAS_STATUS_SUCCESS)
 		return cublas_error(err, st, "cublasSetMathMode", lane->dev);
-	for (int i = 0; i < m->n_layers; i++)
+	for (int i = 0; i < s->n_hops; i++)
 	{
 		float	   *c = (float *) lane->act[i % 2].p;
 
@@ -522,13 +526,15 @@ fail:
 	return rc;
 }
 
-/* The device work of infer, its arguments checked. */
+/* The device work of infer (n_run = L) and embed (n_run = layer < L), its
+ * arguments checked: layers 0 .. n_run-1 over the model's hops
+ * L-n_run .. L-1, as the CPU's forward() in src/core/forward.c. */
 static int
 run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
-		  QvError *err)
+		  const int32_t *seeds, int32_t n, int32_t n_run, float *out,
+		  QvGpuBatchStats *stats, QvError *err)
 {
-	const int32_t od = model->out_dim;
+	const int32_t od = model->layers[n_run - 1].out_dim;
 	int			dev = lane->dev;
 	GpuSample	s;
 	const float *last = NULL;
@@ -547,7 +553,7 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 							cudaMemcpyHostToDevice, lane->stream));
 	/* the sample is keyed by the model's seed and the graph's version, read
 	 * now (the engine may set it after store_create) */
-	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers,
+	QVC_DO(qvc_sample(lane, store, model->fanout, model->n_layers - n_run, n_run,
 					  qv_sample_base(model->seed, store->graph->version), n, &s, err));
 	QVC_DO(run_layers(lane, model, store, &s, &last, err));
 	QVC_DO(finish_batch(lane, &s, last, n, od, err));
@@ -568,26 +574,48 @@ fail:
 	return rc;
 }
 
-int
-api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
-		  QvError *err)
+/* infer and embed: checks, the lane held for the batch of n_run layers
+ * (layer 0: every layer). */
+static int
+infer_layers(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+			 const int32_t *seeds, int32_t n, int32_t layer, float *out,
+			 QvGpuBatchStats *stats, QvError *err)
 {
 	int			expect = 0;
 	int			rc;
 
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
-	if ((rc = check_infer(lane, model, store, seeds, n, out, err)) != QV_OK)
+	if ((rc = check_infer(lane, model, store, seeds, n, out, err)) != QV_OK ||
+		(layer != 0 && (rc = qv_cuda_check_layer(model->n_layers, layer, err)) != QV_OK))
 		return rc;
 	if (n == 0)
 		return QV_OK;
 	if (!lane->busy.compare_exchange_strong(expect, 1))
 		return qv_error(err, QV_EINVAL, "infer: the lane of device %d is already serving another call",
 						 lane->dev);
-	rc = run_infer(lane, model, store, seeds, n, out, stats, err);
+	rc = run_infer(lane, model, store, seeds, n, layer != 0 ? layer : model->n_layers, out,
+				   stats, err);
 	lane->busy.store(0);
 	if (rc != QV_OK && stats)
 		memset(stats, 0, sizeof(*stats));
 	return rc;
+}
+
+int
+api_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		  QvError *err)
+{
+	return infer_layers(lane, model, store, seeds, n, 0, out, stats, err);
+}
+
+int
+api_embed(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		  const int32_t *seeds, int32_t n, int32_t layer, float *out,
+		  QvGpuBatchStats *stats, QvError *err)
+{
+	if (layer == 0)				/* 0 means "every layer" to infer_layers */
+		return qv_cuda_check_layer(model ? model->n_layers : 0, layer, err);
+	return infer_layers(lane, model, store, seeds, n, layer, out, stats, err);
 }

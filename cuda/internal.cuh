@@ -275,13 +275,15 @@ typedef struct GpuSample
 	const int32_t *seed_pos;	/* input position -> row of nodes[0] */
 } GpuSample;
 
-/* Sample n_hops hops around the n seeds already in lane->seeds (device),
- * on the lane's stream; one readback per hop.  Draws are keyed by
- * qv_sample_base(model seed, graph version) (src/core/sample_hash.h), as
- * on the CPU. */
+/* Sample the model's hops first_hop .. first_hop + n_hops - 1 (fanout is
+ * the model's whole array; block h is hop first_hop + h, drawn with its
+ * fanout and key, as qv_sample_hops_into does) around the n seeds already
+ * in lane->seeds (device), on the lane's stream; one readback per hop.
+ * Draws are keyed by qv_sample_base(model seed, graph version)
+ * (src/core/sample_hash.h), as on the CPU. */
 int			qvc_sample(QvGpuLane *lane, const QvGpuStore *store,
-					   const int32_t *fanout, int32_t n_hops, uint64_t base,
-					   int32_t n_seeds, GpuSample *s, QvError *err);
+					   const int32_t *fanout, int32_t first_hop, int32_t n_hops,
+					   uint64_t base, int32_t n_seeds, GpuSample *s, QvError *err);
 
 /* ---- kernels (aggregate.cu) --------------------------------------------------- */
 
@@ -352,6 +354,9 @@ void		api_model_destroy(QvGpuModel *model);
 int			api_infer(QvGpuLane *lane, const QvGpuModel *model,
 					  const QvGpuStore *store, const int32_t *seeds, int32_t n,
 					  float *out, QvGpuBatchStats *stats, QvError *err);
+int			api_embed(QvGpuLane *lane, const QvGpuModel *model,
+					  const QvGpuStore *store, const int32_t *seeds, int32_t n,
+					  int32_t layer, float *out, QvGpuBatchStats *stats, QvError *err);
 int			api_gather_bench(QvGpuLane *lane, const QvGpuStore *store, int32_t n_rows,
 							 int32_t reps, uint64_t seed, double *gather_gbps,
 							 double *copy_gbps, QvError *err);

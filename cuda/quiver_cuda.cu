@@ -220,6 +220,7 @@ static const QvCudaApi quiver_cuda_table = {
 	api_model_destroy,
 	api_infer,
 	api_gather_bench,
+	api_embed,
 };
 
 extern "C" __attribute__((visibility("default"))) const QvCudaApi *

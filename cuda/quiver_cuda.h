@@ -15,6 +15,9 @@
  * hash of src/core/sample_hash.h that the CPU sampler uses too; infer
  * takes no per-call seed.  QvModel gained seed and QvGraph version.
  *
+ * ABI 5: embed, the output of a hidden layer (gnn_embed) with infer's
+ * sampling: only the model's deepest hops, keyed as infer keys them.
+ *
  * Every function returns QV_OK or an error code and fills err: a CUDA error
  * becomes QV_EDEVICE (QV_ENOMEM for device allocations) with the CUDA call,
  * the device and cudaGetErrorString's text.  Loading the library makes no
@@ -37,7 +40,7 @@ extern "C"
 {
 #endif
 
-#define QV_CUDA_ABI_VERSION 4
+#define QV_CUDA_ABI_VERSION 5
 #define QV_CUDA_API_SYMBOL "quiver_cuda_api"
 
 #define QV_GPU_NAME_LEN 256
@@ -242,6 +245,22 @@ typedef struct QvCudaApi
 								 int32_t n_rows, int32_t reps, uint64_t seed,
 								 double *gather_gbps, double *copy_gbps,
 								 QvError *err);
+
+	/* ---- ABI 5: hidden layers ---- */
+
+	/*
+	 * As infer, but out (n x the model's layers[layer-1].out_dim) gets the
+	 * output of hidden layer `layer` (1 .. L-1, after its ReLU): layers
+	 * 0 .. layer-1 run on a sample of the model's hops L-layer .. L-1 only,
+	 * drawn with those hops' fanouts and keys, so each row is the
+	 * activation infer computes for that seed there, and the CPU path's
+	 * qv_embed (src/core/forward.h) to float32 rounding.  A layer outside
+	 * 1 .. L-1 is QV_EINVAL (qv_cuda_check_layer).
+	 */
+	int			(*embed) (QvGpuLane *lane, const QvGpuModel *model,
+						  const QvGpuStore *store, const int32_t *seeds,
+						  int32_t n, int32_t layer, float *out,
+						  QvGpuBatchStats *stats, QvError *err);
 } QvCudaApi;
 
 /*
@@ -270,6 +289,22 @@ qv_cuda_check_infer(int lane_dev, int model_dev, int store_dev, const int32_t *s
 		if (seeds[i] < 0 || seeds[i] >= n_nodes)
 			return qv_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
 							(int) seeds[i], (int) i, (long long) n_nodes);
+	return QV_OK;
+}
+
+/* The layer check of an embed call, with qv_embed's messages: QV_OK when
+ * layer is a hidden layer of a model of n_layers layers. */
+static inline int
+qv_cuda_check_layer(int32_t n_layers, int32_t layer, QvError *err)
+{
+	if (n_layers < 2)
+		return qv_error(err, QV_EINVAL,
+						"layer %d does not exist: a %d-layer model has no hidden layer",
+						(int) layer, (int) n_layers);
+	if (layer < 1 || layer > n_layers - 1)
+		return qv_error(err, QV_EINVAL,
+						"layer %d is not a hidden layer: the model has %d layers, so it must be between 1 and %d",
+						(int) layer, (int) n_layers, (int) n_layers - 1);
 	return QV_OK;
 }
 

@@ -457,9 +457,11 @@ fail:
 	return rc;
 }
 
-/* The picks of hop h (graph indices) into lane->nbr[h]. */
+/* The picks of hop h (graph indices) into lane->nbr[h], drawn under the
+ * model's hop number hop. */
 static int
-pick_hop(SampleCtx *c, int h, int32_t n, int64_t n_edges, uint64_t base, QvError *err)
+pick_hop(SampleCtx *c, int h, int hop, int32_t n, int64_t n_edges, uint64_t base,
+		 QvError *err)
 {
 	QvGpuLane  *l = c->lane;
 	int			dev = c->dev;
@@ -471,7 +473,7 @@ pick_hop(SampleCtx *c, int h, int32_t n, int64_t n_edges, uint64_t base, QvError
 		return QV_OK;
 	pick_kernel<<<qvc_blocks(n, true), QVC_BLOCK, 0, c->stream>>>(
 		(const int32_t *) l->nodes[h].p, n, (const int64_t *) l->offsets[h].p,
-		c->store->rowptr, c->store->col, base, h, (int32_t *) l->nbr[h].p);
+		c->store->rowptr, c->store->col, base, hop, (int32_t *) l->nbr[h].p);
 	return qvc_launch_check("pick_kernel", dev, err);
 fail:
 	return rc;
@@ -479,8 +481,8 @@ fail:
 
 int
 qvc_sample(QvGpuLane *lane, const QvGpuStore *store, const int32_t *fanout,
-		   int32_t n_hops, uint64_t base, int32_t n_seeds, GpuSample *s,
-		   QvError *err)
+		   int32_t first_hop, int32_t n_hops, uint64_t base, int32_t n_seeds,
+		   GpuSample *s, QvError *err)
 {
 	SampleCtx	c = {lane, store, lane->dev, lane->stream, index_bits(store->n_nodes)};
 	int32_t		n_up = n_seeds;
@@ -503,8 +505,8 @@ qvc_sample(QvGpuLane *lane, const QvGpuStore *store, const int32_t *fanout,
 		int32_t		n = 0;
 		int64_t		e = 0;
 
-		QVC_DO(count_hop(&c, h, fanout[h], n_up, &n, &e, err));
-		QVC_DO(pick_hop(&c, h, n, e, base, err));
+		QVC_DO(count_hop(&c, h, fanout[first_hop + h], n_up, &n, &e, err));
+		QVC_DO(pick_hop(&c, h, first_hop + h, n, e, base, err));
 		s->n_nodes[h] = n;
 		s->n_edges[h] = e;
 		s->nodes[h] = (const int32_t *) lane->nodes[h].p;

@@ -20,6 +20,11 @@
  * sgemv per row for blocks of a few rows, where sgemm's packing of W
  * dominates).  All buffers
  * live in a QvWorkspace that is reused across calls.
+ *
+ * Embeddings (qv_embed) run the same code for the first k layers only, on a
+ * sample of the model's deepest k hops L-k .. L-1 (qv_sample_hops_into):
+ * exactly the hops, fanouts and draws behind each seed's layer-k rows in
+ * the full forward.
  */
 #include "forward.h"
 
@@ -520,13 +525,14 @@ scale_rows(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/* Layer i of the model: rows of nodes[h+1] (in) to rows of nodes[h] (out). */
+/* Layer i of the model: rows of nodes[h+1] (in) to rows of nodes[h] (out),
+ * h = s->n_hops - 1 - i (the sample's blocks, one per layer run). */
 static int
 run_layer(const QvModel *m, const QvGraph *g, const QvSample *s, int i,
 		  const float *in, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
 {
 	const QvLayer *l = &m->layers[i];
-	int			h = m->n_layers - 1 - i;
+	int			h = s->n_hops - 1 - i;
 	LayerJob	job = {
 		.arch = m->arch, .l = l, .g = g, .blk = &s->blocks[h], .first = i == 0,
 		.targets = s->nodes[h], .in = in, .out = out, .n_dst = s->n_nodes[h],
@@ -624,7 +630,7 @@ map_ids(const QvGraph *g, const int64_t *ids, int32_t n, int32_t *seeds,
 	return QV_OK;
 }
 
-/* Size the activations and scratch for a sample. */
+/* Size the activations and scratch for a sample (layers 0 .. s->n_hops-1). */
 static int
 prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace *ws,
 				QvError *err)
@@ -634,10 +640,10 @@ prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace 
 				acc = 0;
 	int			rc;
 
-	for (int i = 0; i < m->n_layers; i++)
+	for (int i = 0; i < s->n_hops; i++)
 	{
 		const QvLayer *l = &m->layers[i];
-		size_t		rows = (size_t) s->n_nodes[m->n_layers - 1 - i];
+		size_t		rows = (size_t) s->n_nodes[s->n_hops - 1 - i];
 		size_t		elems;
 		size_t		width = (size_t) l->in_dim *
 			((m->arch == QV_ARCH_GRAPHSAGE && i == 0) ? 2 : 1);
@@ -648,7 +654,7 @@ prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace 
 		lda = width > lda ? width : lda;
 		acc = (size_t) l->in_dim > acc ? (size_t) l->in_dim : acc;
 	}
-	for (int p = 0; p < 2 && p < m->n_layers; p++)
+	for (int p = 0; p < 2 && p < s->n_hops; p++)
 		if ((rc = ws_grow(ws, (void **) &ws->act[p], &ws->act_cap[p], act[p], sizeof(float),
 						  err, "activations")) != QV_OK)
 			return rc;
@@ -663,21 +669,36 @@ single_threaded_blas(void)
 		openblas_set_num_threads(1);
 }
 
-int
-qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
-			int32_t n, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+/* Check the arguments that every entry point shares. */
+static int
+check_call(const QvModel *m, const QvGraph *g, const int64_t *ids, int32_t n,
+		   const float *out, QvError *err)
 {
-	QvWorkspace *temp = NULL;
-	QvSample	s;
-	const float *in;
-	int			rc;
-
 	if (m == NULL || g == NULL || (n > 0 && (ids == NULL || out == NULL)))
 		return qv_error(err, QV_EINVAL, "inference called without model, graph, ids or output");
 	if (n < 0)
 		return qv_error(err, QV_EINVAL, "batch size %d is negative", (int) n);
-	if ((rc = validate_model(m, g, err)) != QV_OK)
-		return rc;
+	return validate_model(m, g, err);
+}
+
+/*
+ * The forward pass, for qv_infer_ws (n_run = L) and qv_embed_ws (n_run =
+ * layer < L): layers 0 .. n_run-1 over a sample of the model's hops
+ * L-n_run .. L-1, so that each seed's rows are the ones the full forward
+ * computes for it (sample.h, qv_sample_hops_into).  out gets the rows of
+ * layer n_run-1 in input order; ReLU follows every layer but the model's
+ * last.  Arguments are checked.
+ */
+static int
+forward(const QvModel *m, const QvGraph *g, const int64_t *ids, int32_t n, int n_run,
+		float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+{
+	QvWorkspace *temp = NULL;
+	QvSample	s;
+	const float *in;
+	int32_t		dim = m->layers[n_run - 1].out_dim;
+	int			rc;
+
 	if (n == 0)
 		return QV_OK;
 	if (ws == NULL && (ws = temp = qv_workspace_create(err)) == NULL)
@@ -687,26 +708,67 @@ qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
 	if ((rc = ws_grow(ws, (void **) &ws->seeds, &ws->seeds_cap, (size_t) n, sizeof(int32_t),
 					  err, "seed indices")) != QV_OK ||
 		(rc = map_ids(g, ids, n, ws->seeds, pool, err)) != QV_OK ||
-		(rc = qv_sample_into(g, ws->seeds, n, m->fanout, m->n_layers, m->seed, true,
-							 pool, ws->sbuf, &s, err)) != QV_OK ||
+		(rc = qv_sample_hops_into(g, ws->seeds, n, m->fanout, m->n_layers - n_run, n_run,
+								  m->seed, true, pool, ws->sbuf, &s, err)) != QV_OK ||
 		(rc = prepare_buffers(m, &s, qv_pool_size(pool), ws, err)) != QV_OK)
 		goto done;
 
 	in = g->feat;
-	for (int i = 0; i < m->n_layers; i++)
+	for (int i = 0; i < n_run; i++)
 	{
 		if ((rc = run_layer(m, g, &s, i, in, ws->act[i % 2], pool, ws, err)) != QV_OK)
 			goto done;
 		in = ws->act[i % 2];
 	}
 	for (int32_t i = 0; i < s.n_seeds; i++)
-		memcpy(out + (size_t) i * m->out_dim, in + (size_t) s.seed_pos[i] * m->out_dim,
-			   (size_t) m->out_dim * sizeof(float));
+		memcpy(out + (size_t) i * dim, in + (size_t) s.seed_pos[i] * dim,
+			   (size_t) dim * sizeof(float));
 	rc = QV_OK;
 
 done:
 	qv_workspace_destroy(temp);
 	return rc;
+}
+
+int
+qv_infer_ws(const QvModel *m, const QvGraph *g, const int64_t *ids,
+			int32_t n, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+{
+	int			rc;
+
+	if ((rc = check_call(m, g, ids, n, out, err)) != QV_OK)
+		return rc;
+	return forward(m, g, ids, n, m->n_layers, out, pool, ws, err);
+}
+
+int
+qv_embed_layer_check(const QvModel *m, int32_t layer, int32_t *dim, QvError *err)
+{
+	if (m == NULL)
+		return qv_error(err, QV_EINVAL, "embedding asked of no model");
+	if (m->n_layers < 2)
+		return qv_error(err, QV_EINVAL,
+						"layer %d does not exist: a %d-layer model has no hidden layer",
+						(int) layer, (int) m->n_layers);
+	if (layer < 1 || layer > m->n_layers - 1)
+		return qv_error(err, QV_EINVAL,
+						"layer %d is not a hidden layer: the model has %d layers, so it must be between 1 and %d",
+						(int) layer, (int) m->n_layers, (int) m->n_layers - 1);
+	if (dim)
+		*dim = m->layers[layer - 1].out_dim;
+	return QV_OK;
+}
+
+int
+qv_embed_ws(const QvModel *m, const QvGraph *g, const int64_t *ids, int32_t n,
+			int32_t layer, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+{
+	int			rc;
+
+	if ((rc = check_call(m, g, ids, n, out, err)) != QV_OK ||
+		(rc = qv_embed_layer_check(m, layer, NULL, err)) != QV_OK)
+		return rc;
+	return forward(m, g, ids, n, layer, out, pool, ws, err);
 }
 
 int
@@ -719,6 +781,20 @@ qv_infer(const QvModel *m, const QvGraph *g, const int64_t *ids,
 	if (ws == NULL && pool != NULL && (ws = qv_workspace_create(err)) == NULL)
 		return QV_ENOMEM;
 	rc = qv_infer_ws(m, g, ids, n, out, pool, ws, err);
+	qv_pool_cache_put(pool, (QvPoolCached *) ws);
+	return rc;
+}
+
+int
+qv_embed(const QvModel *m, const QvGraph *g, const int64_t *ids, int32_t n,
+		 int32_t layer, float *out, QvPool *pool, QvError *err)
+{
+	QvWorkspace *ws = (QvWorkspace *) qv_pool_cache_take(pool);
+	int			rc;
+
+	if (ws == NULL && pool != NULL && (ws = qv_workspace_create(err)) == NULL)
+		return QV_ENOMEM;
+	rc = qv_embed_ws(m, g, ids, n, layer, out, pool, ws, err);
 	qv_pool_cache_put(pool, (QvPoolCached *) ws);
 	return rc;
 }

@@ -771,7 +771,8 @@ hop_pick(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
-/* One hop from nodes[h]: block h, and nodes[h+1] unless raw. */
+/* One hop from nodes[h]: block h, and nodes[h+1] unless raw.  The draws
+ * are keyed by the model's hop s->first_hop + h. */
 static int
 sample_hop(const QvGraph *g, QvSample *s, int h, int32_t fanout, uint64_t base,
 		   bool raw, QvPool *pool, QvSampleBuf *buf, QvError *err)
@@ -781,7 +782,7 @@ sample_hop(const QvGraph *g, QvSample *s, int h, int32_t fanout, uint64_t base,
 	int64_t		total = 0,
 				max_k = 0;
 	HopJob		job = {.g = g, .targets = s->nodes[h], .n = n, .fanout = fanout,
-		.hop = h, .base = base};
+		.hop = s->first_hop + h, .base = base};
 	int			rc;
 
 	if ((rc = GROW(buf, rows, rows_cap, (size_t) n, "sampler rows", err)) != QV_OK ||
@@ -872,9 +873,10 @@ sample_seeds(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 
 /* ---- entry points ------------------------------------------------------------ */
 
+/* Hops first_hop .. first_hop + n_hops - 1 of fanout, and the seeds. */
 static int
 check_args(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-		   const int32_t *fanout, int32_t n_hops, QvError *err)
+		   const int32_t *fanout, int32_t first_hop, int32_t n_hops, QvError *err)
 {
 	if (g == NULL || (n_seeds > 0 && seeds == NULL) || (n_hops > 0 && fanout == NULL))
 		return qv_error(err, QV_EINVAL, "sampler called without graph, seeds or fanout");
@@ -883,7 +885,10 @@ check_args(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 	if (n_hops < 0 || n_hops > QV_MAX_LAYERS)
 		return qv_error(err, QV_EINVAL, "hop count %d must be between 0 and %d",
 						(int) n_hops, QV_MAX_LAYERS);
-	for (int h = 0; h < n_hops; h++)
+	if (first_hop < 0 || first_hop > QV_MAX_LAYERS - n_hops)
+		return qv_error(err, QV_EINVAL, "first hop %d with %d hops must end by hop %d",
+						(int) first_hop, (int) n_hops, QV_MAX_LAYERS);
+	for (int h = first_hop; h < first_hop + n_hops; h++)
 		if (fanout[h] < -1)
 			return qv_error(err, QV_EINVAL, "fanout %d at hop %d must be -1 or >= 0",
 							(int) fanout[h], h + 1);
@@ -891,10 +896,10 @@ check_args(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 }
 
 int
-qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
-			   const int32_t *fanout, int32_t n_hops, uint64_t seed,
-			   bool raw_last, QvPool *pool, QvSampleBuf *buf,
-			   QvSample *out, QvError *err)
+qv_sample_hops_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
+					const int32_t *fanout, int32_t first_hop, int32_t n_hops,
+					uint64_t seed, bool raw_last, QvPool *pool, QvSampleBuf *buf,
+					QvSample *out, QvError *err)
 {
 	uint64_t	base;
 	int			rc;
@@ -904,21 +909,32 @@ qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 	memset(out, 0, sizeof(*out));
 	if (buf == NULL)
 		return qv_error(err, QV_EINVAL, "sampler called without buffers");
-	if ((rc = check_args(g, seeds, n_seeds, fanout, n_hops, err)) != QV_OK)
+	if ((rc = check_args(g, seeds, n_seeds, fanout, first_hop, n_hops, err)) != QV_OK)
 		return rc;
 	out->n_hops = n_hops;
+	out->first_hop = first_hop;
 	base = qv_sample_base(seed, g->version);
 	if ((rc = sample_seeds(g, seeds, n_seeds, pool, buf, out, err)) != QV_OK)
 		goto fail;
 	for (int h = 0; h < n_hops; h++)
-		if ((rc = sample_hop(g, out, h, fanout[h], base, raw_last && h == n_hops - 1,
-							 pool, buf, err)) != QV_OK)
+		if ((rc = sample_hop(g, out, h, fanout[first_hop + h], base,
+							 raw_last && h == n_hops - 1, pool, buf, err)) != QV_OK)
 			goto fail;
 	return QV_OK;
 
 fail:
 	memset(out, 0, sizeof(*out));
 	return rc;
+}
+
+int
+qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
+			   const int32_t *fanout, int32_t n_hops, uint64_t seed,
+			   bool raw_last, QvPool *pool, QvSampleBuf *buf,
+			   QvSample *out, QvError *err)
+{
+	return qv_sample_hops_into(g, seeds, n_seeds, fanout, 0, n_hops, seed, raw_last,
+							   pool, buf, out, err);
 }
 
 int
@@ -932,7 +948,7 @@ qv_sample(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 	if (out == NULL)
 		return qv_error(err, QV_EINVAL, "sample output pointer is NULL");
 	memset(out, 0, sizeof(*out));
-	if ((rc = check_args(g, seeds, n_seeds, fanout, n_hops, err)) != QV_OK)
+	if ((rc = check_args(g, seeds, n_seeds, fanout, 0, n_hops, err)) != QV_OK)
 		return rc;
 	if ((buf = qv_sample_buf_create(err)) == NULL)
 		return QV_ENOMEM;

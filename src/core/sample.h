@@ -46,6 +46,8 @@ typedef struct QvSample
 	QvBlock		blocks[QV_MAX_LAYERS];
 	int32_t    *seed_pos;		/* input position i -> index in nodes[0] */
 	int32_t		n_seeds;		/* input length, duplicates included */
+	int32_t		first_hop;		/* block h holds the model's hop
+								 * first_hop + h (qv_sample_hops_into) */
 	bool		raw_last;		/* qv_sample_into without de-duplication of
 								 * the last hop: blocks[n_hops-1].nbr holds
 								 * dense graph indices, nodes[n_hops] is NULL
@@ -79,5 +81,22 @@ int			qv_sample_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
 						   const int32_t *fanout, int32_t n_hops, uint64_t seed,
 						   bool raw_last, QvPool *pool, QvSampleBuf *buf,
 						   QvSample *out, QvError *err);
+
+/*
+ * A truncated sample: only hops first_hop .. first_hop + n_hops - 1 of a
+ * model's first_hop + n_hops (fanout is the model's whole array).  The
+ * seeds take the place of the targets of hop first_hop: block h draws with
+ * fanout[first_hop + h] under hop first_hop + h's key, so every row is the
+ * one a full sample draws for the same node there.  This is what the
+ * output of hidden layer k (of L) needs: in the full forward, layer k-1
+ * (0-based) turns rows of nodes[L-k+1] into rows of nodes[L-k], which
+ * begins with the seeds, through blocks L-k .. L-1, so a seed's layer-k
+ * output depends on hops L-k .. L-1 alone (forward.h, qv_embed).
+ * qv_sample_into is first_hop 0.
+ */
+int			qv_sample_hops_into(const QvGraph *g, const int32_t *seeds, int32_t n_seeds,
+								const int32_t *fanout, int32_t first_hop, int32_t n_hops,
+								uint64_t seed, bool raw_last, QvPool *pool,
+								QvSampleBuf *buf, QvSample *out, QvError *err);
 
 #endif

@@ -911,19 +911,20 @@ fake_model_create(int dev, const QvModel *m, int allow_tf32, QvGpuModel **out,
 
 /*
  * Count the feature rows of the deepest hop's node set by where the store
- * finds them, sampling as qv_infer does (same fanouts, model seed and
- * graph version).
+ * finds them, sampling as qv_infer (n_run = L) or qv_embed (n_run = layer)
+ * does (same hops, fanouts, model seed and graph version).
  */
 static int
 count_rows(QvGpuLane *lane, const QvModel *m, const QvGpuStore *store,
-		   const int32_t *seeds, int32_t n, QvGpuBatchStats *stats, QvError *err)
+		   const int32_t *seeds, int32_t n, int32_t n_run, QvGpuBatchStats *stats,
+		   QvError *err)
 {
 	QvSample	s;
 	const int32_t *nodes;
 	int			rc;
 
-	if ((rc = qv_sample_into(store->graph, seeds, n, m->fanout, m->n_layers, m->seed,
-							 false, NULL, lane->sbuf, &s, err)) != QV_OK)
+	if ((rc = qv_sample_hops_into(store->graph, seeds, n, m->fanout, m->n_layers - n_run,
+								  n_run, m->seed, false, NULL, lane->sbuf, &s, err)) != QV_OK)
 		return rc;
 	nodes = s.nodes[s.n_hops];
 	for (int32_t i = 0; i < s.n_nodes[s.n_hops]; i++)
@@ -940,11 +941,12 @@ count_rows(QvGpuLane *lane, const QvModel *m, const QvGpuStore *store,
 	return QV_OK;
 }
 
-/* The work of infer once its arguments are checked and the lane is held. */
+/* The work of infer (layer 0) and embed once their arguments are checked
+ * and the lane is held. */
 static int
 run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		  const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
-		  QvError *err)
+		  const int32_t *seeds, int32_t n, int32_t layer, float *out,
+		  QvGpuBatchStats *stats, QvError *err)
 {
 	const QvGraph *g = store->graph;
 	double		t0 = now_us();
@@ -977,9 +979,12 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	}
 	for (int32_t i = 0; i < n; i++)
 		lane->ids[i] = g->ids[seeds[i]];
-	if ((rc = qv_infer_ws(model->m, g, lane->ids, n, out, NULL, lane->ws, err)) != QV_OK)
+	rc = layer == 0 ? qv_infer_ws(model->m, g, lane->ids, n, out, NULL, lane->ws, err) :
+		qv_embed_ws(model->m, g, lane->ids, n, layer, out, NULL, lane->ws, err);
+	if (rc != QV_OK)
 		return rc;
-	if (stats && (rc = count_rows(lane, model->m, store, seeds, n, stats, err)) != QV_OK)
+	if (stats && (rc = count_rows(lane, model->m, store, seeds, n,
+								  layer == 0 ? model->m->n_layers : layer, stats, err)) != QV_OK)
 		return rc;
 	if (delay_us > 0)
 	{
@@ -993,10 +998,11 @@ run_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	return QV_OK;
 }
 
+/* infer (layer 0) and embed: the module's checks, the lane held. */
 static int
-fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
-		   const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
-		   QvError *err)
+infer_layers(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+			 const int32_t *seeds, int32_t n, int32_t layer, float *out,
+			 QvGpuBatchStats *stats, QvError *err)
 {
 	int			expect = 0;
 	int			rc;
@@ -1007,18 +1013,37 @@ fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 		return qv_error(err, QV_EINVAL, "infer: NULL lane, model or store");
 	if ((rc = qv_cuda_check_infer(lane->dev, model->dev, store->dev, seeds, n, out,
 								  model->m->in_dim, store->graph->dim, store->graph->n_nodes,
-								  err)) != QV_OK)
+								  err)) != QV_OK ||
+		(layer != 0 && (rc = qv_cuda_check_layer(model->m->n_layers, layer, err)) != QV_OK))
 		return rc;
 	if (n == 0)
 		return QV_OK;
 	if (!atomic_compare_exchange_strong(&lane->busy, &expect, 1))
 		return qv_error(err, QV_EINVAL,
 						"infer: the lane of fake device %d is already serving another call", lane->dev);
-	rc = run_infer(lane, model, store, seeds, n, out, stats, err);
+	rc = run_infer(lane, model, store, seeds, n, layer, out, stats, err);
 	atomic_store(&lane->busy, 0);
 	if (rc != QV_OK && stats)
 		memset(stats, 0, sizeof(*stats));
 	return rc;
+}
+
+static int
+fake_infer(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		   const int32_t *seeds, int32_t n, float *out, QvGpuBatchStats *stats,
+		   QvError *err)
+{
+	return infer_layers(lane, model, store, seeds, n, 0, out, stats, err);
+}
+
+static int
+fake_embed(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
+		   const int32_t *seeds, int32_t n, int32_t layer, float *out,
+		   QvGpuBatchStats *stats, QvError *err)
+{
+	if (layer == 0)				/* 0 means "every layer" to infer_layers */
+		return qv_cuda_check_layer(model && model->m ? model->m->n_layers : 0, layer, err);
+	return infer_layers(lane, model, store, seeds, n, layer, out, stats, err);
 }
 
 /* ---- gather_bench ------------------------------------------------------- */
@@ -1152,6 +1177,7 @@ static const QvCudaApi fake_table = {
 	.model_create = fake_model_create,
 	.model_destroy = fake_model_destroy,
 	.infer = fake_infer,
+	.embed = fake_embed,
 	.gather_bench = fake_gather_bench,
 };
 

@@ -16,9 +16,14 @@ defines it (flow src -> dst, a node aggregates over its in-edges).
              meta.json          sizes and notable node ids (hub, isolated, ...)
   weights  write random weights for one architecture to a safetensors file
   ref      recompute reference outputs for a folder with other weights
+  embed    reference outputs of hidden layer K (1 .. L-1, after its ReLU) for
+           a folder and a weights file, in the same id|{...} format: what
+           gnn_embed(model, id, K) returns with every fanout -1
   compare  compare a psql output file (id|{...}) with a reference file
   selftest check the reference against an independent dense formulation and
-           show the error a float32 engine makes under the compare metric
+           show the error a float32 engine makes under the compare metric;
+           hidden layers by hand, against the dense formulation and through
+           the embed command
 
 Semantics (DESIGN.md 1.1, 1.2):
   GraphSAGE layer: h'_v = W_l mean_{(u,v) in E} h_u + b_l + W_r h_v; the mean
@@ -28,6 +33,8 @@ Semantics (DESIGN.md 1.1, 1.2):
     d_v = in-degree without self loops + 1 (duplicates counted);
     h'_v = sum_{(u,v) in E, u != v} W h_u / sqrt(d_u d_v) + W h_v / d_v + b.
   ReLU between layers, none after the last.
+  Hidden layer K (gnn_embed, DESIGN.md 1.5): the output of convs[K-1] after
+    its ReLU (PyG act='relu', jk=None), K = 1 .. L-1.
   undirected: torch_geometric.utils.to_undirected — add every reverse edge,
     then coalesce (remove duplicates, one copy of each self loop).
 """
@@ -124,13 +131,27 @@ def to_undirected(src, dst):
     return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
-def sage_forward(x, src, dst, weights):
-    """GraphSAGE (mean) over the edge list in float64."""
+def check_layers(L, layers):
+    """Layers to run: all L (None), or K = 1 .. L-1 for hidden layer K."""
+    if layers is None:
+        return L
+    if L < 2:
+        raise SystemExit("layer %d does not exist: a %d-layer model has no hidden layer"
+                         % (layers, L))
+    if not 1 <= layers <= L - 1:
+        raise SystemExit("layer %d is not a hidden layer: the model has %d layers, "
+                         "so it must be between 1 and %d" % (layers, L, L - 1))
+    return layers
+
+
+def sage_forward(x, src, dst, weights, layers=None):
+    """GraphSAGE (mean) over the edge list in float64; with layers = K, the
+    output of hidden layer K (after its ReLU) instead of the last layer's."""
     n = x.shape[0]
     h = x.astype(np.float64)
     cnt = np.bincount(dst, minlength=n).astype(np.float64)
     L = n_layers(weights, "graphsage")
-    for i in range(L):
+    for i in range(check_layers(L, layers)):
         wl = weights["convs.%d.lin_l.weight" % i].astype(np.float64)
         bl = weights["convs.%d.lin_l.bias" % i].astype(np.float64)
         wr = weights["convs.%d.lin_r.weight" % i].astype(np.float64)
@@ -145,8 +166,9 @@ def sage_forward(x, src, dst, weights):
     return h
 
 
-def gcn_forward(x, src, dst, weights):
-    """GCN (GCNConv defaults) over the edge list in float64."""
+def gcn_forward(x, src, dst, weights, layers=None):
+    """GCN (GCNConv defaults) over the edge list in float64; layers as in
+    sage_forward."""
     n = x.shape[0]
     h = x.astype(np.float64)
     keep = src != dst
@@ -154,7 +176,7 @@ def gcn_forward(x, src, dst, weights):
     deg = np.bincount(d, minlength=n).astype(np.float64) + 1.0
     norm = 1.0 / np.sqrt(deg[s] * deg[d])
     L = n_layers(weights, "gcn")
-    for i in range(L):
+    for i in range(check_layers(L, layers)):
         w = weights["convs.%d.lin.weight" % i].astype(np.float64)
         xw = h @ w.T
         out = xw / deg[:, None]
@@ -165,9 +187,9 @@ def gcn_forward(x, src, dst, weights):
     return h
 
 
-def forward(arch, x, src, dst, weights):
-    return sage_forward(x, src, dst, weights) if arch == "graphsage" \
-        else gcn_forward(x, src, dst, weights)
+def forward(arch, x, src, dst, weights, layers=None):
+    return sage_forward(x, src, dst, weights, layers) if arch == "graphsage" \
+        else gcn_forward(x, src, dst, weights, layers)
 
 
 # ---------------------------------------------------------------- graph maker
@@ -354,7 +376,8 @@ def cmd_weights(a):
         f.write(safetensors_bytes(w))
 
 
-def cmd_ref(a):
+def read_case(a):
+    """Features and edges of folder a.dir (dense src, dst; undirected if asked)."""
     ids, x = read_features(os.path.join(a.dir, "features.csv"))
     esrc, edst = read_edges(os.path.join(a.dir, "edges.csv"))
     pos = index_of(ids)
@@ -362,7 +385,20 @@ def cmd_ref(a):
     dst = np.array([pos[int(v)] for v in edst], dtype=np.int64)
     if a.undirected:
         src, dst = to_undirected(src, dst)
+    return ids, x, src, dst
+
+
+def cmd_ref(a):
+    ids, x, src, dst = read_case(a)
     y = forward(a.arch, x, src, dst, safetensors_read(a.weights))
+    write_ref(a.out, ids, y)
+
+
+def cmd_embed(a):
+    ids, x, src, dst = read_case(a)
+    w = safetensors_read(a.weights)
+    layer = a.layer if a.layer is not None else n_layers(w, a.arch) - 1
+    y = forward(a.arch, x, src, dst, w, layer)
     write_ref(a.out, ids, y)
 
 
@@ -435,9 +471,9 @@ def cmd_compare(a):
     return 0 if verdict == "ok" else 1
 
 
-def dense_forward(arch, x, src, dst, weights):
+def dense_forward(arch, x, src, dst, weights, layers=None):
     """Same models through dense adjacency matrices: an independent check of
-    the edge-list reference (small graphs only)."""
+    the edge-list reference (small graphs only); layers as in sage_forward."""
     n = x.shape[0]
     A = np.zeros((n, n))
     for s, d in zip(src, dst):
@@ -451,7 +487,7 @@ def dense_forward(arch, x, src, dst, weights):
         A = dinv[:, None] * A * dinv[None, :]
     else:
         A = A / np.maximum(A.sum(axis=1), 1.0)[:, None]
-    for i in range(L):
+    for i in range(L if layers is None else layers):
         if arch == "gcn":
             h = A @ (h @ weights["convs.%d.lin.weight" % i].T) + weights["convs.%d.bias" % i]
         else:
@@ -489,6 +525,79 @@ def float32_forward(arch, x, src, dst, weights):
         if i < L - 1:
             h = np.maximum(h, np.float32(0.0))
     return h
+
+
+def truncated(weights, arch, k):
+    """The first k layers of a state_dict, as a k-layer model."""
+    keep = tuple("convs.%d." % i for i in range(k))
+    return {name: t for name, t in weights.items() if name.startswith(keep)}
+
+
+def embed_hand_checks():
+    """Hidden layers worked out by hand on the graph of hand_checks: layer 0
+    1 -> 2 with W = [1; -1] (SAGE: lin_l, lin_r = [0; 1]), bias [-1, 0.5];
+    layer 1 2 -> 1 (never read by layer 1's output)."""
+    x = np.array([[1.0], [2.0], [4.0]], dtype=np.float32)
+    src = np.array([0, 0, 1, 2])
+    dst = np.array([2, 2, 2, 2])
+    w0 = np.array([[1.0], [-1.0]], np.float32)
+    b0 = np.array([-1.0, 0.5], np.float32)
+    w1 = np.array([[0.5, -2.0]], np.float32)
+    b1 = np.array([0.25], np.float32)
+    sage = {"convs.0.lin_l.weight": w0, "convs.0.lin_l.bias": b0,
+            "convs.0.lin_r.weight": np.array([[0.0], [1.0]], np.float32),
+            "convs.1.lin_l.weight": w1, "convs.1.lin_l.bias": b1,
+            "convs.1.lin_r.weight": np.ones((1, 2), np.float32)}
+    gcn = {"convs.0.lin.weight": w0, "convs.0.bias": b0,
+           "convs.1.lin.weight": w1, "convs.1.bias": b1}
+    cases = [
+        # mean(c) = 2, a and b none: relu(mean - 1, -mean + x + 0.5)
+        ("sage layer 1", sage_forward(x, src, dst, sage, 1), [[0, 1.5], [0, 2.5], [1, 2.5]]),
+        # a = (1, 2, 3) (hand_checks' gcn directed): relu(a - 1, -a + 0.5)
+        ("gcn layer 1", gcn_forward(x, src, dst, gcn, 1), [[0, 0], [1, 0], [2, 0]]),
+    ]
+    ok = True
+    for name, got, want in cases:
+        good = np.allclose(got, want, rtol=1e-12, atol=1e-12)
+        ok &= good
+        print("hand-computed %-16s %s" % (name, "ok" if good else "FAIL %s != %s" % (got, want)))
+    for arch, w in (("graphsage", sage), ("gcn", gcn)):
+        for bad in (0, 2):
+            try:
+                forward(arch, x, src, dst, w, bad)
+                good = False
+            except SystemExit as e:
+                good = ("layer %d is not a hidden layer: the model has 2 layers" % bad) in str(e)
+            ok &= good
+            print("embed %-9s layer %d refused %s" % (arch, bad, "ok" if good else "FAIL"))
+    try:
+        forward("gcn", x, src, dst, truncated(gcn, "gcn", 1), 1)
+        good = False
+    except SystemExit as e:
+        good = "a 1-layer model has no hidden layer" in str(e)
+    ok &= good
+    print("embed of a 1-layer model refused %s" % ("ok" if good else "FAIL"))
+    return ok
+
+
+def embed_checks(arch, x, src, dst, w, L, dense_ok):
+    """Hidden layers: against the dense formulation, and against the
+    truncated model (its first K layers as a K-layer model) with a ReLU."""
+    ok = True
+    for k in range(1, L):
+        e = forward(arch, x, src, dst, w, k)
+        t = np.maximum(forward(arch, x, src, dst, truncated(w, arch, k)), 0.0)
+        err_t = float(np.abs(e - t).max() / max(np.abs(e).max(), 1e-300))
+        err_d = 0.0
+        if dense_ok:
+            d = dense_forward(arch, x, src, dst, w, k)
+            err_d = float(np.abs(e - d).max() / np.abs(e).max())
+        good = err_t < 1e-12 and err_d < 1e-12 and (e >= 0).all() and np.abs(e).max() > 0
+        ok &= good
+        print("      embed layer %d of %d: vs truncated %.1e, vs dense %s %s" %
+              (k, L, err_t, "%.1e" % err_d if dense_ok else "(too big)",
+               "ok" if good else "FAIL"))
+    return ok
 
 
 def hand_checks():
@@ -545,12 +654,45 @@ def compare_checks(tmp, floor, tol):
     return ok
 
 
+def embed_cli_check(tmp):
+    """gen, then the embed command: its file holds every id, and the rows
+    are forward(..., layer) of the folder's graph; the default layer is L-1."""
+    case = os.path.join(tmp, "case")
+    ok = True
+    sys.stdout.flush()
+    main_args = ["gen", "--out", case, "--nodes", "60", "--edges", "200", "--layers", "3",
+                 "--dim", "4", "--hidden", "6", "--classes", "3", "--seed", "5"]
+    cmd_gen(parse(main_args))
+    ids, x = read_features(os.path.join(case, "features.csv"))
+    esrc, edst = read_edges(os.path.join(case, "edges.csv"))
+    pos = index_of(ids)
+    src = np.array([pos[int(v)] for v in esrc])
+    dst = np.array([pos[int(v)] for v in edst])
+    for arch, short in (("graphsage", "sage"), ("gcn", "gcn")):
+        w = safetensors_read(os.path.join(case, short + ".safetensors"))
+        for layer, flag in ((1, ["--layer", "1"]), (2, [])):
+            out = os.path.join(tmp, "emb_%s_%d.out" % (short, layer))
+            cmd_embed(parse(["embed", "--dir", case, "--arch", arch, "--weights",
+                             os.path.join(case, short + ".safetensors"), "--out", out] + flag))
+            rows, problems = read_rows(out)
+            want = forward(arch, x, src, dst, w, layer)
+            good = not problems and len(rows) == len(ids) and all(
+                len(rows[int(ids[i])]) == 6 and
+                np.allclose(rows[int(ids[i])], want[i], rtol=1e-15, atol=0)
+                for i in range(len(ids)))
+            ok &= good
+            print("embed command %-9s layer %d %s" % (arch, layer, "ok" if good else "FAIL"))
+    return ok
+
+
 def cmd_selftest(a):
     import tempfile
     rng = np.random.default_rng(a.seed)
     ok = hand_checks()
+    ok &= embed_hand_checks()
     with tempfile.TemporaryDirectory() as tmp:
         ok &= compare_checks(tmp, a.floor, a.tol)
+        ok &= embed_cli_check(tmp)
     # n, random edges, dim, hidden; the small graph is also checked densely
     for n, m, dim, hid in ((300, 1500, 12, 16), (4000, 30000, 32, 64)):
         for undirected in (False, True):
@@ -577,6 +719,7 @@ def cmd_selftest(a):
                           "float32 evaluation %.2e %s" %
                           (n, arch, L, "undirected" if undirected else "directed",
                            dense_txt, e32, "ok" if good else "FAIL"))
+                    ok &= embed_checks(arch, x, src, dst, w, L, n <= 1000)
             # Structural promises of the generator.
             deg = np.bincount(dst, minlength=n)
             dups = len(src) - len(set(zip(src.tolist(), dst.tolist())))
@@ -596,7 +739,7 @@ def cmd_selftest(a):
     return 0 if ok else 1
 
 
-def main():
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -628,6 +771,15 @@ def main():
     r.add_argument("--undirected", action="store_true")
     r.add_argument("--out", required=True)
 
+    e = sub.add_parser("embed", help="reference hidden-layer outputs (gnn_embed, full neighbourhoods)")
+    e.add_argument("--dir", required=True)
+    e.add_argument("--arch", choices=("graphsage", "gcn"), required=True)
+    e.add_argument("--weights", required=True)
+    e.add_argument("--layer", type=int, default=None,
+                   help="hidden layer 1 .. L-1 (default L-1, as gnn_embed's NULL)")
+    e.add_argument("--undirected", action="store_true")
+    e.add_argument("--out", required=True)
+
     c = sub.add_parser("compare", help="compare psql output with a reference")
     c.add_argument("ref")
     c.add_argument("got")
@@ -642,8 +794,12 @@ def main():
     s.add_argument("--tol", type=float, default=1e-5)
     s.add_argument("--floor", type=float, default=FLOOR_FRACTION)
 
-    a = p.parse_args()
-    rc = {"gen": cmd_gen, "weights": cmd_weights, "ref": cmd_ref,
+    return p.parse_args(argv)
+
+
+def main():
+    a = parse()
+    rc = {"gen": cmd_gen, "weights": cmd_weights, "ref": cmd_ref, "embed": cmd_embed,
           "compare": cmd_compare, "selftest": cmd_selftest}[a.cmd](a)
     sys.exit(rc or 0)
 

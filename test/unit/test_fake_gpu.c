@@ -713,6 +713,75 @@ test_sampled_repeatable(void **state)
 	qv_gpu_close(gpu);
 }
 
+/*
+ * embed (ABI 5) on the test double: hidden layer 1 of the sampled
+ * GraphSAGE model and of the full GCN model equals qv_embed on the CPU
+ * bit for bit (batch and alone); its row counters count the embedding's
+ * own (shorter) sample; a layer outside 1 .. L-1 is refused with qv_embed's
+ * message, before any work.
+ */
+static void
+test_embed(void **state)
+{
+	QvGpu	   *gpu = open_fake(2);
+	const QvCudaApi *api = qv_gpu_api(gpu);
+	QvGpuStore *stores[2];
+	QvGpuLane  *lane;
+	int32_t		batch[64];
+	int64_t		ids[64];
+	uint64_t	s = 11;
+	QvSampleBuf *sbuf = qv_sample_buf_create(NULL);
+	QvError		err = {0};
+
+	(void) state;
+	register_graph(api, 1);
+	make_stores(api, stores);
+	assert_int_equal(api->lane_create(0, &lane, &err), QV_OK);
+	random_seeds(&s, batch, 64);
+	for (int i = 0; i < 64; i++)
+		ids[i] = fx.g->ids[batch[i]];
+	for (int k = 0; k < 2; k++)
+	{
+		const QvModel *m = fx.models[k];
+		int32_t		dim = 0;
+		float	   *fake = malloc(sizeof(float) * 64 * m->layers[0].out_dim);
+		float	   *cpu = malloc(sizeof(float) * 64 * m->layers[0].out_dim);
+		QvGpuModel *gm;
+		QvGpuBatchStats st;
+		QvSample	smp;
+
+		assert_int_equal(qv_embed_layer_check(m, 1, &dim, &err), QV_OK);
+		assert_int_equal(api->model_create(0, m, 0, &gm, NULL, &err), QV_OK);
+		assert_int_equal(api->embed(lane, gm, stores[0], batch, 64, 1, fake, &st, &err), QV_OK);
+		assert_int_equal(qv_embed(m, fx.g, ids, 64, 1, cpu, NULL, &err), QV_OK);
+		assert_memory_equal(fake, cpu, sizeof(float) * 64 * dim);
+		assert_int_equal(api->embed(lane, gm, stores[0], &batch[5], 1, 1, fake, NULL, &err), QV_OK);
+		assert_int_equal(qv_embed(m, fx.g, &ids[5], 1, 1, cpu, NULL, &err), QV_OK);
+		assert_memory_equal(fake, cpu, sizeof(float) * dim);
+		/* the rows read are those of the embedding's one hop */
+		assert_int_equal(qv_sample_hops_into(fx.g, batch, 64, m->fanout, 1, 1, m->seed, false,
+											 NULL, sbuf, &smp, &err), QV_OK);
+		assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, smp.n_nodes[1]);
+
+		assert_int_equal(api->embed(lane, gm, stores[0], batch, 64, 2, fake, &st, &err), QV_EINVAL);
+		assert_string_equal(err.msg,
+							"layer 2 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+		assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, 0);
+		assert_int_equal(api->embed(lane, gm, stores[0], batch, 64, 0, fake, NULL, &err), QV_EINVAL);
+		assert_string_equal(err.msg,
+							"layer 0 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+		api->model_destroy(gm);
+		free(fake);
+		free(cpu);
+	}
+	api->lane_destroy(lane);
+	for (int d = 0; d < 2; d++)
+		api->store_destroy(stores[d]);
+	unregister_graph(api, 1);
+	qv_gpu_close(gpu);
+	qv_sample_buf_destroy(sbuf);
+}
+
 /* ---- validation ----------------------------------------------------------- */
 
 static void
@@ -1352,6 +1421,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_host_register, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_infer_matches_cpu, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_sampled_repeatable, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_embed, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_store_validation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_infer_validation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_links, test_setup, test_teardown),

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "forward.h"
+#include "sample.h"
 
 /* ---- pool ---------------------------------------------------------------- */
 
@@ -968,6 +969,449 @@ test_errors(void **state)
 	free(f);
 }
 
+/* ---- embeddings (hidden layers) ------------------------------------------ */
+
+/*
+ * Hidden-layer outputs worked out by hand.  Nodes 0, 1, 2 with features
+ * 1, 2, 4; edges 0->2 twice, 1->2, 2->2.  Layer 0 is 1 -> 2 with W = [1;
+ * -1] (GraphSAGE: W_l, and W_r = [0; 1]), bias [-1, 0.5]; layer 1 is 2 -> 1.
+ *   GraphSAGE: mean(2) = (1 + 1 + 2 + 4) / 4 = 2, mean(0) = mean(1) = 0;
+ *     h(0) = relu(0 - 1, 0 + 1 + 0.5) = (0, 1.5); h(1) = (0, 2.5);
+ *     h(2) = relu(2 - 1, -2 + 4 + 0.5) = (1, 2.5).
+ *   GCN: d = (1, 1, 4); a(0) = 1, a(1) = 2,
+ *     a(2) = 2 * 1 / sqrt(1 * 4) + 2 / sqrt(1 * 4) + 4 / 4 = 3;
+ *     h = relu(a - 1, -a + 0.5): (0, 0), (1, 0), (2, 0).
+ */
+static void
+test_embed_hand(void **state)
+{
+	const int64_t src[] = {0, 0, 1, 2};
+	const int64_t dst[] = {2, 2, 2, 2};
+	const int64_t nid[] = {2, 0, 1, 2};
+	const float feat[] = {1, 2, 4};
+	const float want[2][3][2] = {{{0, 1.5f}, {0, 2.5f}, {1, 2.5f}},
+	{{0, 0}, {1, 0}, {2, 0}}};
+	float		w0[] = {1, -1},
+				r0[] = {0, 1},
+				b0[] = {-1, 0.5f},
+				w1[] = {0.5f, -2},
+				r1[] = {1, 1},
+				b1[] = {0.25f};
+	int64_t		ids3[] = {0, 1, 2};
+	QvGraphInput in = {3, 1, ids3, feat, 4, src, dst, false};
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+
+	assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+	for (int a = 0; a < 2; a++)
+	{
+		QvModel		m = {0};
+		float		out[4 * 2];
+		int32_t		dim = 0;
+
+		m.arch = a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+		m.n_layers = 2;
+		m.in_dim = 1;
+		m.out_dim = 1;
+		m.layers[0] = (QvLayer) {1, 2, w0, b0, a ? NULL : r0, NULL};
+		m.layers[1] = (QvLayer) {2, 1, w1, b1, a ? NULL : r1, NULL};
+		m.fanout[0] = m.fanout[1] = -1;
+		assert_int_equal(qv_embed_layer_check(&m, 1, &dim, &err), QV_OK);
+		assert_int_equal(dim, 2);
+		assert_int_equal(qv_embed(&m, g, nid, 4, 1, out, NULL, &err), QV_OK);
+		for (int i = 0; i < 4; i++)
+			for (int c = 0; c < 2; c++)
+				assert_close(out[i * 2 + c], want[a][nid[i]][c], 1e-6);
+		/* fanout 1 on hop 0 (the last layer's) does not apply: the
+		 * embedding samples hop 1 only, where 4 takes all of node 2's
+		 * 4 in-edges */
+		m.fanout[0] = 1;
+		m.fanout[1] = 4;
+		assert_int_equal(qv_embed(&m, g, nid, 4, 1, out, NULL, &err), QV_OK);
+		for (int i = 0; i < 4; i++)
+			for (int c = 0; c < 2; c++)
+				assert_close(out[i * 2 + c], want[a][nid[i]][c], 1e-6);
+	}
+	qv_graph_free(g);
+}
+
+/* Full-graph reference of the first n_run layers (ReLU after every layer
+ * but the model's last); returns r->n x layers[n_run-1].out_dim doubles. */
+static double *
+ref_forward_layers(const RefGraph *r, const QvModel *m, const float *feat, int n_run)
+{
+	int			dim = m->layers[0].in_dim;
+	double	   *h = malloc(sizeof(double) * r->n * dim);
+
+	for (int i = 0; i < r->n * dim; i++)
+		h[i] = feat[i];
+	for (int i = 0; i < n_run; i++)
+	{
+		double	   *next = malloc(sizeof(double) * r->n * m->layers[i].out_dim);
+
+		ref_layer(r, m->arch, &m->layers[i], h, next, i < m->n_layers - 1);
+		free(h);
+		h = next;
+	}
+	return h;
+}
+
+/* max |out - ref| / max |ref| over the batch rows of width cols. */
+static double
+rel_error_cols(const float *out, const double *ref, const int64_t *ids, int n,
+			   int cols, const RefGraph *r)
+{
+	double		e = 0,
+				scale = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		int			v = ref_index(r, ids[i]);
+
+		for (int c = 0; c < cols; c++)
+		{
+			e = fmax(e, fabs(out[i * cols + c] - ref[v * cols + c]));
+			scale = fmax(scale, fabs(ref[v * cols + c]));
+		}
+	}
+	assert_true(scale > 0.1);	/* the comparison is not vacuous */
+	return e / scale;
+}
+
+/*
+ * Full neighbourhoods: hidden layers equal the double reference over the
+ * edge list, on the 13-node fixture (GraphSAGE with and without lin_r
+ * bias, GCN, directed and undirected) and on 300 nodes with a 3-layer
+ * model, layers 1 and 2, on no pool and a pool of 2 (bitwise the same).
+ */
+static void
+test_embed_full(void **state)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	RefGraph	r = {N, ids, N_EDGES, esrc, edst};
+	QvError		err = {0};
+	QvPool	   *pool = qv_pool_create(2, NULL);
+	float		out[N_BATCH * HID];
+
+	for (int c = 0; c < 3; c++)
+	{
+		QvArch		arch = c == 2 ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+		QvGraph    *g;
+		double	   *ref;
+
+		make_model(f, arch, c == 1);
+		g = make_graph(f, esrc, edst, N_EDGES, false);
+		ref = ref_forward_layers(&r, &f->m, f->feat, 1);
+		assert_int_equal(qv_embed(&f->m, g, batch, N_BATCH, 1, out, NULL, &err), QV_OK);
+		assert_true(rel_error_cols(out, ref, batch, N_BATCH, HID, &r) < 1e-5);
+		for (int i = 0; i < N_BATCH * HID; i++)
+			assert_true(out[i] >= 0.0f);	/* after the ReLU */
+		free(ref);
+		qv_graph_free(g);
+	}
+	{
+		int			dims[] = {19, 33, 21, 5};
+		BigGraph   *b = big_graph(300, 2500, 19, 7);
+		RefGraph	rb = {b->n, b->ids, b->n_edges, b->src, b->dst};
+
+		for (int a = 0; a < 2; a++)
+		{
+			QvModel    *m = test_model_random(a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE, 3, dims,
+											  NULL, a == 0, 99);
+			float	   *o = malloc(sizeof(float) * b->n * 33);
+			float	   *op = malloc(sizeof(float) * b->n * 33);
+
+			for (int layer = 1; layer <= 2; layer++)
+			{
+				double	   *ref = ref_forward_layers(&rb, m, b->feat, layer);
+				int			w = dims[layer];
+
+				assert_int_equal(qv_embed(m, b->g, b->ids, b->n, layer, o, NULL, &err), QV_OK);
+				assert_true(rel_error_cols(o, ref, b->ids, b->n, w, &rb) < 1e-5);
+				assert_int_equal(qv_embed(m, b->g, b->ids, b->n, layer, op, pool, &err), QV_OK);
+				assert_memory_equal(o, op, sizeof(float) * b->n * w);
+				free(ref);
+			}
+			free(o);
+			free(op);
+			test_model_free(m);
+		}
+		free_big_graph(b);
+	}
+	qv_pool_destroy(pool);
+	free(f);
+}
+
+/*
+ * A float64 forward over a sample, as docs/sampling.md defines a layer on
+ * a block: layers 0 .. n_run-1, layer i through block s->n_hops-1-i; the
+ * sample is qv_sample's (nbr index the next node set, a self loop is nbr
+ * == t).  Returns the rows of nodes[s->n_hops - n_run], which begin with
+ * the seeds, n_nodes[...] x layers[n_run-1].out_dim.
+ */
+static double *
+ref_sampled(const QvGraph *g, const QvModel *m, const QvSample *s, int n_run)
+{
+	int			top = s->n_hops;
+	int			dim = g->dim;
+	double	   *h = malloc(sizeof(double) * ((size_t) s->n_nodes[top] * dim + 1));
+
+	for (int32_t u = 0; u < s->n_nodes[top]; u++)
+		for (int c = 0; c < dim; c++)
+			h[(size_t) u * dim + c] = g->feat[(size_t) s->nodes[top][u] * dim + c];
+	for (int i = 0; i < n_run; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+		int			hb = top - 1 - i;
+		const QvBlock *blk = &s->blocks[hb];
+		double	   *next = malloc(sizeof(double) * ((size_t) s->n_nodes[hb] * l->out_dim + 1));
+		double	   *a = malloc(sizeof(double) * l->in_dim);
+
+		for (int32_t t = 0; t < s->n_nodes[hb]; t++)
+		{
+			int32_t		v = s->nodes[hb][t];
+			double		dh = g->deg_noloop[v] + 1.0;
+			int64_t		taken = 0;
+
+			memset(a, 0, sizeof(double) * l->in_dim);
+			for (int64_t j = blk->offsets[t]; j < blk->offsets[t + 1]; j++)
+			{
+				int32_t		u = blk->nbr[j];
+				double		w = 1.0;
+
+				if (m->arch == QV_ARCH_GCN)
+				{
+					if (u == t)
+						continue;
+					w = 1.0 / sqrt(g->deg_noloop[s->nodes[hb + 1][u]] + 1.0);
+				}
+				taken++;
+				for (int c = 0; c < l->in_dim; c++)
+					a[c] += w * h[(size_t) u * l->in_dim + c];
+			}
+			for (int c = 0; c < l->in_dim; c++)
+			{
+				if (m->arch == QV_ARCH_GCN)
+					a[c] = (taken ? a[c] * g->deg_noloop[v] / taken / sqrt(dh) : 0.0) +
+						h[(size_t) t * l->in_dim + c] / dh;
+				else
+					a[c] = taken ? a[c] / taken : 0.0;
+			}
+			for (int o = 0; o < l->out_dim; o++)
+			{
+				double		y = (l->bias_l ? l->bias_l[o] : 0) + (l->bias_r ? l->bias_r[o] : 0);
+
+				for (int c = 0; c < l->in_dim; c++)
+				{
+					y += (double) l->weight_l[o * l->in_dim + c] * a[c];
+					if (m->arch == QV_ARCH_GRAPHSAGE)
+						y += (double) l->weight_r[o * l->in_dim + c] *
+							h[(size_t) t * l->in_dim + c];
+				}
+				next[(size_t) t * l->out_dim + o] = (i < m->n_layers - 1 && y < 0) ? 0 : y;
+			}
+		}
+		free(a);
+		free(h);
+		h = next;
+	}
+	return h;
+}
+
+/* max over the batch of |out[i] - rows[seed_pos[i]]| / max |rows|. */
+static double
+seed_rows_error(const float *out, const double *rows, const QvSample *s, int cols)
+{
+	double		e = 0,
+				scale = 0;
+
+	for (int32_t i = 0; i < s->n_seeds; i++)
+		for (int c = 0; c < cols; c++)
+		{
+			double		want = rows[(size_t) s->seed_pos[i] * cols + c];
+
+			e = fmax(e, fabs(out[(size_t) i * cols + c] - want));
+			scale = fmax(scale, fabs(want));
+		}
+	assert_true(scale > 0.1);
+	return e / scale;
+}
+
+/*
+ * The point of qv_embed: with a fanout, a seed's layer-k embedding is the
+ * activation the full forward computes for that seed at layer k, i.e. it
+ * samples the model's deepest hops L-k .. L-1, not hops 0 .. k-1.  On 6000
+ * nodes, a 3-layer model, fanouts [6, 4, 3] and [4, 4, 4] (equal fanouts:
+ * only the hop keys tell the hops apart), a model seed and graph version:
+ *  - a float64 forward over qv_sample's full 3-hop sample reproduces
+ *    qv_infer (so its intermediate rows are the full forward's), and its
+ *    layer-k rows of the seeds equal qv_embed(k), k = 1, 2;
+ *  - the same computed over hops 0 .. k-1 is far off (the test can fail);
+ *  - GraphSAGE: the full forward of a model whose later layers pass the
+ *    root through (W_l = 0, W_r = I, no bias) is qv_infer's own
+ *    intermediate activation, and equals qv_embed;
+ *  - an id alone equals its batch row, and pools of 1 and 3 give bitwise
+ *    the same batch as no pool.
+ */
+static void
+check_embed_sampled(QvArch arch, const int32_t *fanout)
+{
+	int			dims[] = {20, 24, 17, 5};
+	BigGraph   *b = big_graph(6000, 90000, 20, 3);
+	QvModel    *m = test_model_random(arch, 3, dims, fanout, false, 5);
+	int			n = 600;
+	int64_t    *bid = malloc(sizeof(int64_t) * n);
+	int32_t    *dense = malloc(sizeof(int32_t) * n);
+	float	   *pred = malloc(sizeof(float) * n * 5);
+	float	   *emb = malloc(sizeof(float) * n * 24);
+	float	   *emb_p = malloc(sizeof(float) * n * 24);
+	QvPool	   *pools[2] = {qv_pool_create(1, NULL), qv_pool_create(3, NULL)};
+	QvSample	full,
+				wrong;
+	double	   *rows;
+	QvError		err = {0};
+
+	m->seed = 17;
+	b->g->version = 9;
+	for (int i = 0; i < n; i++)
+	{
+		bid[i] = b->ids[(i * 37) % 2200];
+		dense[i] = qv_graph_find(b->g, bid[i]);
+	}
+	assert_int_equal(qv_sample(b->g, dense, n, m->fanout, 3, m->seed, &full, &err), QV_OK);
+	rows = ref_sampled(b->g, m, &full, 3);
+	assert_int_equal(qv_infer(m, b->g, bid, n, pred, NULL, &err), QV_OK);
+	assert_true(seed_rows_error(pred, rows, &full, 5) < 1e-5);
+	free(rows);
+	for (int k = 1; k <= 2; k++)
+	{
+		int			w = dims[k];
+		double		e_right,
+					e_wrong;
+		float		one[24];
+
+		rows = ref_sampled(b->g, m, &full, k);
+		assert_int_equal(qv_embed(m, b->g, bid, n, k, emb, NULL, &err), QV_OK);
+		e_right = seed_rows_error(emb, rows, &full, w);
+		free(rows);
+		assert_int_equal(qv_sample(b->g, dense, n, m->fanout, k, m->seed, &wrong, &err), QV_OK);
+		rows = ref_sampled(b->g, m, &wrong, k);
+		e_wrong = seed_rows_error(emb, rows, &wrong, w);
+		free(rows);
+		qv_sample_free(&wrong);
+		printf("%s fanout [%d, %d, %d] layer %d: vs the full forward %.3g, vs hops 0..%d %.3g\n",
+			   qv_arch_name(arch), fanout[0], fanout[1], fanout[2], k, e_right, k - 1, e_wrong);
+		assert_true(e_right < 1e-5);
+		assert_true(e_wrong > 1e-2);
+
+		for (int p = 0; p < 2; p++)
+		{
+			assert_int_equal(qv_embed(m, b->g, bid, n, k, emb_p, pools[p], &err), QV_OK);
+			assert_memory_equal(emb, emb_p, sizeof(float) * n * w);
+		}
+		for (int i = 0; i < n; i += 53)
+		{
+			assert_int_equal(qv_embed(m, b->g, &bid[i], 1, k, one, pools[1], &err), QV_OK);
+			assert_true(rows_rel_error(one, emb + (size_t) i * w, w) <= 1e-5);
+		}
+		if (arch == QV_ARCH_GRAPHSAGE)
+		{
+			/* layers k .. 2 pass the root through: qv_infer returns its
+			 * own layer-k activation */
+			QvModel		id = *m;
+			float	   *zero = calloc((size_t) w * w, sizeof(float));
+			float	   *eye = calloc((size_t) w * w, sizeof(float));
+			float	   *through = malloc(sizeof(float) * n * w);
+
+			for (int c = 0; c < w; c++)
+				eye[c * w + c] = 1.0f;
+			for (int i = k; i < 3; i++)
+				id.layers[i] = (QvLayer) {w, w, zero, NULL, eye, NULL};
+			id.out_dim = w;
+			assert_int_equal(qv_infer(&id, b->g, bid, n, through, NULL, &err), QV_OK);
+			assert_true(rows_rel_error(emb, through, (int64_t) n * w) <= 1e-6);
+			free(zero);
+			free(eye);
+			free(through);
+		}
+	}
+	qv_sample_free(&full);
+	for (int p = 0; p < 2; p++)
+		qv_pool_destroy(pools[p]);
+	free(bid);
+	free(dense);
+	free(pred);
+	free(emb);
+	free(emb_p);
+	test_model_free(m);
+	free_big_graph(b);
+}
+
+static void
+test_embed_sampled(void **state)
+{
+	const int32_t mixed[] = {6, 4, 3};
+	const int32_t equal[] = {4, 4, 4};
+
+	check_embed_sampled(QV_ARCH_GRAPHSAGE, mixed);
+	check_embed_sampled(QV_ARCH_GRAPHSAGE, equal);
+	check_embed_sampled(QV_ARCH_GCN, mixed);
+	check_embed_sampled(QV_ARCH_GCN, equal);
+}
+
+/* Layers outside 1 .. L-1 and 1-layer models are QV_EINVAL naming the
+ * layer and the layer count; other errors are qv_infer's. */
+static void
+test_embed_errors(void **state)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	int64_t		nid[] = {3, 77};
+	float		out[2 * HID];
+	QvWorkspace *ws = qv_workspace_create(NULL);
+	QvGraph    *g;
+	QvError		err = {0};
+	int32_t		dim = -1;
+
+	make_model(f, QV_ARCH_GRAPHSAGE, 0);
+	g = make_graph(f, esrc, edst, N_EDGES, false);
+	assert_int_equal(qv_embed(&f->m, g, nid, 1, 0, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg,
+						"layer 0 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+	assert_int_equal(qv_embed(&f->m, g, nid, 1, 2, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg,
+						"layer 2 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+	assert_int_equal(qv_embed_ws(&f->m, g, nid, 1, -4, out, NULL, ws, &err), QV_EINVAL);
+	assert_string_equal(err.msg,
+						"layer -4 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+	assert_int_equal(qv_embed_layer_check(&f->m, 3, &dim, &err), QV_EINVAL);
+	assert_int_equal(dim, -1);
+	assert_int_equal(qv_embed(&f->m, g, nid, 2, 1, out, NULL, &err), QV_ENOTFOUND);
+	assert_string_equal(err.msg, "node id 77 does not exist");
+	assert_int_equal(qv_embed(&f->m, g, nid, 0, 1, out, NULL, &err), QV_OK);
+	assert_int_equal(qv_embed(&f->m, g, nid, -1, 1, out, NULL, &err), QV_EINVAL);
+	assert_int_equal(qv_embed(NULL, g, nid, 1, 1, out, NULL, &err), QV_EINVAL);
+	assert_int_equal(qv_embed_layer_check(NULL, 1, NULL, &err), QV_EINVAL);
+	/* a broken model is reported before the layer */
+	f->m.layers[1].in_dim = HID + 1;
+	assert_int_equal(qv_embed(&f->m, g, nid, 1, 1, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "layer 1 takes 8 inputs, but the layer before gives 7");
+	f->m.layers[1].in_dim = HID;
+
+	/* one layer: no hidden layer at all */
+	f->m.n_layers = 1;
+	f->m.layers[0].out_dim = OUT;
+	f->m.out_dim = OUT;
+	assert_int_equal(qv_embed(&f->m, g, nid, 1, 1, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "layer 1 does not exist: a 1-layer model has no hidden layer");
+	assert_int_equal(qv_embed_layer_check(&f->m, 0, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "layer 0 does not exist: a 1-layer model has no hidden layer");
+	/* and the workspace still serves a prediction afterwards */
+	assert_int_equal(qv_infer_ws(&f->m, g, nid, 1, out, NULL, ws, &err), QV_OK);
+	qv_workspace_destroy(ws);
+	qv_graph_free(g);
+	free(f);
+}
+
 int
 main(void)
 {
@@ -985,6 +1429,10 @@ main(void)
 		cmocka_unit_test(test_alone_equals_batch),
 		cmocka_unit_test(test_shuffled_rows_same_predictions),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_embed_hand),
+		cmocka_unit_test(test_embed_full),
+		cmocka_unit_test(test_embed_sampled),
+		cmocka_unit_test(test_embed_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -294,7 +294,7 @@ test_module_table(void **state)
 	assert_int_equal(qv_gpu_check_api(api, QV_TEST_CUDA_LIB, &err), QV_OK);
 	assert_non_null(api->host_register);
 	assert_non_null(api->infer);
-	assert_non_null(strstr(api->build, "ABI 4"));
+	assert_non_null(strstr(api->build, "ABI 5"));
 	dlclose(dl);
 }
 
@@ -811,6 +811,69 @@ test_gpu_sampled(void **state)
 	qv_gpu_close(gpu);
 }
 
+/*
+ * embed (ABI 5) on the GPU: hidden layers 1 and 2 of a sampled 3-layer
+ * model (fanout [3, 2, 2], a model seed and graph version) equal qv_embed
+ * on the CPU to float32 rounding, in a batch with repeats and alone; a
+ * layer outside 1 .. 2 is refused.
+ */
+static void
+check_embed(QvGpu *gpu, QvArch arch)
+{
+	TestGraph  *t = test_graph_random(400, 3000, 20, 22);
+	Rig			r = rig_open(gpu, t);
+	int			dims[] = {20, 16, 12, 7};
+	const int32_t fanout[] = {3, 2, 2};
+	QvModel    *m = test_model_random(arch, 3, dims, fanout, true, 8);
+	Tiers		tiers;
+	QvGpuStore *st = store_or_fail(&r, TIERS_MIX, 1, &tiers);
+	QvGpuModel *gm;
+	int32_t		seeds[] = {in_hub(t->g), 1, 399, in_hub(t->g), 5, 1};
+	int64_t		ids[6];
+	float		g_out[6 * 16],
+				c_out[6 * 16],
+				one[16];
+	QvError		err = {0};
+
+	m->seed = 31;
+	t->g->version = 5;
+	for (int i = 0; i < 6; i++)
+		ids[i] = t->ids[seeds[i]];
+	gm = model_or_fail(&r, m);
+	for (int layer = 1; layer <= 2; layer++)
+	{
+		int			w = dims[layer];
+
+		assert_int_equal(r.api->embed(r.lane, gm, st, seeds, 6, layer, g_out, NULL, &err), QV_OK);
+		assert_int_equal(qv_embed(m, t->g, ids, 6, layer, c_out, NULL, &err), QV_OK);
+		assert_true(rel_error(g_out, c_out, (size_t) 6 * w) <= TOL);
+		for (int i = 0; i < 6; i++)
+		{
+			assert_int_equal(r.api->embed(r.lane, gm, st, &seeds[i], 1, layer, one, NULL, &err),
+							 QV_OK);
+			assert_true(rel_error(one, c_out + i * w, w) <= TOL);
+		}
+	}
+	assert_int_equal(r.api->embed(r.lane, gm, st, seeds, 6, 3, g_out, NULL, &err), QV_EINVAL);
+	r.api->model_destroy(gm);
+	r.api->store_destroy(st);
+	tiers_free(&tiers);
+	rig_close(&r);
+	test_model_free(m);
+	test_graph_destroy(t);
+}
+
+static void
+test_gpu_embed(void **state)
+{
+	QvGpu	   *gpu = test_open_gpu_or_skip();
+
+	(void) state;
+	check_embed(gpu, QV_ARCH_GRAPHSAGE);
+	check_embed(gpu, QV_ARCH_GCN);
+	qv_gpu_close(gpu);
+}
+
 /* A lane reused across small, large and small batches stays right. */
 static void
 test_gpu_lane_reuse(void **state)
@@ -1072,6 +1135,7 @@ main(void)
 		cmocka_unit_test(test_gpu_full_graphsage),
 		cmocka_unit_test(test_gpu_full_gcn),
 		cmocka_unit_test(test_gpu_sampled),
+		cmocka_unit_test(test_gpu_embed),
 		cmocka_unit_test(test_gpu_sampled_without_replacement),
 		cmocka_unit_test(test_gpu_lane_reuse),
 		cmocka_unit_test(test_gpu_bad_inputs),

@@ -601,7 +601,8 @@ sample_row(const QvSample *s, int h, int32_t t, int32_t *out)
 	return n;
 }
 
-/* Every row of s is the definition's; returns the rows checked. */
+/* Every row of s is the definition's (block h is the model's hop
+ * s->first_hop + h); returns the rows checked. */
 static int64_t
 assert_rows_are_definition(const QvGraph *g, const QvSample *s, const int32_t *fanout,
 						   uint64_t seed)
@@ -621,7 +622,8 @@ assert_rows_are_definition(const QvGraph *g, const QvSample *s, const int32_t *f
 	for (int h = 0; h < s->n_hops; h++)
 		for (int32_t t = 0; t < s->n_nodes[h]; t++)
 		{
-			int64_t		k = reference_row(g, seed, h, s->nodes[h][t], fanout[h], want, pos);
+			int			hop = s->first_hop + h;
+			int64_t		k = reference_row(g, seed, hop, s->nodes[h][t], fanout[hop], want, pos);
 
 			assert_int_equal(sample_row(s, h, t, got), k);
 			if (k > 0)
@@ -641,20 +643,21 @@ assert_rows_are_definition(const QvGraph *g, const QvSample *s, const int32_t *f
  * rows compared.
  */
 static int64_t
-assert_rows_agree(const QvGraph *g, const QvSample *a, const QvSample *b, bool subset)
+assert_rows_agree_at(const QvGraph *g, const QvSample *a, const QvSample *b, int shift,
+					 bool subset)
 {
 	int32_t    *where = malloc(sizeof(int32_t) * g->n_nodes);
 	int32_t    *ra = malloc(sizeof(int32_t) * 1024);
 	int32_t    *rb = malloc(sizeof(int32_t) * 1024);
 	int64_t		compared = 0;
 
-	assert_int_equal(a->n_hops, b->n_hops);
+	assert_int_equal(a->n_hops + shift, b->n_hops);
 	for (int h = 0; h < a->n_hops; h++)
 	{
 		for (int64_t v = 0; v < g->n_nodes; v++)
 			where[v] = -1;
-		for (int32_t t = 0; t < b->n_nodes[h]; t++)
-			where[b->nodes[h][t]] = t;
+		for (int32_t t = 0; t < b->n_nodes[h + shift]; t++)
+			where[b->nodes[h + shift][t]] = t;
 		for (int32_t t = 0; t < a->n_nodes[h]; t++)
 		{
 			int32_t		v = a->nodes[h][t];
@@ -668,7 +671,7 @@ assert_rows_agree(const QvGraph *g, const QvSample *a, const QvSample *b, bool s
 				continue;
 			}
 			na = sample_row(a, h, t, ra);
-			nb = sample_row(b, h, where[v], rb);
+			nb = sample_row(b, h + shift, where[v], rb);
 			assert_true(na <= 1024);
 			if (na != nb || (na > 0 && memcmp(ra, rb, sizeof(int32_t) * na) != 0))
 				fail_msg("node %d samples another row at hop %d", (int) v, h);
@@ -679,6 +682,70 @@ assert_rows_agree(const QvGraph *g, const QvSample *a, const QvSample *b, bool s
 	free(ra);
 	free(rb);
 	return compared;
+}
+
+/* assert_rows_agree_at with the same hops on both sides. */
+static int64_t
+assert_rows_agree(const QvGraph *g, const QvSample *a, const QvSample *b, bool subset)
+{
+	return assert_rows_agree_at(g, a, b, 0, subset);
+}
+
+/*
+ * Truncated samples (qv_sample_hops_into), as embeddings of hidden layers
+ * use them: hops first_hop .. 3 of a 4-hop fanout around the seeds are the
+ * hash definition at the model's hop numbers and fanouts, and every row
+ * equals the row the full 4-hop sample draws for the same node at that
+ * hop, whose node sets contain the truncated sample's (the seeds are in
+ * every node set of the full sample).  Serially and on a pool of 3, raw
+ * last hop or not; first_hop is recorded; bad ranges are errors.
+ */
+static void
+test_truncated_hops(void **state)
+{
+	QvGraph    *g = hub_graph(6000);
+	const int32_t fanout[4] = {40, 5, 3, 7};
+	int32_t    *seeds = malloc(sizeof(int32_t) * 500);
+	QvSampleBuf *buf = qv_sample_buf_create(NULL);
+	QvPool	   *pool = qv_pool_create(3, NULL);
+	QvSample	full,
+				s;
+	int64_t		checked = 0,
+				compared = 0;
+	QvError		err = {0};
+
+	for (int i = 0; i < 500; i++)
+		seeds[i] = (i * 89 + (i % 5)) % 6000;
+	g->version = 4;
+	assert_int_equal(qv_sample(g, seeds, 500, fanout, 4, 33, &full, &err), QV_OK);
+	assert_int_equal(full.first_hop, 0);
+	for (int first = 1; first < 4; first++)
+		for (int c = 0; c < 2; c++)
+		{
+			assert_int_equal(qv_sample_hops_into(g, seeds, 500, fanout, first, 4 - first, 33,
+												 c == 1, c ? pool : NULL, buf, &s, &err), QV_OK);
+			assert_int_equal(s.first_hop, first);
+			assert_int_equal(s.n_hops, 4 - first);
+			assert_int_equal(s.n_nodes[0], full.n_nodes[0]);
+			assert_memory_equal(s.seed_pos, full.seed_pos, sizeof(int32_t) * 500);
+			checked += assert_rows_are_definition(g, &s, fanout, 33);
+			compared += assert_rows_agree_at(g, &s, &full, first, true);
+		}
+	printf("truncated samples: %lld rows equal to the definition, %lld to the full sample's\n",
+		   (long long) checked, (long long) compared);
+	qv_sample_free(&full);
+
+	assert_int_equal(qv_sample_hops_into(g, seeds, 5, fanout, -1, 2, 0, false, NULL, buf, &s,
+										 &err), QV_EINVAL);
+	assert_string_equal(err.msg, "first hop -1 with 2 hops must end by hop 8");
+	assert_int_equal(qv_sample_hops_into(g, seeds, 5, fanout, QV_MAX_LAYERS - 1, 2, 0, false,
+										 NULL, buf, &s, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "first hop 7 with 2 hops must end by hop 8");
+	assert_null(s.seed_pos);
+	qv_pool_destroy(pool);
+	qv_sample_buf_destroy(buf);
+	free(seeds);
+	qv_graph_free(g);
 }
 
 /*
@@ -1003,6 +1070,7 @@ main(void)
 		cmocka_unit_test(test_raw_last_hop),
 		cmocka_unit_test(test_buffer_reuse),
 		cmocka_unit_test(test_rows_are_hash_definition),
+		cmocka_unit_test(test_truncated_hops),
 		cmocka_unit_test(test_node_sample_independent_of_batch),
 		cmocka_unit_test(test_seed_and_version_change_draw),
 		cmocka_unit_test(test_without_replacement_multiset),
