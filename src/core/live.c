@@ -43,6 +43,24 @@ typedef struct Hash
 	int64_t		count;
 } Hash;
 
+/* A mutating call made while a compaction job is open: copies of its
+ * arguments, replayed onto the job's graph by qv_live_compact_finish. */
+enum
+{
+	J_NODES = 1,				/* qv_live_nodes (truncate_nodes too) */
+	J_EDGES,					/* qv_live_edges */
+	J_TRUNCATE_EDGES			/* qv_live_truncate_edges */
+};
+
+typedef struct JEntry
+{
+	int			kind;
+	int			sign;
+	int64_t		n;
+	int64_t    *a;				/* ids or sources */
+	int64_t    *b;				/* destinations */
+} JEntry;
+
 struct QvLive
 {
 	QvGraph    *g;
@@ -58,6 +76,13 @@ struct QvLive
 	uint8_t    *tflag;			/* n_cap: touched since the last take */
 	int32_t    *tlist;			/* n_cap: the touched nodes */
 	int64_t		n_touched;
+	/* background compaction (qv_live_compact_begin .. finish) */
+	QvLiveCompaction *job;		/* open job, or NULL: no journaling */
+	JEntry	   *journal;		/* the calls made since begin */
+	int64_t		n_journal;
+	int64_t		journal_cap;
+	size_t		journal_bytes;	/* of the entries' copies */
+	bool		journal_broken; /* an entry could not be recorded */
 };
 
 #define MIN_ROW_CAP 4
@@ -211,7 +236,12 @@ sort_row_mult(int32_t *col, int32_t *mult, int64_t len, uint64_t *tmp, int bits)
 {
 	uint64_t   *a = tmp,
 			   *b = tmp + len;
+	int64_t		k = 1;
 
+	while (k < len && col[k - 1] <= col[k])
+		k++;
+	if (k >= len)
+		return;					/* sorted already */
 	if (len <= 64)
 	{
 		for (int64_t i = 1; i < len; i++)
@@ -437,7 +467,8 @@ static int
 resize(void *pp, size_t n, size_t elem, QvError *err, const char *what)
 {
 	void	  **p = pp;
-	void	   *q = realloc(*p, (n ? n : 1) * elem);
+	size_t		bytes = n * elem;
+	void	   *q = realloc(*p, bytes ? bytes : 1);
 
 	if (q == NULL)
 		return qv_error(err, QV_ENOMEM, "out of memory growing %s to %zu entries", what, n);
@@ -612,6 +643,100 @@ dangling_clear(QvLive *L)
 	hash_clear(h);
 	L->n_dangling = 0;
 	L->bucket_bytes = 0;
+}
+
+/* ---- the compaction journal ---- */
+
+static void *
+dup_array(const void *p, size_t bytes, QvError *err, const char *what)
+{
+	void	   *q = qv_malloc(bytes, err, what);
+
+	if (q != NULL && bytes > 0)
+		memcpy(q, p, bytes);
+	return q;
+}
+
+static void
+journal_entry_free(JEntry *e)
+{
+	free(e->a);
+	free(e->b);
+}
+
+static size_t
+journal_entry_bytes(const JEntry *e)
+{
+	size_t		n = (size_t) e->n;
+
+	return (e->a ? n * sizeof(int64_t) : 0) + (e->b ? n * sizeof(int64_t) : 0);
+}
+
+static void
+journal_clear(QvLive *L)
+{
+	for (int64_t i = 0; i < L->n_journal; i++)
+		journal_entry_free(&L->journal[i]);
+	free(L->journal);
+	L->journal = NULL;
+	L->n_journal = L->journal_cap = 0;
+	L->journal_bytes = 0;
+	L->journal_broken = false;
+}
+
+/* Room for one more journal entry. */
+static int
+journal_room(QvLive *L, QvError *err)
+{
+	int64_t		cap = max64(16, 2 * L->journal_cap);
+	int			rc;
+
+	if (L->n_journal < L->journal_cap)
+		return QV_OK;
+	if ((rc = resize(&L->journal, (size_t) cap, sizeof(JEntry), err, "compaction journal")) != QV_OK)
+		return rc;
+	L->journal_cap = cap;
+	return QV_OK;
+}
+
+/* Before a mutating call while a job is open: room for its entry and
+ * copies of its arguments (b may be NULL; node features are not needed:
+ * finish takes them from L). */
+static int
+journal_prepare(QvLive *L, JEntry *e, int kind, int sign, int64_t n, const int64_t *a,
+				const int64_t *b, QvError *err)
+{
+	size_t		sn = (size_t) n;
+
+	memset(e, 0, sizeof(*e));
+	if (L->job == NULL)
+		return QV_OK;
+	e->kind = kind;
+	e->sign = sign;
+	e->n = n;
+	if (journal_room(L, err) != QV_OK ||
+		(e->a = dup_array(a, sn * sizeof(int64_t), err, "journaled ids")) == NULL ||
+		(b && (e->b = dup_array(b, sn * sizeof(int64_t), err, "journaled ids")) == NULL))
+	{
+		journal_entry_free(e);
+		return QV_ENOMEM;
+	}
+	return QV_OK;
+}
+
+/* After the call: keep the entry if it succeeded. */
+static void
+journal_commit(QvLive *L, JEntry *e, int rc)
+{
+	if (L->job == NULL)
+		return;
+	if (rc != QV_OK)
+	{
+		journal_entry_free(e);
+		return;
+	}
+	L->journal[L->n_journal++] = *e;
+	L->journal_bytes += journal_entry_bytes(e);
 }
 
 /* ---- edges in the graph ---- */
@@ -875,6 +1000,9 @@ int
 qv_live_edges(QvLive *L, int sign, int64_t n, const int64_t *src, const int64_t *dst,
 			  QvError *err)
 {
+	JEntry		e;
+	int			rc;
+
 	if (L == NULL)
 		return qv_error(err, QV_EINVAL, "live graph is NULL");
 	if (sign != 1 && sign != -1)
@@ -885,7 +1013,11 @@ qv_live_edges(QvLive *L, int sign, int64_t n, const int64_t *src, const int64_t 
 		return QV_OK;
 	if (src == NULL || dst == NULL)
 		return qv_error(err, QV_EINVAL, "edge batch lacks endpoints");
-	return sign > 0 ? edges_insert(L, n, src, dst, err) : edges_delete(L, n, src, dst, err);
+	if ((rc = journal_prepare(L, &e, J_EDGES, sign, n, src, dst, err)) != QV_OK)
+		return rc;
+	rc = sign > 0 ? edges_insert(L, n, src, dst, err) : edges_delete(L, n, src, dst, err);
+	journal_commit(L, &e, rc);
+	return rc;
 }
 
 /* ---- node batches ---- */
@@ -1201,6 +1333,9 @@ int
 qv_live_nodes(QvLive *L, int sign, int64_t n, const int64_t *ids, const float *feat,
 			  QvError *err)
 {
+	JEntry		e;
+	int			rc;
+
 	if (L == NULL)
 		return qv_error(err, QV_EINVAL, "live graph is NULL");
 	if (sign != 1 && sign != -1)
@@ -1211,7 +1346,11 @@ qv_live_nodes(QvLive *L, int sign, int64_t n, const int64_t *ids, const float *f
 		return QV_OK;
 	if (ids == NULL || (sign > 0 && feat == NULL))
 		return qv_error(err, QV_EINVAL, "node batch lacks ids or features");
-	return sign > 0 ? nodes_insert(L, n, ids, feat, err) : nodes_delete(L, n, ids, err);
+	if ((rc = journal_prepare(L, &e, J_NODES, sign, n, ids, NULL, err)) != QV_OK)
+		return rc;
+	rc = sign > 0 ? nodes_insert(L, n, ids, feat, err) : nodes_delete(L, n, ids, err);
+	journal_commit(L, &e, rc);
+	return rc;
 }
 
 /* ---- truncation ---- */
@@ -1249,6 +1388,19 @@ qv_live_truncate_edges(QvLive *L)
 	g->n_edges = 0;
 	dangling_clear(L);
 	finish(L);
+	if (L->job != NULL)
+	{
+		/* cannot fail: an entry that cannot be recorded fails the job */
+		if (journal_room(L, NULL) == QV_OK)
+		{
+			JEntry	   *e = &L->journal[L->n_journal++];
+
+			memset(e, 0, sizeof(*e));
+			e->kind = J_TRUNCATE_EDGES;
+		}
+		else
+			L->journal_broken = true;
+	}
 }
 
 int
@@ -1318,7 +1470,8 @@ qv_live_bytes(const QvLive *L)
 		+ n * (1 + sizeof(int32_t))	/* touched */
 		+ (size_t) L->in.col_cap * sizeof(int32_t) * (L->undirected ? 2 : 1)
 		+ (g->idmap.mask + 1) * (sizeof(int64_t) + sizeof(int32_t))
-		+ hash_bytes(&L->holes) + hash_bytes(&L->dangling) + L->bucket_bytes;
+		+ hash_bytes(&L->holes) + hash_bytes(&L->dangling) + L->bucket_bytes
+		+ (size_t) L->n_journal * sizeof(JEntry) + L->journal_bytes;
 	if (!L->undirected)
 		bytes += (n + 2) * sizeof(int64_t) + 2 * n * sizeof(int64_t)
 			+ (size_t) L->out.col_cap * sizeof(int32_t);
@@ -1390,7 +1543,46 @@ qv_live_compact_renumbers(const QvLive *L)
 	return false;
 }
 
-/* ---- compaction and build ---- */
+/* ---- compaction ---- */
+
+/*
+ * What a canonical rebuild reads: a live graph's node slots and rows, L's
+ * own (qv_live_compact), a job's copies of them (qv_live_compact_run) or
+ * the job's replayed graph (qv_live_compact_finish).
+ */
+typedef struct Src
+{
+	int64_t		n_slots;
+	int64_t		n_absent;
+	int64_t		n_edges;
+	int32_t		dim;
+	bool		undirected;
+	const int64_t *ids;
+	const float *feat;
+	const int32_t *deg;
+	const Hash *holes;			/* id of a hole -> its slot + 1 */
+	const Slack *in;			/* start, end, col (and mult) */
+	const Slack *out;			/* directed: out-rows to gather, or NULL to
+								 * rebuild them from the in-rows */
+} Src;
+
+static Src
+src_of(const QvLive *L, bool gather_out)
+{
+	const QvGraph *g = L->g;
+	Src			s = {g->n_nodes, g->n_absent, g->n_edges, g->dim, L->undirected,
+		g->ids, g->feat, g->deg_noloop, &L->holes, &L->in,
+	gather_out && !L->undirected ? &L->out : NULL};
+
+	return s;
+}
+
+/* Whether slot v holds a node (a hole keeps the id it had). */
+static bool
+src_present(const Src *s, int64_t v)
+{
+	return s->n_absent == 0 || hash_get(s->holes, s->ids[v]) != v + 1;
+}
 
 /* The out-rows of in-rows in[0..n) (E entries), contiguous: a counting
  * sort by source, each out-row in ascending order of destination. */
@@ -1457,19 +1649,21 @@ canon_free(Canon *c)
 	free(c->tlist);
 	free(c->old);
 	free(c->map);
+	memset(c, 0, sizeof(*c));
 }
 
-/* The new dense order: the nodes present, by id. */
+/* The new dense order: the nodes present, by id (no sort when the slots
+ * already hold them in id order). */
 static int
-canon_order(const QvLive *L, Canon *c, QvError *err)
+canon_order(const Src *s, Canon *c, QvError *err)
 {
-	const QvGraph *g = L->g;
-	int64_t		n_old = g->n_nodes;
-	int64_t		n = n_old - g->n_absent;
+	int64_t		n_old = s->n_slots;
+	int64_t		n = n_old - s->n_absent;
 	int64_t    *present = qv_malloc((size_t) n * sizeof(int64_t), err, "present node ids");
 	int32_t    *pdense = present ? qv_malloc((size_t) n * sizeof(int32_t), err, "present nodes") : NULL;
 	int32_t    *order = NULL;
 	int64_t		k = 0;
+	bool		sorted = true;
 	int			rc = QV_ENOMEM;
 
 	c->n = n;
@@ -1481,18 +1675,28 @@ canon_order(const QvLive *L, Canon *c, QvError *err)
 	for (int64_t v = 0; v < n_old; v++)
 	{
 		c->map[v] = -1;
-		if (qv_graph_find(g, g->ids[v]) == v)
-		{
-			present[k] = g->ids[v];
-			pdense[k++] = (int32_t) v;
-		}
+		if (!src_present(s, v))
+			continue;
+		if (k == n)
+			break;
+		sorted &= k == 0 || s->ids[v] > present[k - 1];
+		present[k] = s->ids[v];
+		pdense[k++] = (int32_t) v;
 	}
-	if (n > 0 && (rc = qv_ids_sort(present, n, c->ids, &order, err)) != QV_OK)
+	if (k != n)
+	{
+		rc = qv_error(err, QV_EINTERNAL, "live graph has %lld nodes present, not %lld",
+					  (long long) k, (long long) n);
+		goto done;
+	}
+	if (sorted)
+		memcpy(c->ids, present, (size_t) n * sizeof(int64_t));
+	else if ((rc = qv_ids_sort(present, n, c->ids, &order, err)) != QV_OK)
 		goto done;
 	c->renumbered = false;
 	for (int64_t r = 0; r < n; r++)
 	{
-		c->old[r] = pdense[order[r]];
+		c->old[r] = pdense[sorted ? r : order[r]];
 		c->map[c->old[r]] = (int32_t) r;
 		c->renumbered |= c->old[r] != r;
 	}
@@ -1504,81 +1708,123 @@ done:
 	return rc;
 }
 
-/* Sort each row of c->in by source (carrying mult), as qv_graph_build. */
+/* Bits of the largest dense index below n. */
 static int
-canon_sort_rows(Canon *c, int64_t max_len, bool undirected, QvError *err)
+index_bits(int64_t n)
+{
+	int			bits = 0;
+
+	while (bits < 31 && (n - 1) >> bits != 0)
+		bits++;
+	return bits;
+}
+
+/* Sort each row of rows[0..n) by source (carrying mult when undirected),
+ * as qv_graph_build; rows already sorted cost one pass. */
+static int
+sort_rows(Slack *rows, int64_t n, int64_t max_len, bool undirected, QvError *err)
 {
 	size_t		words = (size_t) (max_len > 0 ? max_len : 1);
 	void	   *tmp = qv_malloc(words * (undirected ? 2 * sizeof(uint64_t) : sizeof(int32_t)),
 							   err, "row sort");
-	int			bits = 0;
+	int			bits = index_bits(n);
 
 	if (tmp == NULL)
 		return QV_ENOMEM;
-	while (bits < 31 && (c->n - 1) >> bits != 0)
-		bits++;
-	for (int64_t r = 0; r < c->n; r++)
+	for (int64_t r = 0; r < n; r++)
 	{
-		int64_t		b = c->in.start[r],
-					len = c->in.end[r] - b;
+		int64_t		b = rows->start[r],
+					len = rows->end[r] - b;
 
 		if (undirected)
-			sort_row_mult(c->in.col + b, c->in.mult + b, len, tmp, bits);
+			sort_row_mult(rows->col + b, rows->mult + b, len, tmp, bits);
 		else
-			qv_csr_sort_row(c->in.col + b, len, tmp, bits);
+			qv_csr_sort_row(rows->col + b, len, tmp, bits);
 	}
 	free(tmp);
 	return QV_OK;
 }
 
-/* c's in-rows: old rows in the new order, renumbered, contiguous, sorted. */
+/* Rows of from, in the new order and renumbered, contiguous in to (E
+ * entries, mult too when with_mult); the longest row's length. */
 static int
-canon_rows(const QvLive *L, Canon *c, QvError *err)
+gather_rows(const Slack *from, const Canon *c, int64_t E, bool with_mult, Slack *to,
+			int64_t *max_len, QvError *err)
 {
-	const Slack *in = &L->in;
-	size_t		n = (size_t) c->n,
-				E = (size_t) L->g->n_edges;
-	int64_t		pos = 0,
-				max_len = 0;
+	size_t		n = (size_t) c->n;
+	int64_t		pos = 0;
 
-	c->in.start = qv_malloc((n + 2) * sizeof(int64_t), err, "row starts");
-	c->in.end = c->in.start ? qv_malloc(n * sizeof(int64_t), err, "row ends") : NULL;
-	c->in.cap = c->in.end ? qv_malloc(n * sizeof(int64_t), err, "row capacities") : NULL;
-	c->in.col = c->in.cap ? qv_malloc(E * sizeof(int32_t), err, "rows") : NULL;
-	if (c->in.col != NULL && L->undirected)
-		c->in.mult = qv_malloc(E * sizeof(int32_t), err, "edge row counts");
-	if (c->in.col == NULL || (L->undirected && c->in.mult == NULL))
+	*max_len = 0;
+	to->start = qv_malloc((n + 2) * sizeof(int64_t), err, "row starts");
+	to->end = to->start ? qv_malloc(n * sizeof(int64_t), err, "row ends") : NULL;
+	to->cap = to->end ? qv_malloc(n * sizeof(int64_t), err, "row capacities") : NULL;
+	to->col = to->cap ? qv_malloc((size_t) E * sizeof(int32_t), err, "rows") : NULL;
+	if (to->col != NULL && with_mult)
+		to->mult = qv_malloc((size_t) E * sizeof(int32_t), err, "edge row counts");
+	if (to->col == NULL || (with_mult && to->mult == NULL))
 		return QV_ENOMEM;
 	for (int64_t r = 0; r < c->n; r++)
 	{
 		int32_t		o = c->old[r];
+		int64_t		b = from->start[o],
+					len = from->end[o] - b;
 
-		c->in.start[r] = pos;
-		for (int64_t j = in->start[o]; j < in->end[o]; j++, pos++)
-		{
-			c->in.col[pos] = c->map[in->col[j]];
-			if (c->in.mult)
-				c->in.mult[pos] = in->mult[j];
-		}
-		c->in.end[r] = pos;
-		c->in.cap[r] = pos - c->in.start[r];
-		max_len = max64(max_len, c->in.cap[r]);
+		if (pos + len > E)
+			break;
+		to->start[r] = pos;
+		for (int64_t j = 0; j < len; j++)
+			to->col[pos + j] = c->map[from->col[b + j]];
+		if (with_mult)
+			memcpy(to->mult + pos, from->mult + b, (size_t) len * sizeof(int32_t));
+		pos += len;
+		to->end[r] = pos;
+		to->cap[r] = len;
+		*max_len = max64(*max_len, len);
 	}
-	c->in.start[c->n] = pos;
-	c->in.col_cap = c->in.top = pos;
-	if (pos != (int64_t) E)
-		return qv_error(err, QV_EINTERNAL, "live graph rows hold %lld entries, not %lld",
-						(long long) pos, (long long) E);
-	return canon_sort_rows(c, max_len, L->undirected, err);
+	to->start[n] = pos;
+	to->start[n + 1] = 0;
+	to->col_cap = to->top = pos;
+	if (pos != E)
+		return qv_error(err, QV_EINTERNAL, "live graph rows hold more or fewer entries than %lld",
+						(long long) E);
+	return QV_OK;
+}
+
+/* c's in-rows: old rows in the new order, renumbered, contiguous, sorted. */
+static int
+canon_rows(const Src *s, Canon *c, QvError *err)
+{
+	int64_t		max_len;
+	int			rc;
+
+	if ((rc = gather_rows(s->in, c, s->n_edges, s->undirected, &c->in, &max_len, err)) != QV_OK)
+		return rc;
+	return sort_rows(&c->in, c->n, max_len, s->undirected, err);
+}
+
+/* c's out-rows (directed): gathered from s's and sorted where unsorted,
+ * or rebuilt from c's in-rows; the same either way. */
+static int
+canon_out(const Src *s, Canon *c, QvError *err)
+{
+	int64_t		max_len;
+	int			rc;
+
+	if (s->undirected)
+		return QV_OK;
+	if (s->out == NULL)
+		return out_from_in(&c->in, c->n, s->n_edges, &c->out, err);
+	if ((rc = gather_rows(s->out, c, s->n_edges, false, &c->out, &max_len, err)) != QV_OK)
+		return rc;
+	return sort_rows(&c->out, c->n, max_len, false, err);
 }
 
 /* c's node arrays: ids (done), features, degrees, id map, touched. */
 static int
-canon_nodes(const QvLive *L, Canon *c, QvError *err)
+canon_nodes(const Src *s, Canon *c, QvError *err)
 {
-	const QvGraph *g = L->g;
 	size_t		n = (size_t) c->n,
-				row = (size_t) g->dim;
+				row = (size_t) s->dim;
 	int			rc;
 
 	c->feat = qv_malloc(n * row * sizeof(float), err, "node features");
@@ -1591,10 +1837,26 @@ canon_nodes(const QvLive *L, Canon *c, QvError *err)
 		return rc;
 	for (int64_t r = 0; r < c->n; r++)
 	{
-		memcpy(c->feat + (size_t) r * row, g->feat + (size_t) c->old[r] * row, row * sizeof(float));
-		c->deg[r] = g->deg_noloop[c->old[r]];
+		if (row > 0)
+			memcpy(c->feat + (size_t) r * row, s->feat + (size_t) c->old[r] * row, row * sizeof(float));
+		c->deg[r] = s->deg[c->old[r]];
 	}
 	return QV_OK;
+}
+
+/* The canonical rebuild of s (c freed on failure). */
+static int
+canon_build(const Src *s, Canon *c, QvError *err)
+{
+	int			rc;
+
+	memset(c, 0, sizeof(*c));
+	if ((rc = canon_order(s, c, err)) != QV_OK ||
+		(rc = canon_rows(s, c, err)) != QV_OK ||
+		(rc = canon_nodes(s, c, err)) != QV_OK ||
+		(rc = canon_out(s, c, err)) != QV_OK)
+		canon_free(c);
+	return rc;
 }
 
 /* Replace L's arrays by c's (which L then owns); the touched set follows
@@ -1650,23 +1912,624 @@ canon_install(QvLive *L, Canon *c)
 int
 qv_live_compact(QvLive *L, QvError *err)
 {
-	Canon		c = {0};
+	Canon		c;
+	Src			s;
 	int			rc;
 
 	if (L == NULL)
 		return qv_error(err, QV_EINVAL, "live graph is NULL");
-	if ((rc = canon_order(L, &c, err)) != QV_OK ||
-		(rc = canon_rows(L, &c, err)) != QV_OK ||
-		(rc = canon_nodes(L, &c, err)) != QV_OK ||
-		(!L->undirected &&
-		 (rc = out_from_in(&c.in, c.n, L->g->n_edges, &c.out, err)) != QV_OK))
-	{
-		canon_free(&c);
+	s = src_of(L, false);
+	if ((rc = canon_build(&s, &c, err)) != QV_OK)
 		return rc;
-	}
 	canon_install(L, &c);
 	return QV_OK;
 }
+
+/* ---- background compaction ---- */
+
+struct QvLiveCompaction
+{
+	/* begin's copies of L (freed once run has succeeded) */
+	int64_t		n_slots;
+	int64_t		n_absent;
+	int64_t		n_edges;
+	bool		undirected;
+	int64_t    *ids;
+	int32_t    *deg;
+	Slack		in;				/* start (n_slots + 1), col (and mult): the
+								 * rows contiguous, no end array */
+	Hash		holes;
+	int64_t    *dangling;		/* n_dangling (missing id, src, dst) */
+	int64_t		n_dangling;
+	size_t		copy_bytes;
+	/* run's result: a live graph, canonical, of the contents at begin */
+	QvLive	   *S;
+};
+
+static void
+job_free_copies(QvLiveCompaction *J)
+{
+	free(J->ids);
+	free(J->deg);
+	slack_free(&J->in);
+	free(J->holes.keys);
+	free(J->holes.vals);
+	free(J->dangling);
+	J->ids = NULL;
+	J->deg = NULL;
+	memset(&J->holes, 0, sizeof(J->holes));
+	J->dangling = NULL;
+	J->copy_bytes = 0;
+}
+
+static void
+job_free(QvLiveCompaction *J)
+{
+	job_free_copies(J);
+	qv_live_free(J->S);
+	free(J);
+}
+
+/* Apply a journaled call to the job's graph. */
+static int
+journal_replay(QvLive *S, const JEntry *e, QvError *err)
+{
+	switch (e->kind)
+	{
+		case J_NODES:			/* S has no features (dim 0): any pointer */
+			return qv_live_nodes(S, e->sign, e->n, e->a, (const float *) e->a, err);
+		case J_EDGES:
+			return qv_live_edges(S, e->sign, e->n, e->a, e->b, err);
+		case J_TRUNCATE_EDGES:
+			qv_live_truncate_edges(S);
+			return QV_OK;
+	}
+	return qv_error(err, QV_EINTERNAL, "compaction journal entry of kind %d", e->kind);
+}
+
+int
+qv_live_compact_begin(QvLive *L, QvLiveCompaction **job, QvError *err)
+{
+	QvLiveCompaction *J;
+	const QvGraph *g;
+	size_t		n,
+				E;
+	int64_t		k = 0,
+				pos = 0;
+
+	if (job == NULL)
+		return qv_error(err, QV_EINVAL, "compaction job output pointer is NULL");
+	*job = NULL;
+	if (L == NULL)
+		return qv_error(err, QV_EINVAL, "live graph is NULL");
+	if (L->job != NULL)
+		return qv_error(err, QV_EINVAL, "a compaction of this live graph is already open");
+	J = qv_calloc(1, sizeof(*J), err, "compaction job");
+	if (J == NULL)
+		return QV_ENOMEM;
+	g = L->g;
+	n = (size_t) g->n_nodes;
+	E = (size_t) g->n_edges;
+	J->n_slots = g->n_nodes;
+	J->n_absent = g->n_absent;
+	J->n_edges = g->n_edges;
+	J->undirected = L->undirected;
+	if ((J->ids = dup_array(g->ids, n * sizeof(int64_t), err, "node ids")) == NULL ||
+		(J->deg = dup_array(g->deg_noloop, n * sizeof(int32_t), err, "node degrees")) == NULL ||
+		(J->in.start = qv_malloc((n + 1) * sizeof(int64_t), err, "row starts")) == NULL ||
+		(J->in.col = qv_malloc(E * sizeof(int32_t), err, "rows")) == NULL ||
+		(L->undirected &&
+		 (J->in.mult = qv_malloc(E * sizeof(int32_t), err, "edge row counts")) == NULL) ||
+		(J->dangling = qv_malloc((size_t) L->n_dangling * 3 * sizeof(int64_t), err,
+								 "dangling edge rows")) == NULL)
+		goto fail;
+	/* the rows, contiguous (dead slots and slack left out): row v is
+	 * col[start[v] .. start[v + 1]) */
+	for (size_t v = 0; v < n; v++)
+	{
+		int64_t		b = L->in.start[v],
+					len = L->in.end[v] - b;
+
+		J->in.start[v] = pos;
+		if (pos + len > (int64_t) E)
+			break;
+		memcpy(J->in.col + pos, L->in.col + b, (size_t) len * sizeof(int32_t));
+		if (L->undirected)
+			memcpy(J->in.mult + pos, L->in.mult + b, (size_t) len * sizeof(int32_t));
+		pos += len;
+	}
+	J->in.start[n] = pos;
+	if (pos != (int64_t) E)
+	{
+		qv_error(err, QV_EINTERNAL, "live graph rows hold more or fewer entries than %lld",
+				 (long long) E);
+		job_free(J);
+		return QV_EINTERNAL;
+	}
+	if (L->holes.count > 0)
+	{
+		size_t		slots = (size_t) L->holes.mask + 1;
+
+		if ((J->holes.keys = dup_array(L->holes.keys, slots * sizeof(int64_t), err, "deleted node index")) == NULL ||
+			(J->holes.vals = dup_array(L->holes.vals, slots * sizeof(int64_t), err, "deleted node index")) == NULL)
+			goto fail;
+		J->holes.mask = L->holes.mask;
+		J->holes.count = L->holes.count;
+	}
+	if (L->dangling.vals != NULL)
+		for (uint64_t s = 0; s <= L->dangling.mask; s++)
+		{
+			const Bucket *b = (const Bucket *) (intptr_t) L->dangling.vals[s];
+
+			for (int64_t i = 0; b != NULL && i < b->n; i++, k++)
+			{
+				J->dangling[3 * k] = L->dangling.keys[s];
+				J->dangling[3 * k + 1] = b->rows[2 * i];
+				J->dangling[3 * k + 2] = b->rows[2 * i + 1];
+			}
+		}
+	J->n_dangling = k;
+	J->copy_bytes = n * (2 * sizeof(int64_t) + sizeof(int32_t)) +
+		E * sizeof(int32_t) * (L->undirected ? 2 : 1) + hash_bytes(&J->holes) +
+		(size_t) k * 3 * sizeof(int64_t);
+	journal_clear(L);
+	L->job = J;
+	*job = J;
+	return QV_OK;
+fail:
+	job_free(J);
+	return QV_ENOMEM;
+}
+
+int
+qv_live_compact_run(QvLiveCompaction *J, QvError *err)
+{
+	Src			s;
+	Slack		in;
+	Canon		c;
+	QvLive	   *S;
+	int			rc;
+
+	if (J == NULL)
+		return qv_error(err, QV_EINVAL, "compaction job is NULL");
+	if (J->S != NULL)
+		return QV_OK;			/* done already */
+	in = J->in;
+	in.end = J->in.start + 1;	/* contiguous */
+	memset(&s, 0, sizeof(s));
+	s.n_slots = J->n_slots;
+	s.n_absent = J->n_absent;
+	s.n_edges = J->n_edges;
+	s.dim = 0;					/* no features */
+	s.undirected = J->undirected;
+	s.ids = J->ids;
+	s.deg = J->deg;
+	s.holes = &J->holes;
+	s.in = &in;
+	s.out = NULL;				/* rebuilt from the in-rows */
+	if ((rc = canon_build(&s, &c, err)) != QV_OK)
+		return rc;
+	S = qv_calloc(1, sizeof(QvLive), err, "compacted live graph");
+	if (S != NULL && (S->g = qv_calloc(1, sizeof(QvGraph), err, "compacted graph")) == NULL)
+	{
+		free(S);
+		S = NULL;
+	}
+	if (S == NULL)
+	{
+		canon_free(&c);
+		return QV_ENOMEM;
+	}
+	S->undirected = J->undirected;
+	S->g->dim = 0;				/* no features: finish takes L's */
+	S->g->n_edges = J->n_edges;
+	S->g->n_nodes = c.n;
+	S->g->ids = c.ids;
+	S->g->feat = c.feat;
+	S->g->deg_noloop = c.deg;
+	S->g->idmap = c.idmap;
+	S->in = c.in;
+	S->out = c.out;
+	S->tflag = c.tflag;
+	S->tlist = c.tlist;
+	S->n_cap = c.n;
+	free(c.old);
+	free(c.map);
+	finish(S);
+	for (int64_t k = 0; k < J->n_dangling; k++)
+	{
+		const int64_t *t = J->dangling + 3 * k;
+
+		if ((rc = bucket_reserve(S, t[0], 1, err)) != QV_OK)
+		{
+			qv_live_free(S);
+			return rc;
+		}
+		dangle_add(S, t[0], t[1], t[2]);
+	}
+	J->S = S;
+	job_free_copies(J);
+	return QV_OK;
+}
+
+/*
+ * In place, for finish when the replay moved no dense index: make the
+ * rows of s contiguous in row order, no slack (what gather_rows gives with
+ * the identity order).  s was contiguous (rows 0..n in order, E_home
+ * entries, no slack) before the replay, which since then only shrank rows
+ * where they were ("home" rows, start < E_home) or moved them above
+ * E_home (and no truncation reset the layout): the moved rows are copied
+ * aside, the home rows shifted left (in row order) or right (in reverse
+ * order), neither overwriting the other's data, the moved rows copied
+ * back; col (and mult) shrink to the E entries.  The longest row's length
+ * in *max_len.
+ */
+static int
+slack_pack(Slack *s, int64_t n, int64_t E_home, int64_t E, int64_t *max_len, QvError *err)
+{
+	int64_t		moved = 0,
+				total = 0,
+				pos,
+				k = 0;
+	int32_t    *aside,
+			   *aside_mult = NULL;
+	int			rc;
+
+	for (int64_t v = 0; v < n; v++)
+	{
+		int64_t		len = s->end[v] - s->start[v];
+
+		total += len;
+		if (len > 0 && s->start[v] >= E_home)
+			moved += len;
+	}
+	if (total != E || E > s->col_cap)
+		return qv_error(err, QV_EINTERNAL, "live graph rows hold %lld entries, not %lld",
+						(long long) total, (long long) E);
+	aside = qv_malloc((size_t) moved * sizeof(int32_t), err, "moved rows");
+	if (aside != NULL && s->mult)
+		aside_mult = qv_malloc((size_t) moved * sizeof(int32_t), err, "moved rows");
+	if (aside == NULL || (s->mult && aside_mult == NULL))
+	{
+		free(aside);
+		return QV_ENOMEM;
+	}
+	for (int64_t v = 0; v < n; v++)
+	{
+		int64_t		len = s->end[v] - s->start[v];
+
+		if (len == 0 || s->start[v] < E_home)
+			continue;
+		memcpy(aside + k, s->col + s->start[v], (size_t) len * sizeof(int32_t));
+		if (s->mult)
+			memcpy(aside_mult + k, s->mult + s->start[v], (size_t) len * sizeof(int32_t));
+		k += len;
+	}
+	/* home rows that go left, in row order; then those that go right */
+	pos = 0;
+	for (int64_t v = 0; v < n; v++)
+	{
+		int64_t		len = s->end[v] - s->start[v];
+
+		if (len > 0 && s->start[v] < E_home && pos < s->start[v])
+		{
+			memmove(s->col + pos, s->col + s->start[v], (size_t) len * sizeof(int32_t));
+			if (s->mult)
+				memmove(s->mult + pos, s->mult + s->start[v], (size_t) len * sizeof(int32_t));
+		}
+		pos += len;
+	}
+	for (int64_t v = n - 1; v >= 0; v--)
+	{
+		int64_t		len = s->end[v] - s->start[v];
+
+		pos -= len;
+		if (len > 0 && s->start[v] < E_home && pos > s->start[v])
+		{
+			memmove(s->col + pos, s->col + s->start[v], (size_t) len * sizeof(int32_t));
+			if (s->mult)
+				memmove(s->mult + pos, s->mult + s->start[v], (size_t) len * sizeof(int32_t));
+		}
+	}
+	/* the moved rows back, and the new layout */
+	k = 0;
+	*max_len = 0;
+	for (int64_t v = 0; v < n; v++)
+	{
+		int64_t		len = s->end[v] - s->start[v];
+
+		if (len > 0 && s->start[v] >= E_home)
+		{
+			memcpy(s->col + pos, aside + k, (size_t) len * sizeof(int32_t));
+			if (s->mult)
+				memcpy(s->mult + pos, aside_mult + k, (size_t) len * sizeof(int32_t));
+			k += len;
+		}
+		s->start[v] = pos;
+		s->end[v] = pos + len;
+		s->cap[v] = len;
+		pos += len;
+		*max_len = max64(*max_len, len);
+	}
+	free(aside);
+	free(aside_mult);
+	s->start[n] = pos;
+	s->start[n + 1] = 0;
+	s->top = pos;
+	s->dead = 0;
+	if ((rc = resize(&s->col, (size_t) E, sizeof(int32_t), err, "rows")) != QV_OK ||
+		(s->mult && (rc = resize(&s->mult, (size_t) E, sizeof(int32_t), err, "edge row counts")) != QV_OK))
+		return rc;
+	s->col_cap = E;
+	return QV_OK;
+}
+
+/* Shrink the per-node arrays of s (rows with slack) to n slots. */
+static int
+slack_shrink_nodes(Slack *s, int64_t n, QvError *err)
+{
+	int			rc;
+
+	if ((rc = resize(&s->start, (size_t) n + 2, sizeof(int64_t), err, "row starts")) != QV_OK ||
+		(rc = resize(&s->end, (size_t) n, sizeof(int64_t), err, "row ends")) != QV_OK ||
+		(rc = resize(&s->cap, (size_t) n, sizeof(int64_t), err, "row capacities")) != QV_OK)
+		return rc;
+	return QV_OK;
+}
+
+/* Whether S (the job's graph after the replay) keeps every dense index
+ * in a canonical rebuild: no holes, ids ascending. */
+static bool
+keeps_dense(const QvLive *S)
+{
+	const QvGraph *g = S->g;
+
+	if (g->n_absent > 0)
+		return false;
+	for (int64_t v = 1; v < g->n_nodes; v++)
+		if (g->ids[v] <= g->ids[v - 1])
+			return false;
+	return true;
+}
+
+/*
+ * The canonical form of S in place, when keeps_dense(S) and no truncation
+ * was replayed: rows packed (slack_pack), the rows the replay touched (in-
+ * rows) or left unsorted (out-rows) sorted, node arrays shrunk to n, the
+ * id map rebuilt when nodes changed (a map grown by inserts and deletes
+ * holds the same ids in other slots).  O(N + E) moves with no new O(E)
+ * array; a failure leaves S unusable (the caller drops it).
+ */
+static int
+canon_in_place(QvLive *S, int64_t E_home, bool nodes_changed, QvError *err)
+{
+	QvGraph    *g = S->g;
+	int64_t		n = g->n_nodes;
+	int64_t		max_len;
+	size_t		words;
+	void	   *tmp;
+	int			bits = index_bits(n);
+	int			rc;
+
+	if ((rc = slack_pack(&S->in, n, E_home, g->n_edges, &max_len, err)) != QV_OK)
+		return rc;
+	words = (size_t) (max_len > 0 ? max_len : 1);
+	tmp = qv_malloc(words * (S->undirected ? 2 * sizeof(uint64_t) : sizeof(int32_t)), err, "row sort");
+	if (tmp == NULL)
+		return QV_ENOMEM;
+	for (int64_t i = 0; i < S->n_touched; i++)
+	{
+		int32_t		v = S->tlist[i];
+		int64_t		b = S->in.start[v],
+					len = S->in.end[v] - b;
+
+		if (S->undirected)
+			sort_row_mult(S->in.col + b, S->in.mult + b, len, tmp, bits);
+		else
+			qv_csr_sort_row(S->in.col + b, len, tmp, bits);
+	}
+	free(tmp);
+	if (!S->undirected &&
+		((rc = slack_pack(&S->out, n, E_home, g->n_edges, &max_len, err)) != QV_OK ||
+		 (rc = sort_rows(&S->out, n, max_len, false, err)) != QV_OK ||
+		 (rc = slack_shrink_nodes(&S->out, n, err)) != QV_OK))
+		return rc;
+	if ((rc = slack_shrink_nodes(&S->in, n, err)) != QV_OK ||
+		(rc = resize(&g->ids, (size_t) n, sizeof(int64_t), err, "node ids")) != QV_OK ||
+		(rc = resize(&g->feat, (size_t) n, sizeof(float) * (size_t) g->dim, err, "node features")) != QV_OK ||
+		(rc = resize(&g->deg_noloop, (size_t) n, sizeof(int32_t), err, "node degrees")) != QV_OK ||
+		(rc = resize(&S->tflag, (size_t) n, 1, err, "touched flags")) != QV_OK ||
+		(rc = resize(&S->tlist, (size_t) n, sizeof(int32_t), err, "touched nodes")) != QV_OK)
+		return rc;
+	memset(S->tflag, 0, (size_t) n);
+	S->n_touched = 0;
+	S->n_cap = n;
+	S->appended = false;
+	if (nodes_changed)
+	{
+		QvIdMap		map;
+
+		if ((rc = qv_idmap_build(&map, g->ids, n, err)) != QV_OK)
+			return rc;
+		free(g->idmap.keys);
+		free(g->idmap.vals);
+		g->idmap = map;
+	}
+	finish(S);
+	return QV_OK;
+}
+
+/* The arrays of S, canonical already, as a Canon (S keeps the rest). */
+static void
+canon_take(QvLive *S, Canon *c)
+{
+	QvGraph    *g = S->g;
+
+	memset(c, 0, sizeof(*c));
+	c->n = g->n_nodes;
+	c->ids = g->ids;
+	c->feat = g->feat;
+	c->deg = g->deg_noloop;
+	c->idmap = g->idmap;
+	c->in = S->in;
+	c->out = S->out;
+	c->tflag = S->tflag;
+	c->tlist = S->tlist;
+	g->ids = NULL;
+	g->feat = NULL;
+	g->deg_noloop = NULL;
+	memset(&g->idmap, 0, sizeof(g->idmap));
+	g->rowptr = g->rowend = NULL;
+	g->col = NULL;
+	memset(&S->in, 0, sizeof(S->in));
+	memset(&S->out, 0, sizeof(S->out));
+	S->tflag = NULL;
+	S->tlist = NULL;
+}
+
+int
+qv_live_compact_finish(QvLive *L, QvLiveCompaction *J, QvError *err)
+{
+	QvLive	   *S;
+	Canon		c;
+	bool		nodes_changed = false,
+				truncated = false;
+	int			rc;
+
+	if (J == NULL)
+		return qv_error(err, QV_EINVAL, "compaction job is NULL");
+	if (L == NULL)
+	{
+		job_free(J);
+		return qv_error(err, QV_EINVAL, "live graph is NULL");
+	}
+	if (L->job != J)
+		return qv_error(err, QV_EINVAL, "compaction job is not this live graph's");
+	S = J->S;
+	if (S == NULL)
+	{
+		rc = qv_error(err, QV_EINVAL, "compaction job has not run");
+		goto done;
+	}
+	if (L->journal_broken)
+	{
+		rc = qv_error(err, QV_ENOMEM, "out of memory journaling a change during compaction");
+		goto done;
+	}
+	for (int64_t i = 0; i < L->n_journal; i++)
+		if ((rc = journal_replay(S, &L->journal[i], err)) != QV_OK)
+			goto done;
+	if (qv_live_nodes_count(S) != qv_live_nodes_count(L) ||
+		S->g->n_edges != L->g->n_edges || S->n_dangling != L->n_dangling)
+	{
+		rc = qv_error(err, QV_EINTERNAL,
+					  "compacted live graph has %lld nodes, %lld edges, %lld dangling rows, not %lld, %lld, %lld",
+					  (long long) qv_live_nodes_count(S), (long long) S->g->n_edges,
+					  (long long) S->n_dangling, (long long) qv_live_nodes_count(L),
+					  (long long) L->g->n_edges, (long long) L->n_dangling);
+		goto done;
+	}
+	for (int64_t i = 0; i < L->n_journal; i++)
+	{
+		nodes_changed |= L->journal[i].kind == J_NODES;
+		truncated |= L->journal[i].kind == J_TRUNCATE_EDGES;
+	}
+	if (L->n_journal == 0)
+		canon_take(S, &c);		/* as run left it: canonical */
+	else if (!truncated && keeps_dense(S))
+	{
+		if ((rc = canon_in_place(S, J->n_edges, nodes_changed, err)) != QV_OK)
+			goto done;
+		canon_take(S, &c);
+	}
+	else
+	{
+		/* dense indices move (holes, ids out of order) or a truncation
+		 * reset the layout: gathered into new arrays, renumbered */
+		Src			s = src_of(S, true);
+
+		if ((rc = canon_build(&s, &c, err)) != QV_OK)
+			goto done;
+	}
+	/* renumbered relative to L's dense indices */
+	c.renumbered = c.n > 0 && memcmp(L->g->ids, c.ids, (size_t) c.n * sizeof(int64_t)) != 0;
+	free(c.feat);
+	c.feat = NULL;
+	if (c.renumbered)
+	{
+		/* the features of L (final), in the new order */
+		size_t		row = (size_t) L->g->dim;
+
+		c.feat = qv_malloc((size_t) c.n * row * sizeof(float), err, "node features");
+		if (c.feat == NULL)
+		{
+			canon_free(&c);
+			rc = QV_ENOMEM;
+			goto done;
+		}
+		for (int64_t r = 0; r < c.n; r++)
+		{
+			int32_t		v = qv_graph_find(L->g, c.ids[r]);
+
+			if (v < 0)
+			{
+				rc = qv_error(err, QV_EINTERNAL, "compacted live graph has node %lld, the live graph not",
+							  (long long) c.ids[r]);
+				canon_free(&c);
+				goto done;
+			}
+			memcpy(c.feat + (size_t) r * row, L->g->feat + (size_t) v * row, row * sizeof(float));
+		}
+	}
+	else
+	{
+		/* L's own: its first n rows are the nodes' (the rest, holes) */
+		c.feat = L->g->feat;
+		L->g->feat = NULL;
+	}
+	canon_install(L, &c);
+	if (!c.renumbered)
+	{
+		size_t		bytes = (size_t) c.n * (size_t) L->g->dim * sizeof(float);
+		float	   *p = realloc(L->g->feat, bytes ? bytes : 1);	/* shrinks */
+
+		if (p != NULL)
+			L->g->feat = p;
+	}
+	rc = QV_OK;
+done:
+	qv_live_compact_abandon(L, J);
+	return rc;
+}
+
+void
+qv_live_compact_abandon(QvLive *L, QvLiveCompaction *J)
+{
+	if (J == NULL)
+		return;
+	if (L != NULL && L->job != J)
+		return;					/* not L's: left alone */
+	if (L != NULL)
+	{
+		journal_clear(L);
+		L->job = NULL;
+	}
+	job_free(J);
+}
+
+bool
+qv_live_compacting(const QvLive *L)
+{
+	return L != NULL && L->job != NULL;
+}
+
+size_t
+qv_live_compaction_bytes(const QvLiveCompaction *J)
+{
+	return J ? sizeof(*J) + J->copy_bytes + qv_live_bytes(J->S) : 0;
+}
+
+/* ---- build ---- */
 
 /* Check the raw input of qv_live_build (qv_graph_build checks the rest). */
 static int
@@ -1867,6 +2730,7 @@ qv_live_free(QvLive *L)
 {
 	if (L == NULL)
 		return;
+	qv_live_compact_abandon(L, L->job);
 	if (L->g != NULL && L->in.start != NULL)
 	{
 		/* the in-rows are L's (adopt), not the graph's */

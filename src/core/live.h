@@ -43,6 +43,8 @@
  *     fresh build's again.  Dense indices change when nodes were added or
  *     deleted since the last build or compaction (qv_live_compact_renumbers
  *     says so beforehand); every node is then reported touched.
+ *     qv_live_compact_begin / run / finish do the same with the expensive
+ *     part off the serving thread (see below).
  *
  * Memory (dim = feature dimension, the id map's load is 1/4 .. 1/2):
  *   per node slot   8 ids + 4 dim feat + 4 deg + 8 rowptr + 8 rowend
@@ -141,9 +143,77 @@ bool		qv_live_wants_compaction(const QvLive *L);
 bool		qv_live_compact_renumbers(const QvLive *L);
 
 /* Rebuild the graph canonically (see above): O(N + E) plus the sort of
- * each row, as in qv_graph_build; on error L is unchanged. */
+ * each row, as in qv_graph_build; on error L is unchanged.  Allowed while
+ * a background compaction is open (below): it changes no contents, so the
+ * job and its journal stay valid. */
 int			qv_live_compact(QvLive *L, QvError *err);
 
-void		qv_live_free(QvLive *L);	/* frees the graph too */
+/*
+ * Background compaction: the same canonical rebuild in three phases, so
+ * that the serving thread only pays for copies and for the changes made
+ * meanwhile.
+ *
+ *   begin   (serving thread) copies what the rebuild needs: node ids and
+ *           degrees, the in-rows gathered contiguous (a memcpy per row,
+ *           dead slots and slack left out), the holes' index and the
+ *           dangling rows, flat: O(N + E), no sorting, no hashing, no
+ *           features (finish takes them from L).  From then on every
+ *           mutating call on L that succeeds (qv_live_nodes,
+ *           qv_live_edges, qv_live_truncate_edges, qv_live_truncate_nodes)
+ *           also appends a copy of its ids to L's journal; a call that
+ *           fails is not journaled (and fails with QV_ENOMEM, changing
+ *           nothing, when the copy cannot be made).  One job per live
+ *           graph at a time: a second begin is QV_EINVAL.
+ *   run     (any thread; reads and writes the job only, never L, so the
+ *           serving thread may go on changing L meanwhile) builds from the
+ *           copies a whole live graph in canonical form, without features:
+ *           id order, rows gathered and sorted, id map, out-rows, dangling
+ *           index (the expensive part, about qv_live_compact's time).  On
+ *           failure the job is as before: run may be tried again.
+ *   finish  (serving thread, after run succeeded) replays the journal onto
+ *           that graph (the same calls on the same contents: time
+ *           proportional to the journal and the rows it touches), puts it
+ *           back in canonical form and swaps it into L in place:
+ *           qv_live_graph(L) stays the same QvGraph, its arrays change.
+ *           Putting back: nothing when the journal is empty; when the
+ *           replay left every dense index where a rebuild would put it (no
+ *           node left deleted, new ids above the old ones, no truncation),
+ *           rows packed in place by memmove (no new O(E) array), only rows
+ *           the replay touched sorted (out-rows: those found unsorted),
+ *           the id map rebuilt if nodes changed; otherwise a renumbering
+ *           gather into new arrays (O(N + E), rows sorted only where
+ *           unsorted, the id sort only when ids are out of order).
+ *           Features: L's array itself, shrunk, when no dense index of L
+ *           moves; else gathered from L by id.  The result is byte for
+ *           byte what qv_live_compact would give of L's contents then
+ *           (graph, counts, dangling rows, qv_live_bytes; the same later
+ *           behaviour); the touched set is every node when a dense index
+ *           of L moved, else L's own (less holes dropped at the end).  The
+ *           job is freed whatever the outcome; on failure (QV_ENOMEM,
+ *           QV_EINVAL when run has not succeeded) L stays as it was:
+ *           uncompacted, every change in, no longer journaling.  A job that
+ *           is not L's is QV_EINVAL and left alone.
+ *   abandon drops a job (begin or run failed, or the caller gives up):
+ *           stops the journaling, frees the journal and the job.  L must
+ *           be the job's live graph (or NULL: the job alone is freed).
+ *
+ * qv_live_free with a job open abandons it (frees it too: the caller must
+ * not be running qv_live_compact_run on it, nor use it afterwards).
+ * qv_live_compact is allowed with a job open (see above).  qv_live_bytes
+ * counts the journal (entries and copies); the job's own memory (the
+ * copies until run succeeds, then the compacted graph) is
+ * qv_live_compaction_bytes.
+ */
+typedef struct QvLiveCompaction QvLiveCompaction;
+
+int			qv_live_compact_begin(QvLive *L, QvLiveCompaction **job, QvError *err);
+int			qv_live_compact_run(QvLiveCompaction *job, QvError *err);
+int			qv_live_compact_finish(QvLive *L, QvLiveCompaction *job, QvError *err);
+void		qv_live_compact_abandon(QvLive *L, QvLiveCompaction *job);
+bool		qv_live_compacting(const QvLive *L);	/* a job is open (journaling) */
+size_t		qv_live_compaction_bytes(const QvLiveCompaction *job);
+
+void		qv_live_free(QvLive *L);	/* frees the graph too, and an open
+										 * compaction job */
 
 #endif

@@ -144,7 +144,8 @@ static const char *const usage_text =
 "    --time-build       time qv_graph_build on the graph's rows in a shuffled\n"
 "                       order (directed, then undirected) instead of batches\n"
 "    --time-live        time a live graph (live.h) built from the graph's rows:\n"
-"                       100-row edge and node batches, then compaction\n"
+"                       100-row edge and node batches, then compaction,\n"
+"                       synchronous and background (begin / run / finish)\n"
 "  model\n"
 "    --arch graphsage|gcn  (graphsage)\n"
 "    --hidden H         hidden width (256)\n"
@@ -1457,17 +1458,17 @@ typedef struct LiveRows
 	int64_t		cap;
 } LiveRows;
 
-/* Apply LIVE_BATCHES batches of LIVE_BATCH edge rows: deletes of random
+/* Apply `batches` batches of LIVE_BATCH edge rows: deletes of random
  * rows (sign -1) or inserts of random pairs (sign 1); seconds taken. */
 static int
-live_edge_batches(QvLive *L, LiveRows *r, int sign, int64_t n_nodes, uint64_t *rng,
-				  double *seconds, QvError *err)
+live_edge_batches(QvLive *L, LiveRows *r, int sign, int batches, int64_t n_nodes,
+				  uint64_t *rng, double *seconds, QvError *err)
 {
 	int64_t		s[LIVE_BATCH],
 				d[LIVE_BATCH];
 	double		total = 0.0;
 
-	for (int b = 0; b < LIVE_BATCHES; b++)
+	for (int b = 0; b < batches; b++)
 	{
 		double		t0;
 		int			rc;
@@ -1499,17 +1500,18 @@ live_edge_batches(QvLive *L, LiveRows *r, int sign, int64_t n_nodes, uint64_t *r
 	return QV_OK;
 }
 
-/* LIVE_BATCHES / 10 batches that delete LIVE_BATCH random nodes and insert
- * them again (a feature update); seconds taken. */
+/* `batches` batches that delete LIVE_BATCH random nodes and insert them
+ * again (a feature update); seconds taken. */
 static int
-live_node_batches(QvLive *L, const QvGraph *g, uint64_t *rng, double *seconds, QvError *err)
+live_node_batches(QvLive *L, const QvGraph *g, int batches, uint64_t *rng, double *seconds,
+				  QvError *err)
 {
 	int64_t		ids[LIVE_BATCH];
 	float	   *feat = qv_malloc(sizeof(float) * LIVE_BATCH * (size_t) g->dim, err, "node rows");
 	double		total = 0.0;
 	int			rc = feat ? QV_OK : QV_ENOMEM;
 
-	for (int b = 0; rc == QV_OK && b < LIVE_BATCHES / 10; b++)
+	for (int b = 0; rc == QV_OK && b < batches; b++)
 	{
 		double		t0;
 
@@ -1538,6 +1540,77 @@ live_node_batches(QvLive *L, const QvGraph *g, uint64_t *rng, double *seconds, Q
 	return rc;
 }
 
+/* Batches journaled during a background compaction: as many edge row
+ * deletes and inserts, and a tenth as many node delete + re-inserts. */
+#define LIVE_BG_JOURNAL 50
+
+typedef struct LiveBg
+{
+	bool		compact_before; /* after the synchronous compaction */
+	double		begin_s;
+	double		run_s;
+	double		finish_s;
+	double		finish_empty_s;
+	size_t		job_bytes;
+} LiveBg;
+
+/*
+ * After the synchronous compaction: the same changes again (the graph as
+ * uncompacted as it was), then a background compaction (begin, batches
+ * journaled, run, finish), then one with an empty journal.  Run here in
+ * the same thread: the engine would run it on another.
+ */
+static int
+live_background(QvLive *L, const QvGraph *g, LiveRows *r, uint64_t *rng, LiveBg *bg,
+				QvError *err)
+{
+	QvLiveCompaction *job = NULL;
+	double		t0,
+				ignored;
+	int			rc;
+
+	bg->compact_before = qv_graph_is_compact(qv_live_graph(L));
+	if ((rc = live_edge_batches(L, r, -1, LIVE_BATCHES, g->n_nodes, rng, &ignored, err)) != QV_OK ||
+		(rc = live_edge_batches(L, r, 1, LIVE_BATCHES, g->n_nodes, rng, &ignored, err)) != QV_OK ||
+		(rc = live_node_batches(L, g, LIVE_BATCHES / 10, rng, &ignored, err)) != QV_OK)
+		return rc;
+	for (int pass = 0; pass < 2; pass++)
+	{
+		t0 = now_s();
+		rc = qv_live_compact_begin(L, &job, err);
+		if (pass == 0)
+			bg->begin_s = now_s() - t0;
+		if (rc != QV_OK)
+			return rc;
+		if (pass == 0 &&
+			((rc = live_edge_batches(L, r, -1, LIVE_BG_JOURNAL, g->n_nodes, rng, &ignored, err)) != QV_OK ||
+			 (rc = live_edge_batches(L, r, 1, LIVE_BG_JOURNAL, g->n_nodes, rng, &ignored, err)) != QV_OK ||
+			 (rc = live_node_batches(L, g, LIVE_BG_JOURNAL / 10, rng, &ignored, err)) != QV_OK))
+		{
+			qv_live_compact_abandon(L, job);
+			return rc;
+		}
+		t0 = now_s();
+		rc = qv_live_compact_run(job, err);
+		if (pass == 0)
+		{
+			bg->run_s = now_s() - t0;
+			bg->job_bytes = qv_live_compaction_bytes(job);
+		}
+		if (rc != QV_OK)
+		{
+			qv_live_compact_abandon(L, job);
+			return rc;
+		}
+		t0 = now_s();
+		rc = qv_live_compact_finish(L, job, err);
+		*(pass == 0 ? &bg->finish_s : &bg->finish_empty_s) = now_s() - t0;
+		if (rc != QV_OK)
+			return rc;
+	}
+	return QV_OK;
+}
+
 /* One live graph of g's rows (ids 0..N-1): build, change, compact. */
 static int
 live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
@@ -1553,10 +1626,11 @@ live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
 				compact_s = 0;
 	size_t		bytes_built = 0,
 				bytes_changed = 0;
+	LiveBg		bg = {0};
 	bool		wanted = false;
 	int			rc = ids ? QV_OK : QV_ENOMEM;
 
-	r.cap = g->n_edges + (int64_t) LIVE_BATCH * LIVE_BATCHES;
+	r.cap = g->n_edges + (int64_t) LIVE_BATCH * (2 * LIVE_BATCHES + LIVE_BATCHES / 10);
 	r.src = rc == QV_OK ? qv_malloc((size_t) r.cap * sizeof(int64_t), err, "rows") : NULL;
 	r.dst = r.src ? qv_malloc((size_t) r.cap * sizeof(int64_t), err, "rows") : NULL;
 	if (r.dst == NULL)
@@ -1582,12 +1656,12 @@ live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
 	if (rc == QV_OK)
 	{
 		bytes_built = qv_live_bytes(L);
-		rc = live_edge_batches(L, &r, -1, n, rng, &del_s, err);
+		rc = live_edge_batches(L, &r, -1, LIVE_BATCHES, n, rng, &del_s, err);
 	}
 	if (rc == QV_OK)
-		rc = live_edge_batches(L, &r, 1, n, rng, &ins_s, err);
+		rc = live_edge_batches(L, &r, 1, LIVE_BATCHES, n, rng, &ins_s, err);
 	if (rc == QV_OK)
-		rc = live_node_batches(L, g, rng, &node_s, err);
+		rc = live_node_batches(L, g, LIVE_BATCHES / 10, rng, &node_s, err);
 	if (rc == QV_OK)
 	{
 		double		t0;
@@ -1599,17 +1673,24 @@ live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
 		compact_s = now_s() - t0;
 	}
 	if (rc == QV_OK)
+		rc = live_background(L, g, &r, rng, &bg, err);
+	if (rc == QV_OK)
 		printf("{\"live\":\"%s\",\"nodes\":%lld,\"edges\":%lld,\"build_s\":%.3f,"
 			   "\"batch_rows\":%d,\"edge_deletes_per_s\":%.0f,\"edge_inserts_per_s\":%.0f,"
 			   "\"node_delete_insert_per_s\":%.0f,\"compact_s\":%.3f,\"wanted_compaction\":%s,"
 			   "\"bytes_built\":%zu,\"bytes_changed\":%zu,\"bytes_compacted\":%zu,"
-			   "\"compact\":%s,\"peak_rss_bytes\":%lld}\n",
+			   "\"compact\":%s,\"background\":{\"begin_s\":%.4f,\"run_s\":%.3f,"
+			   "\"journal_batches\":%d,\"journal_rows\":%d,\"finish_s\":%.4f,"
+			   "\"finish_empty_journal_s\":%.4f,\"compact\":%s,\"job_bytes\":%zu},"
+			   "\"peak_rss_bytes\":%lld}\n",
 			   undirected ? "undirected" : "directed", (long long) n,
 			   (long long) qv_live_edges_count(L), build_s, LIVE_BATCH,
 			   (double) LIVE_BATCH * LIVE_BATCHES / del_s, (double) LIVE_BATCH * LIVE_BATCHES / ins_s,
 			   (double) LIVE_BATCH * (LIVE_BATCHES / 10) / node_s, compact_s,
 			   wanted ? "true" : "false", bytes_built, bytes_changed, qv_live_bytes(L),
-			   qv_graph_is_compact(qv_live_graph(L)) ? "true" : "false",
+			   bg.compact_before ? "true" : "false", bg.begin_s, bg.run_s,
+			   LIVE_BG_JOURNAL, LIVE_BG_JOURNAL * LIVE_BATCH, bg.finish_s, bg.finish_empty_s,
+			   qv_graph_is_compact(qv_live_graph(L)) ? "true" : "false", bg.job_bytes,
 			   proc_status_bytes("VmHWM"));
 	fflush(stdout);
 	qv_live_free(L);
@@ -1623,7 +1704,10 @@ live_once(const QvGraph *g, bool undirected, uint64_t *rng, QvError *err)
  * --time-live: a live graph of g's rows (ids 0..N-1), directed then
  * undirected: LIVE_BATCHES batches of LIVE_BATCH random edge row deletes,
  * as many of inserts of random pairs, LIVE_BATCHES / 10 batches deleting
- * and re-inserting LIVE_BATCH random nodes, then one compaction.
+ * and re-inserting LIVE_BATCH random nodes, then one compaction; then the
+ * same changes again and a background compaction (live.h: begin, 50 + 50
+ * edge batches and 5 node batches journaled, run, finish) and one with an
+ * empty journal ("background" in the JSON line).
  */
 static int
 time_live(const Options *o, const QvGraph *g, QvError *err)

@@ -13,8 +13,16 @@
  * Failing calls (missing or duplicate ids, an id twice in a batch, edge
  * rows that do not exist) must leave every byte as it was.  The touched
  * set must hold every node whose in-row or existence changed.
+ *
+ * Background compactions (qv_live_compact_begin / run / finish) are begun
+ * at random points, batches go on (journaled), run goes inline or on a
+ * thread while more batches are applied, then finish (or abandon): right
+ * after finish, the same bytes as a fresh build, and as a mirror live
+ * graph that received every call but compacted synchronously at that
+ * point (layout, counts, qv_live_bytes).
  */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -93,6 +101,35 @@ model_del_row(Model *m, int64_t i)
 {
 	m->src[i] = m->src[m->n_rows - 1];
 	m->dst[i] = m->dst[--m->n_rows];
+}
+
+/*
+ * A second live graph that receives every call the property test makes
+ * (same result expected) and compacts synchronously where the first one
+ * finishes a background compaction: the two must then hold the same bytes.
+ */
+static QvLive *mirror;
+
+static int
+live_nodes(QvLive *L, int sign, int64_t n, const int64_t *ids, const float *feat, QvError *err)
+{
+	int			rc = qv_live_nodes(L, sign, n, ids, feat, err);
+	QvError		e2 = {0};
+
+	if (mirror)
+		assert_int_equal(qv_live_nodes(mirror, sign, n, ids, feat, &e2), rc);
+	return rc;
+}
+
+static int
+live_edges(QvLive *L, int sign, int64_t n, const int64_t *s, const int64_t *d, QvError *err)
+{
+	int			rc = qv_live_edges(L, sign, n, s, d, err);
+	QvError		e2 = {0};
+
+	if (mirror)
+		assert_int_equal(qv_live_edges(mirror, sign, n, s, d, &e2), rc);
+	return rc;
 }
 
 /* qv_graph_build of the model (dangling rows left out); NULL if no nodes. */
@@ -413,7 +450,7 @@ op_insert_nodes(QvLive *L, Model *m, int n)
 			feat[c * DIM + d] = (float) (rint_(m, 2001) - 1000) / 250.0f;
 		c++;
 	}
-	if (qv_live_nodes(L, 1, c, ids, feat, &err) != QV_OK)
+	if (live_nodes(L, 1, c, ids, feat, &err) != QV_OK)
 		fail_msg("insert nodes: %s", err.msg);
 	for (int i = 0; i < c; i++)
 	{
@@ -442,7 +479,7 @@ op_delete_nodes(QvLive *L, Model *m, int n, bool again)
 			continue;
 		ids[c++] = uid(k);
 	}
-	if (qv_live_nodes(L, -1, c, ids, NULL, &err) != QV_OK)
+	if (live_nodes(L, -1, c, ids, NULL, &err) != QV_OK)
 		fail_msg("delete nodes: %s", err.msg);
 	for (int i = 0; i < c; i++)
 		m->present[kid(ids[i])] = false;
@@ -450,7 +487,7 @@ op_delete_nodes(QvLive *L, Model *m, int n, bool again)
 		return;
 	for (int i = 0; i < c * DIM; i++)
 		feat[i] = (float) (rint_(m, 2001) - 1000) / 300.0f;
-	if (qv_live_nodes(L, 1, c, ids, feat, &err) != QV_OK)
+	if (live_nodes(L, 1, c, ids, feat, &err) != QV_OK)
 		fail_msg("re-insert nodes: %s", err.msg);
 	for (int i = 0; i < c; i++)
 	{
@@ -491,7 +528,7 @@ op_insert_edges(QvLive *L, Model *m, int n)
 			d[i] = kind == 2 ? s[i] : uid(kind == 3 ? 1 : rint_(m, m->u));	/* 1: a hub */
 		}
 	}
-	if (qv_live_edges(L, 1, n, s, d, &err) != QV_OK)
+	if (live_edges(L, 1, n, s, d, &err) != QV_OK)
 		fail_msg("insert edges: %s", err.msg);
 	for (int i = 0; i < n; i++)
 		model_add_row(m, s[i], d[i]);
@@ -514,7 +551,7 @@ op_delete_edges(QvLive *L, Model *m, int n)
 		d[c++] = m->dst[e];
 		model_del_row(m, e);
 	}
-	if (qv_live_edges(L, -1, c, s, d, &err) != QV_OK)
+	if (live_edges(L, -1, c, s, d, &err) != QV_OK)
 		fail_msg("delete edges: %s", err.msg);
 }
 
@@ -550,32 +587,32 @@ op_fail(QvLive *L, Model *m)
 			if (p < 0 || a < 0)
 				break;
 			ids[0] = uid(a), ids[1] = uid(p);
-			rc = qv_live_nodes(L, 1, 2, ids, feat, &err);
+			rc = live_nodes(L, 1, 2, ids, feat, &err);
 			break;
 		case 1:					/* an id twice in the batch */
 			if (a < 0)
 				break;
 			ids[0] = ids[2] = uid(a), ids[1] = uid(a) + 1000000;
-			rc = qv_live_nodes(L, 1, 3, ids, feat, &err);
+			rc = live_nodes(L, 1, 3, ids, feat, &err);
 			break;
 		case 2:					/* delete an absent id, after a present one */
 			if (p < 0 || a < 0)
 				break;
 			ids[0] = uid(p), ids[1] = uid(a);
-			rc = qv_live_nodes(L, -1, 2, ids, NULL, &err);
+			rc = live_nodes(L, -1, 2, ids, NULL, &err);
 			break;
 		case 3:					/* delete an id twice */
 			if (p < 0)
 				break;
 			ids[0] = ids[1] = uid(p);
-			rc = qv_live_nodes(L, -1, 2, ids, NULL, &err);
+			rc = live_nodes(L, -1, 2, ids, NULL, &err);
 			break;
 		case 4:					/* delete a row that does not exist */
 			s[1] = uid(rint_(m, m->u)), d[1] = uid(rint_(m, m->u));
 			if (model_rows(m, s[1], d[1]) > 0 || m->n_rows == 0)
 				break;
 			s[0] = m->src[0], d[0] = m->dst[0];
-			rc = qv_live_edges(L, -1, 2, s, d, &err);
+			rc = live_edges(L, -1, 2, s, d, &err);
 			break;
 		case 5:					/* delete a row once more than it exists */
 			if (m->n_rows == 0)
@@ -588,7 +625,7 @@ op_fail(QvLive *L, Model *m)
 
 				for (int64_t i = 0; i <= c; i++)
 					ss[i] = s[0], dd[i] = d[0];
-				rc = qv_live_edges(L, -1, c + 1, ss, dd, &err);
+				rc = live_edges(L, -1, c + 1, ss, dd, &err);
 				free(ss);
 				free(dd);
 			}
@@ -597,11 +634,183 @@ op_fail(QvLive *L, Model *m)
 			if (m->n_rows == 0 || model_rows(m, m->dst[0], m->src[0]) > 0)
 				break;
 			s[0] = m->dst[0], d[0] = m->src[0];
-			rc = qv_live_edges(L, -1, 1, s, d, &err);
+			rc = live_edges(L, -1, 1, s, d, &err);
 			break;
 	}
 	assert_int_equal(rc, QV_EDATA);
 	snap_check(L, &snap);
+}
+
+/* Mirror and L hold the same graph bytes (the same calls were made, the
+ * same compactions); the same qv_live_bytes too unless L journals. */
+static void
+check_mirror(QvLive *L, QvLive *R)
+{
+	Snap		a = snap_take(L),
+				b = snap_take(R);
+
+	assert_int_equal(a.n_nodes, b.n_nodes);
+	assert_int_equal(a.n_absent, b.n_absent);
+	assert_int_equal(a.n_edges, b.n_edges);
+	assert_int_equal(a.top, b.top);
+	assert_int_equal(a.dangling, b.dangling);
+	assert_int_equal(a.count, b.count);
+	if (!qv_live_compacting(L))
+		assert_int_equal(a.bytes, b.bytes);
+	else
+		assert_true(a.bytes >= b.bytes);	/* + the journal */
+	free(a.blob);
+	free(b.blob);
+	{
+		const QvGraph *x = qv_live_graph(L),
+				   *y = qv_live_graph(R);
+		size_t		n = (size_t) x->n_nodes;
+
+		/* the row layout and every entry in use (slack and dead slots
+		 * hold whatever the allocator gave) */
+		assert_memory_equal(x->rowptr, y->rowptr, sizeof(int64_t) * (n + 1));
+		assert_memory_equal(x->rowend, y->rowend, sizeof(int64_t) * n);
+		for (size_t v = 0; v < n; v++)
+			if (x->rowend[v] > x->rowptr[v])
+				assert_memory_equal(x->col + x->rowptr[v], y->col + y->rowptr[v],
+									sizeof(int32_t) * (size_t) (x->rowend[v] - x->rowptr[v]));
+		assert_memory_equal(x->ids, y->ids, sizeof(int64_t) * n);
+		assert_memory_equal(x->feat, y->feat, sizeof(float) * n * DIM);
+		assert_memory_equal(x->deg_noloop, y->deg_noloop, sizeof(int32_t) * n);
+		assert_int_equal(x->idmap.mask, y->idmap.mask);
+		assert_memory_equal(x->idmap.vals, y->idmap.vals, sizeof(int32_t) * (x->idmap.mask + 1));
+		assert_int_equal(x->col_cap, y->col_cap);
+	}
+}
+
+/* A background compaction in progress. */
+typedef struct Bg
+{
+	QvLiveCompaction *job;
+	int			state;			/* 0 none, 1 begun, 2 running on a thread,
+								 * 3 run */
+	int			join_in;		/* batches until the thread is joined */
+	pthread_t	thread;
+	int			rc;
+	QvError		err;
+	int64_t		stat[5];		/* begun, run on a thread, batches during a
+								 * threaded run, finished, abandoned */
+} Bg;
+
+static void *
+run_job(void *arg)
+{
+	Bg		   *bg = arg;
+
+	bg->rc = qv_live_compact_run(bg->job, &bg->err);
+	return NULL;
+}
+
+/* After a compaction of L: the touched set, and the model's view. */
+static void
+after_compaction(QvLive *L, Model *m, bool renumbers, int64_t *buf)
+{
+	QvError		err = {0};
+
+	if (renumbers)
+	{
+		int32_t    *t = NULL;
+		int64_t		nt = qv_live_take_touched(L, &t, &err);
+
+		assert_int_equal(nt, qv_live_graph(L)->n_nodes);
+		free(t);
+		for (int k = 0; k < m->u; k++)
+		{
+			m->sig[k] = node_sig(qv_live_graph(L), uid(k), buf);
+			m->dense[k] = qv_graph_find(qv_live_graph(L), uid(k));
+		}
+	}
+	else
+		for (int k = 0; k < m->u; k++)	/* dense indices kept */
+			assert_int_equal(qv_graph_find(qv_live_graph(L), uid(k)),
+							 m->present[k] ? m->dense[k] : -1);
+	assert_false(qv_live_compact_renumbers(L));
+}
+
+/* One step of the background compaction's life, at random. */
+static void
+bg_step(Bg *bg, QvLive *L, QvLive *R, Model *m, int64_t *buf)
+{
+	int			r = rint_(m, 100);
+	QvLiveCompaction *other = NULL;
+	QvError		err = {0};
+
+	switch (bg->state)
+	{
+		case 0:
+			if (r >= 4)
+				return;
+			assert_false(qv_live_compacting(L));
+			assert_int_equal(qv_live_compact_begin(L, &bg->job, &err), QV_OK);
+			assert_true(qv_live_compacting(L));
+			assert_int_equal(qv_live_compact_begin(L, &other, &err), QV_EINVAL);
+			assert_null(other);
+			bg->state = 1;
+			bg->stat[0]++;
+			return;
+		case 1:
+			if (r == 99)
+				break;			/* abandon */
+			if (r < 6)
+			{
+				bg->join_in = 1 + rint_(m, 5);
+				assert_int_equal(pthread_create(&bg->thread, NULL, run_job, bg), 0);
+				bg->state = 2;
+				bg->stat[1]++;
+			}
+			else if (r < 12)
+			{
+				assert_int_equal(qv_live_compact_run(bg->job, &err), QV_OK);
+				bg->state = 3;
+			}
+			return;
+		case 2:
+			bg->stat[2]++;
+			if (--bg->join_in > 0)
+				return;
+			assert_int_equal(pthread_join(bg->thread, NULL), 0);
+			if (bg->rc != QV_OK)
+				fail_msg("compaction run: %s", bg->err.msg);
+			bg->state = 3;
+			return;
+		case 3:
+			if (r >= 20)
+				return;
+			if (r < 2)
+				break;			/* abandon */
+			{
+				bool		renumbers = qv_live_compact_renumbers(L);
+
+				if (qv_live_compact_finish(L, bg->job, &err) != QV_OK)
+					fail_msg("compaction finish: %s", err.msg);
+				bg->job = NULL;
+				bg->state = 0;
+				bg->stat[3]++;
+				assert_false(qv_live_compacting(L));
+				check_identical(L, m);
+				assert_int_equal(qv_live_compact(R, &err), QV_OK);
+				check_mirror(L, R);
+				after_compaction(L, m, renumbers, buf);
+			}
+			return;
+	}
+	/* abandon: L stays as it was, no longer journaling */
+	{
+		size_t		bytes = qv_live_bytes(L);
+
+		qv_live_compact_abandon(L, bg->job);
+		assert_true(qv_live_bytes(L) <= bytes);
+		assert_false(qv_live_compacting(L));
+		bg->job = NULL;
+		bg->state = 0;
+		bg->stat[4]++;
+		check_mirror(L, R);
+	}
 }
 
 /* Random batches on a live graph built from random rows. */
@@ -610,6 +819,8 @@ run_property(bool undirected, int u, int batches, uint64_t seed)
 {
 	Model	   *m = calloc(1, sizeof(Model));
 	QvLive	   *L = NULL;
+	QvLive	   *R = NULL;
+	Bg			bg = {0};
 	QvError		err = {0};
 	int64_t    *buf = malloc(sizeof(int64_t) * 200000);
 	int64_t		ids[MAX_U];
@@ -635,9 +846,10 @@ run_property(bool undirected, int u, int batches, uint64_t seed)
 	{
 		QvGraphInput in = {n, DIM, ids, feat, m->n_rows, m->src, m->dst, undirected};
 
-		if (qv_live_build(&in, &L, &err) != QV_OK)
+		if (qv_live_build(&in, &L, &err) != QV_OK || qv_live_build(&in, &R, &err) != QV_OK)
 			fail_msg("qv_live_build: %s", err.msg);
 	}
+	mirror = R;
 	for (int k = 0; k < u; k++)
 		m->dense[k] = -2;		/* first check: every node counts as changed */
 	check_identical(L, m);
@@ -659,6 +871,7 @@ run_property(bool undirected, int u, int batches, uint64_t seed)
 		int			op = rint_(m, 100);
 		int			size = 1 + rint_(m, it % 5 == 0 ? 40 : 6);
 
+		bg_step(&bg, L, R, m, buf);
 		if (op < 18)
 			op_insert_nodes(L, m, size < 16 ? size : 16);
 		else if (op < 30)
@@ -677,50 +890,44 @@ run_property(bool undirected, int u, int batches, uint64_t seed)
 		else if (op < 95)
 		{
 			qv_live_truncate_edges(L);
+			qv_live_truncate_edges(R);
 			m->n_rows = 0;
 		}
 		else if (op < 96)
 		{
 			assert_int_equal(qv_live_truncate_nodes(L, &err), QV_OK);
+			assert_int_equal(qv_live_truncate_nodes(R, &err), QV_OK);
 			memset(m->present, 0, sizeof(m->present));
 		}
 		else
 		{
 			bool		renumbers = qv_live_compact_renumbers(L);
 
-			if (qv_live_compact(L, &err) != QV_OK)
+			/* with a background job open too: it stays valid */
+			if (qv_live_compact(L, &err) != QV_OK || qv_live_compact(R, &err) != QV_OK)
 				fail_msg("compact: %s", err.msg);
 			check_identical(L, m);
 			stat[0]++;
-			if (renumbers)
-			{
-				int32_t    *t = NULL;
-				int64_t		nt = qv_live_take_touched(L, &t, &err);
-
-				assert_int_equal(nt, qv_live_graph(L)->n_nodes);
-				free(t);
-				for (int k = 0; k < u; k++)
-				{
-					m->sig[k] = node_sig(qv_live_graph(L), uid(k), buf);
-					m->dense[k] = qv_graph_find(qv_live_graph(L), uid(k));
-				}
-			}
-			else
-				for (int k = 0; k < u; k++)	/* dense indices kept */
-					assert_int_equal(qv_graph_find(qv_live_graph(L), uid(k)),
-									 m->present[k] ? m->dense[k] : -1);
-			assert_false(qv_live_compact_renumbers(L));
+			after_compaction(L, m, renumbers, buf);
 		}
 		check_equal(L, m, it % 3 == 0, seed + it);
 		check_touched(L, m, buf);
+		check_mirror(L, R);
 		stat[2] = m->n_rows > stat[2] ? m->n_rows : stat[2];
 		stat[3] = qv_live_dangling(L) > stat[3] ? qv_live_dangling(L) : stat[3];
 		stat[4] = qv_live_edges_count(L) > stat[4] ? qv_live_edges_count(L) : stat[4];
 	}
+	if (bg.state == 2)
+		assert_int_equal(pthread_join(bg.thread, NULL), 0);
 	printf("%s, %d ids, %d batches: %lld compactions, %lld failing calls, up to %lld edge rows, %lld dangling, %lld graph edges\n",
 		   undirected ? "undirected" : "directed", u, batches, (long long) stat[0],
 		   (long long) stat[1], (long long) stat[2], (long long) stat[3], (long long) stat[4]);
-	qv_live_free(L);
+	printf("  background: %lld begun, %lld run on a thread (%lld batches meanwhile), %lld finished, %lld abandoned\n",
+		   (long long) bg.stat[0], (long long) bg.stat[1], (long long) bg.stat[2],
+		   (long long) bg.stat[3], (long long) bg.stat[4]);
+	mirror = NULL;
+	qv_live_free(L);			/* with a job open, if one is */
+	qv_live_free(R);
 	free(m->src);
 	free(m->dst);
 	free(m);
@@ -973,10 +1180,94 @@ change_model(Model *m, const Change *c)
 	}
 }
 
+/* Apply a random valid change (no allocation failure) and follow it. */
+static void
+change_random(QvLive *L, Model *m, int64_t *buf)
+{
+	Change		c = change_draw(m);
+	QvError		err = {0};
+
+	if (change_apply(L, &c, &err) != QV_OK)
+		fail_msg("change: %s", err.msg);
+	change_model(m, &c);
+	check_touched(L, m, buf);
+}
+
+/*
+ * Background compaction under allocation failures: begin's and run's k-th
+ * allocation fails for k = 0, 1, ... until they succeed (begin: L as it
+ * was, no job; run: the job as it was, run again); then finish's k-th
+ * allocation fails, each time on a fresh job with one to three changes
+ * journaled, until a finish succeeds: every failure leaves L as it was
+ * (bytes, counts, touched set), no longer journaling.
+ */
+static void
+bg_out_of_memory(QvLive *L, Model *m, QvLiveCompaction **job, int phase, int64_t *buf,
+				 int64_t *failures)
+{
+	QvError		err = {0};
+
+	for (int64_t k = 0;; k++)
+	{
+		int			rc;
+		Snap		snap;
+
+		assert_true(k < 100000);
+		if (phase == 2 && *job == NULL)
+		{
+			assert_int_equal(qv_live_compact_begin(L, job, &err), QV_OK);
+			for (int i = rint_(m, 3); i >= 0; i--)
+				change_random(L, m, buf);
+			assert_int_equal(qv_live_compact_run(*job, &err), QV_OK);
+		}
+		snap = snap_take(L);
+		err.code = QV_OK;
+		fail_after = k;
+		if (phase == 0)
+			rc = qv_live_compact_begin(L, job, &err);
+		else if (phase == 1)
+			rc = qv_live_compact_run(*job, &err);
+		else
+			rc = qv_live_compact_finish(L, *job, &err);
+		fail_after = -1;
+		if (phase == 2)
+			*job = NULL;
+		if (rc == QV_OK)
+		{
+			free(snap.blob);
+			break;
+		}
+		assert_int_equal(rc, QV_ENOMEM);
+		assert_int_equal(err.code, QV_ENOMEM);
+		(*failures)++;
+		if (phase == 0)
+			assert_null(*job);
+		assert_int_equal(qv_live_compacting(L), phase == 1);
+		if (phase == 2)
+		{
+			/* the journal went with the job (the property test's mirror
+			 * checks the bytes after an abandon exactly) */
+			assert_true(qv_live_bytes(L) < snap.bytes);
+			snap.bytes = qv_live_bytes(L);
+		}
+		snap_check(L, &snap);
+		check_equal(L, m, false, 0);
+		check_touched(L, m, buf);
+	}
+	if (phase == 2)
+	{
+		assert_false(qv_live_compacting(L));
+		check_identical(L, m);
+		check_touched(L, m, buf);	/* the model follows a renumbering */
+	}
+}
+
 /*
  * Every allocation of every change fails in turn (the k-th, for k = 0, 1,
  * ... until the change succeeds): each failure is QV_ENOMEM and leaves the
- * contents, counts and touched set as they were.
+ * contents, counts and touched set as they were.  Background compactions
+ * run alongside (see bg_out_of_memory), their journal's allocations
+ * failing in turn too.
  */
 static void
 run_out_of_memory(bool undirected)
@@ -984,8 +1275,10 @@ run_out_of_memory(bool undirected)
 	Model	   *m = calloc(1, sizeof(Model));
 	int64_t    *buf = malloc(sizeof(int64_t) * 200000);
 	QvLive	   *L = NULL;
+	QvLiveCompaction *job = NULL;
 	QvError		err = {0};
-	int64_t		failures = 0;
+	int64_t		failures = 0,
+				bg_failures = 0;
 
 	m->undirected = undirected;
 	m->u = 60;
@@ -999,7 +1292,11 @@ run_out_of_memory(bool undirected)
 		m->dense[k] = -1;
 	for (int it = 0; it < 400; it++)
 	{
-		Change		c = change_draw(m);
+		Change		c;
+
+		if (it % 40 >= 10 && it % 40 <= 30 && it % 10 == 0)
+			bg_out_of_memory(L, m, &job, it % 40 / 10 - 1, buf, &bg_failures);
+		c = change_draw(m);
 
 		for (int64_t k = 0;; k++)
 		{
@@ -1033,8 +1330,9 @@ run_out_of_memory(bool undirected)
 		}
 		check_touched(L, m, buf);
 	}
-	printf("%s: %lld allocation failures, each leaving the graph as it was\n",
-		   undirected ? "undirected" : "directed", (long long) failures);
+	printf("%s: %lld allocation failures, each leaving the graph as it was (%lld in background compactions)\n",
+		   undirected ? "undirected" : "directed", (long long) failures, (long long) bg_failures);
+	assert_null(job);
 	qv_live_free(L);
 	free(m->src);
 	free(m->dst);
@@ -1210,6 +1508,149 @@ test_touched(void **state)
 	}
 }
 
+/* The background compaction's calls: misuse, abandon, journaling of
+ * failing calls, an empty journal, freeing with a job open. */
+static void
+test_compaction_api(void **state)
+{
+	int64_t		ids[] = {50, 10, 40, 20, 30};
+	float		feat[] = {5, 1, 4, 2, 3};
+	int64_t		src[] = {10, 20, 30, 40, 50, 60};
+	int64_t		dst[] = {20, 30, 40, 50, 10, 10};
+	QvError		err = {0};
+
+	(void) state;
+	for (int undirected = 0; undirected < 2; undirected++)
+	{
+		QvGraphInput in = {5, 1, ids, feat, 6, src, dst, undirected};
+		QvLive	   *L = NULL,
+				   *L2 = NULL;
+		QvLiveCompaction *job = NULL,
+				   *job2 = NULL;
+		int64_t		s[] = {10, 30},
+					d[] = {30, 10},
+					gone[] = {20},
+					dup[] = {40};
+		float		f = 7;
+		size_t		bytes;
+		int32_t		t[16];
+
+		assert_int_equal(qv_live_build(&in, &L, &err), QV_OK);
+		assert_int_equal(qv_live_build(&in, &L2, &err), QV_OK);
+		assert_int_equal(qv_live_compact_begin(NULL, &job, &err), QV_EINVAL);
+		assert_int_equal(qv_live_compact_begin(L, NULL, &err), QV_EINVAL);
+		assert_int_equal(qv_live_compact_run(NULL, &err), QV_EINVAL);
+		assert_int_equal(qv_live_compact_finish(L, NULL, &err), QV_EINVAL);
+		qv_live_compact_abandon(L, NULL);
+		assert_false(qv_live_compacting(L));
+		assert_false(qv_live_compacting(NULL));
+
+		/* an empty journal: run's graph as is */
+		assert_int_equal(qv_live_edges(L, 1, 2, s, d, &err), QV_OK);
+		assert_false(qv_graph_is_compact(qv_live_graph(L)));
+		(void) touched(L, t);
+		bytes = qv_live_bytes(L);
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		assert_true(qv_live_compacting(L));
+		assert_int_equal(qv_live_bytes(L), bytes);
+		assert_true(qv_live_compaction_bytes(job) > 0);
+		assert_int_equal(qv_live_compact_begin(L, &job2, &err), QV_EINVAL);
+		assert_int_equal(qv_live_compact_run(job, &err), QV_OK);
+		assert_int_equal(qv_live_compact_run(job, &err), QV_OK);	/* done already */
+		/* a job that is not L2's is refused and left alone */
+		assert_int_equal(qv_live_compact_finish(L2, job, &err), QV_EINVAL);
+		assert_true(qv_live_compacting(L));
+		{
+			QvGraph    *g = qv_live_graph(L);
+
+			assert_int_equal(qv_live_compact_finish(L, job, &err), QV_OK);
+			assert_ptr_equal(qv_live_graph(L), g);	/* swapped in place */
+		}
+		assert_false(qv_live_compacting(L));
+		assert_true(qv_graph_is_compact(qv_live_graph(L)));
+		assert_int_equal(touched(L, t), 0);	/* nothing renumbered */
+		assert_int_equal(qv_live_compact(L2, &err), QV_OK);
+		assert_int_equal(qv_live_edges(L2, 1, 2, s, d, &err), QV_OK);
+		assert_int_equal(qv_live_compact(L2, &err), QV_OK);
+		test_assert_graph_identical(qv_live_graph(L), qv_live_graph(L2));
+
+		/* failing calls are not journaled; good ones are */
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		bytes = qv_live_bytes(L);
+		assert_int_equal(qv_live_nodes(L, 1, 1, dup, &f, &err), QV_EDATA);
+		assert_int_equal(qv_live_edges(L, -1, 1, d, d, &err), QV_EDATA);
+		assert_int_equal(qv_live_nodes(L, 1, 0, NULL, NULL, &err), QV_OK);	/* nothing */
+		assert_int_equal(qv_live_bytes(L), bytes);
+		assert_int_equal(qv_live_nodes(L, -1, 1, gone, NULL, &err), QV_OK);
+		assert_true(qv_live_bytes(L) > bytes);
+		/* finish before run: refused, the job freed, L as it is */
+		assert_int_equal(qv_live_compact_finish(L, job, &err), QV_EINVAL);
+		assert_false(qv_live_compacting(L));
+		assert_int_equal(qv_graph_find(qv_live_graph(L), 20), -1);
+		assert_int_equal(qv_live_graph(L)->n_absent, 1);
+
+		/* abandon: journaling stops, its memory goes */
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		assert_int_equal(qv_live_nodes(L, 1, 1, gone, &f, &err), QV_OK);
+		bytes = qv_live_bytes(L);
+		qv_live_compact_abandon(L, job);
+		assert_false(qv_live_compacting(L));
+		assert_true(qv_live_bytes(L) < bytes);
+		assert_int_equal(qv_graph_find(qv_live_graph(L), 20), 1);
+
+		/* truncations are journaled too */
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		qv_live_truncate_edges(L);
+		qv_live_truncate_edges(L);
+		assert_int_equal(qv_live_truncate_nodes(L, &err), QV_OK);
+		assert_int_equal(qv_live_nodes(L, 1, 1, dup, &f, &err), QV_OK);
+		{
+			int64_t		s2[] = {40, 40},
+						d2[] = {40, 20};
+
+			assert_int_equal(qv_live_edges(L, 1, 2, s2, d2, &err), QV_OK);
+		}
+		assert_int_equal(qv_live_compact_run(job, &err), QV_OK);
+		assert_int_equal(qv_live_compact_finish(L, job, &err), QV_OK);
+		assert_int_equal(qv_live_nodes_count(L), 1);
+		assert_int_equal(qv_live_edges_count(L), 1);
+		assert_int_equal(qv_live_dangling(L), 1);	/* (40, 20): 20 is gone */
+		assert_true(qv_graph_is_compact(qv_live_graph(L)));
+		assert_int_equal(qv_live_graph(L)->ids[0], 40);
+
+#ifndef QV_NO_MALLOC_OVERRIDE
+		/* truncate_edges cannot fail: when its journal entry cannot be
+		 * recorded, the job fails at finish (L keeps every change) */
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		for (int i = 0; i < 16; i++)	/* the journal's first 16 entries */
+		{
+			int64_t		a = 40;
+
+			assert_int_equal(qv_live_edges(L, 1, 1, &a, &a, &err), QV_OK);
+		}
+		fail_after = 0;
+		qv_live_truncate_edges(L);
+		fail_after = -1;
+		assert_int_equal(qv_live_edges_count(L), 0);
+		assert_int_equal(qv_live_compact_run(job, &err), QV_OK);
+		assert_int_equal(qv_live_compact_finish(L, job, &err), QV_ENOMEM);
+		assert_false(qv_live_compacting(L));
+		assert_int_equal(qv_live_edges_count(L), 0);
+		assert_int_equal(qv_live_dangling(L), 0);
+		assert_int_equal(qv_live_nodes_count(L), 1);
+#endif
+
+		/* freed with a job open, run or not (no leak: valgrind, ASan) */
+		assert_int_equal(qv_live_compact_begin(L, &job, &err), QV_OK);
+		assert_int_equal(qv_live_nodes(L, 1, 1, gone, &f, &err), QV_OK);
+		qv_live_free(L);
+		assert_int_equal(qv_live_compact_begin(L2, &job2, &err), QV_OK);
+		assert_int_equal(qv_live_edges(L2, 1, 2, d, s, &err), QV_OK);
+		assert_int_equal(qv_live_compact_run(job2, &err), QV_OK);
+		qv_live_free(L2);
+	}
+}
+
 /* Argument errors. */
 static void
 test_errors(void **state)
@@ -1245,6 +1686,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_build_dangling),
 		cmocka_unit_test(test_touched),
+		cmocka_unit_test(test_compaction_api),
 		cmocka_unit_test(test_hub),
 		cmocka_unit_test(test_out_of_memory),
 		cmocka_unit_test(test_property_directed_small),
