@@ -28,6 +28,7 @@
 #include "engine.h"
 #include "live_state.h"
 #include "registry.h"
+#include "quiver.h"
 
 #define LIVE_PRUNE_MS 60000		/* prune a graph's log at most this often, below
 								 * what it had applied this long ago */
@@ -126,6 +127,39 @@ schedule_rebuild(ResGraph *rg, LiveState *st, const char *why)
 	pg_atomic_write_u32(&quiver_shared->catalog_changed, 1);
 }
 
+static void
+compaction_notify(void)
+{
+	queue_engine_poke();
+}
+
+/* Start compacting st's graph on a thread of its own: what the compaction
+ * needs is copied now; changes applied meanwhile are journaled and
+ * replayed when it ends (engine_live_compactions). */
+static void
+start_compaction(ResGraph *rg, LiveState *st)
+{
+	QvError		err = {0};
+	QvLiveCompaction *job;
+
+	if (qv_live_compact_begin(st->L, &job, &err) != QV_OK)
+	{
+		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
+		return;
+	}
+	memset(&st->compact, 0, sizeof(st->compact));
+	st->compact.compaction = job;
+	st->compact.notify = compaction_notify;
+	if (qv_build_start(&st->compact, &err) != QV_OK)
+	{
+		qv_live_compact_abandon(st->L, job);
+		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
+		return;
+	}
+	st->compacting = true;
+	INSTR_TIME_SET_CURRENT(st->compact_started);
+}
+
 /* After changes: the models' PSGS of the rows that changed, access counts,
  * the directory; a compaction when garbage has grown; GPU copies. */
 static void
@@ -134,7 +168,6 @@ follow_changes(ResGraph *rg, LiveState *st)
 	QvError		err = {0};
 	int32	   *touched = NULL;
 	int64		n = qv_live_take_touched(st->L, &touched, &err);
-	bool		compacted = false;
 
 	if (n < 0)
 	{
@@ -143,57 +176,146 @@ follow_changes(ResGraph *rg, LiveState *st)
 	}
 	if (n > 0 && rg->dev)
 		device_release_graph(rg);
-	if (qv_live_wants_compaction(st->L))
-	{
-		instr_time	start, elapsed;
-
-		INSTR_TIME_SET_CURRENT(start);
-		if (qv_live_compact(st->L, &err) == QV_OK)
-		{
-			compacted = true;
-			INSTR_TIME_SET_CURRENT(elapsed);
-			INSTR_TIME_SUBTRACT(elapsed, start);
-			ereport(LOG,
-					(errmsg("quiver: compacted live graph \"%s\" (" INT64_FORMAT " edges) in %.1f ms",
-							rg->name, rg->g->n_edges, INSTR_TIME_GET_MILLISEC(elapsed))));
-		}
-		else
-			ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
-	}
-	if (!registry_follow_graph(rg, touched, n, compacted, engine_pool, &err))
+	if (!registry_follow_graph(rg, touched, n, false, engine_pool, &err))
 		schedule_rebuild(rg, st, err.msg);
-	else if (compacted)
-		device_graph_replaced(rg);
+	else if (!st->compacting && qv_live_wants_compaction(st->L))
+		start_compaction(rg, st);
 	free(touched);
 }
+
+/* End the compaction of st's graph rg whose thread finished: replay what
+ * changed meanwhile, swap, recompute the PSGS, rebuild GPU copies. */
+static void
+finish_compaction(ResGraph *rg, LiveState *st)
+{
+	QvError		err = st->compact.err;
+	QvLiveCompaction *job = st->compact.compaction;
+	instr_time	elapsed;
+	int32	   *touched = NULL;
+
+	qv_build_join(&st->compact);
+	st->compacting = false;
+	if (err.code != QV_OK)
+	{
+		qv_live_compact_abandon(st->L, job);
+		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
+		return;
+	}
+	device_drain();				/* no GPU batch may see the swap */
+	if (qv_live_compact_finish(st->L, job, &err) != QV_OK)
+	{
+		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
+		return;
+	}
+	(void) qv_live_take_touched(st->L, &touched, &err);	/* all: PSGS anew below */
+	free(touched);
+	if (!registry_follow_graph(rg, NULL, 0, true, engine_pool, &err))
+	{
+		schedule_rebuild(rg, st, err.msg);
+		return;
+	}
+	device_graph_replaced(rg);
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, st->compact_started);
+	ereport(LOG,
+			(errmsg("quiver: compacted live graph \"%s\" (" INT64_FORMAT " edges) in %.1f ms, in the background",
+					rg->name, rg->g->n_edges, INSTR_TIME_GET_MILLISEC(elapsed))));
+}
+
+/* The engine is idle: compact the live graphs that have changed since
+ * their last compaction (so that their GPU copies come back, and rows are
+ * in canonical order again), one at a time. */
+void
+engine_live_idle(void)
+{
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
+	{
+		ResGraph   *rg = registry_graph_at(i);
+		LiveState  *st = rg ? live_state_of(rg->g) : NULL;
+
+		if (st && st->compacting)
+			return;
+	}
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
+	{
+		ResGraph   *rg = registry_graph_at(i);
+		LiveState  *st = rg ? live_state_of(rg->g) : NULL;
+
+		if (st && !st->rebuild && !qv_graph_is_compact(rg->g))
+		{
+			start_compaction(rg, st);
+			return;
+		}
+	}
+}
+
+/* Finish the compactions whose threads are done; true if any was. */
+bool
+engine_live_compactions(void)
+{
+	bool		any = false;
+
+	for (int i = 0; i < QUIVER_MAX_GRAPHS; i++)
+	{
+		ResGraph   *rg = registry_graph_at(i);
+		LiveState  *st = rg ? live_state_of(rg->g) : NULL;
+
+		if (st && st->compacting && qv_build_done(&st->compact))
+		{
+			finish_compaction(rg, st);
+			any = true;
+		}
+	}
+	return any;
+}
+
+#define PRUNE_CHUNK_ROWS 2000	/* log rows deleted per step, a few ms */
+#define PRUNE_CHUNK_MS 1000		/* between steps of one prune */
+
+typedef struct PruneStep
+{
+	uint64		below;
+	int64		deleted;
+} PruneStep;
 
 static void
 prune_tx(const char *name, void *arg)
 {
-	live_log_prune(name, *(uint64 *) arg);
+	PruneStep  *p = arg;
+
+	p->deleted = live_log_prune(name, p->below, PRUNE_CHUNK_ROWS);
 }
 
-/* Prune graph rg's log below what it had applied LIVE_PRUNE_MS ago. */
+/* Prune graph rg's log below what it had applied LIVE_PRUNE_MS ago, a
+ * chunk of rows per PRUNE_CHUNK_MS, so that the loop never pauses long. */
 static void
 maybe_prune(ResGraph *rg, LiveState *st)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	PruneStep	step = {0};
 	char	   *error;
 
-	if (RecoveryInProgress() ||
-		!TimestampDifferenceExceeds(st->prune_at, now, LIVE_PRUNE_MS))
+	if (RecoveryInProgress())
 		return;
-	if (st->prune_next != 0)
+	if (st->pruning_below == 0 && TimestampDifferenceExceeds(st->prune_at, now, LIVE_PRUNE_MS))
 	{
-		uint64		below = st->prune_next;
-
-		error = catalog_in_transaction(prune_tx, rg->name, &below, "quiver: pruning the live log");
-		if (error)
-			ereport(LOG, (errmsg("quiver: could not prune the log of live graph \"%s\": %s",
-								 rg->name, error)));
+		st->pruning_below = st->prune_next;
+		st->prune_next = st->from.xmin;
+		st->prune_at = now;
 	}
-	st->prune_next = st->from.xmin;
-	st->prune_at = now;
+	if (st->pruning_below == 0 || !TimestampDifferenceExceeds(st->chunk_at, now, PRUNE_CHUNK_MS))
+		return;
+	step.below = st->pruning_below;
+	st->chunk_at = now;
+	error = catalog_in_transaction(prune_tx, rg->name, &step, "quiver: pruning the live log");
+	if (error)
+	{
+		ereport(LOG, (errmsg("quiver: could not prune the log of live graph \"%s\": %s",
+							 rg->name, error)));
+		st->pruning_below = 0;
+	}
+	else if (step.deleted < PRUNE_CHUNK_ROWS)
+		st->pruning_below = 0;	/* done */
 }
 
 /* Read and apply what live graph rg has not seen. */

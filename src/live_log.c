@@ -356,25 +356,29 @@ live_log_read(const char *graph, const LiveFrom *from, bool *pruned)
 	return out;
 }
 
-/* Delete graph's log rows of transactions older than below (a full xid
- * every engine has applied) and record the horizon (primary only). */
-void
-live_log_prune(const char *graph, uint64 below)
+/* Delete at most limit of graph's log rows of transactions older than
+ * below (a full xid every engine has applied), recording the horizon
+ * first (primary only); returns the rows deleted. */
+int64
+live_log_prune(const char *graph, uint64 below, int limit)
 {
-	const char *s = schema();
-	Oid			t[2] = {TEXTOID, INT8OID};
-	Datum		v[2] = {CStringGetTextDatum(graph), Int64GetDatum((int64) below)};
+	static KeptPlan horizon, chunk;
+	Oid			t[3] = {TEXTOID, INT8OID, INT4OID};
+	Datum		v[3] = {CStringGetTextDatum(graph), Int64GetDatum((int64) below), Int32GetDatum(limit)};
+	int64		deleted;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	exec_as_owner(psprintf("DELETE FROM %s.quiver_live_log WHERE graph = $1 AND xid < $2::text::xid8", s),
-				  2, t, v, NULL, false);
-	if (SPI_processed > 0)
-		exec_as_owner(psprintf("INSERT INTO %s.quiver_live_horizon AS h VALUES ($1, $2::text::xid8) "
-							   "ON CONFLICT (graph) DO UPDATE SET pruned_below = "
-							   "GREATEST(h.pruned_below, excluded.pruned_below)", s),
-					  2, t, v, NULL, false);
+	exec_plan_as_owner(kept_plan(&horizon, "INSERT INTO %s.quiver_live_horizon AS h VALUES ($1, $2::text::xid8) "
+								 "ON CONFLICT (graph) DO UPDATE SET pruned_below = "
+								 "GREATEST(h.pruned_below, excluded.pruned_below)", 2, t),
+					   v, NULL, false);
+	deleted = (int64) exec_plan_as_owner(kept_plan(&chunk, "DELETE FROM %s.quiver_live_log WHERE ctid = ANY (ARRAY("
+												   "SELECT ctid FROM %s.quiver_live_log WHERE graph = $1 "
+												   "AND xid < $2::text::xid8 LIMIT $3))", 3, t),
+										 v, NULL, false);
 	SPI_finish();
+	return deleted;
 }
 
 /* Remove a dropped graph's log rows and horizon (in the dropping

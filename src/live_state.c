@@ -45,6 +45,13 @@ live_from_needs(const LiveFrom *from, uint64 xid, int64 seq)
 	return false;
 }
 
+/* Every live graph, for the engine's loop. */
+List *
+live_states(void)
+{
+	return states;
+}
+
 /* Take over live graph L, whose rows were read at `from`; its QvGraph. */
 QvGraph *
 live_state_adopt(QvLive *L, const LiveFrom *from)
@@ -86,6 +93,12 @@ engine_free_graph(QvGraph *g)
 		return;
 	}
 	states = list_delete_ptr(states, st);
+	if (st->compacting)
+	{
+		/* its thread reads only the job, which outlives it until joined */
+		qv_build_join(&st->compact);
+		qv_live_compact_abandon(st->L, st->compact.compaction);
+	}
 	qv_live_free(st->L);
 	if (st->from.xip)
 		pfree(st->from.xip);

@@ -6,6 +6,9 @@
 #ifndef QUIVER_LIVE_STATE_H
 #define QUIVER_LIVE_STATE_H
 
+#include "portability/instr_time.h"
+
+#include "builder.h"
 #include "graph.h"
 #include "live.h"			/* core: QvLive */
 #include "live_capture.h"
@@ -28,21 +31,29 @@ typedef struct LiveState
 	LiveFrom	from;			/* log rows this snapshot saw are in L */
 	uint64		prune_next;		/* a horizon to prune below at the next prune */
 	TimestampTz prune_at;
+	uint64		pruning_below;	/* a prune in progress, chunk by chunk (0: none) */
+	TimestampTz chunk_at;
 	bool		rebuild;		/* the log could not be applied: reload */
+	bool		compacting;		/* a compaction runs on compact's thread */
+	QvBuild		compact;		/* its thread; compact.compaction is the job */
+	instr_time	compact_started;
 } LiveState;
 
 extern QvGraph *live_state_adopt(QvLive *L, const LiveFrom *from);
 extern LiveState *live_state_of(const QvGraph *g);
+extern List *live_states(void);
 extern void live_from_set(LiveFrom *dst, const LiveFrom *src);
 extern bool live_from_needs(const LiveFrom *from, uint64 xid, int64 seq);
 extern void engine_free_graph(QvGraph *g);
 
 /* live_log.c: the engine's reads */
 extern List *live_log_read(const char *graph, const LiveFrom *from, bool *pruned);
-extern void live_log_prune(const char *graph, uint64 below);
+extern int64 live_log_prune(const char *graph, uint64 below, int limit);
 
 /* live_apply.c; when idle, committed changes are applied this soon */
 #define LIVE_APPLY_DELAY_MS 10
 extern void engine_live_sync(bool poll);
+extern bool engine_live_compactions(void);
+extern void engine_live_idle(void);
 
 #endif

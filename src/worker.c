@@ -475,6 +475,8 @@ serve_one_admin(void)
 }
 
 #define WORK_MEMORY_IDLE_MS 1000	/* idle this long: working memory goes */
+#define LIVE_IDLE_COMPACT_MS 100	/* idle this long: changed live graphs are
+									 * compacted (in the background) */
 
 static void
 engine_loop(void)
@@ -498,6 +500,7 @@ engine_loop(void)
 		busy = serve_predicts();
 		busy |= device_collect();
 		busy |= engine_finish_build();
+		busy |= engine_live_compactions();
 		busy |= serve_one_admin();
 		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
@@ -514,6 +517,8 @@ engine_loop(void)
 			registry_work_memory(engine_pool, true);
 			holding = false;
 		}
+		if (TimestampDifferenceExceeds(last_busy, GetCurrentTimestamp(), LIVE_IDLE_COMPACT_MS))
+			engine_live_idle();
 		queue_engine_sleep(pg_atomic_read_u32(&quiver_shared->live_changed) ? LIVE_APPLY_DELAY_MS :
 						   Min(1000, quiver_catalog_poll_ms), device_has_finished);
 	}

@@ -12,7 +12,9 @@ build_main(void *arg)
 {
 	QvBuild    *b = arg;
 
-	if (b->live)
+	if (b->compaction)
+		(void) qv_live_compact_run(b->compaction, &b->err);	/* err.code: failed */
+	else if (b->live)
 	{
 		if (qv_live_build(&b->in, &b->L, &b->err) != QV_OK)
 			b->L = NULL;

@@ -1,6 +1,6 @@
 /*
- * builder.h — building a graph on a thread of its own, so that the caller
- * (the engine's serving loop) goes on while a large graph is built.
+ * builder.h — building a graph, or compacting a live one, on a thread of its
+ * own, so that the caller (the engine's serving loop) goes on meanwhile.
  */
 #ifndef QV_BUILDER_H
 #define QV_BUILDER_H
@@ -17,6 +17,8 @@ typedef struct QvBuild
 {
 	QvGraphInput in;			/* rows: must stay valid until joined */
 	bool		live;			/* build a live graph (live.h) */
+	QvLiveCompaction *compaction;	/* instead of a build: run this
+									 * compaction (qv_live_compact_run) */
 	void		(*notify) (void);	/* called on the thread when done; must
 									 * be async-signal-safe */
 	/* results, valid once done */
