@@ -192,6 +192,7 @@ finish_compaction(ResGraph *rg, LiveState *st)
 	QvLiveCompaction *job = st->compact.compaction;
 	instr_time	elapsed;
 	int32	   *touched = NULL;
+	bool		renumbers;
 
 	qv_build_join(&st->compact);
 	st->compacting = false;
@@ -202,17 +203,22 @@ finish_compaction(ResGraph *rg, LiveState *st)
 		return;
 	}
 	device_drain();				/* no GPU batch may see the swap */
+	renumbers = qv_live_compact_renumbers(st->L);
 	if (qv_live_compact_finish(st->L, job, &err) != QV_OK)
 	{
 		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
 		return;
 	}
-	(void) qv_live_take_touched(st->L, &touched, &err);	/* all: PSGS anew below */
-	free(touched);
-	if (!registry_follow_graph(rg, NULL, 0, true, engine_pool, &err))
+	if (renumbers)
 	{
-		schedule_rebuild(rg, st, err.msg);
-		return;
+		/* nodes have new dense indices: PSGS and access counts anew */
+		(void) qv_live_take_touched(st->L, &touched, &err);
+		free(touched);
+		if (!registry_follow_graph(rg, NULL, 0, true, engine_pool, &err))
+		{
+			schedule_rebuild(rg, st, err.msg);
+			return;
+		}
 	}
 	device_graph_replaced(rg);
 	INSTR_TIME_SET_CURRENT(elapsed);
@@ -222,9 +228,12 @@ finish_compaction(ResGraph *rg, LiveState *st)
 					rg->name, rg->g->n_edges, INSTR_TIME_GET_MILLISEC(elapsed))));
 }
 
-/* The engine is idle: compact the live graphs that have changed since
- * their last compaction (so that their GPU copies come back, and rows are
- * in canonical order again), one at a time. */
+#define LIVE_QUIET_MS 2000		/* a graph unchanged this long may be compacted
+								 * when the engine is idle */
+
+/* The engine is idle: compact the live graphs that changed since their
+ * last compaction and have been quiet for LIVE_QUIET_MS (so that their GPU
+ * copies come back and rows are in canonical order again), one at a time. */
 void
 engine_live_idle(void)
 {
@@ -241,7 +250,8 @@ engine_live_idle(void)
 		ResGraph   *rg = registry_graph_at(i);
 		LiveState  *st = rg ? live_state_of(rg->g) : NULL;
 
-		if (st && !st->rebuild && !qv_graph_is_compact(rg->g))
+		if (st && !st->rebuild && !qv_graph_is_compact(rg->g) &&
+			TimestampDifferenceExceeds(st->changed_at, GetCurrentTimestamp(), LIVE_QUIET_MS))
 		{
 			start_compaction(rg, st);
 			return;
@@ -350,7 +360,10 @@ sync_graph(ResGraph *rg, LiveState *st, MemoryContext cxt)
 	}
 	live_from_set(&st->from, &r.now);
 	if (r.entries != NIL)
+	{
+		st->changed_at = GetCurrentTimestamp();
 		follow_changes(rg, st);
+	}
 	maybe_prune(rg, st);
 }
 

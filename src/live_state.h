@@ -33,6 +33,7 @@ typedef struct LiveState
 	TimestampTz prune_at;
 	uint64		pruning_below;	/* a prune in progress, chunk by chunk (0: none) */
 	TimestampTz chunk_at;
+	TimestampTz changed_at;		/* when changes were last applied */
 	bool		rebuild;		/* the log could not be applied: reload */
 	bool		compacting;		/* a compaction runs on compact's thread */
 	QvBuild		compact;		/* its thread; compact.compaction is the job */

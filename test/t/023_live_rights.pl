@@ -7,6 +7,8 @@
 #     no role changes what others are served except through the tables.
 # (c) Creating a live graph needs TRIGGER on its tables (CREATE TRIGGER runs
 #     as the caller): 42501 otherwise, and nothing is created.
+# (e) A changed live graph left quiet is compacted in the background and
+#     serves the same predictions.
 # (d) A second trigger calling quiver_live_capture is refused (it would log
 #     changes twice); a live graph is not created in REPEATABLE READ.
 use strict;
@@ -79,6 +81,14 @@ my $ids = join(',', 1 .. 22);
 my $live = $node->safe_psql('postgres', "SELECT node_id, prediction FROM gnn_predict('m', '{$ids}'::bigint[])");
 my $fresh = $node->safe_psql('postgres', "SELECT node_id, prediction FROM gnn_predict('mf', '{$ids}'::bigint[])");
 is($live, $fresh, "predictions after a writer's changes equal a fresh graph's");
+
+# A changed graph left quiet is compacted in the background (canonical
+# again), and serves the same predictions.
+my $log_at = -s $node->logfile;
+ok(wait_until(sub { slurp_file($node->logfile, $log_at) =~ /compacted live graph "g"/ }, 30),
+	'a changed live graph left quiet is compacted in the background');
+is($node->safe_psql('postgres', "SELECT node_id, prediction FROM gnn_predict('m', '{$ids}'::bigint[])"),
+	$fresh, '... and serves the same predictions after');
 
 # (b) nobody but the superuser writes the log or the sources
 for my $role (qw(writer owner_r reader))
