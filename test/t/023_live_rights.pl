@@ -7,10 +7,10 @@
 #     no role changes what others are served except through the tables.
 # (c) Creating a live graph needs TRIGGER on its tables (CREATE TRIGGER runs
 #     as the caller): 42501 otherwise, and nothing is created.
-# (e) A changed live graph left quiet is compacted in the background and
-#     serves the same predictions.
 # (d) A second trigger calling quiver_live_capture is refused (it would log
 #     changes twice); a live graph is not created in REPEATABLE READ.
+# (e) A changed live graph left quiet is compacted in the background and
+#     serves the same predictions.
 use strict;
 use warnings;
 
