@@ -30,6 +30,9 @@
 #include "registry.h"
 #include "quiver.h"
 
+#define LIVE_COMPACT_MAX_JOURNAL 200000	/* row changes a compaction's finish
+											 * may replay (a pause of ~0.1 s) */
+#define LIVE_COMPACT_RETRY_MS 30000	/* after an abandoned compaction */
 #define LIVE_PRUNE_MS 60000		/* prune a graph's log at most this often, below
 								 * what it had applied this long ago */
 
@@ -157,6 +160,7 @@ start_compaction(ResGraph *rg, LiveState *st)
 		return;
 	}
 	st->compacting = true;
+	st->journal_rows = 0;
 	INSTR_TIME_SET_CURRENT(st->compact_started);
 }
 
@@ -178,7 +182,8 @@ follow_changes(ResGraph *rg, LiveState *st)
 		device_release_graph(rg);
 	if (!registry_follow_graph(rg, touched, n, false, engine_pool, &err))
 		schedule_rebuild(rg, st, err.msg);
-	else if (!st->compacting && qv_live_wants_compaction(st->L))
+	else if (!st->compacting && qv_live_wants_compaction(st->L) &&
+			 GetCurrentTimestamp() >= st->compact_retry_at)
 		start_compaction(rg, st);
 	free(touched);
 }
@@ -196,9 +201,13 @@ finish_compaction(ResGraph *rg, LiveState *st)
 
 	qv_build_join(&st->compact);
 	st->compacting = false;
+	if (err.code == QV_OK && st->journal_rows > LIVE_COMPACT_MAX_JOURNAL)
+		qv_error(&err, QV_ELIMIT, INT64_FORMAT " row changes arrived during the compaction; "
+				 "replaying them would pause the engine: it is retried later", st->journal_rows);
 	if (err.code != QV_OK)
 	{
 		qv_live_compact_abandon(st->L, job);
+		st->compact_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LIVE_COMPACT_RETRY_MS);
 		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
 		return;
 	}
@@ -356,6 +365,13 @@ sync_graph(ResGraph *rg, LiveState *st, MemoryContext cxt)
 		{
 			schedule_rebuild(rg, st, err.msg);
 			return;
+		}
+		if (st->compacting)
+		{
+			ListCell   *lc;
+
+			foreach(lc, r.entries)
+				st->journal_rows += ((LogEntry *) lfirst(lc))->n;
 		}
 	}
 	live_from_set(&st->from, &r.now);

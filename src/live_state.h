@@ -38,6 +38,8 @@ typedef struct LiveState
 	bool		compacting;		/* a compaction runs on compact's thread */
 	QvBuild		compact;		/* its thread; compact.compaction is the job */
 	instr_time	compact_started;
+	int64		journal_rows;	/* row changes applied since it began */
+	TimestampTz compact_retry_at;	/* no threshold compaction before */
 } LiveState;
 
 extern QvGraph *live_state_adopt(QvLive *L, const LiveFrom *from);
