@@ -373,9 +373,12 @@ live_log_prune(const char *graph, uint64 below, int limit)
 								 "ON CONFLICT (graph) DO UPDATE SET pruned_below = "
 								 "GREATEST(h.pruned_below, excluded.pruned_below)", 2, t),
 					   v, NULL, false);
-	deleted = (int64) exec_plan_as_owner(kept_plan(&chunk, "DELETE FROM %s.quiver_live_log WHERE ctid = ANY (ARRAY("
-												   "SELECT ctid FROM %s.quiver_live_log WHERE graph = $1 "
-												   "AND xid < $2::text::xid8 LIMIT $3))", 3, t),
+	/* by the (graph, xid) index: rows up to the xid of the limit-th oldest */
+	deleted = (int64) exec_plan_as_owner(kept_plan(&chunk, "DELETE FROM %s.quiver_live_log WHERE graph = $1 "
+												   "AND xid < $2::text::xid8 AND xid <= COALESCE(("
+												   "SELECT xid FROM %s.quiver_live_log WHERE graph = $1 "
+												   "AND xid < $2::text::xid8 ORDER BY xid OFFSET $3 LIMIT 1), "
+												   "$2::text::xid8)", 3, t),
 										 v, NULL, false);
 	SPI_finish();
 	return deleted;
