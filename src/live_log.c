@@ -29,33 +29,6 @@
 
 #define LOG_CHUNK_ROWS 65536	/* rows per log row (arrays stay small) */
 
-/* Run sql with args as the bootstrap superuser (SPI connected); returns
- * SPI_processed. */
-static uint64
-exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
-			  bool read_only)
-{
-	Oid			save_user;
-	int			save_sec;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
-	if (rc < 0)
-		elog(ERROR, "quiver live log statement failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
-}
-
 /* The extension's schema, quoted, or NULL when it is not installed here;
  * remembered per installation of the extension. */
 const char *
@@ -142,6 +115,20 @@ exec_plan_as_owner(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_
 	if (rc < 0)
 		elog(ERROR, "quiver live log statement failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/* Run sql with args once as the bootstrap superuser (SPI connected);
+ * returns SPI_processed.  For statements off the hot paths. */
+static uint64
+exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+			  bool read_only)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "quiver live log statement could not be prepared: %s",
+			 SPI_result_code_string(SPI_result));
+	return exec_plan_as_owner(plan, values, nulls, read_only);
 }
 
 static Datum
