@@ -587,7 +587,7 @@ infer_layers(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
 	if ((rc = check_infer(lane, model, store, seeds, n, out, err)) != QV_OK ||
-		(layer != 0 && (rc = qv_cuda_check_layer(model->n_layers, layer, err)) != QV_OK))
+		(layer != 0 && (rc = qv_hidden_layer_check(model->n_layers, layer, err)) != QV_OK))
 		return rc;
 	if (n == 0)
 		return QV_OK;
@@ -616,6 +616,6 @@ api_embed(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 		  QvGpuBatchStats *stats, QvError *err)
 {
 	if (layer == 0)				/* 0 means "every layer" to infer_layers */
-		return qv_cuda_check_layer(model ? model->n_layers : 0, layer, err);
+		return qv_hidden_layer_check(model ? model->n_layers : 0, layer, err);
 	return infer_layers(lane, model, store, seeds, n, layer, out, stats, err);
 }

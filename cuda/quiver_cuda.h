@@ -255,7 +255,7 @@ typedef struct QvCudaApi
 	 * drawn with those hops' fanouts and keys, so each row is the
 	 * activation infer computes for that seed there, and the CPU path's
 	 * qv_embed (src/core/forward.h) to float32 rounding.  A layer outside
-	 * 1 .. L-1 is QV_EINVAL (qv_cuda_check_layer).
+	 * 1 .. L-1 is QV_EINVAL (qv_hidden_layer_check).
 	 */
 	int			(*embed) (QvGpuLane *lane, const QvGpuModel *model,
 						  const QvGpuStore *store, const int32_t *seeds,
@@ -289,22 +289,6 @@ qv_cuda_check_infer(int lane_dev, int model_dev, int store_dev, const int32_t *s
 		if (seeds[i] < 0 || seeds[i] >= n_nodes)
 			return qv_error(err, QV_EDATA, "infer: seed %d at position %d is outside [0, %lld)",
 							(int) seeds[i], (int) i, (long long) n_nodes);
-	return QV_OK;
-}
-
-/* The layer check of an embed call, with qv_embed's messages: QV_OK when
- * layer is a hidden layer of a model of n_layers layers. */
-static inline int
-qv_cuda_check_layer(int32_t n_layers, int32_t layer, QvError *err)
-{
-	if (n_layers < 2)
-		return qv_error(err, QV_EINVAL,
-						"layer %d does not exist: a %d-layer model has no hidden layer",
-						(int) layer, (int) n_layers);
-	if (layer < 1 || layer > n_layers - 1)
-		return qv_error(err, QV_EINVAL,
-						"layer %d is not a hidden layer: the model has %d layers, so it must be between 1 and %d",
-						(int) layer, (int) n_layers, (int) n_layers - 1);
 	return QV_OK;
 }
 

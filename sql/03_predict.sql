@@ -103,6 +103,32 @@ SELECT id, (SELECT count(*) FILTER (WHERE v <> 'NaN' AND abs(v) < 'Infinity')
 			FROM unnest(gnn_predict('sage2_f1', id)) AS v) AS finite_values
 	FROM tiny_node WHERE id IN (-7, 9) ORDER BY id;
 
+-- gnn_embed: the hidden layer of sage2 after its ReLU, relu(h1) above:
+-- a (1,5), b (2,1), c (5.5,6.5), d (3,0), e (0,9); layer NULL is layer 1.
+SELECT id, gnn_embed('sage2', id), gnn_embed('sage2', id, 1) AS layer1 FROM tiny_node ORDER BY id;
+SELECT node_id, embedding FROM gnn_embed('sage2', '{1000000000000,-7,9,-7}'::bigint[]);
+SELECT node_id, embedding FROM gnn_embed('sage2', '{42}'::bigint[], 1);
+SELECT gnn_embed('sage2', NULL::bigint) IS NULL AS null_id, gnn_embed(NULL, 5::bigint) IS NULL AS null_model;
+SELECT count(*) AS no_rows FROM gnn_embed(NULL, '{5}'::bigint[]);
+-- Bad layers name the layer and the model's layers; a 1-layer model has none.
+SELECT gnn_embed('sage2', 5, 2);
+SELECT gnn_embed('sage2', 5, 0);
+SELECT gnn_embed('sage2', 5, -1);
+SELECT * FROM gnn_embed('sage2', '{5}'::bigint[], 7);
+SELECT gnn_embed('sage1', 5);
+SELECT gnn_embed('nosuch', 5);
+SELECT gnn_embed('sage2', 4242);
+
+-- gnn_classify: argmax of sage1's (h0, h1) above and its softmax
+-- probability 1 / (1 + exp(-|h0 - h1|)): a 1 (0.982), b 0 (0.731),
+-- c 1 (0.731), d 0 (0.953), e 1 (1 - 4e-8).
+SELECT id, (gnn_classify('sage1', id)).* FROM tiny_node ORDER BY id;
+SELECT id, c.label, c.probability FROM tiny_node, LATERAL gnn_classify('sage1', id) c ORDER BY id;
+-- One output: label 0 with probability 1.
+SELECT * FROM gnn_classify('sage2', 9);
+SELECT * FROM gnn_classify('sage1', 4242);
+SELECT * FROM gnn_classify('nosuch', 5);
+
 -- Models: definitions and resident state.
 SELECT name, graph, arch, config, weights_bytes > 0 AS has_weights, state, layers, out_dim, fanout
 	FROM gnn_models ORDER BY name;

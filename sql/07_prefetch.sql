@@ -52,6 +52,18 @@ RESET quiver.prefetch_rows;
 CREATE TEMP TABLE thrice AS SELECT (i / 3)::bigint AS id FROM generate_series(0, 299) AS i;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
 	SELECT gnn_predict('ring_all', id) FROM thrice;
+-- gnn_embed and gnn_classify are batched the same way.  Per block, one
+-- request for the model's output (gnn_predict and gnn_classify share it),
+-- one per embedding layer asked (NULL and 1 are asked apart): 9 blocks x 3
+-- requests, 900 ids.
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+	SELECT id, gnn_predict('ring_all', id), (gnn_classify('ring_all', id)).label,
+		   gnn_embed('ring_all', id), gnn_embed('ring_all', id, 1)
+	FROM ring_node;
+-- An embedding layer given by an expression of the row is left to the calls.
+EXPLAIN (COSTS OFF) SELECT gnn_embed('ring_all', id, (id % 2)::int) FROM ring_node;
+-- A bad layer is left to the calls too, which raise their own error.
+SELECT count(gnn_embed('ring_all', id, 2)) FROM ring_node;
 -- An id computed by an expression is left to the calls: computing it ahead
 -- could raise an error for a row that is never reached.
 EXPLAIN (COSTS OFF) SELECT gnn_predict('ring_all', id % 3) FROM ring_node;

@@ -133,6 +133,24 @@ CREATE FUNCTION gnn_predict(model text, node_ids bigint[])
     RETURNS TABLE(node_id bigint, prediction real[])
     AS 'MODULE_PATHNAME', 'gnn_predict_batch' LANGUAGE C VOLATILE STRICT PARALLEL SAFE ROWS 100;
 
+-- Hidden-layer outputs (1 .. L-1, after the activation; NULL = L-1), with
+-- the sampling and semantics of gnn_predict.  Not STRICT because of the
+-- layer's default; a NULL model or id gives NULL.
+CREATE FUNCTION gnn_embed(model text, node_id bigint, layer int DEFAULT NULL)
+    RETURNS real[]
+    AS 'MODULE_PATHNAME', 'gnn_embed' LANGUAGE C VOLATILE PARALLEL SAFE COST 10;
+
+CREATE FUNCTION gnn_embed(model text, node_ids bigint[], layer int DEFAULT NULL)
+    RETURNS TABLE(node_id bigint, embedding real[])
+    AS 'MODULE_PATHNAME', 'gnn_embed_batch' LANGUAGE C VOLATILE PARALLEL SAFE ROWS 100;
+
+-- The argmax of the model's output and its softmax probability: one row
+-- per call, so that it can stand in a select list and be batched there
+-- like gnn_predict: SELECT id, (gnn_classify('m', id)).* FROM t.
+CREATE FUNCTION gnn_classify(model text, node_id bigint, OUT label int, OUT probability real)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'gnn_classify' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 10;
+
 CREATE FUNCTION gnn_drop_graph(name text)
     RETURNS void
     AS 'MODULE_PATHNAME', 'gnn_drop_graph' LANGUAGE C VOLATILE STRICT;

@@ -165,7 +165,7 @@ finish_batch(GpuBatch *b)
 	qv_costmodel_add(&b->rm->gpu_cost, b->psgs, b->job.wall_us, NULL);
 	qv_seed_histogram_add(&b->rg->hist, b->dense, b->n, NULL);
 	publish_batch(b);
-	registry_answer_batch(b->rm, b->slots, b->n_slots, b->out, true);
+	registry_answer_batch(b->rm, b->slots, b->n_slots, b->out, b->rm->m->out_dim, true);
 }
 
 bool

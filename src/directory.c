@@ -118,9 +118,10 @@ directory_latency_quantile(const QuiverDirEntry *e, double q)
 	return pow(2.0, QUIVER_LAT_BUCKETS / 4.0) / 1000.0;
 }
 
-/* Output dimension of a resident model, or -1. */
+/* Width of what `output` asks of a resident model (its output, or a hidden
+ * layer's); -1 if the model is not resident or has no such layer. */
 int
-directory_out_dim(const char *model)
+directory_output_dim(const char *model, OutputSpec output)
 {
 	QuiverDirEntry *e;
 	int			out = -1;
@@ -128,7 +129,14 @@ directory_out_dim(const char *model)
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
 	e = directory_entry(OBJ_MODEL, model, false);
 	if (e && e->state == OBJ_READY)
-		out = e->out_dim;
+	{
+		int32		layer = output.last_hidden ? e->layers - 1 : output.layer;
+
+		if (output.kind == OUTPUT_PREDICTION)
+			out = e->out_dim;
+		else if (layer >= 1 && layer < e->layers)
+			out = e->layer_dims[layer - 1];
+	}
 	LWLockRelease(quiver_shared->lock);
 	return out;
 }

@@ -17,8 +17,8 @@ extern const char *directory_failure(ObjKind kind, const char *name, char *buf, 
 /* Upper edge, in ms, of the latency bucket holding quantile q; -1 if none. */
 extern double directory_latency_quantile(const QuiverDirEntry *e, double q);
 
-/* Output dimension of a resident model, or -1. */
-extern int	directory_out_dim(const char *model);
+/* Width of `output` of a resident model, or -1 (not resident, no such layer). */
+extern int	directory_output_dim(const char *model, OutputSpec output);
 
 /* Refuse (false, with err) a graph needing `need` bytes past quiver.memory_limit. */
 extern bool directory_check_memory(const char *graph, Size need, QvError *err);

@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "classify.h"
 #include "model.h"
 #include "directory.h"
 #include "quiver.h"
@@ -33,6 +34,9 @@ PG_FUNCTION_INFO_V1(gnn_refresh_graph);
 PG_FUNCTION_INFO_V1(gnn_predict);
 PG_FUNCTION_INFO_V1(gnn_predict_default);
 PG_FUNCTION_INFO_V1(gnn_predict_batch);
+PG_FUNCTION_INFO_V1(gnn_embed);
+PG_FUNCTION_INFO_V1(gnn_embed_batch);
+PG_FUNCTION_INFO_V1(gnn_classify);
 PG_FUNCTION_INFO_V1(gnn_drop_graph);
 PG_FUNCTION_INFO_V1(gnn_drop_model);
 PG_FUNCTION_INFO_V1(gnn_resident);
@@ -267,13 +271,15 @@ gnn_drop_model(PG_FUNCTION_ARGS)
  * the slot come back in a segment (*wide, owned by the resource owner so
  * an error frees it): the engine says so and we ask again. */
 static QuiverSlot *
-predict_submit(const char *model, const int64 *ids, int n, dsm_segment **wide)
+predict_submit(const char *model, OutputSpec output, const int64 *ids, int n,
+			   dsm_segment **wide)
 {
 	QuiverSlot *slot = queue_begin(REQ_PREDICT, model);
 
 	*wide = NULL;
 	memcpy(slot->payload, ids, sizeof(int64) * n);
 	slot->n_ids = n;
+	slot->output = output;
 	queue_submit_and_wait(slot);
 	if (slot->sqlstate == 0 && slot->result[0] == QUIVER_RESULT_NEEDS_SEGMENT)
 	{
@@ -284,13 +290,14 @@ predict_submit(const char *model, const int64 *ids, int n, dsm_segment **wide)
 		slot = queue_begin(REQ_PREDICT, model);
 		memcpy(slot->payload, ids, sizeof(int64) * n);
 		slot->n_ids = n;
+		slot->output = output;
 		slot->dsm = dsm_segment_handle(*wide);
 		queue_submit_and_wait(slot);
 	}
 	return slot;
 }
 
-/* Copy a finished request's predictions (palloc'd n x out_dim) and release it. */
+/* Copy a finished request's rows (palloc'd n x out_dim) and release it. */
 static float *
 predict_take(QuiverSlot *slot, int n, int *out_dim, dsm_segment *wide)
 {
@@ -311,13 +318,13 @@ predict_take(QuiverSlot *slot, int n, int *out_dim, dsm_segment *wide)
 	return out;
 }
 
-/* Predict n ids in one request; *out_dim set, predictions copied to out
- * (palloc'd n x out_dim). */
+/* Ask for `output` of n ids in one request; *out_dim set, rows copied to
+ * out (palloc'd n x out_dim). */
 static float *
-predict_request(const char *model, const int64 *ids, int n, int *out_dim)
+predict_request(const char *model, OutputSpec output, const int64 *ids, int n, int *out_dim)
 {
 	dsm_segment *wide;
-	QuiverSlot *slot = predict_submit(model, ids, n, &wide);
+	QuiverSlot *slot = predict_submit(model, output, ids, n, &wide);
 
 	queue_raise(slot);
 	return predict_take(slot, n, out_dim, wide);
@@ -326,10 +333,10 @@ predict_request(const char *model, const int64 *ids, int n, int *out_dim)
 /* As predict_request, but NULL instead of the engine's error (an unknown id,
  * say): prefetching leaves such ids to the calls that need them. */
 float *
-predict_try(const char *model, const int64 *ids, int n, int *out_dim)
+predict_try(const char *model, OutputSpec output, const int64 *ids, int n, int *out_dim)
 {
 	dsm_segment *wide;
-	QuiverSlot *slot = predict_submit(model, ids, n, &wide);
+	QuiverSlot *slot = predict_submit(model, output, ids, n, &wide);
 
 	if (slot->sqlstate != 0)
 	{
@@ -351,14 +358,23 @@ float_array(const float *v, int n)
 	return construct_array(d, n, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT);
 }
 
+/* One node's row of `output`: from the block QuiverPrefetch fetched, else
+ * its own request. */
+static const float *
+output_one(const char *model, OutputSpec output, int64 id, int *out_dim)
+{
+	const float *out = prefetch_lookup(model, output, id, out_dim);
+
+	if (out == NULL)
+		out = predict_request(model, output, &id, 1, out_dim);
+	return out;
+}
+
 static Datum
 predict_one(const char *model, int64 id)
 {
 	int			out_dim;
-	const float *out = prefetch_lookup(model, id, &out_dim);
-
-	if (out == NULL)
-		out = predict_request(model, &id, 1, &out_dim);
+	const float *out = output_one(model, OUTPUT_SPEC_PREDICTION, id, &out_dim);
 
 	return PointerGetDatum(float_array(out, out_dim));
 }
@@ -380,33 +396,43 @@ gnn_predict_default(PG_FUNCTION_ARGS)
 	return predict_one(quiver_default_model, PG_GETARG_INT64(0));
 }
 
-/* Ids that fit one request slot together with their predictions. */
+/* Ids that fit one request slot together with their rows of `output`. */
 int
-predict_ids_per_request(const char *model)
+predict_ids_per_request(const char *model, OutputSpec output)
 {
-	int			out_dim = directory_out_dim(model);
+	int			out_dim = directory_output_dim(model, output);
 
 	if (out_dim <= 0)
 		return 1;				/* unknown: the engine will say why */
 	return Max(1, QUIVER_SLOT_PAYLOAD / (int) (sizeof(int64) + sizeof(float) * out_dim));
 }
 
-Datum
-gnn_predict_batch(PG_FUNCTION_ARGS)
+/* The embedding a call asks for: argument `arg` is the layer (NULL = the
+ * last hidden layer). */
+static OutputSpec
+embedding_spec(FunctionCallInfo fcinfo, int arg)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	OutputSpec	output = {OUTPUT_EMBEDDING, true, 0};
+
+	if (PG_NARGS() > arg && !PG_ARGISNULL(arg))
+	{
+		output.last_hidden = false;
+		output.layer = PG_GETARG_INT32(arg);
+	}
+	return output;
+}
+
+/* node_ids as int64s; a NULL element is an error naming its position. */
+static int64 *
+id_array(ArrayType *arr, int *n)
+{
 	Datum	   *elems;
 	bool	   *enulls;
-	int			n;
 	int64	   *ids;
-	int			chunk;
 
-	quiver_check_ready();
-	deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, &enulls, &n);
-	ids = palloc(sizeof(int64) * Max(n, 1));
-	for (int i = 0; i < n; i++)
+	deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, &enulls, n);
+	ids = palloc(sizeof(int64) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
 	{
 		if (enulls[i])
 			ereport(ERROR,
@@ -414,13 +440,27 @@ gnn_predict_batch(PG_FUNCTION_ARGS)
 					 errmsg("node_ids contains a NULL at position %d", i + 1)));
 		ids[i] = DatumGetInt64(elems[i]);
 	}
+	return ids;
+}
+
+/* The (node_id, real[]) rows of a batch call, in input order. */
+static Datum
+output_batch(FunctionCallInfo fcinfo, const char *model, OutputSpec output, ArrayType *arr)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	int64	   *ids;
+	int			chunk;
+
+	quiver_check_ready();
+	ids = id_array(arr, &n);
 	InitMaterializedSRF(fcinfo, 0);
-	chunk = predict_ids_per_request(model);
+	chunk = predict_ids_per_request(model, output);
 	for (int off = 0; off < n; off += chunk)
 	{
 		int			len = Min(chunk, n - off);
 		int			out_dim;
-		float	   *out = predict_request(model, ids + off, len, &out_dim);
+		float	   *out = predict_request(model, output, ids + off, len, &out_dim);
 
 		for (int i = 0; i < len; i++)
 		{
@@ -435,6 +475,70 @@ gnn_predict_batch(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	return (Datum) 0;
+}
+
+Datum
+gnn_predict_batch(PG_FUNCTION_ARGS)
+{
+	return output_batch(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), OUTPUT_SPEC_PREDICTION,
+						PG_GETARG_ARRAYTYPE_P(1));
+}
+
+/* gnn_embed(model, node_id, layer): a hidden layer's output.  Not strict,
+ * since layer NULL is the last hidden layer; a NULL model or id gives NULL
+ * as a strict function would. */
+Datum
+gnn_embed(PG_FUNCTION_ARGS)
+{
+	int			out_dim;
+	const float *out;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	out = output_one(text_to_cstring(PG_GETARG_TEXT_PP(0)), embedding_spec(fcinfo, 2),
+					 PG_GETARG_INT64(1), &out_dim);
+	PG_RETURN_POINTER(float_array(out, out_dim));
+}
+
+/* The batch form: a NULL model or array gives no rows. */
+Datum
+gnn_embed_batch(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	{
+		InitMaterializedSRF(fcinfo, 0);
+		return (Datum) 0;
+	}
+	return output_batch(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), embedding_spec(fcinfo, 2),
+						PG_GETARG_ARRAYTYPE_P(1));
+}
+
+/* gnn_classify(model, node_id): the argmax of the model's output and its
+ * softmax probability (src/core/classify.h). */
+Datum
+gnn_classify(PG_FUNCTION_ARGS)
+{
+	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		id = PG_GETARG_INT64(1);
+	int			out_dim;
+	const float *out = output_one(model, OUTPUT_SPEC_PREDICTION, id, &out_dim);
+	int32		label;
+	float		prob;
+	QvError		err = {0};
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (qv_classify_row(out, out_dim, &label, &prob, &err) != QV_OK)
+		ereport(ERROR,
+				(errcode(quiver_sqlstate(err.code)),
+				 errmsg("cannot classify node " INT64_FORMAT " with model \"%s\": %s",
+						id, model, err.msg)));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "gnn_classify called in a context that cannot accept a record");
+	values[0] = Int32GetDatum(label);
+	values[1] = Float4GetDatum(prob);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /* ---- introspection -------------------------------------------------------- */

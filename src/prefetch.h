@@ -34,9 +34,16 @@
  *   - custom_scan_tlist: the child's columns (OUTER_VAR), which its
  *     targetlist, qual and custom_exprs read as INDEX_VAR;
  *   - custom_exprs: per prefetched call, its id expression;
- *   - custom_private: (models, limit): per prefetched call its model
- *     expression, NULL for gnn_predict(bigint); and NIL, or the count and
- *     offset (NULL when none) of a Limit right above.
+ *   - custom_private: (models, limit, layers): per prefetched call its
+ *     model expression, NULL for gnn_predict(bigint); NIL, or the count and
+ *     offset (NULL when none) of a Limit right above; per prefetched call
+ *     gnn_embed's layer expression, NULL for the calls that want the
+ *     model's output (gnn_predict, gnn_classify).
+ *
+ * gnn_embed(model, id, layer) and gnn_classify(model, id) are batched the
+ * same way: a block's group is a (model, output) pair, output being the
+ * model's output (gnn_predict and gnn_classify share it) or one hidden
+ * layer's.
  */
 #ifndef QUIVER_PREFETCH_H
 #define QUIVER_PREFETCH_H

@@ -35,7 +35,7 @@ int			quiver_prefetch_rows = 1024;
 
 /* ---- execution ----------------------------------------------------------- */
 
-/* The predictions fetched for one model in the current block. */
+/* The rows fetched for one (model, output) in the current block. */
 typedef struct PrefetchHit
 {
 	int64		id;				/* hash key */
@@ -45,6 +45,7 @@ typedef struct PrefetchHit
 typedef struct PrefetchGroup
 {
 	char		model[NAMEDATALEN];
+	OutputSpec	output;			/* what its calls ask of each node */
 	HTAB	   *hits;
 	int64	   *ids;			/* distinct ids, in first-seen order */
 	int			n_ids;
@@ -57,6 +58,8 @@ typedef struct PrefetchState
 	CustomScanState css;
 	List	   *model_states;	/* per call: ExprState of the model, or NULL */
 	List	   *id_states;		/* per call: ExprState of the id */
+	List	   *layer_states;	/* per call: ExprState of gnn_embed's layer,
+								 * or NULL for the model's output */
 	TupleTableSlot **ring;		/* the block of child rows */
 	int			n_ring;			/* slots made so far (they grow with blocks) */
 	int			max_block;		/* quiver.prefetch_rows at start, 0 = off */
@@ -81,9 +84,15 @@ typedef struct PrefetchState
 /* The block whose rows are being projected now; gnn_predict looks here. */
 static PrefetchState *current_block = NULL;
 
-/* Predictions of (model, id) in the block being projected, or NULL. */
+static bool
+same_output(OutputSpec a, OutputSpec b)
+{
+	return a.kind == b.kind && a.last_hidden == b.last_hidden && a.layer == b.layer;
+}
+
+/* The row of `output` of (model, id) in the block being projected, or NULL. */
 const float *
-prefetch_lookup(const char *model, int64 id, int *out_dim)
+prefetch_lookup(const char *model, OutputSpec output, int64 id, int *out_dim)
 {
 	PrefetchState *ps = current_block;
 
@@ -94,7 +103,7 @@ prefetch_lookup(const char *model, int64 id, int *out_dim)
 		PrefetchGroup *grp = &ps->groups[g];
 		PrefetchHit *hit;
 
-		if (strcmp(grp->model, model) != 0)
+		if (strcmp(grp->model, model) != 0 || !same_output(grp->output, output))
 			continue;
 		hit = hash_search(grp->hits, &id, HASH_FIND, NULL);
 		if (hit == NULL || hit->row < 0)
@@ -105,19 +114,20 @@ prefetch_lookup(const char *model, int64 id, int *out_dim)
 	return NULL;
 }
 
-/* The group of model in the current block, created on first use. */
+/* The group of (model, output) in the current block, created on first use. */
 static PrefetchGroup *
-block_group(PrefetchState *ps, const char *model)
+block_group(PrefetchState *ps, const char *model, OutputSpec output)
 {
 	PrefetchGroup *grp;
 	HASHCTL		ctl;
 
 	for (int g = 0; g < ps->n_groups; g++)
-		if (strcmp(ps->groups[g].model, model) == 0)
+		if (strcmp(ps->groups[g].model, model) == 0 && same_output(ps->groups[g].output, output))
 			return &ps->groups[g];
 	grp = &ps->groups[ps->n_groups++];
 	memset(grp, 0, sizeof(*grp));
 	strlcpy(grp->model, model, NAMEDATALEN);
+	grp->output = output;
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(PrefetchHit);
 	ctl.hcxt = ps->block_cxt;
@@ -127,10 +137,12 @@ block_group(PrefetchState *ps, const char *model)
 	return grp;
 }
 
-/* Name of the model a call asks for in this block, or NULL if its calls
- * are left to make their own requests (and raise their own errors). */
+/* Name of the model a call asks for in this block, and what it asks of
+ * each node; NULL if its calls are left to make their own requests (and
+ * raise their own errors). */
 static char *
-block_model(PrefetchState *ps, ExprState *model_state)
+block_model(PrefetchState *ps, ExprState *model_state, ExprState *layer_state,
+			OutputSpec *output)
 {
 	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
 	char	   *model;
@@ -146,8 +158,16 @@ block_model(PrefetchState *ps, ExprState *model_state)
 			return NULL;
 		model = TextDatumGetCString(d);
 	}
+	*output = OUTPUT_SPEC_PREDICTION;
+	if (layer_state != NULL)
+	{
+		output->kind = OUTPUT_EMBEDDING;
+		d = ExecEvalExpr(layer_state, econtext, &isnull);
+		output->last_hidden = isnull;
+		output->layer = isnull ? 0 : DatumGetInt32(d);
+	}
 	if (model == NULL || model[0] == '\0' || strlen(model) >= NAMEDATALEN ||
-		directory_out_dim(model) <= 0)
+		directory_output_dim(model, *output) <= 0)
 		return NULL;
 	return model;
 }
@@ -158,20 +178,22 @@ collect_ids(PrefetchState *ps)
 {
 	ExprContext *econtext = ps->css.ss.ps.ps_ExprContext;
 	ListCell   *m,
-			   *i;
+			   *i,
+			   *l;
 
 	ps->groups = palloc(sizeof(PrefetchGroup) * list_length(ps->id_states));
 	ps->n_groups = 0;
-	forboth(m, ps->model_states, i, ps->id_states)
+	forthree(m, ps->model_states, i, ps->id_states, l, ps->layer_states)
 	{
 		PrefetchGroup *grp;
+		OutputSpec	output;
 		char	   *model;
 
 		econtext->ecxt_scantuple = ps->ring[0];
-		model = block_model(ps, lfirst(m));
+		model = block_model(ps, lfirst(m), lfirst(l), &output);
 		if (model == NULL)
 			continue;
-		grp = block_group(ps, model);
+		grp = block_group(ps, model, output);
 		for (int r = 0; r < ps->filled; r++)
 		{
 			bool		isnull;
@@ -182,7 +204,7 @@ collect_ids(PrefetchState *ps)
 			econtext->ecxt_scantuple = ps->ring[r];
 			id = DatumGetInt64(ExecEvalExpr(lfirst(i), econtext, &isnull));
 			if (isnull)
-				continue;		/* gnn_predict is strict */
+				continue;		/* the calls give NULL */
 			hit = hash_search(grp->hits, &id, HASH_ENTER, &found);
 			if (!found)
 			{
@@ -200,13 +222,13 @@ fetch_groups(PrefetchState *ps)
 	for (int g = 0; g < ps->n_groups; g++)
 	{
 		PrefetchGroup *grp = &ps->groups[g];
-		int			chunk = predict_ids_per_request(grp->model);
+		int			chunk = predict_ids_per_request(grp->model, grp->output);
 
 		for (int off = 0; off < grp->n_ids; off += chunk)
 		{
 			int			len = Min(chunk, grp->n_ids - off);
 			int			out_dim;
-			float	   *out = predict_try(grp->model, grp->ids + off, len, &out_dim);
+			float	   *out = predict_try(grp->model, grp->output, grp->ids + off, len, &out_dim);
 
 			ps->n_requests++;
 			if (out == NULL)
@@ -364,8 +386,8 @@ begin_prefetch(CustomScanState *node, EState *estate, int eflags)
 	CustomScan *cscan = (CustomScan *) node->ss.ps.plan;
 	MemoryContextCallback *cb;
 	ListCell   *m,
-			   *i;
-
+			   *i,
+			   *l;
 	List	   *limit = lsecond(cscan->custom_private);
 
 	outerPlanState(ps) = ExecInitNode(outerPlan(cscan), estate, eflags);
@@ -375,11 +397,14 @@ begin_prefetch(CustomScanState *node, EState *estate, int eflags)
 		if (lsecond(limit) != NULL)
 			ps->limit_offset = ExecInitExpr(lsecond(limit), &node->ss.ps);
 	}
-	forboth(m, linitial(cscan->custom_private), i, cscan->custom_exprs)
+	forthree(m, linitial(cscan->custom_private), i, cscan->custom_exprs,
+			 l, lthird(cscan->custom_private))
 	{
 		ps->model_states = lappend(ps->model_states,
 								   lfirst(m) ? ExecInitExpr(lfirst(m), &node->ss.ps) : NULL);
 		ps->id_states = lappend(ps->id_states, ExecInitExpr(lfirst(i), &node->ss.ps));
+		ps->layer_states = lappend(ps->layer_states,
+								   lfirst(l) ? ExecInitExpr(lfirst(l), &node->ss.ps) : NULL);
 	}
 	ps->max_block = quiver_prefetch_rows;
 	ps->block = 1;

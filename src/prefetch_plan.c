@@ -29,10 +29,12 @@
 #include "quiver.h"
 #include "prefetch.h"
 
-/* ---- which functions are gnn_predict ------------------------------------- */
+/* ---- which functions are gnn_predict, gnn_embed, gnn_classify ---------- */
 
 static Oid	predict_oid = InvalidOid;	/* gnn_predict(text, bigint) */
 static Oid	predict_default_oid = InvalidOid;	/* gnn_predict(bigint) */
+static Oid	embed_oid = InvalidOid; /* gnn_embed(text, bigint, int) */
+static Oid	classify_oid = InvalidOid;	/* gnn_classify(text, bigint) */
 static bool oids_valid = false;
 
 static void
@@ -41,7 +43,7 @@ invalidate_oids(Datum arg, int cacheid, uint32 hashvalue)
 	oids_valid = false;
 }
 
-/* Look up the OIDs of the two scalar gnn_predict forms in this database. */
+/* Look up the OIDs of the scalar per-node functions in this database. */
 static bool
 lookup_predict_oids(void)
 {
@@ -55,19 +57,45 @@ lookup_predict_oids(void)
 		CacheRegisterSyscacheCallback(PROCOID, invalidate_oids, (Datum) 0);
 		callback_registered = true;
 	}
-	predict_oid = predict_default_oid = InvalidOid;
+	predict_oid = predict_default_oid = embed_oid = classify_oid = InvalidOid;
 	schema = catalog_extension_schema();
 	if (schema != NULL)
 	{
-		Oid			two[2] = {TEXTOID, INT8OID};
+		Oid			three[3] = {TEXTOID, INT8OID, INT4OID};
 		Oid			one[1] = {INT8OID};
-		List	   *name = list_make2(makeString(schema), makeString("gnn_predict"));
 
-		predict_oid = LookupFuncName(name, 2, two, true);
-		predict_default_oid = LookupFuncName(name, 1, one, true);
+		predict_oid = LookupFuncName(list_make2(makeString(schema), makeString("gnn_predict")),
+									 2, three, true);
+		predict_default_oid = LookupFuncName(list_make2(makeString(schema), makeString("gnn_predict")),
+											 1, one, true);
+		embed_oid = LookupFuncName(list_make2(makeString(schema), makeString("gnn_embed")),
+								   3, three, true);
+		classify_oid = LookupFuncName(list_make2(makeString(schema), makeString("gnn_classify")),
+									  2, three, true);
 	}
 	oids_valid = true;
 	return OidIsValid(predict_oid);
+}
+
+/* The model argument of a per-node call; NULL for gnn_predict(bigint). */
+static Node *
+call_model_arg(FuncExpr *f)
+{
+	return list_length(f->args) == 1 ? NULL : linitial(f->args);
+}
+
+static Node *
+call_id_arg(FuncExpr *f)
+{
+	return list_length(f->args) == 1 ? linitial(f->args) : lsecond(f->args);
+}
+
+/* The layer argument of gnn_embed; NULL for the calls that want the
+ * model's output (gnn_predict, gnn_classify). */
+static Node *
+call_layer_arg(FuncExpr *f)
+{
+	return f->funcid == embed_oid ? lthird(f->args) : NULL;
 }
 
 /* ---- finding prefetchable calls ------------------------------------------ */
@@ -99,13 +127,22 @@ model_arg_is_fixed(Node *arg)
 	return IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN;
 }
 
-/* A call batched ahead: its id is a column, its model fixed. */
+/* A layer argument fixed for the whole execution (NULL included). */
+static bool
+layer_arg_is_fixed(Node *arg)
+{
+	return IsA(arg, Const) || (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN);
+}
+
+/* A call batched ahead: its id is a column, its model and layer fixed. */
 static bool
 call_is_prefetchable(FuncExpr *f)
 {
-	bool		two = list_length(f->args) == 2;
+	Node	   *model = call_model_arg(f);
+	Node	   *layer = call_layer_arg(f);
 
-	return id_arg_is_column(llast(f->args)) && (!two || model_arg_is_fixed(linitial(f->args)));
+	return id_arg_is_column(call_id_arg(f)) && (model == NULL || model_arg_is_fixed(model)) &&
+		(layer == NULL || layer_arg_is_fixed(layer));
 }
 
 /* Expressions whose operands are evaluated only for some rows. */
@@ -142,34 +179,47 @@ always_evaluated(Node *node)
 
 typedef struct CallSearch
 {
-	bool		any;			/* some gnn_predict call, anywhere */
+	bool		any;			/* some per-node call, anywhere */
 	List	   *models;			/* per prefetchable call: model expr or NULL */
 	List	   *ids;			/* per prefetchable call: id expr */
+	List	   *layers;			/* per prefetchable call: layer expr or NULL */
 	bool		collect;		/* record prefetchable calls */
 } CallSearch;
 
+/* A call of gnn_predict, gnn_embed or gnn_classify on one node. */
 static bool
 is_predict_call(Node *node)
 {
-	return IsA(node, FuncExpr) &&
-		(((FuncExpr *) node)->funcid == predict_oid ||
-		 (OidIsValid(predict_default_oid) && ((FuncExpr *) node)->funcid == predict_default_oid));
+	Oid			fn;
+
+	if (!IsA(node, FuncExpr))
+		return false;
+	fn = ((FuncExpr *) node)->funcid;
+	return fn == predict_oid ||
+		(OidIsValid(predict_default_oid) && fn == predict_default_oid) ||
+		(OidIsValid(embed_oid) && fn == embed_oid) ||
+		(OidIsValid(classify_oid) && fn == classify_oid);
 }
 
-/* Record a call unless an equal (model, id) pair is already recorded. */
+/* Record a call unless an equal (model, id, layer) is already recorded. */
 static void
-record_call(CallSearch *cs, Node *model, Node *id)
+record_call(CallSearch *cs, FuncExpr *f)
 {
+	Node	   *model = call_model_arg(f);
+	Node	   *id = call_id_arg(f);
+	Node	   *layer = call_layer_arg(f);
 	ListCell   *m,
-			   *i;
+			   *i,
+			   *l;
 
-	forboth(m, cs->models, i, cs->ids)
+	forthree(m, cs->models, i, cs->ids, l, cs->layers)
 	{
-		if (equal(lfirst(m), model) && equal(lfirst(i), id))
+		if (equal(lfirst(m), model) && equal(lfirst(i), id) && equal(lfirst(l), layer))
 			return;
 	}
 	cs->models = lappend(cs->models, model);
 	cs->ids = lappend(cs->ids, id);
+	cs->layers = lappend(cs->layers, layer);
 }
 
 static bool find_calls_walker(Node *node, CallSearch *cs);
@@ -206,7 +256,7 @@ find_calls_walker(Node *node, CallSearch *cs)
 
 		cs->any = true;
 		if (cs->collect && call_is_prefetchable(f))
-			record_call(cs, list_length(f->args) == 2 ? linitial(f->args) : NULL, llast(f->args));
+			record_call(cs, f);
 		return walk_conditional((Node *) f->args, cs);
 	}
 	return expression_tree_walker(node, find_calls_walker, cs);
@@ -329,14 +379,15 @@ child_columns(List *child_tlist)
  * estimates of `like`, the node whose work it does. */
 static Plan *
 make_prefetch(Plan *child, List *tlist, List *qual, List *ids, List *models,
-			  Plan *like, RewriteState *rs)
+			  List *layers, Plan *like, RewriteState *rs)
 {
 	CustomScan *cscan = makeNode(CustomScan);
 
 	cscan->scan.plan.targetlist = tlist;
 	cscan->scan.plan.qual = qual;
 	cscan->custom_exprs = ids;
-	cscan->custom_private = list_make2(models, NIL);	/* models, limit (below) */
+	/* models, limit (below), layers */
+	cscan->custom_private = list_make3(models, NIL, layers);
 	cscan->custom_scan_tlist = child_columns(child->targetlist);
 	cscan->scan.scanrelid = 0;
 	cscan->methods = &prefetch_scan_methods;
@@ -364,6 +415,7 @@ wrap_plan(Plan *plan, RewriteState *rs)
 	List	   *tlist;
 	List	   *qual;
 	List	   *ids;
+	List	   *layers;
 	Plan	   *top;
 	int			pos = 0;
 	ListCell   *lc;
@@ -396,12 +448,13 @@ wrap_plan(Plan *plan, RewriteState *rs)
 	tlist = (List *) index_vars_mutator((Node *) plan->targetlist, &map);
 	qual = (List *) index_vars_mutator((Node *) moved_quals, &map);
 	ids = (List *) index_vars_mutator((Node *) cs.ids, &map);
+	layers = (List *) index_vars_mutator((Node *) cs.layers, &map);
 	plan->targetlist = NIL;
 	foreach(lc, map.vars)
 		plan->targetlist = lappend(plan->targetlist, makeTargetEntry(lfirst(lc), ++pos, NULL, false));
 	plan->qual = kept_quals;
 
-	top = make_prefetch(plan, tlist, qual, ids, cs.models, plan, rs);
+	top = make_prefetch(plan, tlist, qual, ids, cs.models, layers, plan, rs);
 	top->initPlan = plan->initPlan;
 	plan->initPlan = NIL;
 	return top;
@@ -480,6 +533,7 @@ wrap_agg_input(Agg *agg, RewriteState *rs)
 	List	   *aggqual = (List *) agg_calls_mutator((Node *) agg->plan.qual, &ac);
 	List	   *ids = NIL;
 	List	   *models = NIL;
+	List	   *layers = NIL;
 	int			resno = ac.n_child;
 	ListCell   *lc;
 
@@ -491,12 +545,13 @@ wrap_agg_input(Agg *agg, RewriteState *rs)
 		FuncExpr   *call = (FuncExpr *) outer_to_index_mutator(lfirst(lc), NULL);
 
 		tlist = lappend(tlist, makeTargetEntry((Expr *) call, ++resno, NULL, false));
-		ids = lappend(ids, llast(call->args));
-		models = lappend(models, list_length(call->args) == 2 ? linitial(call->args) : NULL);
+		ids = lappend(ids, call_id_arg(call));
+		models = lappend(models, call_model_arg(call));
+		layers = lappend(layers, call_layer_arg(call));
 	}
 	agg->plan.targetlist = aggtlist;
 	agg->plan.qual = aggqual;
-	agg->plan.lefttree = make_prefetch(child, tlist, NIL, ids, models, child, rs);
+	agg->plan.lefttree = make_prefetch(child, tlist, NIL, ids, models, layers, child, rs);
 }
 
 static bool

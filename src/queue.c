@@ -191,6 +191,7 @@ queue_begin(RequestKind kind, const char *name)
 	/* the engine shows this transaction what it staged */
 	slot->top_xid = GetTopTransactionIdIfAny();
 	slot->n_ids = 0;
+	slot->output = OUTPUT_SPEC_PREDICTION;
 	slot->out_dim = 0;
 	slot->sqlstate = 0;
 	slot->errmsg[0] = '\0';

@@ -77,6 +77,23 @@ typedef enum RequestKind
 								 * the directory */
 } RequestKind;
 
+/* What a predict request asks of each node: the model's output (for
+ * gnn_predict and gnn_classify) or a hidden layer's (gnn_embed). */
+typedef enum OutputKind
+{
+	OUTPUT_PREDICTION = 0,
+	OUTPUT_EMBEDDING
+} OutputKind;
+
+typedef struct OutputSpec
+{
+	OutputKind	kind;
+	bool		last_hidden;	/* embedding: layer NULL, i.e. L-1 */
+	int32		layer;			/* embedding: 1 .. L-1 as the caller gave it */
+} OutputSpec;
+
+#define OUTPUT_SPEC_PREDICTION ((OutputSpec) {OUTPUT_PREDICTION, false, 0})
+
 /* The two kinds of objects the engine holds. */
 typedef enum ObjKind
 {
@@ -117,6 +134,7 @@ typedef struct QuiverSlot
 	TransactionId top_xid;		/* stage, predict: the caller's top-level
 								 * xid when it staged objects, else invalid */
 	int32		n_ids;			/* predict: ids in payload */
+	OutputSpec	output;			/* predict: what each id gets */
 	int32		out_dim;		/* predict: filled by the engine */
 	/* answer */
 	int			sqlstate;		/* 0 = success */
@@ -145,6 +163,7 @@ typedef struct QuiverDirEntry
 	int32		arch;
 	int32		layers;
 	int32		out_dim;
+	int32		layer_dims[QV_MAX_LAYERS];	/* output width of each layer */
 	int32		fanout[QV_MAX_LAYERS];
 	/* model statistics */
 	int64		requests;
@@ -330,12 +349,14 @@ extern char *catalog_in_transaction(void (*fn) (const char *name, void *arg), co
 									void *arg, const char *activity);
 
 /* functions.c: predictions */
-extern int	predict_ids_per_request(const char *model);
-extern float *predict_try(const char *model, const int64 *ids, int n, int *out_dim);
+extern int	predict_ids_per_request(const char *model, OutputSpec output);
+extern float *predict_try(const char *model, OutputSpec output, const int64 *ids, int n,
+						  int *out_dim);
 
 /* prefetch.c: row-at-a-time calls batched per block of rows */
 extern void prefetch_init(void);
-extern const float *prefetch_lookup(const char *model, int64 id, int *out_dim);
+extern const float *prefetch_lookup(const char *model, OutputSpec output, int64 id,
+									int *out_dim);
 
 /* worker.c */
 extern PGDLLEXPORT void quiver_engine_main(Datum arg);

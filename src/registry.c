@@ -157,6 +157,8 @@ dir_publish_model(const char *name, const char *graph, int64 version, const QvMo
 		e->arch = m->arch;
 		e->layers = m->n_layers;
 		e->out_dim = m->out_dim;
+		for (int i = 0; i < m->n_layers; i++)
+			e->layer_dims[i] = m->layers[i].out_dim;
 		e->feature_dim = m->in_dim;
 		memcpy(e->fanout, m->fanout, sizeof(e->fanout));
 	}
@@ -712,12 +714,14 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 	LWLockRelease(quiver_shared->lock);
 }
 
-/* Answer a batch's slots from out (rows in slot order) and count it. */
+/* Answer a batch's slots from out (rows in slot order, out_dim wide) and
+ * count it. */
 void
-registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out, bool on_gpu)
+registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
+					  int out_dim, bool on_gpu)
 {
 	int64	   *lat = palloc(sizeof(int64) * n_slots);
-	int64		rows = queue_answer_batch(slots, n_slots, out, rm->m->out_dim, lat);
+	int64		rows = queue_answer_batch(slots, n_slots, out, out_dim, lat);
 
 	registry_count_batch(rm, n_slots, rows, lat, on_gpu);
 	pfree(lat);

@@ -117,7 +117,7 @@ extern Staged *registry_staged_find(ObjKind kind, const char *name, int64 versio
 extern Staged *registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid);
 extern bool registry_staged_by(TransactionId top_xid);
 extern void registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
-								  bool on_gpu);
+								  int out_dim, bool on_gpu);
 extern void registry_work_memory(QvPool *pool, bool release);
 
 

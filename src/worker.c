@@ -95,6 +95,8 @@ typedef struct Target
 	const QvModel *m;
 	const QvGraph *g;
 	const char *graph;			/* the graph's name */
+	int32		layer;			/* the slot's output: layer 1 .. L of m */
+	int32		dim;			/* its width */
 } Target;
 
 typedef struct PredictBatch
@@ -109,12 +111,12 @@ static bool
 predict_slot_valid(QuiverSlot *slot, const Target *t)
 {
 	int64	   *ids = (int64 *) slot->payload;
-	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * t->m->out_dim);
+	Size		need = (Size) slot->n_ids * (sizeof(int64) + sizeof(float) * t->dim);
 
 	if (need > QUIVER_SLOT_PAYLOAD && slot->dsm == DSM_HANDLE_INVALID)
 	{
 		/* too wide for the slot: the backend asks again with a segment */
-		slot->out_dim = t->m->out_dim;
+		slot->out_dim = t->dim;
 		slot->result[0] = QUIVER_RESULT_NEEDS_SEGMENT;
 		queue_complete(slot);
 		return false;
@@ -140,6 +142,30 @@ engine_fail_unknown_model(QuiverSlot *slot)
 				   "model \"%s\" is not loaded: %s", slot->name, detail);
 	else
 		queue_fail(slot, ERRCODE_UNDEFINED_OBJECT, "model \"%s\" does not exist", slot->name);
+}
+
+/* The layer (1 .. L) and width of the output a slot asks of t->m: the
+ * model's output, or a hidden layer's; false (slot answered) for a layer
+ * the model lacks. */
+static bool
+resolve_output(QuiverSlot *slot, Target *t)
+{
+	OutputSpec	o = slot->output;
+	QvError		err = {0};
+
+	if (o.kind == OUTPUT_PREDICTION)
+	{
+		t->layer = t->m->n_layers;
+		t->dim = t->m->out_dim;
+		return true;
+	}
+	t->layer = o.last_hidden ? t->m->n_layers - 1 : o.layer;
+	if (qv_embed_layer_check(t->m, t->layer, &t->dim, &err) != QV_OK)
+	{
+		queue_fail(slot, ERRCODE_INVALID_PARAMETER_VALUE, "model \"%s\": %s", slot->name, err.msg);
+		return false;
+	}
+	return true;
 }
 
 /* What serves the slot's request; false (slot answered) if nothing. */
@@ -188,13 +214,13 @@ resolve_target(QuiverSlot *slot, Target *t)
 	}
 	if (sm || sg)
 		t->rm = NULL;			/* a staged view: served apart, uncounted */
-	return true;
+	return resolve_output(slot, t);
 }
 
 static bool
 same_target(const Target *a, const Target *b)
 {
-	return a->m == b->m && a->g == b->g;
+	return a->m == b->m && a->g == b->g && a->layer == b->layer;
 }
 
 /* Testing aid: hold the batch for quiver.debug_engine_delay_ms, ending early
@@ -238,20 +264,34 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	return us;
 }
 
-/* Run a batch of a transaction's staged view on the CPU, uncounted. */
-static void
-predict_run_view(PredictBatch *b, const int64 *ids, int64 n)
+/* The target's output of n ids on the CPU: the model's (qv_infer) or a
+ * hidden layer's (qv_embed). */
+static int
+target_compute(const Target *t, const int64 *ids, int64 n, float *out, QvError *err)
 {
-	float	   *out = palloc_extended(sizeof(float) * Max(n, 1) * b->t.m->out_dim, MCXT_ALLOC_HUGE);
+	if (t->layer == t->m->n_layers)
+		return qv_infer(t->m, t->g, ids, (int) n, out, engine_pool, err);
+	return qv_embed(t->m, t->g, ids, (int) n, t->layer, out, engine_pool, err);
+}
+
+/* Run a batch on the CPU outside the cost models: a transaction's staged
+ * view (uncounted), or embeddings of a published model (counted). */
+static void
+predict_run_plain(PredictBatch *b, const int64 *ids, int64 n)
+{
+	float	   *out = palloc_extended(sizeof(float) * Max(n, 1) * b->t.dim, MCXT_ALLOC_HUGE);
 	QvError		err = {0};
 
-	if (qv_infer(b->t.m, b->t.g, ids, (int) n, out, engine_pool, &err) != QV_OK)
+	if (target_compute(&b->t, ids, n, out, &err) != QV_OK)
 	{
 		for (int i = 0; i < b->n_slots; i++)
 			queue_fail_qv(b->slots[i], &err);
 		return;
 	}
-	(void) queue_answer_batch(b->slots, b->n_slots, out, b->t.m->out_dim, NULL);
+	if (b->t.rm)
+		registry_answer_batch(b->t.rm, b->slots, b->n_slots, out, b->t.dim, false);
+	else
+		(void) queue_answer_batch(b->slots, b->n_slots, out, b->t.dim, NULL);
 }
 
 /* Run one merged batch: queue it on a GPU if dispatch says so, else run it
@@ -278,9 +318,9 @@ predict_run(PredictBatch *b)
 		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
 		off += b->slots[i]->n_ids;
 	}
-	if (rm == NULL)
+	if (rm == NULL || b->t.layer != rm->m->n_layers)
 	{
-		predict_run_view(b, ids, n);
+		predict_run_plain(b, ids, n);
 		return;
 	}
 	rg = registry_graph(rm->graph);
@@ -297,7 +337,7 @@ predict_run(PredictBatch *b)
 			queue_fail_qv(b->slots[i], &err);
 		return;
 	}
-	registry_answer_batch(rm, b->slots, b->n_slots, out, false);
+	registry_answer_batch(rm, b->slots, b->n_slots, out, rm->m->out_dim, false);
 }
 
 /* With quiver.batch_wait_us set, give requests that are in flight but not

@@ -746,14 +746,8 @@ qv_embed_layer_check(const QvModel *m, int32_t layer, int32_t *dim, QvError *err
 {
 	if (m == NULL)
 		return qv_error(err, QV_EINVAL, "embedding asked of no model");
-	if (m->n_layers < 2)
-		return qv_error(err, QV_EINVAL,
-						"layer %d does not exist: a %d-layer model has no hidden layer",
-						(int) layer, (int) m->n_layers);
-	if (layer < 1 || layer > m->n_layers - 1)
-		return qv_error(err, QV_EINVAL,
-						"layer %d is not a hidden layer: the model has %d layers, so it must be between 1 and %d",
-						(int) layer, (int) m->n_layers, (int) m->n_layers - 1);
+	if (qv_hidden_layer_check(m->n_layers, layer, err) != QV_OK)
+		return QV_EINVAL;
 	if (dim)
 		*dim = m->layers[layer - 1].out_dim;
 	return QV_OK;

@@ -81,6 +81,24 @@ int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
 
 void		qv_model_free(QvModel *m);
 
+/* QV_OK when layer is a hidden layer (1 .. n_layers-1) of a model of
+ * n_layers layers, else QV_EINVAL naming the layer: the one check of
+ * embedding layers, on the CPU (qv_embed) and in the GPU module. */
+static inline int
+qv_hidden_layer_check(int32_t n_layers, int32_t layer, QvError *err)
+{
+	if (n_layers < 2)
+		return qv_error(err, QV_EINVAL,
+						"the model has %d layer and so no hidden layer to take embeddings from",
+						(int) n_layers);
+	if (layer < 1 || layer > n_layers - 1)
+		return qv_error(err, QV_EINVAL,
+						"layer %d is not a hidden layer: the model has %d layers, so it must be %s%d",
+						(int) layer, (int) n_layers, n_layers > 2 ? "between 1 and " : "",
+						(int) n_layers - 1);
+	return QV_OK;
+}
+
 /* QV_OK when n_hops is 0..QV_MAX_LAYERS and every fanout is -1 or >= 1. */
 int			qv_check_fanouts(const int32_t *fanout, int n_hops, QvError *err);
 

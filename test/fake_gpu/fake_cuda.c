@@ -1014,7 +1014,7 @@ infer_layers(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 	if ((rc = qv_cuda_check_infer(lane->dev, model->dev, store->dev, seeds, n, out,
 								  model->m->in_dim, store->graph->dim, store->graph->n_nodes,
 								  err)) != QV_OK ||
-		(layer != 0 && (rc = qv_cuda_check_layer(model->m->n_layers, layer, err)) != QV_OK))
+		(layer != 0 && (rc = qv_hidden_layer_check(model->m->n_layers, layer, err)) != QV_OK))
 		return rc;
 	if (n == 0)
 		return QV_OK;
@@ -1042,7 +1042,7 @@ fake_embed(QvGpuLane *lane, const QvGpuModel *model, const QvGpuStore *store,
 		   QvGpuBatchStats *stats, QvError *err)
 {
 	if (layer == 0)				/* 0 means "every layer" to infer_layers */
-		return qv_cuda_check_layer(model && model->m ? model->m->n_layers : 0, layer, err);
+		return qv_hidden_layer_check(model && model->m ? model->m->n_layers : 0, layer, err);
 	return infer_layers(lane, model, store, seeds, n, layer, out, stats, err);
 }
 

@@ -402,6 +402,23 @@ def cmd_embed(a):
     write_ref(a.out, ids, y)
 
 
+def cmd_classify(a):
+    """gnn_classify's reference from a reference output file: per node
+    'id|{label,probability}', the argmax (lowest index on ties, as
+    torch.argmax) and its softmax probability, in float64."""
+    rows, problems = read_rows(a.ref)
+    if problems:
+        print("\n".join(problems))
+        return 1
+    with open(a.out, "w") as f:
+        for k, v in rows.items():
+            y = np.array(v, dtype=np.float64)
+            label = int(np.argmax(y))
+            p = 1.0 / np.exp(y - y[label]).sum()
+            f.write("%d|{%d,%s}\n" % (k, label, fmt64(p)))
+    return 0
+
+
 def relative_errors(got, ref, floor):
     """|got - ref| / max(|ref|, floor), elementwise.
 
@@ -780,6 +797,10 @@ def parse(argv=None):
     e.add_argument("--undirected", action="store_true")
     e.add_argument("--out", required=True)
 
+    k = sub.add_parser("classify", help="gnn_classify's reference from a reference output file")
+    k.add_argument("--ref", required=True)
+    k.add_argument("--out", required=True)
+
     c = sub.add_parser("compare", help="compare psql output with a reference")
     c.add_argument("ref")
     c.add_argument("got")
@@ -800,7 +821,7 @@ def parse(argv=None):
 def main():
     a = parse()
     rc = {"gen": cmd_gen, "weights": cmd_weights, "ref": cmd_ref, "embed": cmd_embed,
-          "compare": cmd_compare, "selftest": cmd_selftest}[a.cmd](a)
+          "classify": cmd_classify, "compare": cmd_compare, "selftest": cmd_selftest}[a.cmd](a)
     sys.exit(rc or 0)
 
 

@@ -82,6 +82,51 @@ for my $case (
 		'--subset');
 }
 
+# gnn_embed: hidden-layer outputs (after the ReLU) against the reference's
+# full-neighbour forward cut at that layer, scalar calls (batched by
+# QuiverPrefetch) and batch calls; layer NULL is L-1.  gnn_classify: the
+# argmax of the reference's logits and its softmax probability.
+for my $case ([ 'd3', 0 ], [ 'u2', 1 ], [ 'u3', 1 ])
+{
+	my ($g, $und) = @$case;
+	my $dir = "$tmp/$g";
+	my $layers = $meta{$g}{layers};
+	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ])
+	{
+		my ($short, $name) = @$arch;
+		my $m = "${g}_$short";
+		for my $layer (1 .. $layers - 1, 'NULL')
+		{
+			my $ref = "$dir/embed_${short}_$layer.out";
+			run_ref($PYTHON, $REF, 'embed', '--dir', $dir, '--arch', $name,
+				'--weights', "$dir/$short.safetensors", '--out', $ref,
+				($layer eq 'NULL' ? () : ('--layer', $layer)), ($und ? ('--undirected') : ()));
+			compare_ok($ref,
+				$node->safe_psql('postgres',
+					"SELECT id, gnn_embed('$m', id, $layer) FROM ${g}_node ORDER BY id"),
+				"$m: gnn_embed layer $layer, scalar calls, equals the reference");
+			compare_ok($ref,
+				$node->safe_psql('postgres',
+					"SELECT node_id, embedding FROM gnn_embed('$m', "
+					  . "(SELECT array_agg(id ORDER BY md5(id::text)) FROM ${g}_node), $layer)"),
+				"$m: gnn_embed layer $layer, one batch call, equals the reference");
+		}
+		my $cref = "$dir/classify_$short.out";
+		run_ref($PYTHON, $REF, 'classify', '--ref', "$dir/ref_$short.out",
+			'--out', $cref);
+		compare_ok($cref,
+			$node->safe_psql('postgres',
+				"SELECT id, ARRAY[c.label::real, c.probability] FROM ${g}_node, "
+				  . "LATERAL gnn_classify('$m', id) c ORDER BY id"),
+			"$m: gnn_classify equals the reference's argmax and softmax probability");
+		compare_ok($cref,
+			$node->safe_psql('postgres',
+				"SELECT id, ARRAY[(gnn_classify('$m', id)).label::real, "
+				  . "(gnn_classify('$m', id)).probability] FROM ${g}_node ORDER BY id"),
+			"$m: gnn_classify in a select list (batched) equals the reference");
+	}
+}
+
 # Sampling with fanouts no smaller than the largest in-degree takes every
 # in-edge (duplicates included), so it is the full-neighbour result.
 {

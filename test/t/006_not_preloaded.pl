@@ -35,6 +35,9 @@ for my $call (
 	"SELECT gnn_create_model('m', 'g', 'gcn', '\\x00'::bytea)",
 	"SELECT gnn_predict('m', 1)",
 	"SELECT * FROM gnn_predict('m', '{1,2}'::bigint[])",
+	"SELECT gnn_embed('m', 1)",
+	"SELECT * FROM gnn_embed('m', '{1,2}'::bigint[], 1)",
+	"SELECT * FROM gnn_classify('m', 1)",
 	"SELECT gnn_drop_model('m')",
 	"SELECT gnn_drop_graph('g')")
 {

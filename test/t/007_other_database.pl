@@ -43,9 +43,13 @@ isnt($rc, 0, 'gnn_create_graph fails in another database');
 like($err, qr/served/, 'the error names the served database') or diag($err);
 like($err, qr/other/, 'and the calling one') or diag($err);
 ok(time() - $t0 < 5, 'at once');
-($rc, $out, $err) = $node->psql('other', "SELECT gnn_predict('m', 1)");
-isnt($rc, 0, 'gnn_predict fails in another database');
-like($err, qr/quiver\.database|served/, 'with the same explanation') or diag($err);
+for my $call ("SELECT gnn_predict('m', 1)", "SELECT gnn_embed('m', 1)",
+	"SELECT * FROM gnn_embed('m', '{1,2}'::bigint[])", "SELECT * FROM gnn_classify('m', 1)")
+{
+	($rc, $out, $err) = $node->psql('other', $call);
+	isnt($rc, 0, "fails in another database: $call");
+	like($err, qr/quiver\.database|served/, 'with the same explanation') or diag($err);
+}
 is($node->safe_psql('other', 'SELECT count(*) FROM quiver_graph'), '0',
 	'nothing was stored in the other database');
 is($node->safe_psql('served', "SELECT state FROM gnn_graphs WHERE name = 'g'"),

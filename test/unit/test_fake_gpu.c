@@ -765,11 +765,11 @@ test_embed(void **state)
 
 		assert_int_equal(api->embed(lane, gm, stores[0], batch, 64, 2, fake, &st, &err), QV_EINVAL);
 		assert_string_equal(err.msg,
-							"layer 2 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+							"layer 2 is not a hidden layer: the model has 2 layers, so it must be 1");
 		assert_int_equal(st.rows_local + st.rows_peer + st.rows_host, 0);
 		assert_int_equal(api->embed(lane, gm, stores[0], batch, 64, 0, fake, NULL, &err), QV_EINVAL);
 		assert_string_equal(err.msg,
-							"layer 0 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+							"layer 0 is not a hidden layer: the model has 2 layers, so it must be 1");
 		api->model_destroy(gm);
 		free(fake);
 		free(cpu);

@@ -1376,13 +1376,13 @@ test_embed_errors(void **state)
 	g = make_graph(f, esrc, edst, N_EDGES, false);
 	assert_int_equal(qv_embed(&f->m, g, nid, 1, 0, out, NULL, &err), QV_EINVAL);
 	assert_string_equal(err.msg,
-						"layer 0 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+						"layer 0 is not a hidden layer: the model has 2 layers, so it must be 1");
 	assert_int_equal(qv_embed(&f->m, g, nid, 1, 2, out, NULL, &err), QV_EINVAL);
 	assert_string_equal(err.msg,
-						"layer 2 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+						"layer 2 is not a hidden layer: the model has 2 layers, so it must be 1");
 	assert_int_equal(qv_embed_ws(&f->m, g, nid, 1, -4, out, NULL, ws, &err), QV_EINVAL);
 	assert_string_equal(err.msg,
-						"layer -4 is not a hidden layer: the model has 2 layers, so it must be between 1 and 1");
+						"layer -4 is not a hidden layer: the model has 2 layers, so it must be 1");
 	assert_int_equal(qv_embed_layer_check(&f->m, 3, &dim, &err), QV_EINVAL);
 	assert_int_equal(dim, -1);
 	assert_int_equal(qv_embed(&f->m, g, nid, 2, 1, out, NULL, &err), QV_ENOTFOUND);
@@ -1402,9 +1402,9 @@ test_embed_errors(void **state)
 	f->m.layers[0].out_dim = OUT;
 	f->m.out_dim = OUT;
 	assert_int_equal(qv_embed(&f->m, g, nid, 1, 1, out, NULL, &err), QV_EINVAL);
-	assert_string_equal(err.msg, "layer 1 does not exist: a 1-layer model has no hidden layer");
+	assert_string_equal(err.msg, "the model has 1 layer and so no hidden layer to take embeddings from");
 	assert_int_equal(qv_embed_layer_check(&f->m, 0, NULL, &err), QV_EINVAL);
-	assert_string_equal(err.msg, "layer 0 does not exist: a 1-layer model has no hidden layer");
+	assert_string_equal(err.msg, "the model has 1 layer and so no hidden layer to take embeddings from");
 	/* and the workspace still serves a prediction afterwards */
 	assert_int_equal(qv_infer_ws(&f->m, g, nid, 1, out, NULL, ws, &err), QV_OK);
 	qv_workspace_destroy(ws);
