@@ -119,6 +119,17 @@ SELECT gnn_embed('sage1', 5);
 SELECT gnn_embed('nosuch', 5);
 SELECT gnn_embed('sage2', 4242);
 
+-- The README's similarity search: a's embedding (1,5) is nearest to e's
+-- (0,9), then c's (5.5,6.5).
+CREATE TEMP TABLE tiny_embedding AS
+	SELECT node_id AS id, embedding FROM gnn_embed('sage2', ARRAY(SELECT id FROM tiny_node));
+CREATE FUNCTION pg_temp.cosine(a real[], b real[]) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+	SELECT sum(x * y) / nullif(sqrt(sum(x * x)) * sqrt(sum(y * y)), 0)
+	FROM unnest(a, b) AS u(x, y) $$;
+SELECT e.id, round(pg_temp.cosine(e.embedding, q.embedding)::numeric, 4) AS similarity
+	FROM tiny_embedding e, (SELECT embedding FROM tiny_embedding WHERE id = -7) q
+	WHERE e.id <> -7 ORDER BY similarity DESC LIMIT 2;
+
 -- gnn_classify: argmax of sage1's (h0, h1) above and its softmax
 -- probability 1 / (1 + exp(-|h0 - h1|)): a 1 (0.982), b 0 (0.731),
 -- c 1 (0.731), d 0 (0.953), e 1 (1 - 4e-8).
