@@ -16,6 +16,9 @@
  * forward.c: layer i turns rows of nodes[L-i] into rows of nodes[L-1-i],
  * ReLU between layers, none after the last.  embed runs the same code for
  * the first k layers over the model's hops L-k .. L-1 (qv_embed's sample).
+ * A GAT layer transforms first and then attends (run_gat_layer, gat.cu):
+ * its weights are lin.weight [heads C, in], the attention vectors and the
+ * bias.
  */
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
@@ -132,7 +135,7 @@ free_lane_buffers(QvGpuLane *lane)
 {
 	DevBuf	   *bufs[] = {&lane->seeds, &lane->seed_pos, &lane->keys[0], &lane->keys[1],
 		&lane->vals[0], &lane->vals[1], &lane->scan, &lane->temp, &lane->act[0],
-	&lane->act[1], &lane->agg, &lane->out};
+	&lane->act[1], &lane->agg, &lane->out, &lane->gat_xw, &lane->gat_score};
 
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		devbuf_free(bufs[i], &lane->bytes);
@@ -235,7 +238,7 @@ api_lane_create(int dev, QvGpuLane **out, QvError *err)
 static int
 check_model(const QvModel *m, QvError *err)
 {
-	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN)
+	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN && m->arch != QV_ARCH_GAT)
 		return qv_error(err, QV_EINVAL, "model_create: unknown model architecture %d", (int) m->arch);
 	if (m->n_layers < 1 || m->n_layers > QV_MAX_LAYERS)
 		return qv_error(err, QV_EINVAL, "model_create: layer count %d must be between 1 and %d",
@@ -251,6 +254,14 @@ check_model(const QvModel *m, QvError *err)
 		if (l->out_dim < 1 || l->weight_l == NULL ||
 			(m->arch == QV_ARCH_GRAPHSAGE && l->weight_r == NULL))
 			return qv_error(err, QV_EINVAL, "model_create: layer %d lacks weights", i);
+		if (m->arch == QV_ARCH_GAT &&
+			(l->heads < 1 || l->head_dim < 1 || l->att_src == NULL || l->att_dst == NULL ||
+			 l->out_dim != (l->concat ? l->heads * l->head_dim : l->head_dim)))
+			return qv_error(err, QV_EINVAL,
+							"model_create: GAT layer %d has %d outputs, %d heads of %d channels (%s)%s",
+							i, (int) l->out_dim, (int) l->heads, (int) l->head_dim,
+							l->concat ? "concatenated" : "averaged",
+							l->att_src && l->att_dst ? "" : " and lacks attention vectors");
 		if (m->fanout[i] < -1)
 			return qv_error(err, QV_EINVAL, "model_create: fanout %d at hop %d must be -1 or >= 0",
 							 (int) m->fanout[i], i + 1);
@@ -261,8 +272,33 @@ check_model(const QvModel *m, QvError *err)
 	return QV_OK;
 }
 
+/* GAT layer l on the device: lin.weight, attention vectors, bias. */
+static int
+upload_gat_layer(QvGpuModel *gm, const QvLayer *l, GpuLayer *gl, QvError *err)
+{
+	const size_t hc = (size_t) l->heads * l->head_dim;
+	int			rc;
+
+	gl->in_dim = l->in_dim;
+	gl->out_dim = l->out_dim;
+	gl->heads = l->heads;
+	gl->head_dim = l->head_dim;
+	gl->concat = l->concat ? 1 : 0;
+	if ((rc = qvc_upload((void **) &gl->w, l->weight_l, hc * l->in_dim * sizeof(float),
+						 "GAT lin.weight", gm->dev, &gm->bytes, err)) != QV_OK ||
+		(rc = qvc_upload((void **) &gl->att_src, l->att_src, hc * sizeof(float),
+						 "GAT att_src", gm->dev, &gm->bytes, err)) != QV_OK ||
+		(rc = qvc_upload((void **) &gl->att_dst, l->att_dst, hc * sizeof(float),
+						 "GAT att_dst", gm->dev, &gm->bytes, err)) != QV_OK)
+		return rc;
+	if (l->bias_l)
+		rc = qvc_upload((void **) &gl->bias, l->bias_l, (size_t) l->out_dim * sizeof(float),
+						"GAT bias", gm->dev, &gm->bytes, err);
+	return rc;
+}
+
 /* Weights of layer l on the device: [W_l | W_r] for SAGE, W for GCN, and
- * the summed biases. */
+ * the summed biases; GAT's in upload_gat_layer. */
 static int
 upload_layer(QvGpuModel *gm, QvArch arch, const QvLayer *l, GpuLayer *gl, QvError *err)
 {
@@ -273,6 +309,12 @@ upload_layer(QvGpuModel *gm, QvArch arch, const QvLayer *l, GpuLayer *gl, QvErro
 	float	   *b = (float *) malloc((size_t) out * sizeof(float));
 	int			rc = QV_OK;
 
+	if (arch == QV_ARCH_GAT)
+	{
+		free(w);
+		free(b);
+		return upload_gat_layer(gm, l, gl, err);
+	}
 	gl->in_dim = in;
 	gl->out_dim = out;
 	if (w == NULL || b == NULL)
@@ -309,6 +351,10 @@ api_model_destroy(QvGpuModel *model)
 				(void) cudaFree(model->layers[i].w);
 			if (model->layers[i].bias)
 				(void) cudaFree(model->layers[i].bias);
+			if (model->layers[i].att_src)
+				(void) cudaFree(model->layers[i].att_src);
+			if (model->layers[i].att_dst)
+				(void) cudaFree(model->layers[i].att_dst);
 		}
 	(void) cudaGetLastError();
 	free(model);
@@ -375,13 +421,25 @@ ctl_rows(const QvGpuLane *lane)
 	return (unsigned long long *) ((char *) lane->d_ctl + offsetof(GpuCtl, rows));
 }
 
+/* Input rows of GAT layer i over sample s: the first layer's gathered
+ * rows (targets', then one per edge), else the previous layer's. */
+static int64_t
+gat_rows(const GpuSample *s, int i)
+{
+	const int	h = s->n_hops - 1 - i;
+
+	return i == 0 ? (int64_t) s->n_nodes[h] + s->n_edges[h] : (int64_t) s->n_nodes[h + 1];
+}
+
 /* Grow the activations and the aggregate matrix for sample s (layers
  * 0 .. s->n_hops-1). */
 static int
 prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError *err)
 {
 	size_t		act[2] = {0, 0},
-				agg = 0;
+				agg = 0,
+				xw = 0,
+				score = 0;
 	int			rc;
 
 	for (int i = 0; i < s->n_hops; i++)
@@ -391,8 +449,22 @@ prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError
 		const size_t lda = (size_t) l->in_dim * (m->arch == QV_ARCH_GRAPHSAGE ? 2 : 1);
 
 		act[i % 2] = rows * l->out_dim > act[i % 2] ? rows * l->out_dim : act[i % 2];
-		agg = rows * lda > agg ? rows * lda : agg;
+		if (m->arch == QV_ARCH_GAT)
+		{
+			const size_t n = (size_t) gat_rows(s, i);
+
+			agg = i == 0 && n * l->in_dim > agg ? n * l->in_dim : agg;
+			xw = n * l->heads * l->head_dim > xw ? n * l->heads * l->head_dim : xw;
+			score = 2 * n * l->heads > score ? 2 * n * l->heads : score;
+		}
+		else
+			agg = rows * lda > agg ? rows * lda : agg;
 	}
+	if ((rc = devbuf_grow(&lane->gat_xw, xw * sizeof(float), "GAT transforms", lane->dev,
+						  &lane->bytes, err)) != QV_OK ||
+		(rc = devbuf_grow(&lane->gat_score, score * sizeof(float), "GAT scores", lane->dev,
+						  &lane->bytes, err)) != QV_OK)
+		return rc;
 	for (int p = 0; p < 2; p++)
 		if ((rc = devbuf_grow(&lane->act[p], act[p] * sizeof(float), "activations", lane->dev,
 							  &lane->bytes, err)) != QV_OK)
@@ -403,16 +475,75 @@ prepare_layers(QvGpuLane *lane, const QvGpuModel *m, const GpuSample *s, QvError
 /* c[n x out] = a[n x k] W^T, W [out, k] row-major (cuBLAS is column-major:
  * c^T = W a^T). */
 static int
-dense(QvGpuLane *lane, const GpuLayer *l, int32_t k, int32_t n, const float *a, float *c,
-	  QvError *err)
+dense_w(QvGpuLane *lane, const float *w, int32_t out_dim, int32_t k, int32_t n, const float *a,
+		float *c, QvError *err)
 {
 	const float one = 1.0f,
 				zero = 0.0f;
 	cublasStatus_t st;
 
-	st = lane->bl->sgemm(lane->blas, CUBLAS_OP_T, CUBLAS_OP_N, l->out_dim, n, k, &one, l->w, k,
-						 a, k, &zero, c, l->out_dim);
+	st = lane->bl->sgemm(lane->blas, CUBLAS_OP_T, CUBLAS_OP_N, out_dim, n, k, &one, w, k,
+						 a, k, &zero, c, out_dim);
 	return st == CUBLAS_STATUS_SUCCESS ? QV_OK : cublas_error(err, st, "cublasSgemm", lane->dev);
+}
+
+/* The same with layer l's weights and width. */
+static int
+dense(QvGpuLane *lane, const GpuLayer *l, int32_t k, int32_t n, const float *a, float *c,
+	  QvError *err)
+{
+	return dense_w(lane, l->w, l->out_dim, k, n, a, c, err);
+}
+
+/* GAT layer i into c: rows gathered (first layer) or read from in,
+ * transformed (x' = h W^T), scored, attended per target, bias, ReLU. */
+static int
+run_gat_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store,
+			  const GpuSample *s, int i, const float *in, float *c, QvError *err)
+{
+	const GpuLayer *l = &m->layers[i];
+	const int	h = s->n_hops - 1 - i;
+	const int64_t n_rows = gat_rows(s, i);
+	const int32_t hc = l->heads * l->head_dim;
+	float	   *xw = (float *) lane->gat_xw.p;
+	float	   *a_src = (float *) lane->gat_score.p;
+	GatJob		g;
+	int			rc;
+
+	if (n_rows > INT32_MAX)
+		return qv_error(err, QV_ELIMIT, "infer: GAT layer %d reads %lld rows, more than %d",
+						i, (long long) n_rows, INT32_MAX);
+	if (i == 0)
+	{
+		const FeatTiers tiers = qvc_store_tiers(store);
+
+		if ((rc = qvc_gat_gather(&tiers, s->nodes[h], s->nbr[h], s->n_nodes[h], n_rows,
+								 l->in_dim, (float *) lane->agg.p, ctl_rows(lane),
+								 lane->stream, lane->dev, err)) != QV_OK)
+			return rc;
+		in = (const float *) lane->agg.p;
+	}
+	memset(&g, 0, sizeof(g));
+	g.n_dst = s->n_nodes[h];
+	g.heads = l->heads;
+	g.head_dim = l->head_dim;
+	g.concat = l->concat;
+	g.first = i == 0;
+	g.offsets = s->offsets[h];
+	g.nbr = s->nbr[h];
+	g.targets = s->nodes[h];
+	g.xw = xw;
+	g.a_src = a_src;
+	g.a_dst = a_src + n_rows * l->heads;
+	g.out = c;
+	g.out_dim = l->out_dim;
+	if ((rc = dense_w(lane, l->w, hc, l->in_dim, (int32_t) n_rows, in, xw, err)) != QV_OK ||
+		(rc = qvc_gat_scores(xw, n_rows, l->heads, l->head_dim, l->att_src, l->att_dst,
+							 a_src, (float *) g.a_dst, lane->stream, lane->dev, err)) != QV_OK ||
+		(rc = qvc_gat_attend(&g, lane->stream, lane->dev, err)) != QV_OK)
+		return rc;
+	return qvc_bias_act(c, l->bias, g.n_dst, l->out_dim, i < m->n_layers - 1,
+						lane->stream, lane->dev, err);
 }
 
 /* Layer i: aggregate the rows of nodes[h+1] into nodes[h]'s, h =
@@ -429,6 +560,8 @@ run_layer(QvGpuLane *lane, const QvGpuModel *m, const QvGpuStore *store, const G
 	AggJob		job;
 	int			rc;
 
+	if (m->arch == QV_ARCH_GAT)
+		return run_gat_layer(lane, m, store, s, i, in, c, err);
 	memset(&job, 0, sizeof(job));
 	job.gcn = !sage;
 	job.from_tiers = i == 0;

@@ -9,6 +9,8 @@
  *   sample.cu       the GPU sampler and its CUB de-duplication
  *   store.cu        host registration, resident graphs (CSR, tiers, peers)
  *   forward.cu      lanes, models, inference (cuBLAS dense layers)
+ *   gat.cu          GAT: first-layer row gather, attention scores, softmax
+ *                   and weighted sums
  *   bench.cu        gather_bench: the feature gather against a copy
  *
  * Rules of the module: every CUDA, cuBLAS and CUB call is checked and turned
@@ -201,8 +203,14 @@ typedef struct GpuLayer
 {
 	int32_t		in_dim;
 	int32_t		out_dim;
-	float	   *w;				/* SAGE: [out, 2 in] = [W_l | W_r]; GCN [out, in] */
+	float	   *w;				/* SAGE: [out, 2 in] = [W_l | W_r]; GCN [out, in];
+								 * GAT [heads C, in] */
 	float	   *bias;			/* bias_l + bias_r, or NULL */
+	int32_t		heads;			/* GAT only: heads, channels per head, */
+	int32_t		head_dim;
+	int			concat;			/* concatenated (1) or averaged (0), */
+	float	   *att_src;		/* [heads, C] */
+	float	   *att_dst;
 } GpuLayer;
 
 struct QvGpuModel
@@ -257,6 +265,8 @@ struct QvGpuLane
 	DevBuf		act[2];
 	DevBuf		agg;
 	DevBuf		out;
+	DevBuf		gat_xw;			/* GAT: transformed rows */
+	DevBuf		gat_score;		/* GAT: att_src and att_dst terms */
 	size_t		bytes;			/* device bytes held */
 };
 
@@ -323,6 +333,41 @@ qvc_store_tiers(const QvGpuStore *st)
 }
 
 int			qvc_aggregate(const AggJob *job, cudaStream_t stream, int dev, QvError *err);
+
+/* ---- GAT (gat.cu) ---------------------------------------------------------- */
+
+/* One GAT layer's attention over a block. */
+typedef struct GatJob
+{
+	int32_t		n_dst;
+	int32_t		heads;
+	int32_t		head_dim;
+	int			concat;
+	int			first;			/* rows: targets', then one per edge */
+	const int64_t *offsets;
+	const int32_t *nbr;
+	const int32_t *targets;
+	const float *xw;			/* rows x heads C */
+	const float *a_src;			/* rows x heads */
+	const float *a_dst;
+	float	   *out;			/* n_dst x out_dim */
+	int32_t		out_dim;
+} GatJob;
+
+/* The first layer's rows: out[t] = feature row of targets[t] (t < n_dst),
+ * out[n_dst + j] = that of nbr[j]; rows read counted per kind. */
+int			qvc_gat_gather(const FeatTiers *tiers, const int32_t *targets,
+						   const int32_t *nbr, int32_t n_dst, int64_t n_rows, int32_t dim,
+						   float *out, unsigned long long *rows, cudaStream_t stream,
+						   int dev, QvError *err);
+
+/* a_src[r, k] = att_src_k . xw[r, k], a_dst likewise, for n_rows rows. */
+int			qvc_gat_scores(const float *xw, int64_t n_rows, int32_t heads, int32_t c,
+						   const float *att_src, const float *att_dst, float *a_src,
+						   float *a_dst, cudaStream_t stream, int dev, QvError *err);
+
+/* Softmax attention and weighted sums of job's targets into job->out. */
+int			qvc_gat_attend(const GatJob *job, cudaStream_t stream, int dev, QvError *err);
 
 /* c[r, :] += bias (when not NULL), then ReLU when relu; rows x cols. */
 int			qvc_bias_act(float *c, const float *bias, int64_t rows, int32_t cols,

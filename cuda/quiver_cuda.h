@@ -18,6 +18,10 @@
  * ABI 5: embed, the output of a hidden layer (gnn_embed) with infer's
  * sampling: only the model's deepest hops, keyed as infer keys them.
  *
+ * ABI 6: architecture GAT (QV_ARCH_GAT): QvLayer gained heads, head_dim,
+ * concat, att_src and att_dst, which model_create reads; infer and embed
+ * run GAT layers as qv_infer does (src/core/model.h).
+ *
  * Every function returns QV_OK or an error code and fills err: a CUDA error
  * becomes QV_EDEVICE (QV_ENOMEM for device allocations) with the CUDA call,
  * the device and cudaGetErrorString's text.  Loading the library makes no
@@ -40,7 +44,7 @@ extern "C"
 {
 #endif
 
-#define QV_CUDA_ABI_VERSION 5
+#define QV_CUDA_ABI_VERSION 6
 #define QV_CUDA_API_SYMBOL "quiver_cuda_api"
 
 #define QV_GPU_NAME_LEN 256

@@ -12,6 +12,7 @@
 # 3. copies the tree to a temporary directory owned by the user postgres
 #    (initdb refuses to run as root) and runs there, as postgres:
 #      - the reference's self-test   python3 test/ref/quiver_ref.py selftest
+#      - the GAT reference vs PyG    python3 test/ref/quiver_ref.py pygcheck
 #      - the unit tests (cmocka)     make unit
 #      - libFuzzer for 60 s          scripts/fuzz.sh
 #      - pg_regress                  make installcheck TAP_TESTS=
@@ -100,6 +101,14 @@ SKIPPED=$(grep -E '^\[  SKIPPED \] [0-9]+ test' "$WORK/unit.log" | awk '{s += $4
 lines=$(grep -E '^== |^\[  (PASSED|FAILED|SKIPPED)  ?\] [0-9]|^SKIPPED: ' "$WORK/unit.log" | sed 's/^== .*\//== /' | uniq)
 [ -n "$lines" ] || lines="no summary (exit $rc)"
 while read -r l; do SUMMARY+=("unit: $l"); done <<<"$lines"
+
+# The GAT reference against PyTorch Geometric's GAT: one test, skipped (not
+# passed) when torch_geometric is not importable (exit 77).
+run pygcheck 300 /usr/bin/python3 test/ref/quiver_ref.py pygcheck
+rc=$?
+line=$(grep -E '^pygcheck: (PASS|FAIL|SKIPPED)' "$WORK/pygcheck.log" | tail -n 1)
+if [ $rc = 0 ]; then count 1 0; elif [ $rc = 77 ]; then SKIPPED=$((SKIPPED + 1)); else count 0 1; fi
+SUMMARY+=("reference vs PyG GAT: ${line:-no summary (exit $rc)}")
 
 # libFuzzer on the safetensors reader and the model loader, FUZZ_SECONDS
 # (60): "fuzz: 1 passed, 0 failed" or "fuzz: 0 passed, 1 failed".

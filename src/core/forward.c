@@ -1,5 +1,5 @@
 /*
- * forward.c — batch inference of GraphSAGE and GCN on the CPU.
+ * forward.c — batch inference of GraphSAGE, GCN and GAT on the CPU.
  *
  * The seeds are sampled for L = n_layers hops, and layer i = 0..L-1 turns
  * rows of nodes[L-i] into rows of nodes[L-1-i] through block L-1-i.  The
@@ -20,6 +20,15 @@
  * sgemv per row for blocks of a few rows, where sgemm's packing of W
  * dominates).  All buffers
  * live in a QvWorkspace that is reused across calls.
+ *
+ * GAT transforms before it aggregates, so its blocks run the other way
+ * round (gat_block): each target's own row and its sampled in-neighbours'
+ * rows (self loops dropped, one self loop added) are gathered in chunks,
+ * transformed by sgemm (x' = h W^T), and folded into a per-head online
+ * softmax of the attention scores in double; then concat or mean, bias,
+ * ReLU.  Like the other architectures it reads its inputs through
+ * input_row and self_row only, so it runs the same on the first layer's
+ * graph-indexed features as on sample-indexed activations.
  *
  * Embeddings (qv_embed) run the same code for the first k layers only, on a
  * sample of the model's deepest k hops L-k .. L-1 (qv_sample_hops_into):
@@ -480,6 +489,192 @@ dense_block(const LayerJob *job, int32_t r0, int32_t m, const float *a, size_t l
 		relu(c, (size_t) m * (size_t) l->out_dim);
 }
 
+/* ---- GAT ---------------------------------------------------------------------------- */
+
+/*
+ * A GAT layer streams, per block of targets, the input rows each target
+ * attends over: its own row first (the added self loop; its transform also
+ * gives the target's att_dst term), then the rows of its sampled
+ * in-neighbours, self loops skipped.  The rows are gathered QV_ROWS_LARGE
+ * at a time into the worker's scratch, transformed by one sgemm (x' = h
+ * W^T, lin has no bias) and folded, target by target, into a per-head
+ * online softmax in double (running maximum, sums rescaled when it grows),
+ * so a hub's edges need no more scratch than any other block's.  Each
+ * source row is transformed once per edge: the same code serves inputs
+ * indexed by sample row and by graph index (the first layer's features).
+ */
+#define QV_GAT_CHUNK QV_ROWS_LARGE
+#define QV_GAT_SLOPE 0.2		/* LeakyReLU negative slope of GATConv */
+
+/* Position in a block's row stream: target t, edge j (-1: t's own row). */
+typedef struct GatCursor
+{
+	int32_t		t;
+	int64_t		j;
+} GatCursor;
+
+/* Target t's own row in the layer's input. */
+static inline int64_t
+self_row(const LayerJob *job, int32_t t)
+{
+	return job->first ? job->targets[t] : t;
+}
+
+static inline int64_t
+cursor_row(const LayerJob *job, const GatCursor *c)
+{
+	return c->j < 0 ? self_row(job, c->t) : job->blk->nbr[c->j];
+}
+
+/* Step c to the next row of the stream; false past target r1 - 1. */
+static bool
+gat_next(const LayerJob *job, GatCursor *c, int32_t r1)
+{
+	const int64_t *off = job->blk->offsets;
+	int64_t		self = self_row(job, c->t);
+
+	c->j = c->j < 0 ? off[c->t] : c->j + 1;
+	while (c->j < off[c->t + 1] && job->blk->nbr[c->j] == self)
+		c->j++;					/* self loop: replaced by the added one */
+	if (c->j >= off[c->t + 1])
+	{
+		c->t++;
+		c->j = -1;
+	}
+	return c->t < r1;
+}
+
+/* One target's softmax state: per head the running maximum m, the sum of
+ * exp(e - m), the att_dst term, and the weighted sum of rows acc[H x C]. */
+typedef struct GatSoftmax
+{
+	double	   *m;
+	double	   *sum;
+	double	   *dst;
+	double	   *acc;
+} GatSoftmax;
+
+/* att . x'_k of head k, in double. */
+static inline double
+head_dot(const float *att, const float *x, int32_t c)
+{
+	double		d = 0.0;
+
+	for (int32_t i = 0; i < c; i++)
+		d += (double) att[i] * x[i];
+	return d;
+}
+
+/* Start a target from its own transformed row x. */
+static void
+gat_begin(const QvLayer *l, GatSoftmax *st, const float *x)
+{
+	int32_t		c = l->head_dim;
+
+	for (int32_t k = 0; k < l->heads; k++)
+	{
+		st->dst[k] = head_dot(l->att_dst + (size_t) k * c, x + (size_t) k * c, c);
+		st->m[k] = -INFINITY;
+		st->sum[k] = 0.0;
+	}
+	memset(st->acc, 0, (size_t) l->heads * c * sizeof(double));
+}
+
+/* Fold one source's transformed row x into the target's softmax. */
+static void
+gat_add(const QvLayer *l, GatSoftmax *st, const float *x)
+{
+	int32_t		c = l->head_dim;
+
+	for (int32_t k = 0; k < l->heads; k++)
+	{
+		const float *xk = x + (size_t) k * c;
+		double	   *acc = st->acc + (size_t) k * c;
+		double		e = head_dot(l->att_src + (size_t) k * c, xk, c) + st->dst[k];
+
+		e = e > 0.0 ? e : QV_GAT_SLOPE * e;
+		if (e > st->m[k])
+		{
+			double		scale = exp(st->m[k] - e);	/* 0 for the first row */
+
+			st->sum[k] *= scale;
+			for (int32_t i = 0; i < c; i++)
+				acc[i] *= scale;
+			st->m[k] = e;
+		}
+		e = exp(e - st->m[k]);
+		st->sum[k] += e;
+		acc_axpy(acc, e, xk, c);
+	}
+}
+
+/* Target t's output row: heads concatenated or averaged, + bias, ReLU. */
+static void
+gat_finish(const LayerJob *job, const GatSoftmax *st, int32_t t)
+{
+	const QvLayer *l = job->l;
+	int32_t		c = l->head_dim;
+	float	   *y = job->out + (size_t) t * l->out_dim;
+
+	for (int32_t o = 0; o < l->out_dim; o++)
+	{
+		double		v = 0.0;
+
+		if (l->concat)
+			v = st->acc[o] / st->sum[o / c];
+		else
+		{
+			for (int32_t k = 0; k < l->heads; k++)
+				v += st->acc[(size_t) k * c + o] / st->sum[k];
+			v /= l->heads;
+		}
+		if (job->bias)
+			v += job->bias[o];
+		y[o] = (float) v;
+	}
+	if (job->relu)
+		relu(y, (size_t) l->out_dim);
+}
+
+/* GAT on targets r0 .. r1-1: rows [QV_GAT_CHUNK x in] then their
+ * transforms [QV_GAT_CHUNK x heads C] in a, the softmax state in acc. */
+static void
+gat_block(const LayerJob *job, int32_t r0, int32_t r1, float *a, double *acc)
+{
+	const QvLayer *l = job->l;
+	int32_t		in = l->in_dim,
+				hc = l->heads * l->head_dim;
+	float	   *xw = a + (size_t) QV_GAT_CHUNK * in;
+	GatSoftmax	st = {acc, acc + l->heads, acc + 2 * l->heads, acc + 3 * l->heads};
+	GatCursor	fill = {r0, -1},
+				use = {r0, -1};
+	bool		more = r0 < r1;
+
+	while (more)
+	{
+		int32_t		n = 0;
+
+		for (; more && n < QV_GAT_CHUNK; n++)
+		{
+			memcpy(a + (size_t) n * in, input_row(job, cursor_row(job, &fill)),
+				   (size_t) in * sizeof(float));
+			more = gat_next(job, &fill, r1);
+		}
+		memset(xw, 0, (size_t) n * hc * sizeof(float));
+		matmul_rows(n, hc, in, a, (size_t) in, l->weight_l, xw);
+		for (int32_t k = 0; k < n; k++)
+		{
+			int32_t		t = use.t;
+
+			if (use.j < 0)
+				gat_begin(l, &st, xw + (size_t) k * hc);
+			gat_add(l, &st, xw + (size_t) k * hc);
+			if (!gat_next(job, &use, r1) || use.t != t)
+				gat_finish(job, &st, t);
+		}
+	}
+}
+
 /* Pool items: blocks of job->rows targets. */
 static void
 layer_blocks(void *arg, int64_t begin, int64_t end, int worker)
@@ -494,6 +689,11 @@ layer_blocks(void *arg, int64_t begin, int64_t end, int worker)
 		int32_t		r0 = (int32_t) (b * job->rows);
 		int32_t		r1 = r0 + job->rows < job->n_dst ? r0 + job->rows : job->n_dst;
 
+		if (job->arch == QV_ARCH_GAT)
+		{
+			gat_block(job, r0, r1, sc->a, sc->acc);
+			continue;
+		}
 		if (job->arch == QV_ARCH_GCN)
 			aggregate_gcn(job, r0, r1, sc->a, lda, sc->acc);
 		else
@@ -567,11 +767,27 @@ run_layer(const QvModel *m, const QvGraph *g, const QvSample *s, int i,
 
 /* ---- entry points ------------------------------------------------------------------ */
 
+/* A GAT layer's heads, attention vectors and width agree. */
+static int
+validate_gat_layer(const QvLayer *l, int i, QvError *err)
+{
+	if (l->heads < 1 || l->head_dim < 1 || l->att_src == NULL || l->att_dst == NULL)
+		return qv_error(err, QV_EINVAL, "GAT layer %d lacks its attention heads", i);
+	if (l->out_dim != (l->concat ? l->heads * l->head_dim : l->head_dim))
+		return qv_error(err, QV_EINVAL,
+						"GAT layer %d gives %d outputs, but its %d heads of %d channels %s",
+						i, (int) l->out_dim, (int) l->heads, (int) l->head_dim,
+						l->concat ? "concatenate" : "are averaged");
+	return QV_OK;
+}
+
 /* Check that the model's layers chain and fit the graph. */
 static int
 validate_model(const QvModel *m, const QvGraph *g, QvError *err)
 {
-	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN)
+	int			rc;
+
+	if (m->arch != QV_ARCH_GRAPHSAGE && m->arch != QV_ARCH_GCN && m->arch != QV_ARCH_GAT)
 		return qv_error(err, QV_EINVAL, "unknown model architecture %d", (int) m->arch);
 	if (m->n_layers < 1 || m->n_layers > QV_MAX_LAYERS)
 		return qv_error(err, QV_EINVAL, "layer count %d must be between 1 and %d",
@@ -589,6 +805,8 @@ validate_model(const QvModel *m, const QvGraph *g, QvError *err)
 		if (l->out_dim < 1 || l->weight_l == NULL ||
 			(m->arch == QV_ARCH_GRAPHSAGE && l->weight_r == NULL))
 			return qv_error(err, QV_EINVAL, "layer %d lacks weights", i);
+		if (m->arch == QV_ARCH_GAT && (rc = validate_gat_layer(l, i, err)) != QV_OK)
+			return rc;
 	}
 	if (m->layers[m->n_layers - 1].out_dim != m->out_dim)
 		return qv_error(err, QV_EINVAL, "last layer gives %d outputs, model declares %d",
@@ -647,12 +865,19 @@ prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace 
 		size_t		elems;
 		size_t		width = (size_t) l->in_dim *
 			((m->arch == QV_ARCH_GRAPHSAGE && i == 0) ? 2 : 1);
+		size_t		accw = (size_t) l->in_dim;
+
+		if (m->arch == QV_ARCH_GAT)	/* rows and transforms; softmax state */
+		{
+			width = (size_t) l->in_dim + (size_t) l->heads * l->head_dim;
+			accw = (size_t) (l->heads * l->head_dim) + 3 * (size_t) l->heads;
+		}
 
 		if (__builtin_mul_overflow(rows, (size_t) l->out_dim, &elems))
 			return qv_error(err, QV_ELIMIT, "activations of %zu nodes overflow", rows);
 		act[i % 2] = elems > act[i % 2] ? elems : act[i % 2];
 		lda = width > lda ? width : lda;
-		acc = (size_t) l->in_dim > acc ? (size_t) l->in_dim : acc;
+		acc = accw > acc ? accw : acc;
 	}
 	for (int p = 0; p < 2 && p < s->n_hops; p++)
 		if ((rc = ws_grow(ws, (void **) &ws->act[p], &ws->act_cap[p], act[p], sizeof(float),

@@ -1,5 +1,5 @@
 /*
- * model.c — GNN models (GraphSAGE, GCN) built from PyG safetensors weights.
+ * model.c — GNN models (GraphSAGE, GCN, GAT) built from PyG safetensors weights.
  *
  * A model is loaded from a safetensors blob named as PyTorch Geometric's
  * state_dict() names it (see model.h) and a JSON config holding the
@@ -12,6 +12,7 @@
  */
 #include "model.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,9 @@ static const char *const sage_suffixes[] = {
 static const char *const gcn_suffixes[] = {
 	"lin.weight", "bias"
 };
+static const char *const gat_suffixes[] = {
+	"lin.weight", "att_src", "att_dst", "bias"
+};
 
 int
 qv_arch_parse(const char *name, QvArch *out, QvError *err)
@@ -44,9 +48,11 @@ qv_arch_parse(const char *name, QvArch *out, QvError *err)
 		*out = QV_ARCH_GRAPHSAGE;
 	else if (strcasecmp(name, "gcn") == 0)
 		*out = QV_ARCH_GCN;
+	else if (strcasecmp(name, "gat") == 0)
+		*out = QV_ARCH_GAT;
 	else
 		return qv_error(err, QV_EINVAL,
-						"unknown architecture \"%.64s\" (known: graphsage, gcn)", name);
+						"unknown architecture \"%.64s\" (known: graphsage, gcn, gat)", name);
 	return QV_OK;
 }
 
@@ -59,6 +65,8 @@ qv_arch_name(QvArch arch)
 			return "graphsage";
 		case QV_ARCH_GCN:
 			return "gcn";
+		case QV_ARCH_GAT:
+			return "gat";
 	}
 	return "unknown";
 }
@@ -239,7 +247,8 @@ count_layers(const QvSafetensors *st, QvArch arch, int32_t *n_layers, QvError *e
 static int
 is_expected_name(const char *name, QvArch arch, int32_t n_layers)
 {
-	const char *const *suffixes = arch == QV_ARCH_GCN ? gcn_suffixes : sage_suffixes;
+	const char *const *suffixes = arch == QV_ARCH_GCN ? gcn_suffixes :
+		arch == QV_ARCH_GAT ? gat_suffixes : sage_suffixes;
 	int			n_suffixes = arch == QV_ARCH_GCN ? 2 : 4;
 	char		expected[NAME_LEN];
 	int			i,
@@ -289,7 +298,8 @@ find_param(const QvSafetensors *st, QvArch arch, int layer, const char *suffix,
 	if (p->ndim != ndim)
 		return qv_error(err, QV_EDATA,
 						"tensor \"%s\" has %d dimensions, expected %d (%s)",
-						name, p->ndim, ndim, ndim == 2 ? "[out, in]" : "[out]");
+						name, p->ndim, ndim,
+						ndim == 3 ? "[1, heads, channels]" : ndim == 2 ? "[out, in]" : "[out]");
 	for (d = 0; d < ndim; d++)
 		if (p->shape[d] < 1 || p->shape[d] > INT32_MAX)
 			return qv_error(err, QV_EDATA, "tensor \"%s\": dimension %d is %lld",
@@ -361,6 +371,99 @@ check_bias(const QvTensor *b, int64_t out_dim, QvError *err)
 	return QV_OK;
 }
 
+/* Layer i's weight w [out, in] must take in_dim inputs. */
+static int
+check_in_dim(const QvTensor *w, int i, int32_t in_dim, QvError *err)
+{
+	if (w->shape[1] == in_dim)
+		return QV_OK;
+	if (i == 0)
+		return qv_error(err, QV_EDATA,
+						"layer 0 expects %lld input features, graph has %d (tensor \"%s\" is [%lld, %lld])",
+						(long long) w->shape[1], in_dim, w->name,
+						(long long) w->shape[0], (long long) w->shape[1]);
+	return qv_error(err, QV_EDATA,
+					"layer %d expects %lld input features, layer %d outputs %d (tensor \"%s\" is [%lld, %lld])",
+					i, (long long) w->shape[1], i - 1, in_dim, w->name,
+					(long long) w->shape[0], (long long) w->shape[1]);
+}
+
+/*
+ * GAT layer i's shapes: att_src [1, H, C], att_dst the same, lin.weight
+ * [H C, in_dim], bias [H C] on a hidden layer (heads concatenated) or [C]
+ * on the last (heads averaged).  *out_dim gets the layer's output width.
+ */
+static int
+check_gat_shapes(const QvTensor *w, const QvTensor *as, const QvTensor *ad,
+				 const QvTensor *b, int i, bool last, int32_t in_dim, int64_t *out_dim,
+				 QvError *err)
+{
+	int64_t		heads = as->shape[1],
+				c = as->shape[2];
+	int			rc;
+
+	if (as->shape[0] != 1)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" is [%lld, %lld, %lld], expected [1, heads, channels]",
+						as->name, (long long) as->shape[0], (long long) heads, (long long) c);
+	if (ad->shape[0] != 1 || ad->shape[1] != heads || ad->shape[2] != c)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" is [%lld, %lld, %lld], but \"%s\" is [1, %lld, %lld]",
+						ad->name, (long long) ad->shape[0], (long long) ad->shape[1],
+						(long long) ad->shape[2], as->name, (long long) heads, (long long) c);
+	if (w->shape[0] != heads * c)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" has %lld rows, but \"%s\" [1, %lld, %lld] needs %lld heads x %lld channels = %lld%s",
+						w->name, (long long) w->shape[0], as->name, (long long) heads,
+						(long long) c, (long long) heads, (long long) c, (long long) (heads * c),
+						w->shape[0] % heads ? " (the rows are not a multiple of the heads)" : "");
+	if ((rc = check_in_dim(w, i, in_dim, err)))
+		return rc;
+	*out_dim = last ? c : heads * c;
+	if (*out_dim > INT32_MAX)
+		return qv_error(err, QV_EDATA, "GAT layer %d has %lld outputs, more than %d",
+						i, (long long) *out_dim, INT32_MAX);
+	if (b != NULL && b->shape[0] != *out_dim)
+		return qv_error(err, QV_EDATA,
+						"tensor \"%s\" has %lld entries, expected %lld: %s",
+						b->name, (long long) b->shape[0], (long long) *out_dim,
+						last ? "the last GAT layer averages its heads (PyG's GAT with out_channels and jk=None), its bias has one entry per channel" :
+						"a hidden GAT layer concatenates its heads, its bias has heads x channels entries");
+	return QV_OK;
+}
+
+/* GAT layer i: check its tensors against in_dim and copy them. */
+static int
+load_gat_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *err)
+{
+	QvLayer    *layer = &m->layers[i];
+	bool		last = i == m->n_layers - 1;
+	const QvTensor *w,
+			   *as,
+			   *ad,
+			   *b;
+	int64_t		out_dim = 0;
+	int			rc;
+
+	if ((rc = find_param(st, m->arch, i, "lin.weight", 2, 1, &w, err)) ||
+		(rc = find_param(st, m->arch, i, "att_src", 3, 1, &as, err)) ||
+		(rc = find_param(st, m->arch, i, "att_dst", 3, 1, &ad, err)) ||
+		(rc = find_param(st, m->arch, i, "bias", 1, 0, &b, err)) ||
+		(rc = check_gat_shapes(w, as, ad, b, i, last, in_dim, &out_dim, err)))
+		return rc;
+	layer->in_dim = in_dim;
+	layer->out_dim = (int32_t) out_dim;
+	layer->heads = (int32_t) as->shape[1];
+	layer->head_dim = (int32_t) as->shape[2];
+	layer->concat = !last;
+	if ((rc = copy_param(m, w, &layer->weight_l, err)) ||
+		(rc = copy_param(m, as, &layer->att_src, err)) ||
+		(rc = copy_param(m, ad, &layer->att_dst, err)) ||
+		(rc = copy_param(m, b, &layer->bias_l, err)))
+		return rc;
+	return QV_OK;
+}
+
 /* Check layer i's shapes against in_dim and copy its parameters. */
 static int
 load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *err)
@@ -373,6 +476,8 @@ load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *
 			   *br = NULL;
 	int			rc;
 
+	if (m->arch == QV_ARCH_GAT)
+		return load_gat_layer(m, st, i, in_dim, err);
 	if ((rc = find_param(st, m->arch, i, sage ? "lin_l.weight" : "lin.weight", 2, 1, &wl, err)) ||
 		(rc = find_param(st, m->arch, i, sage ? "lin_l.bias" : "bias", 1, 0, &bl, err)))
 		return rc;
@@ -381,18 +486,8 @@ load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *
 		 (rc = find_param(st, m->arch, i, "lin_r.bias", 1, 0, &br, err))))
 		return rc;
 
-	if (wl->shape[1] != in_dim)
-	{
-		if (i == 0)
-			return qv_error(err, QV_EDATA,
-							"layer 0 expects %lld input features, graph has %d (tensor \"%s\" is [%lld, %lld])",
-							(long long) wl->shape[1], in_dim, wl->name,
-							(long long) wl->shape[0], (long long) wl->shape[1]);
-		return qv_error(err, QV_EDATA,
-						"layer %d expects %lld input features, layer %d outputs %d (tensor \"%s\" is [%lld, %lld])",
-						i, (long long) wl->shape[1], i - 1, in_dim, wl->name,
-						(long long) wl->shape[0], (long long) wl->shape[1]);
-	}
+	if ((rc = check_in_dim(wl, i, in_dim, err)))
+		return rc;
 	if (wr != NULL && (wr->shape[0] != wl->shape[0] || wr->shape[1] != wl->shape[1]))
 		return qv_error(err, QV_EDATA,
 						"tensor \"%s\" is [%lld, %lld], but \"%s\" is [%lld, %lld]",
@@ -465,7 +560,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 	if (out == NULL)
 		return qv_error(err, QV_EINVAL, "qv_model_load: out is NULL");
 	*out = NULL;
-	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN)
+	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN && arch != QV_ARCH_GAT)
 		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
 	if (feature_dim < 1)
 		return qv_error(err, QV_EINVAL, "feature dimension %d must be at least 1", feature_dim);
@@ -506,6 +601,8 @@ qv_model_free(QvModel *m)
 		free(m->layers[i].bias_l);
 		free(m->layers[i].weight_r);
 		free(m->layers[i].bias_r);
+		free(m->layers[i].att_src);
+		free(m->layers[i].att_dst);
 	}
 	free(m);
 }

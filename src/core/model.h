@@ -8,6 +8,16 @@
  * GCN (torch_geometric.nn.models.GCN, GCNConv defaults):
  *   convs.{i}.lin.weight [out, in], convs.{i}.bias [out]
  *   h' = sum_{u in N(v) + v} W h_u / sqrt(dh_u dh_v) + b, dh = in-degree + 1
+ * GAT (torch_geometric.nn.models.GAT, GATConv, v2 = False):
+ *   convs.{i}.lin.weight [H C, in], convs.{i}.att_src and convs.{i}.att_dst
+ *   [1, H, C], convs.{i}.bias [H C] (hidden layers) or [C] (the last);
+ *   H (heads) and C come from att_src's shape.  With x' = W h (no bias),
+ *   per head k and edge u -> v of N(v) (self loops dropped) plus one
+ *   added self loop v -> v:
+ *     e_uv = LeakyReLU_0.2(att_src_k . x'_u,k + att_dst_k . x'_v,k)
+ *     o_v,k = sum_u softmax_u(e_uv) x'_u,k  (duplicate edges count apart)
+ *   hidden layers concatenate the heads (out = H C), the last averages
+ *   them (out = C, PyG's GAT sets concat=False on its last conv); + bias.
  * ReLU between layers, none after the last.
  *
  * fanout[h] is the number of neighbours sampled at hop h+1 from the seeds,
@@ -32,7 +42,8 @@
 typedef enum QvArch
 {
 	QV_ARCH_GRAPHSAGE = 1,
-	QV_ARCH_GCN = 2
+	QV_ARCH_GCN = 2,
+	QV_ARCH_GAT = 3
 } QvArch;
 
 typedef struct QvLayer
@@ -43,6 +54,13 @@ typedef struct QvLayer
 	float	   *bias_l;			/* [out]: SAGE lin_l.bias, GCN bias; may be NULL */
 	float	   *weight_r;		/* [out, in]: SAGE lin_r.weight; NULL for GCN */
 	float	   *bias_r;			/* [out]: SAGE lin_r.bias if given, else NULL */
+	/* GAT only (0 / NULL for the others); weight_l is lin.weight [heads *
+	 * head_dim, in], bias_l the bias [out] */
+	int32_t		heads;
+	int32_t		head_dim;		/* C: channels per head */
+	int32_t		concat;			/* 1: out = heads * C; 0: heads averaged, out = C */
+	float	   *att_src;		/* [heads, C] */
+	float	   *att_dst;		/* [heads, C] */
 } QvLayer;
 
 typedef struct QvModel
@@ -57,7 +75,7 @@ typedef struct QvModel
 	uint64_t	seed;			/* config "seed": the sampler's key */
 } QvModel;
 
-/* "graphsage" or "gcn" (case-insensitive). */
+/* "graphsage", "gcn" or "gat" (case-insensitive). */
 int			qv_arch_parse(const char *name, QvArch *out, QvError *err);
 const char *qv_arch_name(QvArch arch);
 

@@ -147,7 +147,7 @@ static const char *const usage_text =
 "                       100-row edge and node batches, then compaction,\n"
 "                       synchronous and background (begin / run / finish)\n"
 "  model\n"
-"    --arch graphsage|gcn  (graphsage)\n"
+"    --arch graphsage|gcn|gat (graphsage; gat: one head)\n"
 "    --hidden H         hidden width (256)\n"
 "    --classes C        outputs (47)\n"
 "    --fanout LIST      per hop from the seeds, -1 = all (15,10)\n"
@@ -642,6 +642,20 @@ make_model(const Options *o, int32_t in_dim, QvModel **out, QvError *err)
 			return QV_ENOMEM;
 		}
 		m->bytes += (w * (o->arch == QV_ARCH_GRAPHSAGE ? 2 : 1) + (size_t) l->out_dim) * sizeof(float);
+		if (o->arch == QV_ARCH_GAT)	/* one head: concat and mean agree */
+		{
+			l->heads = 1;
+			l->head_dim = l->out_dim;
+			l->concat = i < m->n_layers - 1;
+			l->att_src = random_params((size_t) l->out_dim, bound, &rng, err);
+			l->att_dst = random_params((size_t) l->out_dim, bound, &rng, err);
+			if (l->att_src == NULL || l->att_dst == NULL)
+			{
+				qv_model_free(m);
+				return QV_ENOMEM;
+			}
+			m->bytes += 2 * (size_t) l->out_dim * sizeof(float);
+		}
 		m->fanout[i] = o->fanout[i];
 	}
 	*out = m;

@@ -14,7 +14,7 @@ files that the tests COPY into PostgreSQL, and everything is computed by PyG.
                        [--undirected] [--train-steps N]
       reads DIR/features.csv (id,"{f1,...}") and DIR/edges.csv (src,dst), the
       files written by `quiver_ref.py gen`, and for each architecture
-      (torch_geometric.nn.models.GraphSAGE and GCN, L layers) does what
+      (torch_geometric.nn.models.GraphSAGE, GCN and GAT, L layers) does what
       README.md ("Exporting weights from PyTorch Geometric") says:
 
         model = GraphSAGE(dim, H, num_layers=L, out_channels=C)  # seeded init
@@ -25,6 +25,7 @@ files that the tests COPY into PostgreSQL, and everything is computed by PyG.
       and writes PyG's own full-graph inference, model.eval() and
       model(x, edge_index), over the same graph, as "id|{y1,...}" lines:
         DIR/pyg_sage.out, DIR/pyg_gcn.out          float32, as PyG serves it
+        DIR/pyg_gat.out                            (GAT: 2 heads if they divide H)
         DIR/pyg_sage.f64.out, DIR/pyg_gcn.f64.out  the same weights in float64
                                                    (model.double()), the exact
                                                    value PyG's float32 rounds
@@ -51,7 +52,7 @@ def cmd_check(_a):
         import torch_geometric
         import safetensors
         import safetensors.torch  # noqa: F401
-        from torch_geometric.nn.models import GraphSAGE, GCN  # noqa: F401
+        from torch_geometric.nn.models import GraphSAGE, GCN, GAT  # noqa: F401
     except Exception as e:  # ImportError, or a torch/PyG mismatch
         print("%s: %s" % (type(e).__name__, e))
         return 1
@@ -96,7 +97,7 @@ def cmd_export(a):
     import torch_geometric
     import safetensors
     from safetensors.torch import save_file, load_file
-    from torch_geometric.nn.models import GraphSAGE, GCN
+    from torch_geometric.nn.models import GraphSAGE, GCN, GAT
     from torch_geometric.utils import to_undirected
 
     torch.manual_seed(a.seed)
@@ -109,11 +110,14 @@ def cmd_export(a):
             "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
             "safetensors": safetensors.__version__}
 
-    for short, cls in (("sage", GraphSAGE), ("gcn", GCN)):
+    # GAT: 2 heads when they divide the hidden width (as quiver_ref.py's
+    # gat_heads), else 1; the last layer averages its heads
+    gat_kw = {"heads": 2 if a.layers == 1 or a.hidden % 2 == 0 else 1}
+    for short, cls, kw in (("sage", GraphSAGE, {}), ("gcn", GCN, {}), ("gat", GAT, gat_kw)):
         # README: torch_geometric.nn.models.GraphSAGE(in, hidden, num_layers=L,
         # out_channels=C); defaults: mean aggregation (SAGE), ReLU, jk=None,
         # no norm, dropout 0.
-        model = cls(x.size(1), a.hidden, num_layers=a.layers, out_channels=a.classes)
+        model = cls(x.size(1), a.hidden, num_layers=a.layers, out_channels=a.classes, **kw)
         if a.train_steps > 0:
             labels = torch.randint(0, a.classes, (n,))
             opt = torch.optim.Adam(model.parameters(), lr=0.02)
@@ -150,10 +154,10 @@ def cmd_export(a):
     with open(os.path.join(a.dir, "pyg_meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print("%s: PyG %s (torch %s): %d nodes, %d edges%s, %d layers; "
-          "PyG float32 vs float64: sage %.2e, gcn %.2e" %
+          "PyG float32 vs float64: sage %.2e, gcn %.2e, gat %.2e" %
           (a.dir, torch_geometric.__version__, torch.__version__, n, meta["edges"],
            " (to_undirected)" if a.undirected else "", a.layers,
-           meta["sage"]["f32_vs_f64"], meta["gcn"]["f32_vs_f64"]))
+           meta["sage"]["f32_vs_f64"], meta["gcn"]["f32_vs_f64"], meta["gat"]["f32_vs_f64"]))
     return 0
 
 

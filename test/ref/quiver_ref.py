@@ -11,8 +11,11 @@ defines it (flow src -> dst, a node aggregates over its in-edges).
              edges.csv          src,dst             (COPY ... (FORMAT csv))
              sage.safetensors   GraphSAGE weights, PyG names, F32
              gcn.safetensors    GCN weights, PyG names, F32
+             gat.safetensors    GAT weights (2 heads if they divide the hidden
+                                width, else 1), F32
              ref_sage.out       id|{y1,...}         float64 reference outputs
              ref_gcn.out        id|{y1,...}
+             ref_gat.out        id|{y1,...}
              meta.json          sizes and notable node ids (hub, isolated, ...)
   weights  write random weights for one architecture to a safetensors file
   ref      recompute reference outputs for a folder with other weights
@@ -24,6 +27,10 @@ defines it (flow src -> dst, a node aggregates over its in-edges).
            show the error a float32 engine makes under the compare metric;
            hidden layers by hand, against the dense formulation and through
            the embed command
+  pygcheck the GAT reference against torch_geometric.nn.models.GAT itself
+           (full graph, float64, predictions and hidden layers, state_dict
+           names and shapes); prints "pygcheck: SKIPPED (...)" and exits 77
+           when torch_geometric cannot be imported
 
 Semantics (DESIGN.md 1.1, 1.2):
   GraphSAGE layer: h'_v = W_l mean_{(u,v) in E} h_u + b_l + W_r h_v; the mean
@@ -32,6 +39,13 @@ Semantics (DESIGN.md 1.1, 1.2):
     existing self loops are removed and one self loop per node is added;
     d_v = in-degree without self loops + 1 (duplicates counted);
     h'_v = sum_{(u,v) in E, u != v} W h_u / sqrt(d_u d_v) + W h_v / d_v + b.
+  GAT layer (torch_geometric.nn.models.GAT, GATConv v2 = False): existing
+    self loops are removed and one self loop per node is added; x' = W h
+    (lin, no bias), per head k: e_uv = LeakyReLU_0.2(att_src_k . x'_u +
+    att_dst_k . x'_v), softmax over v's in-edges (duplicates counted apart),
+    h'_v,k = sum_u softmax(e)_uv x'_u,k; hidden layers concatenate the heads,
+    the last averages them (PyG's GAT with out_channels); + bias.  Heads and
+    channels come from att_src [1, H, C].
   ReLU between layers, none after the last.
   Hidden layer K (gnn_embed, DESIGN.md 1.5): the output of convs[K-1] after
     its ReLU (PyG act='relu', jk=None), K = 1 .. L-1.
@@ -93,8 +107,16 @@ def safetensors_read(path):
 
 # -------------------------------------------------------------------- weights
 
-def random_weights(arch, dims, rng):
-    """PyG state_dict of a GraphSAGE or GCN model with layer sizes dims."""
+def gat_heads(dims, heads=2):
+    """Heads of every layer of a GAT of random_weights, as PyG's GAT(...,
+    heads=H) has one H for all: `heads` when they divide every hidden
+    width, else 1."""
+    return heads if all(d % heads == 0 for d in dims[1:-1]) else 1
+
+
+def random_weights(arch, dims, rng, heads=2):
+    """PyG state_dict of a GraphSAGE, GCN or GAT model with layer sizes
+    dims (GAT: heads as gat_heads says)."""
     t = {}
     for i in range(len(dims) - 1):
         fan_in, fan_out = dims[i], dims[i + 1]
@@ -107,6 +129,15 @@ def random_weights(arch, dims, rng):
             t["convs.%d.lin_r.weight" % i] = w()
         elif arch == "gcn":
             t["convs.%d.lin.weight" % i] = w()
+            t["convs.%d.bias" % i] = b()
+        elif arch == "gat":
+            last = i == len(dims) - 2
+            H = gat_heads(dims, heads)
+            C = fan_out if last else fan_out // H
+            t["convs.%d.lin.weight" % i] = \
+                rng.uniform(-scale, scale, (H * C, fan_in)).astype(np.float32)
+            t["convs.%d.att_src" % i] = rng.uniform(-1.0, 1.0, (1, H, C)).astype(np.float32)
+            t["convs.%d.att_dst" % i] = rng.uniform(-1.0, 1.0, (1, H, C)).astype(np.float32)
             t["convs.%d.bias" % i] = b()
         else:
             raise SystemExit("unknown arch %s" % arch)
@@ -187,7 +218,84 @@ def gcn_forward(x, src, dst, weights, layers=None):
     return h
 
 
+def gat_layer(h, s, d, weights, i, last, dt=np.float64):
+    """GATConv (v2 = False) over the edge list s -> d, self loops already
+    replaced by one per node, in dtype dt (float64; float32 for selftest's
+    float32 evaluation)."""
+    n = h.shape[0]
+    w = weights["convs.%d.lin.weight" % i].astype(dt)
+    att_s = weights["convs.%d.att_src" % i].astype(dt)[0]
+    att_d = weights["convs.%d.att_dst" % i].astype(dt)[0]
+    H, C = att_s.shape
+    xw = (h @ w.T).reshape(n, H, C)
+    e = (xw * att_s).sum(-1)[s] + (xw * att_d).sum(-1)[d]
+    e = np.where(e > 0, e, dt(0.2) * e)
+    mx = np.full((n, H), -np.inf, dtype=dt)
+    np.maximum.at(mx, d, e)
+    p = np.exp(e - mx[d])
+    den = np.zeros((n, H), dtype=dt)
+    np.add.at(den, d, p)
+    out = np.zeros((n, H, C), dtype=dt)
+    np.add.at(out, d, (p / den[d])[:, :, None] * xw[s])
+    out = out.mean(axis=1) if last else out.reshape(n, H * C)
+    if "convs.%d.bias" % i in weights:
+        out = out + weights["convs.%d.bias" % i].astype(dt)
+    return out
+
+
+def gat_forward(x, src, dst, weights, layers=None, dt=np.float64):
+    """GAT (PyG's GAT model) over the edge list in float64; layers as in
+    sage_forward.  Hidden layers concatenate their heads, the model's last
+    layer averages them."""
+    n = x.shape[0]
+    h = x.astype(dt)
+    keep = src != dst
+    s = np.concatenate([src[keep], np.arange(n)])
+    d = np.concatenate([dst[keep], np.arange(n)])
+    L = n_layers(weights, "gat")
+    for i in range(check_layers(L, layers)):
+        h = gat_layer(h, s, d, weights, i, i == L - 1, dt)
+        if i < L - 1:
+            h = np.maximum(h, dt(0.0))
+    return h
+
+
+def gat_dense(x, src, dst, weights, layers=None):
+    """GAT through dense matrices: an edge-count matrix A (self loops
+    replaced by one per node) and per head a dense score matrix, softmax
+    over each row's nonzeros weighted by A."""
+    n = x.shape[0]
+    A = np.zeros((n, n))
+    for s, d in zip(src, dst):
+        if s != d:
+            A[d, s] += 1.0
+    A += np.eye(n)
+    h = x.astype(np.float64)
+    L = n_layers(weights, "gat")
+    for i in range(L if layers is None else layers):
+        w = weights["convs.%d.lin.weight" % i].astype(np.float64)
+        att_s = weights["convs.%d.att_src" % i].astype(np.float64)[0]
+        att_d = weights["convs.%d.att_dst" % i].astype(np.float64)[0]
+        H, C = att_s.shape
+        xw = h @ w.T
+        heads = []
+        for k in range(H):
+            xk = xw[:, k * C:(k + 1) * C]
+            E = (xk @ att_d[k])[:, None] + (xk @ att_s[k])[None, :]
+            E = np.where(E > 0, E, 0.2 * E)
+            E = np.where(A > 0, E, -np.inf)
+            P = A * np.exp(E - E.max(axis=1, keepdims=True))
+            heads.append((P / P.sum(axis=1, keepdims=True)) @ xk)
+        h = np.mean(heads, axis=0) if i == L - 1 else np.concatenate(heads, axis=1)
+        h = h + weights["convs.%d.bias" % i]
+        if i < L - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
 def forward(arch, x, src, dst, weights, layers=None):
+    if arch == "gat":
+        return gat_forward(x, src, dst, weights, layers)
     return sage_forward(x, src, dst, weights, layers) if arch == "graphsage" \
         else gcn_forward(x, src, dst, weights, layers)
 
@@ -356,7 +464,7 @@ def cmd_gen(a):
     }
     for k, v in notable.items():
         meta[k] = int(ids[v]) if isinstance(v, int) else [int(ids[i]) for i in v]
-    for arch, short in (("graphsage", "sage"), ("gcn", "gcn")):
+    for arch, short in (("graphsage", "sage"), ("gcn", "gcn"), ("gat", "gat")):
         w = random_weights(arch, dims, rng)
         with open(os.path.join(a.out, short + ".safetensors"), "wb") as f:
             f.write(safetensors_bytes(w))
@@ -491,6 +599,8 @@ def cmd_compare(a):
 def dense_forward(arch, x, src, dst, weights, layers=None):
     """Same models through dense adjacency matrices: an independent check of
     the edge-list reference (small graphs only); layers as in sage_forward."""
+    if arch == "gat":
+        return gat_dense(x, src, dst, weights, layers)
     n = x.shape[0]
     A = np.zeros((n, n))
     for s, d in zip(src, dst):
@@ -518,6 +628,8 @@ def dense_forward(arch, x, src, dst, weights, layers=None):
 def float32_forward(arch, x, src, dst, weights):
     """The reference evaluated in float32 throughout: what an exact-semantics
     float32 engine can be expected to produce."""
+    if arch == "gat":
+        return gat_forward(x, src, dst, weights, None, np.float32)
     h = x.astype(np.float32)
     n = x.shape[0]
     L = n_layers(weights, arch)
@@ -603,8 +715,10 @@ def embed_checks(arch, x, src, dst, w, L, dense_ok):
     ok = True
     for k in range(1, L):
         e = forward(arch, x, src, dst, w, k)
-        t = np.maximum(forward(arch, x, src, dst, truncated(w, arch, k)), 0.0)
-        err_t = float(np.abs(e - t).max() / max(np.abs(e).max(), 1e-300))
+        err_t = 0.0
+        if arch != "gat":   # a truncated GAT's last layer averages its heads
+            t = np.maximum(forward(arch, x, src, dst, truncated(w, arch, k)), 0.0)
+            err_t = float(np.abs(e - t).max() / max(np.abs(e).max(), 1e-300))
         err_d = 0.0
         if dense_ok:
             d = dense_forward(arch, x, src, dst, w, k)
@@ -717,7 +831,7 @@ def cmd_selftest(a):
             if undirected:
                 src, dst = to_undirected(src, dst)
             x = rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
-            for arch in ("graphsage", "gcn"):
+            for arch in ("graphsage", "gcn", "gat"):
                 for L in (1, 2, 3):
                     w = random_weights(arch, [dim] + [hid] * (L - 1) + [5], rng)
                     y = forward(arch, x, src, dst, w)
@@ -756,6 +870,71 @@ def cmd_selftest(a):
     return 0 if ok else 1
 
 
+PYG_SKIP = 77     # pygcheck's exit status when torch_geometric is missing
+
+
+def pyg_gat_outputs(torch, GAT, x, src, dst, w, hidden, L, out, heads):
+    """PyG's own GAT(dim, hidden, L, out, heads=heads) with the weights w,
+    in float64 on the full graph: (state_dict shapes, the prediction, the
+    hidden layers' outputs after their ReLU)."""
+    torch.manual_seed(0)
+    model = GAT(x.shape[1], hidden, L, out, heads=heads).double().eval()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in w.items()})
+    xt = torch.from_numpy(x.astype(np.float64))
+    ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+    with torch.no_grad():
+        y = model(xt, ei).numpy()
+        hidden_out, h = [], xt
+        for conv in model.convs[:-1]:
+            h = torch.relu(conv(h, ei))
+            hidden_out.append(h.numpy())
+    return shapes, y, hidden_out
+
+
+def cmd_pygcheck(a):
+    """gat_forward against torch_geometric.nn.models.GAT on awkward graphs."""
+    try:
+        import torch
+        import torch_geometric
+        from torch_geometric.nn.models import GAT
+    except Exception as e:  # ImportError, or a torch/PyG mismatch
+        print("pygcheck: SKIPPED (torch_geometric is not importable: %s: %s)" %
+              (type(e).__name__, e))
+        return PYG_SKIP
+    print("pygcheck: torch %s, torch_geometric %s" % (torch.__version__, torch_geometric.__version__))
+    rng = np.random.default_rng(a.seed)
+    ok = True
+    for n, m in ((60, 240), (300, 1500)):
+        for undirected in (False, True):
+            ids, src, dst, _ = make_graph(rng, n, m, 5)
+            if undirected:
+                src, dst = to_undirected(src, dst)
+            x = rng.uniform(-1.0, 1.0, (n, 7)).astype(np.float32)
+            for L in (1, 2, 3):
+                for heads in (1, 2, 3):
+                    hidden, out = 4 * heads, 5
+                    dims = [7] + [hidden] * (L - 1) + [out]
+                    w = random_weights("gat", dims, rng, heads)
+                    shapes, y, hid = pyg_gat_outputs(torch, GAT, x, src, dst, w, hidden, L,
+                                                     out, heads)
+                    names = shapes == {k: v.shape for k, v in w.items()}
+                    ref = gat_forward(x, src, dst, w)
+                    err = float(np.abs(ref - y).max() / np.abs(y).max())
+                    errs = [float(np.abs(gat_forward(x, src, dst, w, k + 1) - hk).max() /
+                                  max(np.abs(hk).max(), 1e-300)) for k, hk in enumerate(hid)]
+                    good = names and err < 1e-10 and all(e < 1e-10 for e in errs)
+                    ok &= good
+                    print("pygcheck: %3d nodes %-10s L=%d heads=%d: state_dict %s, "
+                          "prediction %.1e, hidden layers %s %s" %
+                          (n, "undirected" if undirected else "directed", L, heads,
+                           "same" if names else "DIFFERS %s" % shapes,
+                           err, " ".join("%.1e" % e for e in errs) or "-",
+                           "ok" if good else "FAIL"))
+    print("pygcheck: %s" % ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -776,21 +955,21 @@ def parse(argv=None):
                    help="reference as to_undirected (the graph must be created with undirected => true)")
 
     w = sub.add_parser("weights", help="random weights to a safetensors file")
-    w.add_argument("--arch", choices=("graphsage", "gcn"), required=True)
+    w.add_argument("--arch", choices=("graphsage", "gcn", "gat"), required=True)
     w.add_argument("--dims", required=True, help="e.g. 64,128,16")
     w.add_argument("--seed", type=int, default=1)
     w.add_argument("--out", required=True)
 
     r = sub.add_parser("ref", help="reference outputs for a folder and a weights file")
     r.add_argument("--dir", required=True)
-    r.add_argument("--arch", choices=("graphsage", "gcn"), required=True)
+    r.add_argument("--arch", choices=("graphsage", "gcn", "gat"), required=True)
     r.add_argument("--weights", required=True)
     r.add_argument("--undirected", action="store_true")
     r.add_argument("--out", required=True)
 
     e = sub.add_parser("embed", help="reference hidden-layer outputs (gnn_embed, full neighbourhoods)")
     e.add_argument("--dir", required=True)
-    e.add_argument("--arch", choices=("graphsage", "gcn"), required=True)
+    e.add_argument("--arch", choices=("graphsage", "gcn", "gat"), required=True)
     e.add_argument("--weights", required=True)
     e.add_argument("--layer", type=int, default=None,
                    help="hidden layer 1 .. L-1 (default L-1, as gnn_embed's NULL)")
@@ -810,6 +989,9 @@ def parse(argv=None):
     c.add_argument("--subset", action="store_true",
                    help="got may hold only some of the reference's ids")
 
+    q = sub.add_parser("pygcheck", help="the GAT reference against PyG's GAT (exit 77: no PyG)")
+    q.add_argument("--seed", type=int, default=11)
+
     s = sub.add_parser("selftest", help="check the reference itself")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--tol", type=float, default=1e-5)
@@ -821,7 +1003,8 @@ def parse(argv=None):
 def main():
     a = parse()
     rc = {"gen": cmd_gen, "weights": cmd_weights, "ref": cmd_ref, "embed": cmd_embed,
-          "classify": cmd_classify, "compare": cmd_compare, "selftest": cmd_selftest}[a.cmd](a)
+          "classify": cmd_classify, "compare": cmd_compare, "selftest": cmd_selftest,
+          "pygcheck": cmd_pygcheck}[a.cmd](a)
     sys.exit(rc or 0)
 
 

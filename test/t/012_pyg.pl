@@ -1,7 +1,8 @@
 # 012_pyg: quiver against real PyTorch Geometric.
 #
 # The README's export path, literally: test/ref/pyg_export.py builds
-# torch_geometric.nn.models.GraphSAGE and GCN (2 and 3 layers, seeded init,
+# torch_geometric.nn.models.GraphSAGE, GCN and GAT (2 and 3 layers, GAT
+# with 2 heads when they divide the hidden width, seeded init,
 # a few training steps), saves model.state_dict() with
 # safetensors.torch.save_file, and writes PyG's own full-graph inference,
 # model(x, edge_index), over the same graph.  Here the graph is loaded from
@@ -47,6 +48,15 @@ my $EXPORT = abs_path("$FindBin::RealBin/../ref/pyg_export.py");
 		  . "($why); scripts/pyg_setup.sh installs it";
 	}
 	note("PyG: $why");
+}
+
+# The numpy reference's GAT against PyG's GAT itself (float64, full graphs,
+# predictions and hidden layers, 1 to 3 layers and heads).
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $PYTHON, $REF, 'pygcheck' ], '>', \$out, '2>', \$err);
+	is($?, 0, 'quiver_ref.py pygcheck: the GAT reference equals torch_geometric GAT')
+	  or diag("$out$err");
 }
 
 my $seed = test_seed();
@@ -96,13 +106,15 @@ for my $case (
 		  . ' and feature dimension');
 
 	my $fanout = '[' . join(', ', (-1) x $case->{layers}) . ']';
-	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ])
+	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ], [ 'gat', 'gat' ])
 	{
 		my ($short, $name) = @$arch;
 		my $m = "${g}_$short";
 		my @want = map {
 				$short eq 'sage'
 				  ? ("convs.$_.lin_l.bias", "convs.$_.lin_l.weight", "convs.$_.lin_r.weight")
+				  : $short eq 'gat'
+				  ? ("convs.$_.att_dst", "convs.$_.att_src", "convs.$_.bias", "convs.$_.lin.weight")
 				  : ("convs.$_.bias", "convs.$_.lin.weight")
 		} 0 .. $case->{layers} - 1;
 		is(join(',', @{ $meta->{$short}{tensors} }), join(',', sort @want),

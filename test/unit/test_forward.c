@@ -1,5 +1,5 @@
 /*
- * test_forward.c — the thread pool and CPU inference (GraphSAGE, GCN).
+ * test_forward.c — the thread pool and CPU inference (GraphSAGE, GCN, GAT).
  *
  * The reference is a double-precision full-graph forward written here over
  * the EDGE LIST (external ids, linear search), sharing nothing with the
@@ -254,14 +254,124 @@ ref_index(const RefGraph *r, int64_t id)
 	return -1;
 }
 
+/*
+ * GAT attention of one target in double, as GATConv (v2 = False) defines
+ * it: xw holds x' = W h of every row (heads x C each), src[0 .. n) the
+ * rows attended over (the target's own row among them), self the
+ * target's; per head k, softmax over src of LeakyReLU_0.2(att_src_k .
+ * x'_u + att_dst_k . x'_self) with the maximum subtracted, weighted sum of
+ * x'_u; heads concatenated or averaged, + bias, ReLU when relu.
+ */
+static void
+ref_gat_target(const QvLayer *l, const double *xw, const int64_t *src, int64_t n,
+			   int64_t self, double *y, int relu)
+{
+	int			H = l->heads,
+				C = l->head_dim;
+	double	   *e = malloc(sizeof(double) * (n + 1));
+
+	for (int o = 0; o < l->out_dim; o++)
+		y[o] = 0.0;
+	for (int k = 0; k < H; k++)
+	{
+		double		dst = 0,
+					mx = -INFINITY,
+					den = 0;
+
+		for (int c = 0; c < C; c++)
+			dst += (double) l->att_dst[k * C + c] * xw[self * H * C + k * C + c];
+		for (int64_t j = 0; j < n; j++)
+		{
+			double		a = dst;
+
+			for (int c = 0; c < C; c++)
+				a += (double) l->att_src[k * C + c] * xw[src[j] * H * C + k * C + c];
+			e[j] = a > 0 ? a : 0.2 * a;
+			mx = fmax(mx, e[j]);
+		}
+		for (int64_t j = 0; j < n; j++)
+			den += exp(e[j] - mx);
+		for (int64_t j = 0; j < n; j++)
+			for (int c = 0; c < C; c++)
+			{
+				double		v = exp(e[j] - mx) / den * xw[src[j] * H * C + k * C + c];
+
+				if (l->concat)
+					y[k * C + c] += v;
+				else
+					y[c] += v / H;
+			}
+	}
+	for (int o = 0; o < l->out_dim; o++)
+	{
+		y[o] += l->bias_l ? l->bias_l[o] : 0.0;
+		if (relu && y[o] < 0)
+			y[o] = 0;
+	}
+	free(e);
+}
+
+/* x' = W h (GAT's lin) of n rows of h, n x heads C doubles. */
+static double *
+ref_gat_transform(const QvLayer *l, const double *h, int64_t n)
+{
+	int			hc = l->heads * l->head_dim;
+	double	   *xw = calloc((size_t) n * hc + 1, sizeof(double));
+
+	for (int64_t v = 0; v < n; v++)
+		for (int o = 0; o < hc; o++)
+			for (int c = 0; c < l->in_dim; c++)
+				xw[v * hc + o] += (double) l->weight_l[o * l->in_dim + c] * h[v * l->in_dim + c];
+	return xw;
+}
+
+/* GAT on every node of the reference graph: in-edges without self loops,
+ * duplicates kept, plus one self loop. */
+static void
+ref_gat_layer(const RefGraph *r, const QvLayer *l, const double *h, double *out, int relu)
+{
+	double	   *xw = ref_gat_transform(l, h, r->n);
+	int64_t    *si = malloc(sizeof(int64_t) * (r->n_edges + 1));
+	int64_t    *di = malloc(sizeof(int64_t) * (r->n_edges + 1));
+	int64_t    *list = malloc(sizeof(int64_t) * (r->n_edges + 1));
+
+	for (int e = 0; e < r->n_edges; e++)
+	{
+		si[e] = ref_index(r, r->src[e]);
+		di[e] = ref_index(r, r->dst[e]);
+	}
+	for (int v = 0; v < r->n; v++)
+	{
+		int64_t		n = 0;
+
+		list[n++] = v;
+		for (int e = 0; e < r->n_edges; e++)
+			if (di[e] == v && si[e] != v)
+				list[n++] = si[e];
+		ref_gat_target(l, xw, list, n, v, out + (size_t) v * l->out_dim, relu);
+	}
+	free(xw);
+	free(si);
+	free(di);
+	free(list);
+}
+
 /* One layer on every node of the reference graph, in double. */
 static void
 ref_layer(const RefGraph *r, QvArch arch, const QvLayer *l, const double *h,
 		  double *out, int relu)
 {
 	int			in = l->in_dim;
-	double	   *agg = calloc((size_t) r->n * in, sizeof(double));
-	double	   *cnt = calloc(r->n, sizeof(double));
+	double	   *agg,
+			   *cnt;
+
+	if (arch == QV_ARCH_GAT)
+	{
+		ref_gat_layer(r, l, h, out, relu);
+		return;
+	}
+	agg = calloc((size_t) r->n * in, sizeof(double));
+	cnt = calloc(r->n, sizeof(double));
 
 	for (int e = 0; e < r->n_edges; e++)	/* in-degree without self loops */
 		if (arch == QV_ARCH_GCN && r->src[e] != r->dst[e])
@@ -707,6 +817,7 @@ test_full_big(void **state)
 {
 	check_full_big(QV_ARCH_GRAPHSAGE);
 	check_full_big(QV_ARCH_GCN);
+	check_full_big(QV_ARCH_GAT);
 }
 
 /*
@@ -783,6 +894,7 @@ test_threads_agree(void **state)
 {
 	check_threads_agree(QV_ARCH_GRAPHSAGE);
 	check_threads_agree(QV_ARCH_GCN);
+	check_threads_agree(QV_ARCH_GAT);
 }
 
 /* max |a - b| / max |b| over n x cols values. */
@@ -878,6 +990,7 @@ test_alone_equals_batch(void **state)
 {
 	check_alone_equals_batch(QV_ARCH_GRAPHSAGE);
 	check_alone_equals_batch(QV_ARCH_GCN);
+	check_alone_equals_batch(QV_ARCH_GAT);
 }
 
 /*
@@ -913,9 +1026,9 @@ test_shuffled_rows_same_predictions(void **state)
 			QvGraph    *h = test_graph_shuffled(&in, shuffle + 10 * undirected);
 
 			h->version = 9;
-			for (int a = 0; a < 2; a++)
+			for (int a = 0; a < 3; a++)
 			{
-				QvArch		arch = a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+				QvArch		arch = a == 2 ? QV_ARCH_GAT : a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
 				QvModel    *m = test_model_random(arch, 3, dims, NULL, false, 5);
 
 				m->seed = 17;
@@ -1114,10 +1227,10 @@ test_embed_full(void **state)
 		BigGraph   *b = big_graph(300, 2500, 19, 7);
 		RefGraph	rb = {b->n, b->ids, b->n_edges, b->src, b->dst};
 
-		for (int a = 0; a < 2; a++)
+		for (int a = 0; a < 3; a++)
 		{
-			QvModel    *m = test_model_random(a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE, 3, dims,
-											  NULL, a == 0, 99);
+			QvArch		arch = a == 2 ? QV_ARCH_GAT : a ? QV_ARCH_GCN : QV_ARCH_GRAPHSAGE;
+			QvModel    *m = test_model_random(arch, 3, dims, NULL, a == 0, 99);
 			float	   *o = malloc(sizeof(float) * b->n * 33);
 			float	   *op = malloc(sizeof(float) * b->n * 33);
 
@@ -1140,6 +1253,29 @@ test_embed_full(void **state)
 	}
 	qv_pool_destroy(pool);
 	free(f);
+}
+
+/* ref_sampled's GAT layer: block blk's targets attend over their sampled
+ * rows (nbr == t, a self loop, dropped) and their own row t. */
+static void
+ref_sampled_gat(const QvBlock *blk, const QvLayer *l, const double *h, int32_t n_src,
+				int32_t n_dst, double *next, int relu)
+{
+	double	   *xw = ref_gat_transform(l, h, n_src);
+
+	for (int32_t t = 0; t < n_dst; t++)
+	{
+		int64_t    *list = malloc(sizeof(int64_t) * (blk->offsets[t + 1] - blk->offsets[t] + 1));
+		int64_t		n = 0;
+
+		list[n++] = t;
+		for (int64_t j = blk->offsets[t]; j < blk->offsets[t + 1]; j++)
+			if (blk->nbr[j] != t)
+				list[n++] = blk->nbr[j];
+		ref_gat_target(l, xw, list, n, t, next + (size_t) t * l->out_dim, relu);
+		free(list);
+	}
+	free(xw);
 }
 
 /*
@@ -1167,6 +1303,15 @@ ref_sampled(const QvGraph *g, const QvModel *m, const QvSample *s, int n_run)
 		double	   *next = malloc(sizeof(double) * ((size_t) s->n_nodes[hb] * l->out_dim + 1));
 		double	   *a = malloc(sizeof(double) * l->in_dim);
 
+		if (m->arch == QV_ARCH_GAT)
+		{
+			ref_sampled_gat(blk, l, h, s->n_nodes[hb + 1], s->n_nodes[hb], next,
+							i < m->n_layers - 1);
+			free(a);
+			free(h);
+			h = next;
+			continue;
+		}
 		for (int32_t t = 0; t < s->n_nodes[hb]; t++)
 		{
 			int32_t		v = s->nodes[hb][t];
@@ -1357,6 +1502,8 @@ test_embed_sampled(void **state)
 	check_embed_sampled(QV_ARCH_GRAPHSAGE, equal);
 	check_embed_sampled(QV_ARCH_GCN, mixed);
 	check_embed_sampled(QV_ARCH_GCN, equal);
+	check_embed_sampled(QV_ARCH_GAT, mixed);
+	check_embed_sampled(QV_ARCH_GAT, equal);
 }
 
 /* Layers outside 1 .. L-1 and 1-layer models are QV_EINVAL naming the
@@ -1412,6 +1559,225 @@ test_embed_errors(void **state)
 	free(f);
 }
 
+/* ---- GAT ----------------------------------------------------------------- */
+
+/*
+ * GAT 5 -> 8 (4 heads of 2, concatenated) -> 3 (3 heads, averaged) on the
+ * awkward 13-node graph (duplicates, self loops, a hub, a node with only
+ * a self loop, an isolated node, negative and sparse ids), directed and
+ * undirected: predictions and the hidden layer equal the float64 oracle
+ * over the edge list, no pool and a pool of 2 bitwise.  With fanout
+ * [2, 2] a batch repeats itself, duplicates get one row, the model seed
+ * moves the hub, and the nodes whose neighbourhood fits are exact.
+ */
+static void
+test_gat_full(void **state)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	int			dims[] = {DIM, 8, OUT};
+	QvModel    *m = test_model_random(QV_ARCH_GAT, 2, dims, NULL, false, 31);
+	RefGraph	r = {N, ids, N_EDGES, esrc, edst};
+	QvPool	   *pool = qv_pool_create(2, NULL);
+	QvError		err = {0};
+	float		out[N_BATCH * 8],
+				out_pool[N_BATCH * 8];
+
+	assert_int_equal(m->layers[0].heads, 4);
+	assert_int_equal(m->layers[1].heads, 3);
+	assert_false(m->layers[1].concat);
+	make_model(f, QV_ARCH_GRAPHSAGE, 0);	/* for its features */
+	for (int undirected = 0; undirected < 2; undirected++)
+	{
+		QvGraph    *g = make_graph(f, esrc, edst, N_EDGES, undirected);
+		int64_t		usrc[2 * N_EDGES],
+					udst[2 * N_EDGES];
+		int			n_u = 0;
+		RefGraph	ru = r;
+		double	   *ref;
+
+		if (undirected)
+		{
+			for (int e = 0; e < 2 * N_EDGES; e++)
+			{
+				int64_t		s = e < N_EDGES ? esrc[e] : edst[e - N_EDGES];
+				int64_t		d = e < N_EDGES ? edst[e] : esrc[e - N_EDGES];
+				int			dup = 0;
+
+				for (int k = 0; k < n_u; k++)
+					dup |= usrc[k] == s && udst[k] == d;
+				if (!dup)
+					usrc[n_u] = s, udst[n_u++] = d;
+			}
+			ru.n_edges = n_u;
+			ru.src = usrc;
+			ru.dst = udst;
+		}
+		ref = ref_forward(&ru, m, f->feat);
+		assert_int_equal(qv_infer(m, g, batch, N_BATCH, out, NULL, &err), QV_OK);
+		assert_true(rel_error(out, ref, batch, N_BATCH, &ru) < 1e-5);
+		assert_int_equal(qv_infer(m, g, batch, N_BATCH, out_pool, pool, &err), QV_OK);
+		assert_memory_equal(out, out_pool, sizeof(float) * N_BATCH * OUT);
+		free(ref);
+
+		ref = ref_forward_layers(&ru, m, f->feat, 1);
+		assert_int_equal(qv_embed(m, g, batch, N_BATCH, 1, out, NULL, &err), QV_OK);
+		assert_true(rel_error_cols(out, ref, batch, N_BATCH, 8, &ru) < 1e-5);
+		assert_int_equal(qv_embed(m, g, batch, N_BATCH, 1, out_pool, pool, &err), QV_OK);
+		assert_memory_equal(out, out_pool, sizeof(float) * N_BATCH * 8);
+		for (int i = 0; i < N_BATCH * 8; i++)
+			assert_true(out[i] >= 0.0f);
+		free(ref);
+		qv_graph_free(g);
+	}
+
+	{
+		QvGraph    *g = make_graph(f, esrc, edst, N_EDGES, false);
+		double	   *ref = ref_forward(&r, m, f->feat);
+		int64_t		exact[] = {1000, 12};
+		float		a[N_BATCH * OUT],
+					e[2 * OUT];
+		int			differs = 0;
+
+		m->fanout[0] = m->fanout[1] = 2;
+		assert_int_equal(qv_infer(m, g, batch, N_BATCH, a, NULL, &err), QV_OK);
+		assert_int_equal(qv_infer(m, g, batch, N_BATCH, out, pool, &err), QV_OK);
+		assert_memory_equal(a, out, sizeof(a));
+		assert_memory_equal(a, a + 4 * OUT, OUT * sizeof(float));
+		assert_memory_equal(a, a + 14 * OUT, OUT * sizeof(float));
+		for (uint64_t seed = 6; seed < 16; seed++)
+		{
+			m->seed = seed;
+			assert_int_equal(qv_infer(m, g, batch, 1, out, NULL, &err), QV_OK);
+			differs |= memcmp(a, out, OUT * sizeof(float)) != 0;
+		}
+		assert_true(differs);
+		m->seed = 0;
+		assert_int_equal(qv_infer(m, g, exact, 2, e, NULL, &err), QV_OK);
+		for (int i = 0; i < 2; i++)
+			for (int o = 0; o < OUT; o++)
+			{
+				double		want = ref[ref_index(&r, exact[i]) * OUT + o];
+
+				assert_true(fabs(e[i * OUT + o] - want) <= 1e-5 * fmax(fabs(want), 1e-3));
+			}
+		free(ref);
+		qv_graph_free(g);
+	}
+	qv_pool_destroy(pool);
+	test_model_free(m);
+	free(f);
+}
+
+/*
+ * A hub whose in-edges span several of gat_block's chunks of rows: node 0
+ * receives 2 edges from each of 1 .. 399 and 3 self loops; the others a
+ * chain v -> v+1 and a self loop on every 7th.  3 layers 6 -> 12 -> 9 -> 4,
+ * every node, fanout -1: the float64 oracle to 1e-5; pools of 1 and 3
+ * bitwise the same as no pool.
+ */
+static void
+test_gat_hub(void **state)
+{
+	enum
+	{
+		NH = 400
+	};
+	int64_t    *hid = malloc(sizeof(int64_t) * NH);
+	int64_t    *src = malloc(sizeof(int64_t) * 4 * NH);
+	int64_t    *dst = malloc(sizeof(int64_t) * 4 * NH);
+	float	   *feat = malloc(sizeof(float) * NH * 6);
+	float	   *out = malloc(sizeof(float) * NH * 4);
+	float	   *outp = malloc(sizeof(float) * NH * 4);
+	int			dims[] = {6, 12, 9, 4};
+	QvModel    *m = test_model_random(QV_ARCH_GAT, 3, dims, NULL, false, 5);
+	uint64_t	seed = 77;
+	int			ne = 0;
+	QvGraph    *g = NULL;
+	QvError		err = {0};
+	double	   *ref;
+	double		e = 0,
+				scale = 0;
+
+	for (int v = 0; v < NH; v++)
+		hid[v] = 5 * v - 300;
+	for (int i = 0; i < NH * 6; i++)
+		feat[i] = (float) test_rnd(&seed);
+	for (int v = 1; v < NH; v++)
+	{
+		src[ne] = hid[v], dst[ne++] = hid[0];
+		src[ne] = hid[v], dst[ne++] = hid[0];
+		if (v + 1 < NH)
+			src[ne] = hid[v], dst[ne++] = hid[v + 1];
+		if (v % 7 == 0)
+			src[ne] = hid[v], dst[ne++] = hid[v];
+	}
+	for (int k = 0; k < 3; k++)
+		src[ne] = hid[0], dst[ne++] = hid[0];
+	{
+		QvGraphInput in = {NH, 6, hid, feat, ne, src, dst, false};
+		RefGraph	r = {NH, hid, ne, src, dst};
+
+		assert_int_equal(qv_graph_build(&in, &g, &err), QV_OK);
+		ref = ref_forward(&r, m, feat);
+	}
+	assert_int_equal(qv_infer(m, g, hid, NH, out, NULL, &err), QV_OK);
+	for (int i = 0; i < NH * 4; i++)
+	{
+		e = fmax(e, fabs(out[i] - ref[i]));
+		scale = fmax(scale, fabs(ref[i]));
+	}
+	assert_true(scale > 0.1);
+	assert_true(e / scale < 1e-5);
+	for (int threads = 1; threads <= 3; threads += 2)
+	{
+		QvPool	   *pool = qv_pool_create(threads, NULL);
+
+		assert_int_equal(qv_infer(m, g, hid, NH, outp, pool, &err), QV_OK);
+		assert_memory_equal(out, outp, sizeof(float) * NH * 4);
+		qv_pool_destroy(pool);
+	}
+	free(ref);
+	qv_graph_free(g);
+	test_model_free(m);
+	free(hid);
+	free(src);
+	free(dst);
+	free(feat);
+	free(out);
+	free(outp);
+}
+
+/* A GAT layer whose heads disagree with its width, or without attention
+ * vectors, is refused before any work. */
+static void
+test_gat_errors(void **state)
+{
+	Fixture    *f = calloc(1, sizeof(Fixture));
+	int			dims[] = {DIM, 8, OUT};
+	QvModel    *m = test_model_random(QV_ARCH_GAT, 2, dims, NULL, false, 31);
+	int64_t		one[] = {3};
+	float		out[OUT];
+	QvGraph    *g;
+	QvError		err = {0};
+	float	   *att;
+
+	make_model(f, QV_ARCH_GRAPHSAGE, 0);
+	g = make_graph(f, esrc, edst, N_EDGES, false);
+	m->layers[1].concat = 1;
+	assert_int_equal(qv_infer(m, g, one, 1, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "GAT layer 1 gives 3 outputs, but its 3 heads of 3 channels concatenate");
+	m->layers[1].concat = 0;
+	att = m->layers[0].att_dst;
+	m->layers[0].att_dst = NULL;
+	assert_int_equal(qv_infer(m, g, one, 1, out, NULL, &err), QV_EINVAL);
+	assert_string_equal(err.msg, "GAT layer 0 lacks its attention heads");
+	m->layers[0].att_dst = att;
+	assert_int_equal(qv_infer(m, g, one, 1, out, NULL, &err), QV_OK);
+	qv_graph_free(g);
+	test_model_free(m);
+	free(f);
+}
+
 int
 main(void)
 {
@@ -1433,6 +1799,9 @@ main(void)
 		cmocka_unit_test(test_embed_full),
 		cmocka_unit_test(test_embed_sampled),
 		cmocka_unit_test(test_embed_errors),
+		cmocka_unit_test(test_gat_full),
+		cmocka_unit_test(test_gat_hub),
+		cmocka_unit_test(test_gat_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -218,7 +218,7 @@ test_check_api_table(void **state)
 	}
 	real = ((QvCudaApiFn) dlsym(h, QV_CUDA_API_SYMBOL)) ();
 	assert_int_equal(qv_gpu_check_api(real, QV_TEST_CUDA_LIB, &err), QV_OK);
-	assert_int_equal(real->abi_version, 5);
+	assert_int_equal(real->abi_version, 6);
 
 	/* a table with the ABI 1 entries but one ABI 2 entry missing is refused */
 	memcpy(&api, real, sizeof(api));

@@ -294,7 +294,7 @@ test_module_table(void **state)
 	assert_int_equal(qv_gpu_check_api(api, QV_TEST_CUDA_LIB, &err), QV_OK);
 	assert_non_null(api->host_register);
 	assert_non_null(api->infer);
-	assert_non_null(strstr(api->build, "ABI 5"));
+	assert_non_null(strstr(api->build, "ABI 6"));
 	dlclose(dl);
 }
 
@@ -570,7 +570,7 @@ check_config(const Rig *r, const QvModel *m, TierMode mode, int csr_on_device)
 		fail_msg("infer (%s, csr_on_device %d): %s", tier_names[mode], csr_on_device, err.msg);
 	rel = rel_error(gpu, cpu, (size_t) n * m->out_dim);
 	printf("%s %d layers, dim %d, tiers %s, csr_on_device %d: rel err %.3g, rows %lld/%lld/%lld, %.1f us\n",
-		   m->arch == QV_ARCH_GCN ? "GCN" : "SAGE", m->n_layers, r->t->dim, tier_names[mode],
+		   qv_arch_name(m->arch), m->n_layers, r->t->dim, tier_names[mode],
 		   csr_on_device, rel, (long long) stats.rows_local, (long long) stats.rows_peer,
 		   (long long) stats.rows_host, stats.device_us);
 	assert_true(rel <= TOL);
@@ -637,6 +637,15 @@ test_gpu_full_gcn(void **state)
 {
 	(void) state;
 	check_full_arch(QV_ARCH_GCN);
+}
+
+/* GAT (gat.cu): multi-head hidden layers concatenated, the last averaged
+ * (test_model_random's heads). */
+static void
+test_gpu_full_gat(void **state)
+{
+	(void) state;
+	check_full_arch(QV_ARCH_GAT);
 }
 
 /* The node of the largest in-degree. */
@@ -808,6 +817,7 @@ test_gpu_sampled(void **state)
 	(void) state;
 	check_sampled(gpu, QV_ARCH_GRAPHSAGE);
 	check_sampled(gpu, QV_ARCH_GCN);
+	check_sampled(gpu, QV_ARCH_GAT);
 	qv_gpu_close(gpu);
 }
 
@@ -871,6 +881,7 @@ test_gpu_embed(void **state)
 	(void) state;
 	check_embed(gpu, QV_ARCH_GRAPHSAGE);
 	check_embed(gpu, QV_ARCH_GCN);
+	check_embed(gpu, QV_ARCH_GAT);
 	qv_gpu_close(gpu);
 }
 
@@ -1134,6 +1145,7 @@ main(void)
 		cmocka_unit_test(test_entry_points_without_driver),
 		cmocka_unit_test(test_gpu_full_graphsage),
 		cmocka_unit_test(test_gpu_full_gcn),
+		cmocka_unit_test(test_gpu_full_gat),
 		cmocka_unit_test(test_gpu_sampled),
 		cmocka_unit_test(test_gpu_embed),
 		cmocka_unit_test(test_gpu_sampled_without_replacement),

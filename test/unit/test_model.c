@@ -26,9 +26,10 @@ typedef struct Spec
 	const char *name;
 	const char *dtype;
 	int			ndim;
-	int64_t		shape[2];
+	int64_t		shape[3];
 } Spec;
 
+#define F32_3(n, a, b, c) {n, "F32", 3, {a, b, c}}
 #define F32_2(n, a, b) {n, "F32", 2, {a, b}}
 #define F32_1(n, a) {n, "F32", 1, {a, 0}}
 
@@ -41,7 +42,8 @@ value_of(int k, int64_t j)
 static int64_t
 spec_numel(const Spec *s)
 {
-	return s->ndim == 2 ? s->shape[0] * s->shape[1] : s->shape[0];
+	return s->ndim == 3 ? s->shape[0] * s->shape[1] * s->shape[2] :
+		s->ndim == 2 ? s->shape[0] * s->shape[1] : s->shape[0];
 }
 
 static int
@@ -294,6 +296,87 @@ test_gcn_two_layers(void **state)
 	qv_model_free(m);
 }
 
+/* GAT 4 -> 8 -> 3 with 2 heads, as PyG 2.6's GAT(4, 8, num_layers=2,
+ * out_channels=3, heads=2).state_dict() names and shapes it: the hidden
+ * layer concatenates 2 heads of 4, the last averages 2 heads of 3. */
+static const Spec gat2[] = {
+	F32_3("convs.0.att_src", 1, 2, 4),
+	F32_3("convs.0.att_dst", 1, 2, 4),
+	F32_1("convs.0.bias", 8),
+	F32_2("convs.0.lin.weight", 8, 4),
+	F32_3("convs.1.att_src", 1, 2, 3),
+	F32_3("convs.1.att_dst", 1, 2, 3),
+	F32_1("convs.1.bias", 3),
+	F32_2("convs.1.lin.weight", 6, 8),
+};
+#define N_GAT2 8
+
+static void
+test_gat_two_layers(void **state)
+{
+	QvModel    *m = load_ok(QV_ARCH_GAT, gat2, N_GAT2, "{\"fanout\": [5, -1]}", 4);
+
+	(void) state;
+	assert_int_equal(m->arch, QV_ARCH_GAT);
+	assert_int_equal(m->n_layers, 2);
+	assert_int_equal(m->in_dim, 4);
+	assert_int_equal(m->out_dim, 3);
+	assert_int_equal(m->layers[0].in_dim, 4);
+	assert_int_equal(m->layers[0].out_dim, 8);
+	assert_int_equal(m->layers[0].heads, 2);
+	assert_int_equal(m->layers[0].head_dim, 4);
+	assert_int_equal(m->layers[0].concat, 1);
+	assert_int_equal(m->layers[1].in_dim, 8);
+	assert_int_equal(m->layers[1].out_dim, 3);
+	assert_int_equal(m->layers[1].heads, 2);
+	assert_int_equal(m->layers[1].head_dim, 3);
+	assert_int_equal(m->layers[1].concat, 0);
+	check_values(m->layers[0].att_src, gat2, 0);
+	check_values(m->layers[0].att_dst, gat2, 1);
+	check_values(m->layers[0].bias_l, gat2, 2);
+	check_values(m->layers[0].weight_l, gat2, 3);
+	check_values(m->layers[1].att_src, gat2, 4);
+	check_values(m->layers[1].att_dst, gat2, 5);
+	check_values(m->layers[1].bias_l, gat2, 6);
+	check_values(m->layers[1].weight_l, gat2, 7);
+	assert_null(m->layers[0].weight_r);
+	assert_null(m->layers[0].bias_r);
+	/* 8 + 8 + 8 + 32 + 6 + 6 + 3 + 48 floats */
+	assert_int_equal(m->bytes, 119 * sizeof(float));
+	assert_int_equal(m->fanout[0], 5);
+	assert_int_equal(m->fanout[1], -1);
+	qv_model_free(m);
+}
+
+/* One layer (the last, heads averaged) without bias; the same tensors as
+ * a hidden layer with a concatenated bias are refused as the last. */
+static void
+test_gat_one_layer(void **state)
+{
+	const Spec one[] = {
+		F32_3("convs.0.att_src", 1, 3, 2),
+		F32_3("convs.0.att_dst", 1, 3, 2),
+		F32_2("convs.0.lin.weight", 6, 4),
+	};
+	const Spec concat_last[] = {
+		F32_3("convs.0.att_src", 1, 3, 2),
+		F32_3("convs.0.att_dst", 1, 3, 2),
+		F32_1("convs.0.bias", 6),
+		F32_2("convs.0.lin.weight", 6, 4),
+	};
+	QvModel    *m = load_ok(QV_ARCH_GAT, one, 3, NULL, 4);
+
+	(void) state;
+	assert_int_equal(m->n_layers, 1);
+	assert_int_equal(m->out_dim, 2);
+	assert_int_equal(m->layers[0].heads, 3);
+	assert_int_equal(m->layers[0].concat, 0);
+	assert_null(m->layers[0].bias_l);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GAT, concat_last, 4, NULL, 4, QV_EDATA,
+			   "tensor \"convs.0.bias\" has 6 entries, expected 2: the last GAT layer averages its heads");
+}
+
 static void
 test_fanout_from_config(void **state)
 {
@@ -478,6 +561,69 @@ test_nonfinite_f32(void **state)
 		patched_fails(QV_ARCH_GCN, gcn2, N_GCN2, many, 3,
 					  "tensor \"convs.0.lin.weight\" holds -Inf at index 4 (element [1, 0] of [3, 4])");
 	}
+}
+
+/* GAT tensors of the wrong rank or shape, missing or foreign, non-finite. */
+static void
+test_gat_bad_tensors(void **state)
+{
+	Spec		t[N_GAT2 + 1];
+	Patch		p;
+
+	(void) state;
+#define GAT_FAILS(k, spec, needle) \
+	do { \
+		memcpy(t, gat2, sizeof(gat2)); \
+		t[k] = (Spec) spec; \
+		load_fails(QV_ARCH_GAT, t, N_GAT2, NULL, 4, QV_EDATA, needle); \
+	} while (0)
+	GAT_FAILS(3, F32_2("convs.0.lin.weight", 7, 4),
+			  "tensor \"convs.0.lin.weight\" has 7 rows, but \"convs.0.att_src\" [1, 2, 4] needs 2 heads x 4 channels = 8 (the rows are not a multiple of the heads)");
+	GAT_FAILS(7, F32_2("convs.1.lin.weight", 4, 8),
+			  "tensor \"convs.1.lin.weight\" has 4 rows, but \"convs.1.att_src\" [1, 2, 3] needs 2 heads x 3 channels = 6");
+	GAT_FAILS(3, F32_2("convs.0.lin.weight", 8, 5),
+			  "layer 0 expects 5 input features, graph has 4 (tensor \"convs.0.lin.weight\" is [8, 5])");
+	GAT_FAILS(7, F32_2("convs.1.lin.weight", 6, 4),
+			  "layer 1 expects 4 input features, layer 0 outputs 8");
+	GAT_FAILS(1, F32_3("convs.0.att_dst", 1, 4, 2),
+			  "tensor \"convs.0.att_dst\" is [1, 4, 2], but \"convs.0.att_src\" is [1, 2, 4]");
+	GAT_FAILS(0, F32_3("convs.0.att_src", 2, 2, 4),
+			  "tensor \"convs.0.att_src\" is [2, 2, 4], expected [1, heads, channels]");
+	GAT_FAILS(4, F32_2("convs.1.att_src", 2, 3),
+			  "tensor \"convs.1.att_src\" has 2 dimensions, expected 3 ([1, heads, channels])");
+	GAT_FAILS(2, F32_1("convs.0.bias", 4),
+			  "tensor \"convs.0.bias\" has 4 entries, expected 8: a hidden GAT layer concatenates its heads");
+	GAT_FAILS(6, F32_1("convs.1.bias", 6),
+			  "tensor \"convs.1.bias\" has 6 entries, expected 3: the last GAT layer averages its heads");
+	GAT_FAILS(5, F32_3("convs.1.att_dst", 1, 2, 0),
+			  "tensor \"convs.1.att_dst\": dimension 2 is 0");
+	GAT_FAILS(1, F32_3("convs.0.att_dst_", 1, 2, 4),
+			  "unexpected tensor \"convs.0.att_dst_\" for arch gat");
+	GAT_FAILS(3, F32_2("convs.0.lin_src.weight", 8, 4),
+			  "unexpected tensor \"convs.0.lin_src.weight\" for arch gat");
+#undef GAT_FAILS
+	/* missing att_dst; GCN's weights are not GAT's */
+	memcpy(t, gat2, sizeof(gat2));
+	t[1] = t[N_GAT2 - 1];
+	load_fails(QV_ARCH_GAT, t, N_GAT2 - 1, NULL, 4, QV_EDATA,
+			   "missing tensor \"convs.0.att_dst\" for arch gat");
+	load_fails(QV_ARCH_GAT, gcn2, N_GCN2, NULL, 4, QV_EDATA,
+			   "missing tensor \"convs.0.att_src\" for arch gat");
+	load_fails(QV_ARCH_GCN, gat2, N_GAT2, NULL, 4, QV_EDATA,
+			   "unexpected tensor \"convs.0.att_src\" for arch gcn");
+	/* NaN and infinities in any of them */
+	p = (Patch) {"convs.0.att_src", 5, F32_NAN};
+	patched_fails(QV_ARCH_GAT, gat2, N_GAT2, &p, 1,
+				  "tensor \"convs.0.att_src\" holds NaN at index 5;");
+	p = (Patch) {"convs.1.att_dst", 0, F32_NEG_INF};
+	patched_fails(QV_ARCH_GAT, gat2, N_GAT2, &p, 1,
+				  "tensor \"convs.1.att_dst\" holds -Inf at index 0;");
+	p = (Patch) {"convs.1.lin.weight", 9, F32_INF};
+	patched_fails(QV_ARCH_GAT, gat2, N_GAT2, &p, 1,
+				  "tensor \"convs.1.lin.weight\" holds +Inf at index 9 (element [1, 1] of [6, 8])");
+	p = (Patch) {"convs.0.bias", 7, F32_NAN};
+	patched_fails(QV_ARCH_GAT, gat2, N_GAT2, &p, 1,
+				  "tensor \"convs.0.bias\" holds NaN at index 7;");
 }
 
 /* F16 and BF16 infinities and NaNs are refused once widened to float32. */
@@ -911,12 +1057,17 @@ test_arch_names(void **state)
 	assert_int_equal(a, QV_ARCH_GCN);
 	assert_string_equal(qv_arch_name(QV_ARCH_GRAPHSAGE), "graphsage");
 	assert_string_equal(qv_arch_name(QV_ARCH_GCN), "gcn");
+	assert_int_equal(qv_arch_parse("gat", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GAT);
+	assert_int_equal(qv_arch_parse("GAT", &a, &err), QV_OK);
+	assert_int_equal(a, QV_ARCH_GAT);
+	assert_string_equal(qv_arch_name(QV_ARCH_GAT), "gat");
 	assert_string_equal(qv_arch_name((QvArch) 0), "unknown");
 
-	assert_int_equal(qv_arch_parse("gat", &a, &err), QV_EINVAL);
+	assert_int_equal(qv_arch_parse("gatv2", &a, &err), QV_EINVAL);
 	assert_int_equal(err.code, QV_EINVAL);
-	assert_non_null(strstr(err.msg, "\"gat\""));
-	assert_non_null(strstr(err.msg, "graphsage, gcn"));
+	assert_non_null(strstr(err.msg, "\"gatv2\""));
+	assert_non_null(strstr(err.msg, "graphsage, gcn, gat"));
 	assert_int_equal(qv_arch_parse("sage", &a, &err), QV_EINVAL);
 	assert_non_null(strstr(err.msg, "\"sage\""));
 	assert_int_equal(qv_arch_parse("", &a, &err), QV_EINVAL);
@@ -930,11 +1081,14 @@ main(void)
 		cmocka_unit_test(test_sage_two_layers),
 		cmocka_unit_test(test_sage_optional_biases),
 		cmocka_unit_test(test_gcn_two_layers),
+		cmocka_unit_test(test_gat_two_layers),
+		cmocka_unit_test(test_gat_one_layer),
 		cmocka_unit_test(test_fanout_from_config),
 		cmocka_unit_test(test_seed_from_config),
 		cmocka_unit_test(test_weight_dtypes),
 		cmocka_unit_test(test_nonfinite_f32),
 		cmocka_unit_test(test_nonfinite_f16_bf16),
+		cmocka_unit_test(test_gat_bad_tensors),
 		cmocka_unit_test(test_finite_extremes_accepted),
 		cmocka_unit_test(test_wrong_feature_dim),
 		cmocka_unit_test(test_layer_chain_mismatch),

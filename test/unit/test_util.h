@@ -161,9 +161,46 @@ test_rnd(uint64_t *s)
 	return (double) (*s >> 11) / (double) (UINT64_C(1) << 53) * 2.0 - 1.0;
 }
 
+/* GAT heads of a layer of test_model_random: hidden layers 4, 3 or 2
+ * heads, the first that divides the width (else 1), concatenated; the
+ * last layer 3 heads of dims[n_layers] channels, averaged. */
+static inline void
+test_gat_heads(QvLayer *l, bool last)
+{
+	int			heads = 3;
+
+	if (!last)
+		for (heads = 4; heads > 1 && l->out_dim % heads != 0; heads--)
+			;
+	l->heads = heads;
+	l->head_dim = last ? l->out_dim : l->out_dim / heads;
+	l->concat = !last;
+}
+
+/* Random attention vectors and lin.weight [heads C, in] of GAT layer l. */
+static inline size_t
+test_gat_weights(QvLayer *l, uint64_t *seed)
+{
+	int			hc = l->heads * l->head_dim;
+
+	free(l->weight_l);
+	l->weight_l = malloc(sizeof(float) * hc * l->in_dim);
+	l->att_src = malloc(sizeof(float) * hc);
+	l->att_dst = malloc(sizeof(float) * hc);
+	for (int j = 0; j < hc * l->in_dim; j++)
+		l->weight_l[j] = (float) (0.5 * test_rnd(seed));
+	for (int j = 0; j < hc; j++)
+	{
+		l->att_src[j] = (float) (0.6 * test_rnd(seed));
+		l->att_dst[j] = (float) (0.6 * test_rnd(seed));
+	}
+	return sizeof(float) * ((size_t) hc * (l->in_dim + 2) - (size_t) l->out_dim * l->in_dim);
+}
+
 /* A model dims[0] -> ... -> dims[n_layers] with random weights (and lin_r
  * biases for GraphSAGE when bias_r); fanout[i], or -1 when fanout is NULL;
- * bytes set.  Free with test_model_free. */
+ * bytes set.  GAT layers get heads as test_gat_heads says.  Free with
+ * test_model_free. */
 static inline QvModel *
 test_model_random(QvArch arch, int n_layers, const int *dims, const int32_t *fanout,
 				  bool bias_r, uint64_t seed)
@@ -202,6 +239,11 @@ test_model_random(QvArch arch, int n_layers, const int *dims, const int32_t *fan
 				l->bias_r[j] = (float) (0.1 * test_rnd(&seed));
 			m->bytes += sizeof(float) * dims[i + 1];
 		}
+		if (arch == QV_ARCH_GAT)
+		{
+			test_gat_heads(l, i == n_layers - 1);
+			m->bytes += test_gat_weights(l, &seed);
+		}
 		m->fanout[i] = fanout ? fanout[i] : -1;
 	}
 	return m;
@@ -216,6 +258,8 @@ test_model_free(QvModel *m)
 		free(m->layers[i].bias_l);
 		free(m->layers[i].weight_r);
 		free(m->layers[i].bias_r);
+		free(m->layers[i].att_src);
+		free(m->layers[i].att_dst);
 	}
 	free(m);
 }
