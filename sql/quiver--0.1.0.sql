@@ -24,7 +24,7 @@ CREATE TABLE quiver_graph (
 CREATE TABLE quiver_model (
     name        text PRIMARY KEY CHECK (name <> '' AND octet_length(name) < 64),
     graph       text NOT NULL REFERENCES quiver_graph(name),
-    arch        text NOT NULL CHECK (arch IN ('graphsage', 'gcn')),
+    arch        text NOT NULL CHECK (arch IN ('graphsage', 'gcn', 'gat')),
     weights     bytea NOT NULL,
     config      jsonb NOT NULL DEFAULT '{}',
     owner       regrole NOT NULL DEFAULT current_user::regrole,

@@ -1,4 +1,5 @@
-# 001_correctness: GraphSAGE and GCN predictions against the independent
+# 001_correctness: GraphSAGE, GCN and GAT predictions, embeddings and
+# classes against the independent
 # numpy reference (test/ref/quiver_ref.py), 2 and 3 layers, directed and
 # undirected graphs, scalar and batch calls, every id and feature type.
 #
@@ -53,7 +54,7 @@ for my $case (
 		"$g: gnn_create_graph reports nodes, edges (after to_undirected: "
 		  . ($case->{undirected} ? 'yes' : 'no') . ") and feature_dim");
 
-	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ])
+	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ], [ 'gat', 'gat' ])
 	{
 		my ($short, $name) = @$arch;
 		my $m = "${g}_$short";
@@ -91,7 +92,7 @@ for my $case ([ 'd3', 0 ], [ 'u2', 1 ], [ 'u3', 1 ])
 	my ($g, $und) = @$case;
 	my $dir = "$tmp/$g";
 	my $layers = $meta{$g}{layers};
-	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ])
+	for my $arch ([ 'sage', 'graphsage' ], [ 'gcn', 'gcn' ], [ 'gat', 'gat' ])
 	{
 		my ($short, $name) = @$arch;
 		my $m = "${g}_$short";
@@ -198,7 +199,7 @@ is( $node->safe_psql(
 	'd2:ready,d3:ready,si_types:ready,u2:ready,u3:ready',
 	'gnn_graphs lists every graph, ready');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM gnn_models WHERE state = \'ready\''),
-	'13', 'gnn_models lists every model, ready');
+	'17', 'gnn_models lists every model, ready');
 
 $node->stop;
 done_testing();
