@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward_internal.h"
 #include "sample.h"
 
 #define QV_ROWS_SMALL 64		/* rows per block of a layer under ... */
@@ -1015,5 +1016,69 @@ qv_embed(const QvModel *m, const QvGraph *g, const int64_t *ids, int32_t n,
 		return QV_ENOMEM;
 	rc = qv_embed_ws(m, g, ids, n, layer, out, pool, ws, err);
 	qv_pool_cache_put(pool, (QvPoolCached *) ws);
+	return rc;
+}
+
+/* ---- one layer over a caller's block (forward_internal.h) ------------------------ */
+
+int
+qv_forward_layer(const QvModel *m, const QvGraph *g, int i, const QvBlock *blk,
+				 const int32_t *targets, const float *in, const int32_t *in_nodes,
+				 int32_t n_in, float *out, QvPool *pool, QvWorkspace *ws, QvError *err)
+{
+	QvWorkspace *temp = NULL;
+	const QvLayer *l;
+	LayerJob	job;
+	size_t		lda;
+	int			rc;
+
+	if (m == NULL || g == NULL || blk == NULL)
+		return qv_error(err, QV_EINVAL, "layer run without model, graph or block");
+	if ((rc = validate_model(m, g, err)) != QV_OK)
+		return rc;
+	if (i < 0 || i >= m->n_layers)
+		return qv_error(err, QV_EINVAL, "layer %d does not exist in a %d-layer model",
+						i, (int) m->n_layers);
+	if (blk->n_dst == 0)
+		return QV_OK;
+	if (ws == NULL && (ws = temp = qv_workspace_create(err)) == NULL)
+		return QV_ENOMEM;
+	single_threaded_blas();
+	l = &m->layers[i];
+	job = (LayerJob) {
+		.arch = m->arch, .l = l, .g = g, .blk = blk, .first = in_nodes == NULL,
+		.targets = targets, .in = in, .out = out, .n_dst = blk->n_dst,
+		.relu = i < m->n_layers - 1
+	};
+	job.rows = job.n_dst < QV_ROWS_SWITCH ? QV_ROWS_SMALL : QV_ROWS_LARGE;
+	lda = (size_t) l->in_dim * ((m->arch == QV_ARCH_GRAPHSAGE && job.first) ? 2 : 1);
+	if ((rc = prepare_scratch(ws, qv_pool_size(pool), lda, (size_t) l->in_dim, err)) != QV_OK)
+		goto done;
+	job.scratch = ws->scratch;
+	if (l->bias_l || l->bias_r)
+	{
+		if ((rc = ws_grow(ws, (void **) &ws->bias, &ws->bias_cap, (size_t) l->out_dim,
+						  sizeof(float), err, "layer biases")) != QV_OK)
+			goto done;
+		for (int32_t c = 0; c < l->out_dim; c++)
+			ws->bias[c] = (l->bias_l ? l->bias_l[c] : 0.0f) + (l->bias_r ? l->bias_r[c] : 0.0f);
+		job.bias = ws->bias;
+	}
+	if (m->arch == QV_ARCH_GCN && !job.first)
+	{
+		ScaleJob	sj = {g, in_nodes, NULL};
+
+		if ((rc = ws_grow(ws, (void **) &ws->scale, &ws->scale_cap, (size_t) n_in,
+						  sizeof(double), err, "GCN normalisation")) != QV_OK)
+			goto done;
+		sj.scale = ws->scale;
+		qv_pool_run(pool, n_in, 4096, scale_rows, &sj);
+		job.scale = ws->scale;
+	}
+	qv_pool_run(pool, (job.n_dst + job.rows - 1) / job.rows, 1, layer_blocks, &job);
+	rc = QV_OK;
+
+done:
+	qv_workspace_destroy(temp);
 	return rc;
 }

@@ -1434,6 +1434,20 @@ qv_live_graph(QvLive *L)
 }
 
 int64_t
+qv_live_out_row(const QvLive *L, int32_t v, const int32_t **row)
+{
+	const Slack *s = L->undirected ? &L->in : &L->out;
+
+	if (v < 0 || v >= L->g->n_nodes)
+	{
+		*row = NULL;
+		return 0;
+	}
+	*row = s->col + s->start[v];
+	return s->end[v] - s->start[v];
+}
+
+int64_t
 qv_live_nodes_count(const QvLive *L)
 {
 	return L ? L->g->n_nodes - L->g->n_absent : 0;

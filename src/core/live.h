@@ -132,6 +132,15 @@ size_t		qv_live_bytes(const QvLive *L); /* everything held, graph too */
  */
 int64_t		qv_live_take_touched(QvLive *L, int32_t **v, QvError *err);
 
+/*
+ * The out-neighbours of dense node v: each dst of an edge (v, dst) in the
+ * graph, with multiplicity (self loop included), in no particular order.
+ * *row points into L's arrays and is valid until L's next change; returns
+ * the count.  An undirected graph is symmetric: its in-row of v.  For
+ * callers that follow changes downstream (precompute.h).
+ */
+int64_t		qv_live_out_row(const QvLive *L, int32_t v, const int32_t **row);
+
 /* Whether garbage (dead slots of moved rows, holes of deleted nodes) has
  * passed the threshold at which qv_live_compact should run. */
 bool		qv_live_wants_compaction(const QvLive *L);

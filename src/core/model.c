@@ -12,6 +12,7 @@
  */
 #include "model.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,22 +158,61 @@ config_load_error(const char *json, const json_error_t *jerr, QvError *err)
 					jerr->text, jerr->line, jerr->column);
 }
 
+/* Check the "precompute" value (a JSON boolean). */
+static int
+parse_precompute(json_t *v, bool *out, QvError *err)
+{
+	if (!json_is_boolean(v))
+	{
+		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		int			rc = qv_error(err, QV_EINVAL,
+								  "config precompute = %.64s is not a boolean (expected true or false)",
+								  text ? text : "(unprintable)");
+
+		free(text);
+		return rc;
+	}
+	*out = json_is_true(v);
+	return QV_OK;
+}
+
+/* Check the "recompute" value (a number in [0, 1]). */
+static int
+parse_recompute(json_t *v, double *out, QvError *err)
+{
+	double		x = json_is_number(v) ? json_number_value(v) : NAN;
+
+	if (json_is_number(v) && !(x >= 0.0 && x <= 1.0))
+		return qv_error(err, QV_EINVAL,
+						"config recompute = %.15g must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
+						x);
+	if (!(x >= 0.0 && x <= 1.0))
+	{
+		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		int			rc = qv_error(err, QV_EINVAL,
+								  "config recompute = %.64s must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
+								  text ? text : "(unprintable)");
+
+		free(text);
+		return rc;
+	}
+	*out = x;
+	return QV_OK;
+}
+
 int
-qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
-					  uint64_t *seed, QvError *err)
+qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *err)
 {
 	json_t	   *root;
 	json_error_t jerr;
 	const char *key;
 	json_t	   *value;
-	uint64_t	seed_value = 0;
+	json_t	   *recompute = NULL;
 	int			rc = QV_OK;
 
-	if (fanout == NULL || n_fanout == NULL)
+	if (cfg == NULL)
 		return qv_error(err, QV_EINVAL, "qv_model_config_parse: NULL output");
-	*n_fanout = 0;
-	if (seed)
-		*seed = 0;
+	memset(cfg, 0, sizeof(*cfg));
 	if (json == NULL || json[0] == '\0')
 		return QV_OK;
 	root = json_loads(json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
@@ -187,20 +227,44 @@ qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
 	json_object_foreach(root, key, value)
 	{
 		if (strcmp(key, "fanout") == 0)
-			rc = parse_fanout(value, fanout, n_fanout, err);
+			rc = parse_fanout(value, cfg->fanout, &cfg->n_fanout, err);
 		else if (strcmp(key, "seed") == 0)
-			rc = parse_seed(value, &seed_value, err);
+			rc = parse_seed(value, &cfg->seed, err);
+		else if (strcmp(key, "precompute") == 0)
+			rc = parse_precompute(value, &cfg->precompute, err);
+		else if (strcmp(key, "recompute") == 0)
+			rc = parse_recompute(recompute = value, &cfg->recompute, err);
 		else
 			rc = qv_error(err, QV_EINVAL,
-						  "unknown model config key \"%.64s\" (known: fanout, seed)", key);
+						  "unknown model config key \"%.64s\" (known: fanout, seed, precompute, recompute)",
+						  key);
 		if (rc != QV_OK)
 			break;
 	}
+	if (rc == QV_OK && recompute != NULL && !cfg->precompute)
+		rc = qv_error(err, QV_EINVAL,
+					  "config recompute = %.15g needs \"precompute\": true (it is the share of stale precomputed rows recomputed)",
+					  cfg->recompute);
 	json_decref(root);
 	if (rc != QV_OK)
-		*n_fanout = 0;
-	else if (seed)
-		*seed = seed_value;
+		memset(cfg, 0, sizeof(*cfg));
+	return rc;
+}
+
+int
+qv_model_config_parse(const char *json, int32_t *fanout, int32_t *n_fanout,
+					  uint64_t *seed, QvError *err)
+{
+	QvModelConfig cfg;
+	int			rc;
+
+	if (fanout == NULL || n_fanout == NULL)
+		return qv_error(err, QV_EINVAL, "qv_model_config_parse: NULL output");
+	rc = qv_model_config_parse_all(json, &cfg, err);
+	memcpy(fanout, cfg.fanout, sizeof(int32_t) * (size_t) cfg.n_fanout);
+	*n_fanout = cfg.n_fanout;
+	if (seed)
+		*seed = cfg.seed;
 	return rc;
 }
 
@@ -550,9 +614,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 			  const char *config_json, int32_t feature_dim,
 			  QvModel **out, QvError *err)
 {
-	int32_t		fanout[QV_MAX_LAYERS];
-	int32_t		n_fanout = 0;
-	uint64_t	seed = 0;
+	QvModelConfig cfg;
 	QvSafetensors *st = NULL;
 	QvModel    *m;
 	int			rc;
@@ -564,7 +626,7 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
 	if (feature_dim < 1)
 		return qv_error(err, QV_EINVAL, "feature dimension %d must be at least 1", feature_dim);
-	if ((rc = qv_model_config_parse(config_json, fanout, &n_fanout, &seed, err)) != QV_OK)
+	if ((rc = qv_model_config_parse_all(config_json, &cfg, err)) != QV_OK)
 		return rc;
 	if ((rc = qv_safetensors_parse(st_buf, st_len, &st, err)) != QV_OK)
 		return rc;
@@ -576,8 +638,10 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 		return QV_ENOMEM;
 	}
 	m->arch = arch;
-	m->seed = seed;
-	rc = build_model(m, st, fanout, n_fanout, feature_dim, err);
+	m->seed = cfg.seed;
+	m->precompute = cfg.precompute;
+	m->recompute = cfg.recompute;
+	rc = build_model(m, st, cfg.fanout, cfg.n_fanout, feature_dim, err);
 	qv_safetensors_free(st);
 	if (rc != QV_OK)
 	{

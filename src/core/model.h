@@ -32,6 +32,7 @@
 #ifndef QV_MODEL_H
 #define QV_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,7 +74,21 @@ typedef struct QvModel
 	int32_t		out_dim;
 	size_t		bytes;			/* parameter bytes held */
 	uint64_t	seed;			/* config "seed": the sampler's key */
+	bool		precompute;		/* config "precompute": serve from stored
+								 * hidden layers (precompute.h) */
+	double		recompute;		/* config "recompute": the share p in [0, 1]
+								 * of stale rows a request recomputes */
 } QvModel;
+
+/* Everything a model config holds (qv_model_config_parse_all). */
+typedef struct QvModelConfig
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout;		/* 0: no "fanout" (-1 on every layer) */
+	uint64_t	seed;			/* 0 when absent */
+	bool		precompute;		/* "precompute": true; false when absent */
+	double		recompute;		/* "recompute"; 0 when absent */
+} QvModelConfig;
 
 /* "graphsage", "gcn" or "gat" (case-insensitive). */
 int			qv_arch_parse(const char *name, QvArch *out, QvError *err);
@@ -88,9 +103,19 @@ const char *qv_arch_name(QvArch arch);
 int			qv_model_config_parse(const char *json, int32_t *fanout,
 								  int32_t *n_fanout, uint64_t *seed, QvError *err);
 
+/*
+ * The whole config: fanout and seed as above, "precompute" a JSON boolean
+ * (default false), "recompute" a number in [0, 1] (default 0), allowed
+ * only with "precompute": true.  Errors name the value.  On failure *cfg
+ * holds the defaults.  qv_model_config_parse is this, keeping fanout and
+ * seed.
+ */
+int			qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *err);
+
 /* Build a model from a safetensors blob and a config; the weights' input
  * dimension must equal feature_dim.  A config without fanout means -1 on
- * every layer, one without seed means seed 0.  A weight holding NaN or an
+ * every layer, one without seed means seed 0; "precompute" and
+ * "recompute" go to m->precompute and m->recompute.  A weight holding NaN or an
  * infinity (F32, or F16/BF16 after widening) is QV_EDATA naming the tensor
  * and the element's index. */
 int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,

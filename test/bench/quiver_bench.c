@@ -36,6 +36,7 @@
 #include "graph_csr.h"
 #include "model.h"
 #include "placement.h"
+#include "precompute.h"
 #include "pool.h"
 
 #ifndef QV_BENCH_CUDA_LIB
@@ -70,6 +71,7 @@ typedef struct Options
 	bool		save_only;
 	bool		time_build;		/* time qv_graph_build instead of batches */
 	bool		time_live;		/* time live graph changes instead */
+	bool		precompute;		/* time the precomputed path too */
 	int			threads;
 	int32_t		batch[MAX_BATCHES];
 	int			n_batch;
@@ -146,6 +148,10 @@ static const char *const usage_text =
 "    --time-live        time a live graph (live.h) built from the graph's rows:\n"
 "                       100-row edge and node batches, then compaction,\n"
 "                       synchronous and background (begin / run / finish)\n"
+"    --precompute       precompute the hidden layers (precompute.h): time and\n"
+"                       bytes, then each batch size on the sampled path and on\n"
+"                       the precomputed one (last layer over stored rows,\n"
+"                       fanout[0] sampled, recompute 0), CPU only\n"
 "  model\n"
 "    --arch graphsage|gcn|gat (graphsage; gat: one head)\n"
 "    --hidden H         hidden width (256)\n"
@@ -330,7 +336,7 @@ enum
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
 	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
-	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_TIME_LIVE, OPT_HELP
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_TIME_LIVE, OPT_PRECOMPUTE, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -362,6 +368,7 @@ static const struct option long_options[] = {
 	{"gather-rows", required_argument, NULL, OPT_GATHER_ROWS},
 	{"time-build", no_argument, NULL, OPT_TIME_BUILD},
 	{"time-live", no_argument, NULL, OPT_TIME_LIVE},
+	{"precompute", no_argument, NULL, OPT_PRECOMPUTE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0}
 };
@@ -439,6 +446,9 @@ apply_option(Options *o, int opt, const char *arg)
 			return true;
 		case OPT_TIME_LIVE:
 			o->time_live = true;
+			return true;
+		case OPT_PRECOMPUTE:
+			o->precompute = true;
 			return true;
 		case OPT_ARCH:
 			return qv_arch_parse(arg, &o->arch, NULL) == QV_OK;
@@ -763,7 +773,7 @@ summarise(double *t, int n, BatchResult *r)
 /* Warm up, then time qv_infer on batches of `batch` uniform random seeds. */
 static int
 time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
-		   int32_t batch, BatchResult *r, QvError *err)
+		   const QvPrecomputed *pc, int32_t batch, BatchResult *r, QvError *err)
 {
 	int			reps = o->reps ? o->reps : batch >= LARGE_BATCH ? DEFAULT_REPS_LARGE : DEFAULT_REPS;
 	int64_t    *ids = qv_malloc((size_t) batch * sizeof(int64_t), err, "seed ids");
@@ -785,7 +795,8 @@ time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
 		for (int32_t k = 0; k < batch; k++)
 			ids[k] = (int64_t) (((splitmix64(&rng) >> 32) * (uint64_t) g->n_nodes) >> 32);
 		t0 = now_s();
-		rc = qv_infer(m, g, ids, batch, out, pool, err);
+		rc = pc ? qv_infer_precomputed(m, g, pc, ids, batch, 0.0, out, pool, NULL, NULL, err)
+			: qv_infer(m, g, ids, batch, out, pool, err);
 		if (i >= o->warmup)
 			t[done++] = now_s() - t0;
 	}
@@ -1288,11 +1299,57 @@ run_cpu(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, QvEr
 		BatchResult r;
 		int			rc;
 
-		if ((rc = time_batch(o, m, g, pool, o->batch[b], &r, err)) != QV_OK)
+		if ((rc = time_batch(o, m, g, pool, NULL, o->batch[b], &r, err)) != QV_OK)
 			return rc;
 		print_batch(o, o->batch[b], &r, NULL, NULL);
 	}
 	return QV_OK;
+}
+
+/*
+ * --precompute: build the stored hidden layers (timed, bytes), then per
+ * batch size the sampled path (qv_infer) and the precomputed one
+ * (qv_infer_precomputed, recompute 0), each a JSON line with "path".
+ */
+static int
+run_precompute(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool,
+			   QvError *err)
+{
+	QvPrecomputed *pc = NULL;
+	QvPrecomputeStats st;
+	double		t0 = now_s(),
+				c0 = cpu_s();
+	int			rc;
+
+	if ((rc = qv_precompute_create(m, g, &pc, err)) != QV_OK ||
+		(rc = qv_precompute_step(pc, m, g, 0, pool, NULL, err)) != QV_OK)
+	{
+		qv_precompute_free(pc);
+		return rc;
+	}
+	qv_precompute_stats(pc, &st);
+	printf("{\"precompute_s\":%.3f,\"precompute_cpu_s\":%.3f,\"precompute_bytes\":%zu,"
+		   "\"bytes_formula\":%zu,\"rows\":%lld,\"stored_layers\":%d,\"threads\":%d}\n",
+		   now_s() - t0, cpu_s() - c0, st.bytes, qv_precompute_bytes(m, g),
+		   (long long) st.n_rows, (int) st.n_stored, o->threads);
+	fflush(stdout);
+	for (int b = 0; rc == QV_OK && b < o->n_batch; b++)
+		for (int p = 0; rc == QV_OK && p < 2; p++)
+		{
+			BatchResult r;
+
+			if ((rc = time_batch(o, m, g, pool, p ? pc : NULL, o->batch[b], &r, err)) != QV_OK)
+				break;
+			printf("{\"batch\":%d,\"path\":\"%s\",\"device\":\"cpu\",\"threads\":%d,"
+				   "\"arch\":\"%s\",\"reps\":%d,\"median_us\":%.1f,\"p99_us\":%.1f,"
+				   "\"mean_us\":%.1f,\"seeds_per_s\":%.0f}\n",
+				   (int) o->batch[b], p ? "precomputed" : "sampled", o->threads,
+				   qv_arch_name(o->arch), r.reps, r.median_us, r.p99_us, r.mean_us,
+				   (double) o->batch[b] / (r.mean_us * 1e-6));
+			fflush(stdout);
+		}
+	qv_precompute_free(pc);
+	return rc;
 }
 
 /* Open the GPU module for --device gpu or auto; false (after an error
@@ -1808,6 +1865,11 @@ main(int argc, char **argv)
 	{
 		stage = "time-live";
 		rc = time_live(&o, g, &err);
+	}
+	else if (rc == QV_OK && o.precompute)
+	{
+		stage = "precompute";
+		rc = run_precompute(&o, g, m, pool, &err);
 	}
 	else if (rc == QV_OK && !o.save_only && rig.gpu)
 		rc = run_gpu(&o, g, m, pool, &rig, &stage, &check_failed, &err);

@@ -1001,6 +1001,77 @@ test_config_valid(void **state)
 				   UINT64_C(9223372036854775807));
 }
 
+/* "precompute" and "recompute": parsed, stored in the model, checked. */
+static void
+test_config_precompute(void **state)
+{
+	QvModelConfig cfg;
+	QvError		err = {QV_OK, ""};
+	QvModel    *m;
+	static const struct
+	{
+		const char *json;
+		const char *needle;
+	}			bad[] = {
+		{"{\"precompute\": 1}", "config precompute = 1 is not a boolean (expected true or false)"},
+		{"{\"precompute\": \"yes\"}", "config precompute = \"yes\" is not a boolean"},
+		{"{\"precompute\": null}", "config precompute = null is not a boolean"},
+		{"{\"precompute\": true, \"recompute\": 1.5}",
+		"config recompute = 1.5 must be a number between 0 and 1"},
+		{"{\"precompute\": true, \"recompute\": -0.1}", "config recompute = -0.1 must be"},
+		{"{\"precompute\": true, \"recompute\": 2}", "config recompute = 2 must be"},
+		{"{\"precompute\": true, \"recompute\": \"0.5\"}", "config recompute = \"0.5\" must be"},
+		{"{\"precompute\": true, \"recompute\": true}", "config recompute = true must be"},
+		{"{\"precompute\": true, \"recompute\": [0.5]}", "config recompute = [0.5] must be"},
+		{"{\"recompute\": 0.5}", "config recompute = 0.5 needs \"precompute\": true"},
+		{"{\"recompute\": 0.3, \"precompute\": false}", "config recompute = 0.3 needs \"precompute\": true"},
+		{"{\"precompute\": true, \"precompute\": true}", "duplicate object key"},
+	};
+
+	(void) state;
+	assert_int_equal(qv_model_config_parse_all(NULL, &cfg, &err), QV_OK);
+	assert_false(cfg.precompute);
+	assert_true(cfg.recompute == 0.0);
+	assert_int_equal(qv_model_config_parse_all("{\"precompute\": true}", &cfg, &err), QV_OK);
+	assert_true(cfg.precompute);
+	assert_true(cfg.recompute == 0.0);
+	assert_int_equal(qv_model_config_parse_all("{\"recompute\": 0.3, \"precompute\": true, \"fanout\": [5, -1], \"seed\": 4}",
+											   &cfg, &err), QV_OK);
+	assert_true(cfg.precompute);
+	assert_true(cfg.recompute == 0.3);
+	assert_int_equal(cfg.n_fanout, 2);
+	assert_int_equal(cfg.fanout[0], 5);
+	assert_true(cfg.seed == 4);
+	assert_int_equal(qv_model_config_parse_all("{\"precompute\": true, \"recompute\": 1}", &cfg, &err), QV_OK);
+	assert_true(cfg.recompute == 1.0);
+	assert_int_equal(qv_model_config_parse_all("{\"precompute\": false}", &cfg, &err), QV_OK);
+	assert_false(cfg.precompute);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+	{
+		cfg.precompute = true;
+		assert_int_equal(qv_model_config_parse_all(bad[i].json, &cfg, &err), QV_EINVAL);
+		if (strstr(err.msg, bad[i].needle) == NULL)
+			fail_msg("config %s: \"%s\", wanted \"%s\"", bad[i].json, err.msg, bad[i].needle);
+		assert_false(cfg.precompute);	/* defaults on failure */
+		assert_int_equal(cfg.n_fanout, 0);
+		/* the old entry point rejects them too */
+		config_fails(bad[i].json, bad[i].needle);
+	}
+	/* the fanout/seed entry point accepts the keys */
+	config_ok("{\"precompute\": true, \"recompute\": 0.5, \"fanout\": [3]}", 1, (const int32_t[]) {3});
+	/* qv_model_load stores them */
+	m = load_ok(QV_ARCH_GRAPHSAGE, sage2, N_SAGE2, "{\"precompute\": true, \"recompute\": 0.75}", 4);
+	assert_true(m->precompute);
+	assert_true(m->recompute == 0.75);
+	qv_model_free(m);
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, "{}", 4);
+	assert_false(m->precompute);
+	assert_true(m->recompute == 0.0);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"recompute\": 0.5}", 4, QV_EINVAL,
+			   "needs \"precompute\": true");
+}
+
 static void
 test_config_invalid(void **state)
 {
@@ -1020,7 +1091,7 @@ test_config_invalid(void **state)
 	config_fails("{\"fanout\": []}", "\"fanout\" has 0 entries");
 	config_fails("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}", "\"fanout\" has 9 entries");
 	config_fails("{\"fanout\": [1], \"fanout\": [2]}", "duplicate object key");
-	config_fails("{\"fanot\": [1]}", "(known: fanout, seed)");
+	config_fails("{\"fanot\": [1]}", "(known: fanout, seed, precompute, recompute)");
 	/* seed: an integer 0 .. 2^63-1, the value named when it is not */
 	config_fails("{\"seed\": -1}", "config seed = -1: must be between 0 and 9223372036854775807");
 	config_fails("{\"seed\": -9223372036854775808}", "config seed = -9223372036854775808");
@@ -1101,6 +1172,7 @@ main(void)
 		cmocka_unit_test(test_bad_blob_and_config_in_load),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_invalid),
+		cmocka_unit_test(test_config_precompute),
 		cmocka_unit_test(test_arch_names),
 	};
 
