@@ -286,6 +286,23 @@ qv_infer_release(QvPool *pool)
 		cached->free_fn(cached);
 }
 
+/* Scratch widths of layer i: floats per row of a block (lda: inputs, and
+ * GraphSAGE's first-layer roots, or GAT's rows and transforms) and
+ * accumulators (GAT: transforms and softmax state). */
+static void
+scratch_widths(const QvModel *m, int i, bool first, size_t *lda, size_t *acc)
+{
+	const QvLayer *l = &m->layers[i];
+
+	*lda = (size_t) l->in_dim * ((m->arch == QV_ARCH_GRAPHSAGE && first) ? 2 : 1);
+	*acc = (size_t) l->in_dim;
+	if (m->arch == QV_ARCH_GAT)
+	{
+		*lda = (size_t) l->in_dim + (size_t) l->heads * l->head_dim;
+		*acc = (size_t) (l->heads * l->head_dim) + 3 * (size_t) l->heads;
+	}
+}
+
 /* Per-worker scratch: a block of lda floats per row, accumulators of acc. */
 static int
 prepare_scratch(QvWorkspace *ws, int n_workers, size_t lda, size_t acc, QvError *err)
@@ -864,16 +881,10 @@ prepare_buffers(const QvModel *m, const QvSample *s, int n_workers, QvWorkspace 
 		const QvLayer *l = &m->layers[i];
 		size_t		rows = (size_t) s->n_nodes[s->n_hops - 1 - i];
 		size_t		elems;
-		size_t		width = (size_t) l->in_dim *
-			((m->arch == QV_ARCH_GRAPHSAGE && i == 0) ? 2 : 1);
-		size_t		accw = (size_t) l->in_dim;
+		size_t		width,
+					accw;
 
-		if (m->arch == QV_ARCH_GAT)	/* rows and transforms; softmax state */
-		{
-			width = (size_t) l->in_dim + (size_t) l->heads * l->head_dim;
-			accw = (size_t) (l->heads * l->head_dim) + 3 * (size_t) l->heads;
-		}
-
+		scratch_widths(m, i, i == 0, &width, &accw);
 		if (__builtin_mul_overflow(rows, (size_t) l->out_dim, &elems))
 			return qv_error(err, QV_ELIMIT, "activations of %zu nodes overflow", rows);
 		act[i % 2] = elems > act[i % 2] ? elems : act[i % 2];
@@ -1029,7 +1040,8 @@ qv_forward_layer(const QvModel *m, const QvGraph *g, int i, const QvBlock *blk,
 	QvWorkspace *temp = NULL;
 	const QvLayer *l;
 	LayerJob	job;
-	size_t		lda;
+	size_t		lda,
+				acc;
 	int			rc;
 
 	if (m == NULL || g == NULL || blk == NULL)
@@ -1051,8 +1063,8 @@ qv_forward_layer(const QvModel *m, const QvGraph *g, int i, const QvBlock *blk,
 		.relu = i < m->n_layers - 1
 	};
 	job.rows = job.n_dst < QV_ROWS_SWITCH ? QV_ROWS_SMALL : QV_ROWS_LARGE;
-	lda = (size_t) l->in_dim * ((m->arch == QV_ARCH_GRAPHSAGE && job.first) ? 2 : 1);
-	if ((rc = prepare_scratch(ws, qv_pool_size(pool), lda, (size_t) l->in_dim, err)) != QV_OK)
+	scratch_widths(m, i, job.first, &lda, &acc);
+	if ((rc = prepare_scratch(ws, qv_pool_size(pool), lda, acc, err)) != QV_OK)
 		goto done;
 	job.scratch = ws->scratch;
 	if (l->bias_l || l->bias_r)
