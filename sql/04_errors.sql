@@ -92,6 +92,9 @@ SELECT nodes, edges, feature_dim FROM gnn_graphs WHERE name = 'tiny';
 --
 SELECT gnn_create_model('bad', 'no_such_graph', 'graphsage', (SELECT blob FROM weights WHERE name = 'sage1'));
 SELECT :'SQLSTATE' AS sqlstate, serving();
+SELECT gnn_create_model('bad', 'tiny', 'gin', (SELECT blob FROM weights WHERE name = 'sage1'));
+SELECT :'SQLSTATE' AS sqlstate, serving();
+-- GraphSAGE weights are not a GAT's: the error names the tensor
 SELECT gnn_create_model('bad', 'tiny', 'gat', (SELECT blob FROM weights WHERE name = 'sage1'));
 SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT gnn_create_model('bad', 'tiny', 'graphsage', NULL);
