@@ -172,7 +172,9 @@ CREATE FUNCTION gnn_resident(OUT kind text, OUT name text, OUT state text,
                              OUT feature_dim int, OUT graph text, OUT arch text,
                              OUT layers int, OUT out_dim int, OUT fanout int[],
                              OUT detail text, OUT version bigint,
-                             OUT loaded_at timestamptz, OUT dangling_edges bigint)
+                             OUT loaded_at timestamptz, OUT dangling_edges bigint,
+                             OUT precompute text, OUT precompute_bytes bigint,
+                             OUT precompute_needed_bytes bigint, OUT precompute_progress float8)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_resident' LANGUAGE C VOLATILE;
 
@@ -185,7 +187,9 @@ CREATE FUNCTION gnn_stats(OUT model text, OUT requests bigint, OUT batches bigin
                           OUT p99_ms float8, OUT cache_hit_rate float8,
                           OUT gpu_cost_a_us float8, OUT gpu_cost_b_us float8,
                           OUT gpu_cost_samples bigint, OUT gpu_rows_local bigint,
-                          OUT gpu_rows_peer bigint, OUT gpu_rows_host bigint)
+                          OUT gpu_rows_peer bigint, OUT gpu_rows_host bigint,
+                          OUT stale_rows bigint, OUT refresh_lag_ms float8,
+                          OUT refreshed_rows bigint, OUT recomputed_rows bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_stats' LANGUAGE C VOLATILE;
 
@@ -231,7 +235,8 @@ CREATE VIEW gnn_models AS
                 WHEN r.version <> m.version AND r.state = 'ready' THEN 'loading'
                 ELSE r.state END AS state,
            r.layers, r.out_dim, r.fanout, r.bytes, r.detail,
-           m.version, r.version AS resident_version, r.loaded_at
+           m.version, r.version AS resident_version, r.loaded_at,
+           r.precompute, r.precompute_bytes, r.precompute_needed_bytes, r.precompute_progress
     FROM quiver_model m
     LEFT JOIN gnn_resident() r ON r.kind = 'model' AND r.name = m.name;
 

@@ -141,11 +141,12 @@ directory_output_dim(const char *model, OutputSpec output)
 	return out;
 }
 
-/* Refuse (false, with err) a graph needing `need` bytes if it would take the
- * resident total (staged graphs included: until their transaction ends the
- * old and the new graph are both held) past quiver.memory_limit. */
+/* Refuse (false, with err) `what` (a graph, a model's precomputed layers)
+ * needing `need` bytes if it would take the resident total (staged graphs
+ * included: until their transaction ends the old and the new graph are
+ * both held) past quiver.memory_limit. */
 bool
-directory_check_memory(const char *graph, Size need, QvError *err)
+directory_check_memory(const char *what, Size need, QvError *err)
 {
 	Size		used = 0;
 	Size		limit = quiver_memory_limit_bytes();
@@ -156,7 +157,7 @@ directory_check_memory(const char *graph, Size need, QvError *err)
 		QuiverDirEntry *e = &quiver_shared->dir[i];
 
 		if (e->used && e->state == OBJ_READY)
-			used += e->bytes;
+			used += e->bytes + e->pre_bytes;
 	}
 	used += quiver_shared->staged_bytes;
 	LWLockRelease(quiver_shared->lock);
@@ -164,7 +165,7 @@ directory_check_memory(const char *graph, Size need, QvError *err)
 	if (used + need <= limit)
 		return true;
 	qv_error(err, QV_ELIMIT,
-			 "graph \"%s\" needs %zu MB resident, but quiver.memory_limit is %zu MB and %zu MB are in use",
-			 graph, (need + (1 << 20) - 1) >> 20, limit >> 20, (used + (1 << 20) - 1) >> 20);
+			 "%s needs %zu MB resident, but quiver.memory_limit is %zu MB and %zu MB are in use",
+			 what, (need + (1 << 20) - 1) >> 20, limit >> 20, (used + (1 << 20) - 1) >> 20);
 	return false;
 }

@@ -20,8 +20,9 @@ extern double directory_latency_quantile(const QuiverDirEntry *e, double q);
 /* Width of `output` of a resident model, or -1 (not resident, no such layer). */
 extern int	directory_output_dim(const char *model, OutputSpec output);
 
-/* Refuse (false, with err) a graph needing `need` bytes past quiver.memory_limit. */
-extern bool directory_check_memory(const char *graph, Size need, QvError *err);
+/* Refuse (false, with err) `what` needing `need` bytes past quiver.memory_limit. */
+extern bool directory_check_memory(const char *what, Size need, QvError *err);
+#define DIRECTORY_GRAPH_WHAT(buf, name) (snprintf((buf), sizeof(buf), "graph \"%s\"", (name)), (buf))
 
 /* Resolve staged changes first (when any), then copy the entries (palloc'd). */
 extern void directory_sync(void);

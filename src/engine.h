@@ -20,4 +20,7 @@ extern void engine_sync_catalog(bool force);
 extern bool engine_building(void);
 extern bool engine_finish_build(void);
 
+/* precompute_work.c */
+extern bool engine_precompute(bool idle);
+
 #endif

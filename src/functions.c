@@ -84,8 +84,9 @@ stage_graph_rows(const char *name, GraphRows *rows, int64 version, Datum *values
 	dsm_handle	handle;
 	dsm_segment *seg;
 	QuiverSlot *slot;
+	char		what[NAMEDATALEN + 16];
 
-	if (!directory_check_memory(name, graph_rows_bytes(rows), &err))
+	if (!directory_check_memory(DIRECTORY_GRAPH_WHAT(what, name), graph_rows_bytes(rows), &err))
 		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg),
 						errhint("Raise quiver.memory_limit, or drop graphs you do not need.")));
 	seg = transfer_graph_rows(rows, &handle);
@@ -206,6 +207,9 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	dsm_handle	handle;
 	dsm_segment *seg;
 	int64		version;
+	QuiverSlot *slot;
+	int64		precompute_bytes,
+				nodes;
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -227,8 +231,17 @@ gnn_create_model(PG_FUNCTION_ARGS)
 
 	version = catalog_put_model(name, graph, qv_arch_name(arch), weights, config);
 	seg = transfer_model(qv_arch_name(arch), config, weights, &handle);
-	queue_finish(stage_call(REQ_STAGE_MODEL, name, graph, version, handle));
+	slot = stage_call(REQ_STAGE_MODEL, name, graph, version, handle);
+	precompute_bytes = slot->result[0];
+	nodes = slot->result[1];
+	queue_finish(slot);
 	dsm_detach(seg);
+	if (precompute_bytes > 0)
+		ereport(NOTICE,
+				(errmsg("model \"%s\": its hidden layers of " INT64_FORMAT " nodes (" INT64_FORMAT " MB) are precomputed in the background once this transaction commits",
+						name, nodes, (precompute_bytes + (1 << 20) - 1) >> 20),
+				 errdetail("Predictions give the same values meanwhile, computed in full."),
+				 errhint("gnn_models.precompute_progress shows how far it is.")));
 	PG_RETURN_VOID();
 }
 
@@ -553,6 +566,30 @@ fanout_array(const QuiverDirEntry *e)
 	return PointerGetDatum(construct_array(d, e->layers, INT4OID, 4, true, TYPALIGN_INT));
 }
 
+/* gnn_resident's precompute columns of a model: state, bytes held, bytes
+ * needed, progress of the first build; NULL for graphs and models without
+ * "precompute". */
+static void
+precompute_values(const QuiverDirEntry *e, Datum *values, bool *nulls)
+{
+	static const char *const states[] = {
+		[PRECOMPUTE_BUILDING] = "building",
+		[PRECOMPUTE_READY] = "ready",
+		[PRECOMPUTE_REFUSED] = "refused",
+	};
+
+	if (e->kind != OBJ_MODEL || e->pre_state == PRECOMPUTE_NONE)
+	{
+		nulls[0] = nulls[1] = nulls[2] = nulls[3] = true;
+		return;
+	}
+	values[0] = CStringGetTextDatum(states[e->pre_state]);
+	values[1] = Int64GetDatum(e->pre_bytes);
+	values[2] = Int64GetDatum(e->pre_need);
+	values[3] = Float8GetDatum(e->pre_total > 0 ? (double) e->pre_done / (double) e->pre_total : 0.0);
+	nulls[3] = e->pre_state == PRECOMPUTE_REFUSED;
+}
+
 Datum
 gnn_resident(PG_FUNCTION_ARGS)
 {
@@ -565,8 +602,8 @@ gnn_resident(PG_FUNCTION_ARGS)
 	{
 		QuiverDirEntry *e = &dir[i];
 		bool		is_model = e->kind == OBJ_MODEL;
-		Datum		values[16];
-		bool		nulls[16] = {0};
+		Datum		values[20];
+		bool		nulls[20] = {0};
 
 		values[0] = CStringGetTextDatum(is_model ? "model" : "graph");
 		values[1] = CStringGetTextDatum(e->name);
@@ -588,8 +625,10 @@ gnn_resident(PG_FUNCTION_ARGS)
 		values[14] = TimestampTzGetDatum(e->loaded_at);
 		values[15] = Int64GetDatum(e->dangling);
 		nulls[15] = is_model;
+		precompute_values(e, values + 16, nulls + 16);
 		if (e->state != OBJ_READY)
-			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[9] = nulls[10] = nulls[11] = nulls[15] = true;
+			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[9] = nulls[10] = nulls[11] = nulls[15] =
+				nulls[16] = nulls[17] = nulls[18] = nulls[19] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -614,8 +653,8 @@ gnn_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		QuiverDirEntry *e = &dir[i];
-		Datum		values[21];
-		bool		nulls[21] = {0};
+		Datum		values[25];
+		bool		nulls[25] = {0};
 		double		q[3] = {0.5, 0.95, 0.99};
 		int64		rows = e->gpu_rows[0] + e->gpu_rows[1] + e->gpu_rows[2];
 
@@ -647,6 +686,13 @@ gnn_stats(PG_FUNCTION_ARGS)
 		values[17] = Int64GetDatum(e->gpu_cost_samples);
 		for (int k = 0; k < 3; k++)
 			values[18 + k] = Int64GetDatum(e->gpu_rows[k]);
+		/* precomputed layers: staleness and what recomputed it */
+		values[21] = Int64GetDatum(e->pre_stale);
+		values[22] = Float8GetDatum(e->pre_stale_since == 0 ? 0.0 :
+									(double) (GetCurrentTimestamp() - e->pre_stale_since) / 1000.0);
+		values[23] = Int64GetDatum(e->pre_refreshed);
+		values[24] = Int64GetDatum(e->pre_recomputed);
+		nulls[21] = nulls[22] = nulls[23] = nulls[24] = e->pre_state == PRECOMPUTE_NONE;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -198,6 +198,8 @@ finish_compaction(ResGraph *rg, LiveState *st)
 	instr_time	elapsed;
 	int32	   *touched = NULL;
 	bool		renumbers;
+	int64	   *old_ids = NULL;
+	int64		n_old = 0;
 
 	qv_build_join(&st->compact);
 	st->compacting = false;
@@ -213,6 +215,13 @@ finish_compaction(ResGraph *rg, LiveState *st)
 	}
 	device_drain();				/* no GPU batch may see the swap */
 	renumbers = qv_live_compact_renumbers(st->L);
+	if (renumbers)
+	{
+		/* the ids of the old dense indices, to move precomputed rows */
+		n_old = rg->g->n_nodes;
+		old_ids = palloc_extended(sizeof(int64) * Max(n_old, 1), MCXT_ALLOC_HUGE);
+		memcpy(old_ids, rg->g->ids, sizeof(int64) * n_old);
+	}
 	if (qv_live_compact_finish(st->L, job, &err) != QV_OK)
 	{
 		ereport(LOG, (errmsg("quiver: live graph \"%s\" not compacted: %s", rg->name, err.msg)));
@@ -220,9 +229,12 @@ finish_compaction(ResGraph *rg, LiveState *st)
 	}
 	if (renumbers)
 	{
-		/* nodes have new dense indices: PSGS and access counts anew */
+		/* nodes have new dense indices: stored rows move, PSGS and access
+		 * counts anew */
 		(void) qv_live_take_touched(st->L, &touched, &err);
 		free(touched);
+		registry_remap_precomputed(rg, old_ids, n_old);
+		pfree(old_ids);
 		if (!registry_follow_graph(rg, NULL, 0, true, engine_pool, &err))
 		{
 			schedule_rebuild(rg, st, err.msg);

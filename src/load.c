@@ -85,7 +85,9 @@ build_graph(const char *name, const GraphRows *rows, QvError *err)
 	QvGraphInput in = graph_input(rows);
 	QvGraph    *g = NULL;
 
-	if (!directory_check_memory(name, graph_rows_bytes(rows), err))
+	char		what[NAMEDATALEN + 16];
+
+	if (!directory_check_memory(DIRECTORY_GRAPH_WHAT(what, name), graph_rows_bytes(rows), err))
 		return NULL;
 	if (rows->live)
 	{
@@ -453,12 +455,13 @@ static bool
 start_graph_build(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 {
 	GraphRows	rows;
+	char		what[NAMEDATALEN + 16];
 
 	transfer_graph_view(dsm_segment_address(seg), &rows);
 	if (slot->kind == REQ_STAGE_GRAPH &&
 		!check_models_fit(slot->name, rows.dim, slot->top_xid, err))
 		return false;
-	if (!directory_check_memory(slot->name, graph_rows_bytes(&rows), err))
+	if (!directory_check_memory(DIRECTORY_GRAPH_WHAT(what, slot->name), graph_rows_bytes(&rows), err))
 		return false;
 	if (build.from.xip)
 		pfree(build.from.xip);
@@ -723,6 +726,14 @@ stage_request(QuiverSlot *slot, void *base, QvError *err)
 				transfer_model_view(base, &arch, &config, &weights, &len);
 				if ((m = build_model(arch, config, weights, len, g->dim, err)) == NULL)
 					return false;
+				if (!registry_check_precompute_memory(slot->name, m, g, err))
+				{
+					qv_model_free(m);
+					return false;
+				}
+				/* for the caller's NOTICE: what precomputation will hold */
+				slot->result[0] = m->precompute ? (int64) qv_precompute_bytes(m, g) : 0;
+				slot->result[1] = g->n_nodes;
 				st = registry_stage(OBJ_MODEL, slot->name, slot->graph, slot->version, slot->xid, top, m);
 				/* measured now, while the caller waits, not when published */
 				if ((st->cal.psgs = registry_psgs(m, g, engine_pool, err)) == NULL)

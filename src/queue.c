@@ -462,18 +462,23 @@ queue_fail_qv(QuiverSlot *slot, const QvError *err)
 	queue_fail(slot, quiver_sqlstate(err->code), "%s", err->msg);
 }
 
-/* True when a request or a resync waits for the engine (unlocked look). */
-static bool
-queue_has_work(void)
+/* True when a request waits for the engine (unlocked look). */
+bool
+queue_has_pending(void)
 {
 	volatile QuiverShared *sh = quiver_shared;
 
-	if (pg_atomic_read_u32(&((QuiverShared *) sh)->catalog_changed))
-		return true;
 	for (int i = 0; i < sh->n_slots; i++)
 		if (sh->slots[i].state == SLOT_PENDING)
 			return true;
 	return false;
+}
+
+/* True when a request or a resync waits for the engine (unlocked look). */
+static bool
+queue_has_work(void)
+{
+	return pg_atomic_read_u32(&quiver_shared->catalog_changed) || queue_has_pending();
 }
 
 typedef struct EngineWait

@@ -36,6 +36,7 @@ bool		quiver_gpu_allow_tf32 = false;
 double		quiver_psgs_threshold = -1;
 double		quiver_replan_drift = 0.25;
 int			quiver_catalog_poll_ms = 1000;
+int			quiver_refresh_delay_ms = 0;
 int			quiver_load_lock_timeout_ms = 5000;
 
 QuiverShared *quiver_shared = NULL;
@@ -175,6 +176,11 @@ quiver_define_gucs(void)
 							"Such calls are batched by a QuiverPrefetch plan node; its blocks grow 1, 2, 4, ... up to this.",
 							&quiver_prefetch_rows, 1024, 0, 65536,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.refresh_delay",
+							"How long precomputed rows that changes made stale wait before the engine refreshes them.",
+							"Refreshing in larger, later batches costs less; until then predictions recompute their config's share of the stale rows they read.",
+							&quiver_refresh_delay_ms, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("quiver.catalog_poll_interval",
 							"How often the engine compares what it holds with the committed catalog.",
 							"A hot standby follows the primary's replayed changes this way; on the primary, committers of changes also wake the engine.",

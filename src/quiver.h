@@ -51,6 +51,7 @@ extern double quiver_psgs_threshold;
 extern double quiver_replan_drift;
 extern int	quiver_prefetch_rows;
 extern int	quiver_catalog_poll_ms;
+extern int	quiver_refresh_delay_ms;
 extern int	quiver_load_lock_timeout_ms;
 
 typedef enum SlotState
@@ -100,6 +101,17 @@ typedef enum ObjKind
 	OBJ_GRAPH = 'g',
 	OBJ_MODEL = 'm'
 } ObjKind;
+
+/* A model's precomputed hidden layers (config "precompute", DESIGN 1.5). */
+typedef enum PrecomputeState
+{
+	PRECOMPUTE_NONE = 0,		/* not asked for */
+	PRECOMPUTE_BUILDING,		/* rows being computed: predictions run the
+								 * full forward meanwhile (the same values) */
+	PRECOMPUTE_READY,			/* predictions read the stored rows */
+	PRECOMPUTE_REFUSED			/* over quiver.memory_limit, or out of
+								 * memory: the full forward serves */
+} PrecomputeState;
 
 /* What the directory says of a named object. */
 typedef enum ObjState
@@ -182,6 +194,17 @@ typedef struct QuiverDirEntry
 	int64		gpu_cost_samples;
 	int64		gpu_rows[3];	/* feature rows GPU batches read: own memory,
 								 * a peer GPU, pinned host memory */
+	/* a model's precomputed hidden layers */
+	PrecomputeState pre_state;
+	int64		pre_bytes;		/* held (counted against quiver.memory_limit) */
+	int64		pre_need;		/* what a full precompute needs */
+	int64		pre_done;		/* row computations of the first build done */
+	int64		pre_total;		/* ... due */
+	int64		pre_stale;		/* rows stale or missing, every layer */
+	int64		pre_refreshed;	/* rows the background refresher recomputed */
+	int64		pre_recomputed; /* rows recomputed for requests ("recompute") */
+	TimestampTz pre_stale_since;	/* when the oldest pending change was
+									 * applied; 0 when none */
 } QuiverDirEntry;
 
 /* One GPU as the engine publishes it (gnn_gpus). */
@@ -258,6 +281,7 @@ extern bool queue_take(QuiverSlot *slot, bool predict);
 extern void queue_complete(QuiverSlot *slot);
 extern bool queue_abandoned(QuiverSlot *slot);
 extern bool queue_has_request_of(const char *name);
+extern bool queue_has_pending(void);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim);

@@ -59,6 +59,9 @@ static ResGraph graphs[QUIVER_MAX_GRAPHS];
 static ResModel models[QUIVER_MAX_MODELS];
 static dlist_head staged = DLIST_STATIC_INIT(staged);
 
+static void precomputed_free(ResModel *rm);
+static void precomputed_create(ResModel *rm, const QvGraph *g);
+
 ResGraph *
 registry_graph(const char *name)
 {
@@ -161,6 +164,9 @@ dir_publish_model(const char *name, const char *graph, int64 version, const QvMo
 			e->layer_dims[i] = m->layers[i].out_dim;
 		e->feature_dim = m->in_dim;
 		memcpy(e->fanout, m->fanout, sizeof(e->fanout));
+		e->pre_state = PRECOMPUTE_NONE;
+		e->pre_bytes = e->pre_need = e->pre_done = e->pre_total = e->pre_stale = 0;
+		e->pre_stale_since = 0;
 	}
 	LWLockRelease(quiver_shared->lock);
 }
@@ -300,6 +306,7 @@ registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool
 		{
 			free(models[i].psgs);
 			models[i].psgs = new_psgs[i];
+			precomputed_create(&models[i], g);	/* rows of the new graph */
 		}
 	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
 		if (models[i].m != NULL && strcmp(models[i].graph, name) == 0 && new_psgs[i] == NULL)
@@ -313,6 +320,136 @@ registry_install_graph(const char *name, int64 version, QvGraph *g, QvPool *pool
 		}
 	dir_publish_graph(name, version, g);
 	return true;
+}
+
+/* ---- precomputed hidden layers (config "precompute", DESIGN 1.5) ------------
+ * The registry owns a model's stored rows (QvPrecomputed) with the model:
+ * sized when the model is installed or its graph replaced, marked when a
+ * live graph changes, moved when a compaction renumbers, freed with the
+ * model.  The engine computes and refreshes them in slices between batches
+ * (precompute_work.c). */
+
+/* Refuse (false, with err) the stored rows of model `name` (m over g) past
+ * quiver.memory_limit, naming the bytes they need. */
+bool
+registry_check_precompute_memory(const char *name, const QvModel *m, const QvGraph *g,
+								 QvError *err)
+{
+	char		what[NAMEDATALEN + 64];
+
+	if (!m->precompute)
+		return true;
+	snprintf(what, sizeof(what), "the precomputed layers of model \"%s\"", name);
+	return directory_check_memory(what, qv_precompute_bytes(m, g), err);
+}
+
+static void
+precomputed_free(ResModel *rm)
+{
+	qv_precompute_free(rm->pre);
+	rm->pre = NULL;
+	rm->pre_state = PRECOMPUTE_NONE;
+	rm->pre_recomputed = 0;
+}
+
+/* Size the stored rows of rm over g, none computed yet.  Over the memory
+ * limit, or out of memory, the model is served by its full forward (the
+ * same values, more slowly), as the log and gnn_models say. */
+static void
+precomputed_create(ResModel *rm, const QvGraph *g)
+{
+	QvError		err = {0};
+
+	precomputed_free(rm);
+	registry_publish_precomputed(rm);	/* the old rows' bytes are gone */
+	if (!rm->m->precompute)
+		return;
+	if (!registry_check_precompute_memory(rm->name, rm->m, g, &err) ||
+		qv_precompute_create(rm->m, g, &rm->pre, &err) != QV_OK)
+	{
+		rm->pre = NULL;
+		rm->pre_state = PRECOMPUTE_REFUSED;
+		ereport(LOG, (errmsg("quiver: model \"%s\" is served without precomputed layers: %s",
+							 rm->name, err.msg)));
+	}
+	else
+		rm->pre_state = PRECOMPUTE_BUILDING;
+	registry_publish_precomputed(rm);
+}
+
+/* A live change batch reached touched[0..n) of g: mark the stored rows it
+ * makes stale.  False with err (the caller rebuilds the graph). */
+static bool
+precomputed_mark(ResModel *rm, const QvGraph *g, const int32 *touched, int64 n, QvError *err)
+{
+	LiveState  *st;
+
+	if (rm->pre == NULL || n == 0)
+		return true;
+	st = live_state_of(g);
+	if (st == NULL)
+		return !qv_error(err, QV_EINTERNAL, "graph of model \"%s\" changed but is not live", rm->name);
+	return qv_precompute_mark(rm->pre, g, st->L, touched, n, (uint64) GetCurrentTimestamp(),
+							  err) == QV_OK;
+}
+
+/* After a compaction that gave rg's nodes new dense indices (old_ids: the
+ * ids of the old ones): move the stored rows of its models; if that fails,
+ * every row is recomputed (predictions meanwhile recompute what they read). */
+void
+registry_remap_precomputed(ResGraph *rg, const int64 *old_ids, int64 n_old)
+{
+	for (int i = 0; i < QUIVER_MAX_MODELS; i++)
+	{
+		ResModel   *rm = &models[i];
+		QvError		err = {0};
+
+		if (rm->m == NULL || rm->pre == NULL || strcmp(rm->graph, rg->name) != 0)
+			continue;
+		if (qv_precompute_remap(rm->pre, rg->g, old_ids, n_old, &err) == QV_OK)
+			continue;
+		ereport(LOG, (errmsg("quiver: the precomputed layers of model \"%s\" are recomputed: %s",
+							 rm->name, err.msg)));
+		if (qv_precompute_invalidate(rm->pre, rg->g, &err) != QV_OK)
+			precomputed_create(rm, rg->g);
+	}
+}
+
+/* Whether predictions of rm read its stored rows. */
+bool
+registry_precomputed_ready(const ResModel *rm)
+{
+	return rm->pre != NULL && rm->pre_state == PRECOMPUTE_READY;
+}
+
+/* Publish the state of rm's stored rows: bytes, progress, staleness. */
+void
+registry_publish_precomputed(ResModel *rm)
+{
+	QvPrecomputeStats st;
+	QuiverDirEntry *e;
+	const ResGraph *rg = registry_graph(rm->graph);
+
+	memset(&st, 0, sizeof(st));
+	if (rm->pre)
+		qv_precompute_stats(rm->pre, &st);
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = directory_entry(OBJ_MODEL, rm->name, false);
+	if (e)
+	{
+		e->pre_state = rm->pre_state;
+		e->pre_bytes = (int64) st.bytes;
+		e->pre_need = rm->m->precompute && rg ? (int64) qv_precompute_bytes(rm->m, rg->g) : 0;
+		e->pre_done = st.rows_done;
+		e->pre_total = st.rows_total;
+		e->pre_stale = 0;
+		for (int s = 0; s < st.n_stored; s++)
+			e->pre_stale += st.pending[s];
+		e->pre_refreshed = st.rows_refreshed;
+		e->pre_recomputed = rm->pre_recomputed;
+		e->pre_stale_since = st.any_stale ? (TimestampTz) st.oldest_seq : 0;
+	}
+	LWLockRelease(quiver_shared->lock);
 }
 
 /*
@@ -356,6 +493,8 @@ registry_follow_graph(ResGraph *rg, const int32 *touched, int64 n, bool all, QvP
 
 		if (rm->m == NULL || strcmp(rm->graph, rg->name) != 0)
 			continue;
+		if (!all && !precomputed_mark(rm, g, touched, n, err))
+			return false;
 		if (all || n > g->n_nodes / 8)
 		{
 			/* many rows changed: the whole graph, in parallel */
@@ -444,6 +583,7 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 	if (rm->m != NULL)
 	{
 		release_model(rm);
+		precomputed_free(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 	}
@@ -460,6 +600,7 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 		qv_costmodel_init(&rm->cpu_cost, REGISTRY_COST_FORGET, NULL);
 	qv_costmodel_init(&rm->gpu_cost, REGISTRY_COST_FORGET, NULL);
 	dir_publish_model(name, graph, version, m);
+	precomputed_create(rm, rg->g);
 	return rm;
 }
 
@@ -489,6 +630,7 @@ registry_drop_model(const char *name)
 	if (rm)
 	{
 		release_model(rm);
+		precomputed_free(rm);
 		qv_model_free(rm->m);
 		free(rm->psgs);
 		rm->psgs = NULL;
@@ -709,6 +851,7 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 			e->cpu_batches++;
 		for (int i = 0; i < n_requests; i++)
 			e->lat_hist[latency_bucket(latency_us[i])]++;
+		e->pre_recomputed = rm->pre_recomputed;
 		dir_set_cost(e, rm);
 	}
 	LWLockRelease(quiver_shared->lock);

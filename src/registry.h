@@ -8,6 +8,7 @@
 #include "graph.h"
 #include "model.h"
 #include "placement.h"
+#include "precompute.h"
 #include "pool.h"
 #include "quiver.h"
 
@@ -36,6 +37,10 @@ typedef struct ResModel
 	QvCostModel gpu_cost;		/* GPU batch cost, backlog not included */
 	struct DeviceModel *dev;	/* copies on the GPUs, or NULL */
 	char		gpu_detail[QUIVER_DETAIL_LEN];	/* why not on the GPUs */
+	QvPrecomputed *pre;			/* config precompute: stored hidden layers */
+	PrecomputeState pre_state;
+	int64		pre_recomputed; /* rows recomputed for requests */
+	TimestampTz pre_published;	/* when their state was last published */
 } ResModel;
 
 /* A change staged by a transaction that has not ended (registry.c). */
@@ -119,6 +124,11 @@ extern bool registry_staged_by(TransactionId top_xid);
 extern void registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
 								  int out_dim, bool on_gpu);
 extern void registry_work_memory(QvPool *pool, bool release);
+extern bool registry_check_precompute_memory(const char *name, const QvModel *m,
+											 const QvGraph *g, QvError *err);
+extern bool registry_precomputed_ready(const ResModel *rm);
+extern void registry_remap_precomputed(ResGraph *rg, const int64 *old_ids, int64 n_old);
+extern void registry_publish_precomputed(ResModel *rm);
 
 
 #endif

@@ -264,18 +264,29 @@ engine_time_batch(ResModel *rm, ResGraph *rg, const int64 *ids, const int32 *den
 	return us;
 }
 
-/* The target's output of n ids on the CPU: the model's (qv_infer) or a
- * hidden layer's (qv_embed). */
+/* The target's output of n ids on the CPU: a hidden layer's (qv_embed),
+ * or the model's, from its precomputed layers when they are built
+ * (recomputing its config's share of stale rows), else by the full forward
+ * (qv_infer). */
 static int
 target_compute(const Target *t, const int64 *ids, int64 n, float *out, QvError *err)
 {
-	if (t->layer == t->m->n_layers)
+	int64		recomputed = 0;
+	int			rc;
+
+	if (t->layer < t->m->n_layers)
+		return qv_embed(t->m, t->g, ids, (int) n, t->layer, out, engine_pool, err);
+	if (t->rm == NULL || !registry_precomputed_ready(t->rm))
 		return qv_infer(t->m, t->g, ids, (int) n, out, engine_pool, err);
-	return qv_embed(t->m, t->g, ids, (int) n, t->layer, out, engine_pool, err);
+	rc = qv_infer_precomputed(t->m, t->g, t->rm->pre, ids, (int32) n, t->m->recompute, out,
+							  engine_pool, NULL, &recomputed, err);
+	t->rm->pre_recomputed += recomputed;
+	return rc;
 }
 
 /* Run a batch on the CPU outside the cost models: a transaction's staged
- * view (uncounted), or embeddings of a published model (counted). */
+ * view (uncounted), embeddings or precomputed predictions of a published
+ * model (counted). */
 static void
 predict_run_plain(PredictBatch *b, const int64 *ids, int64 n)
 {
@@ -318,7 +329,7 @@ predict_run(PredictBatch *b)
 		memcpy(ids + off, b->slots[i]->payload, sizeof(int64) * b->slots[i]->n_ids);
 		off += b->slots[i]->n_ids;
 	}
-	if (rm == NULL || b->t.layer != rm->m->n_layers)
+	if (rm == NULL || b->t.layer != rm->m->n_layers || registry_precomputed_ready(rm))
 	{
 		predict_run_plain(b, ids, n);
 		return;
@@ -542,6 +553,7 @@ engine_loop(void)
 		busy |= engine_finish_build();
 		busy |= engine_live_compactions();
 		busy |= serve_one_admin();
+		busy |= engine_precompute(!busy);
 		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
 		if (busy)

@@ -586,6 +586,29 @@ set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
 	return QV_OK;
 }
 
+/*
+ * A precomputed model stores its hidden layers over every neighbour: it
+ * needs a hidden layer, and only its last layer (fanout[0]) may sample.
+ * So the model's own fanouts are the precomputed semantics, and qv_infer
+ * computes what qv_infer_precomputed does, before the rows are built.
+ */
+static int
+check_precompute(const QvModel *m, QvError *err)
+{
+	if (!m->precompute)
+		return QV_OK;
+	if (m->n_layers < 2)
+		return qv_error(err, QV_EINVAL,
+						"config precompute = true needs a hidden layer to store, but the model has %d layer",
+						(int) m->n_layers);
+	for (int i = 1; i < m->n_layers; i++)
+		if (m->fanout[i] != -1)
+			return qv_error(err, QV_EINVAL,
+							"config precompute = true computes the hidden layers over every neighbour, so fanout[%d] must be -1, not %d (only fanout[0], the last layer's, may sample)",
+							i, (int) m->fanout[i]);
+	return QV_OK;
+}
+
 /* The body of qv_model_load once the blob is parsed; m is freed by the caller on error. */
 static int
 build_model(QvModel *m, const QvSafetensors *st, const int32_t *fanout,
@@ -606,7 +629,9 @@ build_model(QvModel *m, const QvSafetensors *st, const int32_t *fanout,
 	}
 	m->in_dim = feature_dim;
 	m->out_dim = m->layers[m->n_layers - 1].out_dim;
-	return set_fanout(m, fanout, n_fanout, err);
+	if ((rc = set_fanout(m, fanout, n_fanout, err)) != QV_OK)
+		return rc;
+	return check_precompute(m, err);
 }
 
 int

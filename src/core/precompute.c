@@ -634,6 +634,16 @@ qv_precompute_remap(QvPrecomputed *pc, const QvGraph *g, const int64_t *old_ids,
 	return QV_OK;
 }
 
+int64_t
+qv_precompute_pending(const QvPrecomputed *pc)
+{
+	int64_t		n = 0;
+
+	for (int s = 0; pc && s < pc->n_stored; s++)
+		n += pc->n_todo[s];
+	return n;
+}
+
 void
 qv_precompute_stats(const QvPrecomputed *pc, QvPrecomputeStats *st)
 {

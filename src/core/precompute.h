@@ -182,7 +182,13 @@ QvRowState	qv_precompute_state(const QvPrecomputed *pc, int32_t s, int32_t v);
  * or NULL when v or s is out of range. */
 const float *qv_precompute_row(const QvPrecomputed *pc, int32_t s, int32_t v);
 
+/* Counters; O(rows pending). */
 void		qv_precompute_stats(const QvPrecomputed *pc, QvPrecomputeStats *st);
+
+/* Rows pending (STALE or MISSING) over every stored layer, in O(layers);
+ * rows of nodes appended to the graph since are counted once a step or a
+ * mark has seen them. */
+int64_t		qv_precompute_pending(const QvPrecomputed *pc);
 
 /*
  * The last layer for n external ids (duplicates allowed) into

@@ -1070,6 +1070,13 @@ test_config_precompute(void **state)
 	qv_model_free(m);
 	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"recompute\": 0.5}", 4, QV_EINVAL,
 			   "needs \"precompute\": true");
+	/* only the last layer samples: fanout[1..] must be -1 */
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, "{\"precompute\": true, \"fanout\": [5, -1]}", 4);
+	assert_int_equal(m->fanout[0], 5);
+	assert_int_equal(m->fanout[1], -1);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"precompute\": true, \"fanout\": [5, 3]}", 4,
+			   QV_EINVAL, "fanout[1] must be -1, not 3");
 }
 
 static void
