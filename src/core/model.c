@@ -571,12 +571,19 @@ load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *
 	return QV_OK;
 }
 
-/* Set m->fanout from the config's fanout, or -1 everywhere without one. */
+/* Set m->fanout from the config's fanout, or -1 everywhere without one.
+ * A precomputed model may give fanout[0] alone (the rest are -1). */
 static int
 set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
 {
 	int			i;
 
+	if (m->precompute && n_fanout == 1)
+	{
+		for (i = 0; i < m->n_layers; i++)
+			m->fanout[i] = i == 0 ? fanout[0] : -1;
+		return QV_OK;
+	}
 	if (n_fanout > 0 && n_fanout != m->n_layers)
 		return qv_error(err, QV_EINVAL,
 						"config fanout has %d entries, model has %d layers",

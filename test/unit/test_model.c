@@ -1077,6 +1077,12 @@ test_config_precompute(void **state)
 	qv_model_free(m);
 	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"precompute\": true, \"fanout\": [5, 3]}", 4,
 			   QV_EINVAL, "fanout[1] must be -1, not 3");
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2, "{\"precompute\": true, \"fanout\": [7]}", 4);
+	assert_int_equal(m->fanout[0], 7);
+	assert_int_equal(m->fanout[1], -1);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"fanout\": [7]}", 4, QV_EINVAL,
+			   "config fanout has 1 entries, model has 2 layers");
 }
 
 static void
