@@ -277,6 +277,12 @@ qv_workspace_bytes(const QvWorkspace *ws)
 		(size_t) ws->n_workers * sizeof(LayerScratch) : 0;
 }
 
+QvSampleBuf *
+qv_workspace_sample_buf(QvWorkspace *ws)
+{
+	return ws->sbuf;
+}
+
 void
 qv_infer_release(QvPool *pool)
 {

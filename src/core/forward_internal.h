@@ -31,4 +31,8 @@ int			qv_forward_layer(const QvModel *m, const QvGraph *g, int i,
 							 const float *in, const int32_t *in_nodes, int32_t n_in,
 							 float *out, QvPool *pool, QvWorkspace *ws, QvError *err);
 
+/* The sampler buffers of a workspace (forward.c's), for a caller that
+ * samples into them before running a layer with the same workspace. */
+QvSampleBuf *qv_workspace_sample_buf(QvWorkspace *ws);
+
 #endif

@@ -108,6 +108,15 @@ row_state(const QvPrecomputed *pc, int32_t s, int32_t v)
 	return v < pc->n_rows ? (QvRowState) pc->state[s][v] : QV_ROW_MISSING;
 }
 
+/* Whether a prediction with share p uses v's stored row as it is. */
+static inline bool
+row_usable(const QvPrecomputed *pc, int32_t s, int32_t v, double p)
+{
+	QvRowState	st = row_state(pc, s, v);
+
+	return st == QV_ROW_FRESH || (st == QV_ROW_STALE && p == 0.0);
+}
+
 QvRowState
 qv_precompute_state(const QvPrecomputed *pc, int32_t s, int32_t v)
 {
@@ -1064,8 +1073,95 @@ check_infer(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc, const i
 	return QV_OK;
 }
 
+/*
+ * Whether a raw sample of the seeds (blocks[0].nbr dense graph indices)
+ * reads only rows it uses as stored: none MISSING, and none STALE when
+ * p > 0 (those would be recomputed).  O(1) when nothing is pending.
+ */
+static bool
+stored_rows_suffice(const QvPrecomputed *pc, const QvSample *s, double p)
+{
+	int			top = pc->n_stored - 1;
+	const QvBlock *blk = &s->blocks[0];
+
+	if (pc->n_todo[top] == 0)
+		return true;
+	for (int32_t t = 0; t < s->n_nodes[0]; t++)
+		if (!row_usable(pc, top, s->nodes[0][t], p))
+			return false;
+	for (int64_t e = 0; e < blk->offsets[s->n_nodes[0]]; e++)
+		if (!row_usable(pc, top, blk->nbr[e], p))
+			return false;
+	return true;
+}
+
+/*
+ * The common case, nothing to recompute: the last layer reads the stored
+ * rows in place, indexed by dense graph index (qv_forward_layer's first
+ * mode), over a raw sample in the workspace's buffers: no copy of the rows
+ * and no allocation in steady state.  *done is false (nothing computed)
+ * when some row needs recomputing: the caller then takes the general path.
+ */
+static int
+infer_from_stored(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc,
+				  const int32_t *seeds, int32_t n, double p, float *out, QvPool *pool,
+				  QvWorkspace *ws, bool *done, QvError *err)
+{
+	QvSample	s;
+	float	   *rows;
+	int			rc;
+
+	*done = false;
+	if ((rc = qv_sample_hops_into(g, seeds, n, m->fanout, 0, 1, m->seed, true, pool,
+								  qv_workspace_sample_buf(ws), &s, err)) != QV_OK)
+		return rc;
+	if (!stored_rows_suffice(pc, &s, p))
+		return QV_OK;
+	if ((rows = qv_malloc((size_t) s.n_nodes[0] * m->out_dim * sizeof(float) + 1, err,
+						  "precomputed outputs")) == NULL)
+		return QV_ENOMEM;
+	rc = qv_forward_layer(m, g, m->n_layers - 1, &s.blocks[0], s.nodes[0],
+						  pc->h[pc->n_stored - 1], NULL, 0, rows, pool, ws, err);
+	if (rc == QV_OK)
+		for (int32_t i = 0; i < n; i++)
+			memcpy(out + (size_t) i * m->out_dim, rows + (size_t) s.seed_pos[i] * m->out_dim,
+				   (size_t) m->out_dim * sizeof(float));
+	free(rows);
+	*done = rc == QV_OK;
+	return rc;
+}
+
+/* qv_infer_precomputed with a workspace (the pool's kept one when NULL). */
+static int
+infer_precomputed_ws(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc,
+					 const int64_t *ids, int32_t n, double recompute_p, float *out,
+					 QvPool *pool, QvWorkspace *ws, int64_t *recomputed, QvError *err);
+
 int
 qv_infer_precomputed(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc,
+					 const int64_t *ids, int32_t n, double recompute_p, float *out,
+					 QvPool *pool, QvWorkspace *ws, int64_t *recomputed, QvError *err)
+{
+	QvWorkspace *own = NULL;
+	int			rc;
+
+	if (ws == NULL)
+	{
+		own = pool ? (QvWorkspace *) qv_pool_cache_take(pool) : NULL;
+		if (own == NULL && (own = qv_workspace_create(err)) == NULL)
+			return QV_ENOMEM;
+		ws = own;
+	}
+	rc = infer_precomputed_ws(m, g, pc, ids, n, recompute_p, out, pool, ws, recomputed, err);
+	if (own && pool)
+		qv_pool_cache_put(pool, (QvPoolCached *) own);	/* kept for the next call */
+	else if (own)
+		qv_workspace_destroy(own);
+	return rc;
+}
+
+static int
+infer_precomputed_ws(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc,
 					 const int64_t *ids, int32_t n, double recompute_p, float *out,
 					 QvPool *pool, QvWorkspace *ws, int64_t *recomputed, QvError *err)
 {
@@ -1091,6 +1187,13 @@ qv_infer_precomputed(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc
 			rc = qv_error(err, QV_ENOTFOUND, "node id %lld does not exist", (long long) ids[i]);
 			goto done;
 		}
+	{
+		bool		fast;
+
+		if ((rc = infer_from_stored(m, g, pc, b.seeds, n, recompute_p, out, pool, ws, &fast,
+									err)) != QV_OK || fast)
+			goto done;
+	}
 	if ((rc = qv_sample(g, b.seeds, n, m->fanout, 1, m->seed, &s, err)) != QV_OK)
 		goto done;
 	sampled = true;
