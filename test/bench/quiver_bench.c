@@ -72,6 +72,8 @@ typedef struct Options
 	bool		time_build;		/* time qv_graph_build instead of batches */
 	bool		time_live;		/* time live graph changes instead */
 	bool		precompute;		/* time the precomputed path too */
+	double		precompute_live;	/* share of edges changed on a live graph
+									 * (--precompute-live; 0: off) */
 	int			threads;
 	int32_t		batch[MAX_BATCHES];
 	int			n_batch;
@@ -152,6 +154,11 @@ static const char *const usage_text =
 "                       bytes, then each batch size on the sampled path and on\n"
 "                       the precomputed one (last layer over stored rows,\n"
 "                       fanout[0] sampled, recompute 0), CPU only\n"
+"    --precompute-live F  the same on a live graph (live.h) of the graph's rows,\n"
+"                       then a share F (0 < F <= 0.5) of its edges changed\n"
+"                       (pairs deleted and inserted both ways, marked per\n"
+"                       batch): agreement with the exact result and latency\n"
+"                       for recompute p = 0, 0.01, 0.1, 1, then the refresher\n"
 "  model\n"
 "    --arch graphsage|gcn|gat (graphsage; gat: one head)\n"
 "    --hidden H         hidden width (256)\n"
@@ -336,7 +343,8 @@ enum
 	OPT_SAVE, OPT_SAVE_ONLY, OPT_ARCH, OPT_HIDDEN, OPT_CLASSES, OPT_FANOUT,
 	OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_REPS, OPT_WARMUP, OPT_MAX_SECONDS,
 	OPT_MMAP_THRESHOLD, OPT_GPU_MODULE, OPT_GPU_CACHE_MB, OPT_CSR_ON_HOST,
-	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_TIME_LIVE, OPT_PRECOMPUTE, OPT_HELP
+	OPT_TF32, OPT_CHECK, OPT_GATHER_ROWS, OPT_LANES, OPT_TIME_BUILD, OPT_TIME_LIVE, OPT_PRECOMPUTE,
+	OPT_PRECOMPUTE_LIVE, OPT_HELP
 };
 
 static const struct option long_options[] = {
@@ -369,6 +377,7 @@ static const struct option long_options[] = {
 	{"time-build", no_argument, NULL, OPT_TIME_BUILD},
 	{"time-live", no_argument, NULL, OPT_TIME_LIVE},
 	{"precompute", no_argument, NULL, OPT_PRECOMPUTE},
+	{"precompute-live", required_argument, NULL, OPT_PRECOMPUTE_LIVE},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0}
 };
@@ -450,6 +459,10 @@ apply_option(Options *o, int opt, const char *arg)
 		case OPT_PRECOMPUTE:
 			o->precompute = true;
 			return true;
+		case OPT_PRECOMPUTE_LIVE:
+			o->precompute_live = strtod(arg, &end);
+			return *arg && *end == '\0' && o->precompute_live > 0.0 &&
+				o->precompute_live <= 0.5;
 		case OPT_ARCH:
 			return qv_arch_parse(arg, &o->arch, NULL) == QV_OK;
 		case OPT_HIDDEN:
@@ -770,10 +783,11 @@ summarise(double *t, int n, BatchResult *r)
 	r->mean_us = 1e6 * sum / n;
 }
 
-/* Warm up, then time qv_infer on batches of `batch` uniform random seeds. */
+/* Warm up, then time qv_infer on batches of `batch` uniform random seeds
+ * (with pc: qv_infer_precomputed, recompute share p). */
 static int
 time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
-		   const QvPrecomputed *pc, int32_t batch, BatchResult *r, QvError *err)
+		   const QvPrecomputed *pc, double p, int32_t batch, BatchResult *r, QvError *err)
 {
 	int			reps = o->reps ? o->reps : batch >= LARGE_BATCH ? DEFAULT_REPS_LARGE : DEFAULT_REPS;
 	int64_t    *ids = qv_malloc((size_t) batch * sizeof(int64_t), err, "seed ids");
@@ -795,7 +809,7 @@ time_batch(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
 		for (int32_t k = 0; k < batch; k++)
 			ids[k] = (int64_t) (((splitmix64(&rng) >> 32) * (uint64_t) g->n_nodes) >> 32);
 		t0 = now_s();
-		rc = pc ? qv_infer_precomputed(m, g, pc, ids, batch, 0.0, out, pool, NULL, NULL, err)
+		rc = pc ? qv_infer_precomputed(m, g, pc, ids, batch, p, out, pool, NULL, NULL, err)
 			: qv_infer(m, g, ids, batch, out, pool, err);
 		if (i >= o->warmup)
 			t[done++] = now_s() - t0;
@@ -1299,54 +1313,83 @@ run_cpu(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool, QvEr
 		BatchResult r;
 		int			rc;
 
-		if ((rc = time_batch(o, m, g, pool, NULL, o->batch[b], &r, err)) != QV_OK)
+		if ((rc = time_batch(o, m, g, pool, NULL, 0.0, o->batch[b], &r, err)) != QV_OK)
 			return rc;
 		print_batch(o, o->batch[b], &r, NULL, NULL);
 	}
 	return QV_OK;
 }
 
+/* One timed batch size of a path ("sampled", "full", "precomputed"); phase
+ * and p (recompute share) are printed when phase is not NULL. */
+static void
+print_path_batch(const Options *o, int32_t batch, const char *path, const char *phase,
+				 double p, const BatchResult *r)
+{
+	printf("{\"batch\":%d,\"path\":\"%s\",", (int) batch, path);
+	if (phase)
+		printf("\"phase\":\"%s\",", phase);
+	if (phase && strcmp(path, "precomputed") == 0)
+		printf("\"p\":%g,", p);
+	printf("\"device\":\"cpu\",\"threads\":%d,\"arch\":\"%s\",\"reps\":%d,\"median_us\":%.1f,"
+		   "\"p99_us\":%.1f,\"mean_us\":%.1f,\"seeds_per_s\":%.0f}\n",
+		   o->threads, qv_arch_name(o->arch), r->reps, r->median_us, r->p99_us, r->mean_us,
+		   (double) batch / (r->mean_us * 1e-6));
+	fflush(stdout);
+}
+
+/* Create and build the stored rows of m over g (timed); the precompute
+ * line. */
+static int
+precompute_build(const Options *o, const QvModel *m, const QvGraph *g, QvPool *pool,
+				 QvPrecomputed **pc, QvError *err)
+{
+	QvPrecomputeStats st;
+	double		t0 = now_s(),
+				c0 = cpu_s();
+	int			rc;
+
+	*pc = NULL;
+	if ((rc = qv_precompute_create(m, g, pc, err)) != QV_OK ||
+		(rc = qv_precompute_step(*pc, m, g, 0, pool, NULL, err)) != QV_OK)
+	{
+		qv_precompute_free(*pc);
+		*pc = NULL;
+		return rc;
+	}
+	qv_precompute_stats(*pc, &st);
+	printf("{\"precompute_s\":%.3f,\"precompute_cpu_s\":%.3f,\"precompute_bytes\":%zu,"
+		   "\"bytes_formula\":%zu,\"rows\":%lld,\"stored_layers\":%d,\"threads\":%d,"
+		   "\"peak_rss_bytes\":%lld}\n",
+		   now_s() - t0, cpu_s() - c0, st.bytes, qv_precompute_bytes(m, g),
+		   (long long) st.n_rows, (int) st.n_stored, o->threads, proc_status_bytes("VmHWM"));
+	fflush(stdout);
+	return QV_OK;
+}
+
 /*
  * --precompute: build the stored hidden layers (timed, bytes), then per
  * batch size the sampled path (qv_infer) and the precomputed one
- * (qv_infer_precomputed, recompute 0), each a JSON line with "path".
+ * (qv_infer_precomputed, recompute 0), each a JSON line with "path".  The
+ * precomputed path reads m's fanout[0] only: fanouts [fanout[0], -1].
  */
 static int
 run_precompute(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool,
 			   QvError *err)
 {
 	QvPrecomputed *pc = NULL;
-	QvPrecomputeStats st;
-	double		t0 = now_s(),
-				c0 = cpu_s();
 	int			rc;
 
-	if ((rc = qv_precompute_create(m, g, &pc, err)) != QV_OK ||
-		(rc = qv_precompute_step(pc, m, g, 0, pool, NULL, err)) != QV_OK)
-	{
-		qv_precompute_free(pc);
+	if ((rc = precompute_build(o, m, g, pool, &pc, err)) != QV_OK)
 		return rc;
-	}
-	qv_precompute_stats(pc, &st);
-	printf("{\"precompute_s\":%.3f,\"precompute_cpu_s\":%.3f,\"precompute_bytes\":%zu,"
-		   "\"bytes_formula\":%zu,\"rows\":%lld,\"stored_layers\":%d,\"threads\":%d}\n",
-		   now_s() - t0, cpu_s() - c0, st.bytes, qv_precompute_bytes(m, g),
-		   (long long) st.n_rows, (int) st.n_stored, o->threads);
-	fflush(stdout);
 	for (int b = 0; rc == QV_OK && b < o->n_batch; b++)
 		for (int p = 0; rc == QV_OK && p < 2; p++)
 		{
 			BatchResult r;
 
-			if ((rc = time_batch(o, m, g, pool, p ? pc : NULL, o->batch[b], &r, err)) != QV_OK)
+			if ((rc = time_batch(o, m, g, pool, p ? pc : NULL, 0.0, o->batch[b], &r, err)) != QV_OK)
 				break;
-			printf("{\"batch\":%d,\"path\":\"%s\",\"device\":\"cpu\",\"threads\":%d,"
-				   "\"arch\":\"%s\",\"reps\":%d,\"median_us\":%.1f,\"p99_us\":%.1f,"
-				   "\"mean_us\":%.1f,\"seeds_per_s\":%.0f}\n",
-				   (int) o->batch[b], p ? "precomputed" : "sampled", o->threads,
-				   qv_arch_name(o->arch), r.reps, r.median_us, r.p99_us, r.mean_us,
-				   (double) o->batch[b] / (r.mean_us * 1e-6));
-			fflush(stdout);
+			print_path_batch(o, o->batch[b], p ? "precomputed" : "sampled", NULL, 0.0, &r);
 		}
 	qv_precompute_free(pc);
 	return rc;
@@ -1791,6 +1834,504 @@ time_live(const Options *o, const QvGraph *g, QvError *err)
 	return rc;
 }
 
+/* ---- --precompute-live ------------------------------------------------------ */
+
+#define PL_PAIRS 500			/* pairs deleted, and as many inserted, per change batch */
+#define PL_SEEDS 4096			/* seeds per agreement sample */
+#define PL_REFRESH_ROWS 65536	/* rows per qv_precompute_refresh call */
+#define PL_N_SHARES 4
+
+static const double pl_shares[PL_N_SHARES] = {0.0, 0.01, 0.1, 1.0};
+
+/* The live graph, its stored rows, and the models of --precompute-live. */
+typedef struct PlRig
+{
+	const QvModel *m;			/* fanout as given: the sampled anchor */
+	QvModel		full;			/* fanouts [fanout[0], -1, ...]: the exact
+								 * result and the precomputed model */
+	QvLive	   *L;
+	QvPrecomputed *pc;
+	uint8_t    *touched;		/* per dense node: a change batch touched it */
+	int64_t		n_touched;
+	uint64_t	rng;
+} PlRig;
+
+/* What the change did, for its JSON line. */
+typedef struct PlChange
+{
+	int64_t		rows_deleted;
+	int64_t		rows_inserted;
+	int64_t		batches;
+	int64_t		marked;			/* nodes passed to qv_precompute_mark */
+	double		apply_s;		/* qv_live_edges */
+	double		mark_s;			/* qv_live_take_touched + qv_precompute_mark */
+} PlChange;
+
+/* A live graph of g's rows (g's ids, every stored edge a directed row),
+ * nothing touched; *seconds gets qv_live_build's time. */
+static int
+pl_live_build(const QvGraph *g, QvLive **L, double *seconds, QvError *err)
+{
+	int64_t		n = g->n_nodes,
+				e = 0;
+	size_t		ecap = (size_t) (g->n_edges > 0 ? g->n_edges : 1);
+	int64_t    *src = qv_malloc(ecap * sizeof(int64_t), err, "input sources");
+	int64_t    *dst = src ? qv_malloc(ecap * sizeof(int64_t), err, "input destinations") : NULL;
+	int32_t    *t = NULL;
+	int			rc = dst ? QV_OK : QV_ENOMEM;
+
+	for (int64_t v = 0; rc == QV_OK && v < n; v++)
+		for (int64_t j = g->rowptr[v]; j < g->rowend[v]; j++)
+		{
+			src[e] = g->ids[g->col[j]];
+			dst[e++] = g->ids[v];
+		}
+	if (rc == QV_OK)
+	{
+		QvGraphInput in = {n, g->dim, g->ids, g->feat, e, src, dst, false};
+		double		t0 = now_s();
+
+		rc = qv_live_build(&in, L, err);
+		*seconds = now_s() - t0;
+	}
+	free(src);
+	free(dst);
+	if (rc == QV_OK && qv_live_take_touched(*L, &t, err) < 0)
+		rc = err->code;
+	free(t);
+	return rc;
+}
+
+static bool
+bit_get(const uint64_t *bits, int64_t j)
+{
+	return (bits[j >> 6] >> (j & 63)) & 1;
+}
+
+static void
+bit_set(uint64_t *bits, int64_t j)
+{
+	bits[j >> 6] |= UINT64_C(1) << (j & 63);
+}
+
+/* The node whose row holds entry j of compact g (the last v with
+ * rowptr[v] <= j). */
+static int32_t
+row_of_entry(const QvGraph *g, int64_t j)
+{
+	int64_t		lo = 0,
+				hi = g->n_nodes - 1;
+
+	while (lo < hi)
+	{
+		int64_t		mid = (lo + hi + 1) / 2;
+
+		if (g->rowptr[mid] <= j)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return (int32_t) lo;
+}
+
+/* An entry of row u with source v not used yet, or -1: binary search
+ * (rows sorted by source), a scan of the row when that finds none. */
+static int64_t
+unused_entry(const QvGraph *g, const uint64_t *used, int32_t u, int32_t v)
+{
+	int64_t		lo = g->rowptr[u],
+				hi = g->rowend[u];
+
+	while (lo < hi)
+	{
+		int64_t		mid = lo + (hi - lo) / 2;
+
+		if (g->col[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < g->rowend[u] && g->col[lo] == v; lo++)
+		if (!bit_get(used, lo))
+			return lo;
+	for (lo = g->rowptr[u]; lo < g->rowend[u]; lo++)
+		if (g->col[lo] == v && !bit_get(used, lo))
+			return lo;
+	return -1;
+}
+
+/*
+ * A pair of g not deleted yet: a random unused entry u -> v and, when there
+ * is one, an unused entry v -> u (the reverse a symmetric graph holds),
+ * both marked used, as rows to delete into src, dst; returns 1 or 2.
+ */
+static int
+pl_pick_pair(const QvGraph *g, uint64_t *used, uint64_t *rng, int64_t *src, int64_t *dst)
+{
+	int64_t		j,
+				r;
+	int32_t		u,
+				v;
+
+	do
+		j = (int64_t) (splitmix64(rng) % (uint64_t) g->n_edges);
+	while (bit_get(used, j));
+	bit_set(used, j);
+	v = row_of_entry(g, j);
+	u = g->col[j];
+	src[0] = g->ids[u];
+	dst[0] = g->ids[v];
+	if ((r = unused_entry(g, used, u, v)) < 0)	/* row u, source v */
+		return 1;
+	bit_set(used, r);
+	src[1] = g->ids[v];
+	dst[1] = g->ids[u];
+	return 2;
+}
+
+/* Take the touched nodes and mark them (timed), and remember them. */
+static int
+pl_mark(PlRig *x, uint64_t seq, PlChange *ch, QvError *err)
+{
+	int32_t    *t = NULL;
+	double		t0 = now_s();
+	int64_t		nt = qv_live_take_touched(x->L, &t, err);
+	int			rc = nt < 0 ? err->code : QV_OK;
+
+	if (rc == QV_OK)
+		rc = qv_precompute_mark(x->pc, qv_live_graph(x->L), x->L, t, nt, seq, err);
+	ch->mark_s += now_s() - t0;
+	for (int64_t i = 0; rc == QV_OK && i < nt; i++)
+	{
+		x->n_touched += !x->touched[t[i]];
+		x->touched[t[i]] = 1;
+	}
+	ch->marked += nt > 0 ? nt : 0;
+	free(t);
+	return rc;
+}
+
+/* One change batch: `pairs` pairs of g deleted (both ways), as many
+ * uniform random pairs inserted (both ways), then marked. */
+static int
+pl_change_batch(PlRig *x, const QvGraph *g, uint64_t *used, int pairs, PlChange *ch,
+				QvError *err)
+{
+	int64_t		ds[2 * PL_PAIRS],
+				dd[2 * PL_PAIRS],
+				is[2 * PL_PAIRS],
+				id[2 * PL_PAIRS];
+	int64_t		n_del = 0,
+				n_ins = 0;
+	double		t0;
+	int			rc;
+
+	for (int i = 0; i < pairs; i++)
+	{
+		int64_t		u = g->ids[draw_index(&x->rng, g->n_nodes)];
+		int64_t		v = g->ids[draw_index(&x->rng, g->n_nodes)];
+
+		n_del += pl_pick_pair(g, used, &x->rng, ds + n_del, dd + n_del);
+		is[n_ins] = u;
+		id[n_ins++] = v;
+		is[n_ins] = v;
+		id[n_ins++] = u;
+	}
+	t0 = now_s();
+	rc = qv_live_edges(x->L, -1, n_del, ds, dd, err);
+	if (rc == QV_OK)
+		rc = qv_live_edges(x->L, 1, n_ins, is, id, err);
+	ch->apply_s += now_s() - t0;
+	if (rc != QV_OK)
+		return rc;
+	ch->rows_deleted += n_del;
+	ch->rows_inserted += n_ins;
+	ch->batches++;
+	return pl_mark(x, (uint64_t) ch->batches, ch, err);
+}
+
+/*
+ * Change a share `fraction` of g's edge rows on the live graph: batches of
+ * PL_PAIRS pairs deleted (random entries of g and their reverses) and as
+ * many random pairs inserted, each batch marked; the change line.
+ */
+static int
+pl_change(PlRig *x, const QvGraph *g, double fraction, QvError *err)
+{
+	int64_t		pairs = (int64_t) llround(fraction * (double) g->n_edges / 4.0);
+	uint64_t   *used = qv_calloc((size_t) (g->n_edges / 64 + 1), sizeof(uint64_t), err,
+								 "deleted entries");
+	PlChange	ch = {0};
+	QvPrecomputeStats st;
+	int			rc = used ? QV_OK : QV_ENOMEM;
+
+	if (rc == QV_OK && !qv_graph_is_compact(g))
+		rc = qv_error(err, QV_EINVAL, "--precompute-live needs a compact graph");
+	for (int64_t done = 0; rc == QV_OK && done < pairs; done += PL_PAIRS)
+		rc = pl_change_batch(x, g, used, (int) (pairs - done < PL_PAIRS ? pairs - done : PL_PAIRS),
+							 &ch, err);
+	free(used);
+	if (rc != QV_OK)
+		return rc;
+	qv_precompute_stats(x->pc, &st);
+	printf("{\"change\":%g,\"edges\":%lld,\"rows_deleted\":%lld,\"rows_inserted\":%lld,"
+		   "\"batches\":%lld,\"batch_rows\":%d,\"apply_s\":%.3f,\"mark_s\":%.3f,"
+		   "\"touched_nodes\":%lld,\"marked\":%lld,\"stale_nodes\":%lld,\"pending_rows\":%lld,"
+		   "\"nodes\":%lld,\"live_bytes\":%zu,\"precompute_bytes\":%zu,\"peak_rss_bytes\":%lld}\n",
+		   fraction, (long long) g->n_edges, (long long) ch.rows_deleted,
+		   (long long) ch.rows_inserted, (long long) ch.batches, 4 * PL_PAIRS, ch.apply_s,
+		   ch.mark_s, (long long) x->n_touched, (long long) ch.marked,
+		   (long long) st.pending[st.n_stored - 1], (long long) qv_precompute_pending(x->pc),
+		   (long long) g->n_nodes, qv_live_bytes(x->L), st.bytes, proc_status_bytes("VmHWM"));
+	fflush(stdout);
+	return QV_OK;
+}
+
+/* Per seed ||y - x|| / ||x|| (L2 over the outputs) and argmax equality
+ * of y against x, over n seeds of dim outputs. */
+static void
+pl_compare(const float *y, const float *x, int32_t n, int32_t dim, double *agree,
+		   double *mean_rel, double *max_rel)
+{
+	int32_t		same = 0;
+	double		sum = 0.0;
+
+	*max_rel = 0.0;
+	for (int32_t i = 0; i < n; i++)
+	{
+		const float *a = y + (size_t) i * dim;
+		const float *b = x + (size_t) i * dim;
+		double		d2 = 0.0,
+					b2 = 0.0,
+					rel;
+		int32_t		ka = 0,
+					kb = 0;
+
+		for (int32_t k = 0; k < dim; k++)
+		{
+			d2 += ((double) a[k] - b[k]) * ((double) a[k] - b[k]);
+			b2 += (double) b[k] * b[k];
+			ka = a[k] > a[ka] ? k : ka;
+			kb = b[k] > b[kb] ? k : kb;
+		}
+		rel = b2 > 0.0 ? sqrt(d2 / b2) : (d2 > 0.0 ? INFINITY : 0.0);
+		sum += rel;
+		*max_rel = fmax(*max_rel, isnan(rel) ? INFINITY : rel);
+		same += ka == kb;
+	}
+	*agree = n > 0 ? (double) same / n : 1.0;
+	*mean_rel = n > 0 ? sum / n : 0.0;
+}
+
+/* PL_SEEDS ids: uniform over the nodes, or among the touched ones. */
+static int
+pl_seeds(PlRig *x, const QvGraph *g, bool touched, int64_t *ids, QvError *err)
+{
+	int32_t    *pool_v = NULL;
+	int64_t		k = 0;
+
+	if (!touched || x->n_touched == 0)
+	{
+		for (int32_t i = 0; i < PL_SEEDS; i++)
+			ids[i] = g->ids[draw_index(&x->rng, g->n_nodes)];
+		return QV_OK;
+	}
+	if ((pool_v = qv_malloc((size_t) x->n_touched * sizeof(int32_t), err, "touched nodes")) == NULL)
+		return QV_ENOMEM;
+	for (int32_t v = 0; v < g->n_nodes; v++)
+		if (x->touched[v])
+			pool_v[k++] = v;
+	for (int32_t i = 0; i < PL_SEEDS; i++)
+		ids[i] = g->ids[pool_v[draw_index(&x->rng, k)]];
+	free(pool_v);
+	return QV_OK;
+}
+
+/* The precomputed path on ids for each share p (or p = 0 alone) against
+ * exact; a line each. */
+static int
+pl_agreement(PlRig *x, const QvGraph *g, const char *set, const char *phase,
+			 const int64_t *ids, const float *exact, int n_shares, QvPool *pool, QvError *err)
+{
+	int32_t		dim = x->full.out_dim;
+	float	   *out = qv_malloc((size_t) PL_SEEDS * dim * sizeof(float), err, "predictions");
+	int			rc = out ? QV_OK : QV_ENOMEM;
+
+	for (int i = 0; rc == QV_OK && i < n_shares; i++)
+	{
+		int64_t		rec = 0;
+		double		t0 = now_s(),
+					agree,
+					mean_rel,
+					max_rel;
+
+		rc = qv_infer_precomputed(&x->full, g, x->pc, ids, PL_SEEDS, pl_shares[i], out, pool,
+								  NULL, &rec, err);
+		if (rc != QV_OK)
+			break;
+		t0 = now_s() - t0;
+		pl_compare(out, exact, PL_SEEDS, dim, &agree, &mean_rel, &max_rel);
+		printf("{\"agreement\":\"%s\",\"phase\":\"%s\",\"p\":%g,\"seeds\":%d,"
+			   "\"argmax_agree\":%.4f,\"mean_rel_err\":%.3e,\"max_rel_err\":%.3e,"
+			   "\"recomputed_rows\":%lld,\"call_s\":%.3f}\n",
+			   set, phase, pl_shares[i], PL_SEEDS, agree, mean_rel, max_rel, (long long) rec, t0);
+		fflush(stdout);
+	}
+	free(out);
+	return rc;
+}
+
+/* For both seed sets (uniform, touched): the exact result (qv_infer, fanouts
+ * [fanout[0], -1, ...], on the current graph), then the agreement lines. */
+static int
+pl_agreements(PlRig *x, const QvGraph *g, const char *phase, int n_shares, QvPool *pool,
+			  QvError *err)
+{
+	int64_t    *ids = qv_malloc(PL_SEEDS * sizeof(int64_t), err, "seed ids");
+	float	   *exact = ids ? qv_malloc((size_t) PL_SEEDS * x->full.out_dim * sizeof(float), err,
+										"exact predictions") : NULL;
+	int			rc = exact ? QV_OK : QV_ENOMEM;
+
+	for (int set = 0; rc == QV_OK && set < 2; set++)
+	{
+		if ((rc = pl_seeds(x, g, set == 1, ids, err)) != QV_OK ||
+			(rc = qv_infer(&x->full, g, ids, PL_SEEDS, exact, pool, err)) != QV_OK)
+			break;
+		rc = pl_agreement(x, g, set ? "touched" : "uniform", phase, ids, exact, n_shares, pool, err);
+	}
+	free(ids);
+	free(exact);
+	return rc;
+}
+
+/* Per batch size: the sampled anchor (x->m), with_full the full forward
+ * (fanouts [fanout[0], -1]), then the precomputed path for n_shares
+ * shares; a line each. */
+static int
+pl_timings(const Options *o, PlRig *x, const QvGraph *g, const char *phase, bool with_full,
+		   int n_shares, QvPool *pool, QvError *err)
+{
+	for (int b = 0; b < o->n_batch; b++)
+	{
+		BatchResult r;
+		int			rc;
+
+		if ((rc = time_batch(o, x->m, g, pool, NULL, 0.0, o->batch[b], &r, err)) != QV_OK)
+			return rc;
+		print_path_batch(o, o->batch[b], "sampled", phase, 0.0, &r);
+		if (with_full)
+		{
+			if ((rc = time_batch(o, &x->full, g, pool, NULL, 0.0, o->batch[b], &r, err)) != QV_OK)
+				return rc;
+			print_path_batch(o, o->batch[b], "full", phase, 0.0, &r);
+		}
+		for (int i = 0; i < n_shares; i++)
+		{
+			if ((rc = time_batch(o, &x->full, g, pool, x->pc, pl_shares[i], o->batch[b], &r,
+								 err)) != QV_OK)
+				return rc;
+			print_path_batch(o, o->batch[b], "precomputed", phase, pl_shares[i], &r);
+		}
+	}
+	return QV_OK;
+}
+
+/* The refresher until nothing is pending, PL_REFRESH_ROWS rows a call;
+ * the refresh line. */
+static int
+pl_refresh(const Options *o, PlRig *x, const QvGraph *g, QvPool *pool, QvError *err)
+{
+	QvPrecomputeStats a,
+				b;
+	int64_t		left = 1,
+				calls = 0;
+	double		t0,
+				c0,
+				s;
+	int			rc = QV_OK;
+
+	qv_precompute_stats(x->pc, &a);
+	t0 = now_s();
+	c0 = cpu_s();
+	while (rc == QV_OK && left > 0)
+	{
+		rc = qv_precompute_refresh(x->pc, &x->full, g, PL_REFRESH_ROWS, pool, &left, err);
+		calls++;
+	}
+	s = now_s() - t0;
+	if (rc != QV_OK)
+		return rc;
+	qv_precompute_stats(x->pc, &b);
+	printf("{\"refresh_rows\":%lld,\"stale_nodes\":%lld,\"calls\":%lld,\"chunk_rows\":%d,"
+		   "\"refresh_s\":%.3f,\"refresh_cpu_s\":%.3f,\"rows_per_s\":%.0f,\"nodes_per_s\":%.0f,"
+		   "\"pending_after\":%lld,\"threads\":%d}\n",
+		   (long long) (b.rows_refreshed - a.rows_refreshed),
+		   (long long) a.pending[a.n_stored - 1], (long long) calls, PL_REFRESH_ROWS, s,
+		   cpu_s() - c0, (double) (b.rows_refreshed - a.rows_refreshed) / s,
+		   (double) a.pending[a.n_stored - 1] / s, (long long) qv_precompute_pending(x->pc),
+		   o->threads);
+	fflush(stdout);
+	return QV_OK;
+}
+
+/* The live graph and its stored rows, timed; the live line. */
+static int
+pl_setup(const Options *o, PlRig *x, const QvGraph *g, QvPool *pool, QvError *err)
+{
+	double		build_s = 0.0;
+	int			rc;
+
+	fprintf(stderr, "quiver-bench: building the live graph\n");
+	if ((rc = pl_live_build(g, &x->L, &build_s, err)) != QV_OK)
+		return rc;
+	printf("{\"live_build_s\":%.3f,\"live_bytes\":%zu,\"edges\":%lld,\"peak_rss_bytes\":%lld}\n",
+		   build_s, qv_live_bytes(x->L), (long long) qv_live_edges_count(x->L),
+		   proc_status_bytes("VmHWM"));
+	fflush(stdout);
+	if ((x->touched = qv_calloc((size_t) g->n_nodes, 1, err, "touched nodes")) == NULL)
+		return QV_ENOMEM;
+	fprintf(stderr, "quiver-bench: precomputing the hidden layers\n");
+	return precompute_build(o, &x->full, qv_live_graph(x->L), pool, &x->pc, err);
+}
+
+/*
+ * --precompute-live F: a live graph of g's rows and its stored rows (model
+ * fanouts [fanout[0], -1, ...]); timings before any change (sampled anchor,
+ * precomputed p = 0); a share F of the edge rows changed; agreement with
+ * the exact result (qv_infer on the changed graph, full hops past the
+ * first) and timings for each recompute share, beside the sampled and full
+ * forwards; the refresher until nothing is pending; agreement again.
+ */
+static int
+run_precompute_live(const Options *o, const QvGraph *g, const QvModel *m, QvPool *pool,
+					QvError *err)
+{
+	PlRig		x = {m, *m, NULL, NULL, NULL, 0, o->gen.seed ^ UINT64_C(0x0e6a)};
+	int			rc;
+
+	for (int i = 1; i < x.full.n_layers; i++)
+		x.full.fanout[i] = -1;
+	if ((rc = pl_setup(o, &x, g, pool, err)) == QV_OK)
+		rc = pl_timings(o, &x, qv_live_graph(x.L), "before", false, 1, pool, err);
+	if (rc == QV_OK)
+	{
+		fprintf(stderr, "quiver-bench: changing %g of the edges\n", o->precompute_live);
+		rc = pl_change(&x, g, o->precompute_live, err);
+	}
+	if (rc == QV_OK)
+		rc = pl_agreements(&x, qv_live_graph(x.L), "after_change", PL_N_SHARES, pool, err);
+	if (rc == QV_OK)
+		rc = pl_timings(o, &x, qv_live_graph(x.L), "after_change", true, PL_N_SHARES, pool, err);
+	if (rc == QV_OK)
+		rc = pl_refresh(o, &x, qv_live_graph(x.L), pool, err);
+	if (rc == QV_OK)
+		rc = pl_agreements(&x, qv_live_graph(x.L), "after_refresh", 1, pool, err);
+	qv_precompute_free(x.pc);
+	qv_live_free(x.L);
+	free(x.touched);
+	return rc;
+}
+
 /* Build (or read) the graph, save it and make the model; the stats line. */
 static int
 prepare(const Options *o, QvPool *pool, QvGraph **g, QvModel **m, const char **stage,
@@ -1865,6 +2406,11 @@ main(int argc, char **argv)
 	{
 		stage = "time-live";
 		rc = time_live(&o, g, &err);
+	}
+	else if (rc == QV_OK && o.precompute_live > 0.0)
+	{
+		stage = "precompute-live";
+		rc = run_precompute_live(&o, g, m, pool, &err);
 	}
 	else if (rc == QV_OK && o.precompute)
 	{
