@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <pthread.h>
 
 #include <cmocka.h>
@@ -339,6 +340,65 @@ test_gradients_gcn(void **state)
 	check_gradients(QV_ARCH_GCN, 1, d1);
 }
 
+/* The model's safetensors blob into path. */
+static void
+write_blob(const QvModel *m, const char *path)
+{
+	uint8_t    *buf = NULL;
+	size_t		len = 0;
+	QvError		err = {0};
+	FILE	   *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(qv_model_save_safetensors(m, &buf, &len, &err), QV_OK);
+	assert_int_equal(fwrite(buf, 1, len, f), len);
+	fclose(f);
+	free(buf);
+}
+
+/* For test/ref/pyg_train_check.py step: the graph, labels and step sizes
+ * as graph.json, the weights before and after in dir. */
+static void
+write_step_case(const char *dir, const QvGraph *g, const QvModel *before,
+				const QvModel *after, double lr, double wd)
+{
+	char		path[256];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s/graph.json", dir);
+	assert_non_null(f = fopen(path, "w"));
+	fprintf(f, "{\"classes\": 3, \"lr\": %.17g, \"weight_decay\": %.17g, \"ids\": [", lr, wd);
+	for (int64_t v = 0; v < g->n_nodes; v++)
+		fprintf(f, "%s%lld", v ? ", " : "", (long long) g->ids[v]);
+	fprintf(f, "], \"features\": [");
+	for (int64_t v = 0; v < g->n_nodes; v++)
+		for (int c = 0; c < g->dim; c++)
+			fprintf(f, "%s%.9g%s", c ? ", " : v ? ", [" : "[", g->feat[v * g->dim + c],
+					c == g->dim - 1 ? "]" : "");
+	for (int pass = 0; pass < 2; pass++)
+	{
+		bool		first = true;
+
+		fprintf(f, "], \"%s\": [", pass ? "dst" : "src");
+		for (int64_t v = 0; v < g->n_nodes; v++)
+			for (int64_t j = g->rowptr[v]; j < g->rowptr[v + 1]; j++, first = false)
+				fprintf(f, "%s%lld", first ? "" : ", ",
+						(long long) g->ids[pass ? v : g->col[j]]);
+	}
+	fprintf(f, "], \"labelled\": [");
+	for (int k = 0; k < 8; k++)
+		fprintf(f, "%s%lld", k ? ", " : "", (long long) g->ids[awk_nodes[k]]);
+	fprintf(f, "], \"labels\": [");
+	for (int k = 0; k < 8; k++)
+		fprintf(f, "%s%d", k ? ", " : "", awk_labels[k]);
+	fprintf(f, "]}\n");
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/init.safetensors", dir);
+	write_blob(before, path);
+	snprintf(path, sizeof(path), "%s/step.safetensors", dir);
+	write_blob(after, path);
+}
+
 /*
  * One epoch, one batch of every labelled node, every neighbour, no
  * dropout, from init_from: exactly one optimizer step, checked against
@@ -383,6 +443,17 @@ check_one_step(QvArch arch, bool adam)
 					fail_msg("%s %s layer %d tensor %d [%zu]: %.9g after the step, expected %.9g",
 							 qv_arch_name(arch), adam ? "adam" : "sgd", i, k, j, now[k][j], want);
 			}
+	}
+	if (!adam)
+	{
+		char		dir[200];
+
+		snprintf(dir, sizeof(dir), "%s/quiver_test_train_step_%s",
+				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", qv_arch_name(arch));
+		mkdir(dir, 0755);
+		write_step_case(dir, g, init, qv_trainer_model(t), 0.5, 0.01);
+		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py step %s %s\n",
+			   qv_arch_name(arch), dir);
 	}
 	oracle_free(&o);
 	qv_trainer_free(t);
@@ -842,7 +913,7 @@ check_round_trip(QvArch arch)
 	{
 		fwrite(buf, 1, len, f);
 		fclose(f);
-		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py %s %s %d 12 %d 3\n",
+		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py load %s %s %d 12 %d 3\n",
 			   qv_arch_name(arch), path, SBM_DIM, SBM_K);
 	}
 	free(json);
