@@ -780,6 +780,8 @@ test_config(void **state)
 	}
 	json_decref(root);
 	free(json);
+	assert_int_equal(qv_model_config_parse_all("{\"training\": 3}", &mc, &err), QV_EINVAL);
+	assert_non_null(strstr(err.msg, "\"training\" must be an object"));
 
 	config_fails("{\"lr\": -1}", "config lr = -1 must be a positive number");
 	config_fails("{\"lr\": \"fast\"}", "config lr = \"fast\"");
