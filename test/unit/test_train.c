@@ -584,7 +584,7 @@ check_learns(QvArch arch)
 {
 	Sbm			s = sbm_make();
 	QvTrainer  *t = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K,
-							   getenv("SBMCFG") ? getenv("SBMCFG") : "{\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}",
+							   "{\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}",
 							   NULL);
 	QvTrainEpoch first,
 				last;
