@@ -292,6 +292,8 @@ quiver_sqlstate(QvErrCode code)
 			return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 		case QV_EDEVICE:
 			return ERRCODE_SYSTEM_ERROR;
+		case QV_ECANCELED:
+			return ERRCODE_QUERY_CANCELED;
 		case QV_EINTERNAL:
 			break;
 	}

@@ -106,7 +106,9 @@ int			qv_model_config_parse(const char *json, int32_t *fanout,
 /*
  * The whole config: fanout and seed as above, "precompute" a JSON boolean
  * (default false), "recompute" a number in [0, 1] (default 0), allowed
- * only with "precompute": true.  Errors name the value.  On failure *cfg
+ * only with "precompute": true, "training" an object that serving ignores
+ * (the training config of a model gnn_train stored, train.h).  Errors name
+ * the value.  On failure *cfg
  * holds the defaults.  qv_model_config_parse is this, keeping fanout and
  * seed.
  */

@@ -20,7 +20,9 @@ typedef enum QvErrCode
 	QV_ENOMEM,					/* allocation failed */
 	QV_ELIMIT,					/* a size limit would be exceeded */
 	QV_EDEVICE,					/* CUDA or other device failure */
-	QV_EINTERNAL				/* a bug: should never happen */
+	QV_EINTERNAL,				/* a bug: should never happen */
+	QV_ECANCELED				/* the caller asked the work to stop (a
+								 * cancelled training run, train.h) */
 } QvErrCode;
 
 #define QV_ERRMSG_LEN 256

@@ -6,10 +6,19 @@
  * trains it on a graph's labelled nodes with mini-batches drawn by the
  * neighbour sampler (without replacement, fanout per hop as for serving).
  * The forward pass is the served one (forward.c's semantics: GraphSAGE mean
- * aggregation, GCN normalisation with one self loop, GAT attention with one
- * self loop), with dropout on every layer's input (PyG's basic models:
- * F.dropout(x) before each conv, training only), ReLU between layers; the
- * loss is the mean cross-entropy of the logits over the batch's seeds.
+ * aggregation, GCN normalisation with one self loop and sampled
+ * neighbours rescaled), ReLU between layers, dropout after each hidden
+ * layer's ReLU (PyG's BasicGNN.forward: conv, act, dropout on every layer
+ * but the last; the input features get none), training only, inverted
+ * (kept values scaled by 1/(1-p)); the loss is the mean cross-entropy of
+ * the logits over the batch's seeds.  A batch's seeds are sampled with
+ * de-duplication on every hop, the sampler's seed argument keyed by
+ * (config seed, epoch, batch) so that draws differ between steps.
+ *
+ * Not implemented yet (QV_EINVAL from qv_trainer_create, the parser
+ * accepts the values): GAT training, pipeline staleness above 0 (Dorylus's
+ * overlapped stages; staleness 0 is plain synchronous SGD) and
+ * seed_selection "loss" (GEAR).
  * Gradients flow through every layer type; the optimizer is Adam (PyTorch's
  * defaults: betas 0.9 / 0.999, eps 1e-8, weight_decay added to the
  * gradient as torch.optim.Adam does) or SGD (no momentum, weight_decay
@@ -21,9 +30,11 @@
  * from an initial model (init_from, fine-tuning).
  *
  * Determinism: with staleness 0 a run is a function of (graph, labels,
- * config, initial weights): seeds, draws of the sampler and dropout masks
- * are keyed by (config seed, epoch, batch, ...) through sample_hash.h,
- * never by thread timing, and results do not depend on the pool size.
+ * config, initial weights): the epoch's seed order (hash of (seed, epoch,
+ * node)), draws of the sampler and dropout masks (keyed by (seed, epoch,
+ * batch, layer, row)) go through sample_hash.h, never by thread timing,
+ * and results do not depend on the pool size (fixed block boundaries, one
+ * single-threaded OpenBLAS call per block).
  *
  * Validation: a labelled node is held out when hash(seed, node id) falls
  * under val_fraction, so the split does not depend on the labels query's
@@ -83,12 +94,15 @@ typedef struct QvTrainConfig
 /*
  * Parse gnn_train's config JSON (NULL or "{}": every default).  Unknown
  * keys and bad values are QV_EINVAL naming the key and the value (e.g.
- * "config lr = -1 must be a positive number").
+ * "config lr = -1 must be a positive number"); *cfg then holds the
+ * defaults.  A "fanout" without "layers" sets the layer count; both must
+ * agree; without "fanout", n_fanout = layers, -1 each.
  */
 int			qv_train_config_parse(const char *json, QvTrainConfig *cfg, QvError *err);
 
 /* The config as JSON for the stored model's config (the serving keys
- * "fanout" and "seed", plus "training": the whole training config);
+ * "fanout" and "seed", plus "training": the whole training config, which
+ * qv_train_config_parse reads back and qv_model_config_parse ignores);
  * malloc'd, NULL with err. */
 char	   *qv_train_config_json(const QvTrainConfig *cfg, QvError *err);
 
@@ -129,7 +143,7 @@ typedef struct QvTrainer QvTrainer;
  * from: its architecture, layers and widths must match (QV_EINVAL naming
  * what differs, e.g. its output width against n_classes); its weights are
  * copied.  No labelled node left for training (all held out, or n = 0) is
- * QV_EINVAL.
+ * QV_EINVAL, and so is a node labelled twice (naming its id).
  */
 int			qv_trainer_create(QvArch arch, const QvGraph *g, const int32_t *nodes,
 							  const int32_t *labels, int64_t n, int32_t n_classes,
@@ -143,10 +157,12 @@ void		qv_trainer_set_yield(QvTrainer *t, void (*yield) (void *arg), void *arg);
 /* Run one epoch; QV_ECANCELED (see qv_error.h) when cancelled. */
 int			qv_trainer_epoch(QvTrainer *t, QvPool *pool, QvTrainEpoch *ep, QvError *err);
 
-/* Ask a running epoch to stop at its next batch (any thread). */
+/* Ask a running epoch to stop at its next batch (any thread); the request
+ * stays, so every later qv_trainer_epoch returns QV_ECANCELED too. */
 void		qv_trainer_cancel(QvTrainer *t);
 
-/* A consistent copy of where the run is (any thread). */
+/* A consistent copy of where the run is (any thread); the phase is
+ * QV_TRAIN_DONE once the config's last epoch has returned. */
 void		qv_trainer_progress(const QvTrainer *t, QvTrainProgress *p);
 
 /* The model as trained so far (valid until the next epoch or free): its

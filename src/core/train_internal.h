@@ -1,0 +1,135 @@
+/*
+ * train_internal.h — what train.c (the trainer's life and epochs) and
+ * train_step.c (one batch: forward with saved activations, backward,
+ * optimizer) share, and the hooks the unit tests use.  Not part of the
+ * engine's API.
+ */
+#ifndef QV_TRAIN_INTERNAL_H
+#define QV_TRAIN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "sample.h"
+#include "train.h"
+
+#define QV_TRAIN_MAX_PARAMS (QV_MAX_LAYERS * 4)
+
+/* One trainable tensor: weights (the model's), gradient, Adam moments. */
+typedef struct QvParam
+{
+	float	   *w;				/* in the model */
+	float	   *g;
+	float	   *m;				/* Adam: first and second moments */
+	float	   *v;
+	size_t		n;
+} QvParam;
+
+/* A layer's weighted aggregation, A = P X, as rows of targets and, for
+ * the backward scatter, rows of sources (the transpose). */
+typedef struct QvAggr
+{
+	int64_t    *off;			/* n_out + 1 */
+	int32_t    *src;			/* input row of each entry */
+	double	   *w;
+	size_t		off_cap,
+				ent_cap,
+				w_cap;
+	int64_t    *t_off;			/* n_in + 1 */
+	int32_t    *t_dst;			/* target row of each entry */
+	double	   *t_w;
+	size_t		t_off_cap,
+				t_ent_cap,
+				t_w_cap;
+} QvAggr;
+
+/* What one layer of a batch keeps from the forward for the backward. */
+typedef struct QvLayerAct
+{
+	int32_t		n_in,
+				n_out;
+	float	   *x;				/* input rows n_in x in (after dropout) */
+	float	   *a;				/* aggregates n_out x in */
+	float	   *z;				/* outputs n_out x out, before ReLU */
+	size_t		x_cap,
+				a_cap,
+				z_cap;
+	QvAggr		p;
+} QvLayerAct;
+
+struct QvTrainer
+{
+	QvArch		arch;
+	const QvGraph *g;
+	QvTrainConfig cfg;
+	int32_t		n_classes;
+	QvModel    *model;
+	int32_t    *train_nodes;	/* dense indices, ascending */
+	int64_t		n_train;
+	int64_t    *val_ids;		/* external ids of the held-out nodes */
+	int32_t    *val_labels;
+	int64_t		n_val;
+	int32_t    *label_of;		/* per dense node: its label, or -1 */
+	QvParam		params[QV_TRAIN_MAX_PARAMS];
+	int			n_params;
+	int64_t		steps;			/* optimizer steps taken */
+	int32_t		epochs_done;
+	/* per-batch buffers, grown to the largest batch */
+	QvSampleBuf *sbuf;
+	QvLayerAct	act[QV_MAX_LAYERS];
+	float	   *dz,
+			   *dx,
+			   *da;				/* gradients of outputs, inputs, aggregates */
+	size_t		dz_cap,
+				dx_cap,
+				da_cap;
+	double	   *acc;			/* per-worker accumulator rows */
+	size_t		acc_cap;
+	int32_t    *order;			/* the epoch's seed order */
+	float	   *val_out;		/* validation logits */
+	size_t		val_out_cap;
+	size_t		bytes;			/* held by the buffers above */
+	/* cross-thread state */
+	atomic_bool cancel;
+	pthread_mutex_t mu;
+	QvTrainProgress prog;
+	void		(*yield) (void *arg);
+	void	   *yield_arg;
+};
+
+/* Figures of one batch. */
+typedef struct QvBatchStats
+{
+	double		loss_sum;		/* summed cross-entropy of the seeds */
+	int64_t		correct;		/* seeds whose argmax is their label */
+	int32_t		n;
+} QvBatchStats;
+
+/*
+ * Forward and backward of one batch of n distinct dense seeds (labels
+ * from t->label_of): the gradients of the mean cross-entropy land in
+ * t->params[*].g (overwritten).  sample_seed keys the sampler, drop_key
+ * the dropout masks (with layer and row).
+ */
+int			qv_train_batch(QvTrainer *t, const int32_t *seeds, int32_t n,
+						   uint64_t sample_seed, uint64_t drop_key, QvPool *pool,
+						   QvBatchStats *st, QvError *err);
+
+/* One optimizer step over every parameter with its gradient. */
+void		qv_train_optimize(QvTrainer *t, QvPool *pool);
+
+/* Free the per-batch buffers. */
+void		qv_train_buffers_free(QvTrainer *t);
+
+/* ---- for the unit tests ---- */
+
+/* Gradients of the mean loss over seeds (dense, distinct), no step:
+ * fanouts and dropout as configured, keyed as epoch 0, batch 0. */
+int			qv_trainer_gradient(QvTrainer *t, const int32_t *seeds, int32_t n,
+								QvPool *pool, double *loss, QvError *err);
+
+/* The gradient of the model tensor whose weights are w (a pointer into
+ * qv_trainer_model's layers), or NULL. */
+const float *qv_trainer_grad_of(const QvTrainer *t, const float *w);
+
+#endif

@@ -1,0 +1,657 @@
+/*
+ * train_step.c — one training batch: the sampled forward with saved
+ * activations, the cross-entropy, the backward of every layer, and the
+ * optimizer step (train.h for the semantics).
+ *
+ * A batch samples its seeds for L hops with de-duplication on every hop
+ * (not raw_last): layer i turns rows of nodes[L-i] into rows of
+ * nodes[L-1-i] through block L-1-i, and since nodes[h+1] begins with
+ * nodes[h], target t's own row is input row t.  Each layer's aggregation
+ * is a sparse matrix P (A = P X), built once per batch with the served
+ * forward's weights (forward.c): GraphSAGE 1/|N(t)| per sampled edge, GCN
+ * the normalised sum with sampled neighbours rescaled and one added self
+ * loop.  The backward scatters through P's transpose, so every output row
+ * of every stage is one worker's sum in a fixed order.
+ *
+ * Every stage is a pool loop over blocks of fixed boundaries (rows of
+ * activations, or rows of a weight matrix for its gradient), each block
+ * one single-threaded OpenBLAS call or a loop with double accumulators:
+ * results are the same bit for bit for any pool size.
+ */
+#include "train_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sample_hash.h"
+
+#define TR_ROWS 64				/* activation rows per block */
+#define TR_WROWS 8				/* weight rows per block of a gradient */
+
+static int
+grow(QvTrainer *t, void *p, size_t *cap, size_t need, size_t elem, QvError *err,
+	 const char *what)
+{
+	return qv_grow((void **) p, cap, need, elem, &t->bytes, err, what);
+}
+
+static inline int64_t
+n_blocks(int64_t rows, int64_t per)
+{
+	return (rows + per - 1) / per;
+}
+
+/* A uniform double in [0, 1) from a 64-bit word. */
+static inline double
+unit_double(uint64_t x)
+{
+	return (double) (x >> 11) * 0x1p-53;
+}
+
+/* ---- aggregation matrices --------------------------------------------------------- */
+
+/* GCN's entries of target t (graph node v) into p from entry e: the added
+ * self loop, then the sampled non-loop edges rescaled (forward.c,
+ * aggregate_gcn).  Returns the next entry. */
+static int64_t
+gcn_row(const QvGraph *g, const QvBlock *blk, const int32_t *in_nodes, int32_t t,
+		int32_t v, QvAggr *p, int64_t e)
+{
+	int64_t		begin = blk->offsets[t],
+				end = blk->offsets[t + 1],
+				n_taken = 0;
+	double		dh = (double) g->deg_noloop[v] + 1.0,
+				s = 0.0;
+
+	for (int64_t j = begin; j < end; j++)
+		n_taken += blk->nbr[j] != t;
+	if (n_taken > 0)
+		s = (double) g->deg_noloop[v] / (double) n_taken / sqrt(dh);
+	p->src[e] = t;
+	p->w[e++] = 1.0 / dh;
+	for (int64_t j = begin; j < end; j++)
+	{
+		int32_t		u = blk->nbr[j];
+
+		if (u == t)				/* self loop: replaced by the added one */
+			continue;
+		p->src[e] = u;
+		p->w[e++] = s / sqrt((double) g->deg_noloop[in_nodes[u]] + 1.0);
+	}
+	return e;
+}
+
+/* p's transpose, rows of sources in target order (a counting sort). */
+static void
+transpose_aggr(QvAggr *p, int32_t n_out, int32_t n_in)
+{
+	int64_t		n_ent = p->off[n_out];
+
+	memset(p->t_off, 0, sizeof(int64_t) * ((size_t) n_in + 1));
+	for (int64_t e = 0; e < n_ent; e++)
+		p->t_off[p->src[e] + 1]++;
+	for (int32_t u = 0; u < n_in; u++)
+		p->t_off[u + 1] += p->t_off[u];
+	for (int32_t t = 0; t < n_out; t++)
+		for (int64_t e = p->off[t]; e < p->off[t + 1]; e++)
+		{
+			int64_t		k = p->t_off[p->src[e]]++;
+
+			p->t_dst[k] = t;
+			p->t_w[k] = p->w[e];
+		}
+	for (int32_t u = n_in; u > 0; u--)
+		p->t_off[u] = p->t_off[u - 1];
+	p->t_off[0] = 0;
+}
+
+/* Layer i's aggregation matrix from the sample's block L-1-i. */
+static int
+build_aggr(QvTrainer *t, const QvSample *s, int i, QvError *err)
+{
+	int			h = s->n_hops - 1 - i;
+	const QvBlock *blk = &s->blocks[h];
+	QvAggr	   *p = &t->act[i].p;
+	int32_t		n_out = s->n_nodes[h],
+				n_in = s->n_nodes[h + 1];
+	bool		gcn = t->arch == QV_ARCH_GCN;
+	size_t		n_ent = (size_t) blk->offsets[n_out] + (gcn ? (size_t) n_out : 0);
+	int64_t		e = 0;
+	int			rc;
+
+	if ((rc = grow(t, &p->off, &p->off_cap, (size_t) n_out + 1, sizeof(int64_t), err, "aggregation rows")) ||
+		(rc = grow(t, &p->src, &p->ent_cap, n_ent, sizeof(int32_t), err, "aggregation entries")) ||
+		(rc = grow(t, &p->w, &p->w_cap, n_ent, sizeof(double), err, "aggregation weights")) ||
+		(rc = grow(t, &p->t_off, &p->t_off_cap, (size_t) n_in + 1, sizeof(int64_t), err, "scatter rows")) ||
+		(rc = grow(t, &p->t_dst, &p->t_ent_cap, n_ent, sizeof(int32_t), err, "scatter entries")) ||
+		(rc = grow(t, &p->t_w, &p->t_w_cap, n_ent, sizeof(double), err, "scatter weights")))
+		return rc;
+	for (int32_t r = 0; r < n_out; r++)
+	{
+		int64_t		begin = blk->offsets[r],
+					end = blk->offsets[r + 1];
+
+		p->off[r] = e;
+		if (gcn)
+		{
+			e = gcn_row(t->g, blk, s->nodes[h + 1], r, s->nodes[h][r], p, e);
+			continue;
+		}
+		for (int64_t j = begin; j < end; j++)
+		{
+			p->src[e] = blk->nbr[j];
+			p->w[e++] = 1.0 / (double) (end - begin);
+		}
+	}
+	p->off[n_out] = e;
+	transpose_aggr(p, n_out, n_in);
+	return QV_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------- */
+
+/* What the workers of a layer's forward share. */
+typedef struct FwdJob
+{
+	const QvTrainer *t;
+	const QvLayer *l;
+	QvLayerAct *la;
+	double	   *acc;			/* per worker, in_dim doubles each */
+	size_t		acc_stride;
+} FwdJob;
+
+/* Rows r0 .. r1-1 of a = P x, in double. */
+static void
+aggregate_rows(const QvAggr *p, const float *x, int32_t dim, int32_t r0, int32_t r1,
+			   float *a, double *acc)
+{
+	for (int32_t r = r0; r < r1; r++)
+	{
+		memset(acc, 0, sizeof(double) * (size_t) dim);
+		for (int64_t e = p->off[r]; e < p->off[r + 1]; e++)
+		{
+			const float *xr = x + (size_t) p->src[e] * dim;
+			double		w = p->w[e];
+
+			for (int32_t c = 0; c < dim; c++)
+				acc[c] += w * xr[c];
+		}
+		for (int32_t c = 0; c < dim; c++)
+			a[(size_t) r * dim + c] = (float) acc[c];
+	}
+}
+
+/* Blocks of a layer's forward: aggregate, then z = bias + a W_l^T (+ x W_r^T). */
+static void
+fwd_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	FwdJob	   *job = arg;
+	const QvLayer *l = job->l;
+	QvLayerAct *la = job->la;
+	int32_t		in = l->in_dim,
+				out = l->out_dim;
+
+	for (int64_t b = b0; b < b1; b++)
+	{
+		int32_t		r0 = (int32_t) (b * TR_ROWS),
+					r1 = r0 + TR_ROWS < la->n_out ? r0 + TR_ROWS : la->n_out;
+		float	   *z = la->z + (size_t) r0 * out;
+
+		aggregate_rows(&la->p, la->x, in, r0, r1, la->a,
+					   job->acc + (size_t) worker * job->acc_stride);
+		for (int32_t r = 0; r < r1 - r0; r++)
+			for (int32_t o = 0; o < out; o++)
+				z[(size_t) r * out + o] = (l->bias_l ? l->bias_l[o] : 0.0f) +
+					(l->bias_r ? l->bias_r[o] : 0.0f);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
+					la->a + (size_t) r0 * in, in, l->weight_l, in, 1.0f, z, out);
+		if (l->weight_r)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
+						la->x + (size_t) r0 * in, in, l->weight_r, in, 1.0f, z, out);
+	}
+}
+
+/* What the activation (ReLU, dropout) of a layer's output shares. */
+typedef struct ActJob
+{
+	const float *z;
+	float	   *x;				/* the next layer's input */
+	int32_t		n,
+				dim;
+	double		p;				/* dropout probability */
+	uint64_t	key;			/* dropout key of the next layer */
+} ActJob;
+
+/* x = dropout(relu(z)): inverted dropout, element c of row r kept when
+ * its draw under (key, r) is >= p. */
+static void
+act_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	ActJob	   *job = arg;
+	float		scale = (float) (1.0 / (1.0 - job->p));
+
+	for (int64_t r = b0 * TR_ROWS; r < b1 * TR_ROWS && r < job->n; r++)
+	{
+		const float *z = job->z + (size_t) r * job->dim;
+		float	   *x = job->x + (size_t) r * job->dim;
+		uint64_t	key = qv_sh_absorb(job->key, (uint64_t) r);
+
+		for (int32_t c = 0; c < job->dim; c++)
+		{
+			float		v = z[c] > 0.0f ? z[c] : 0.0f;
+
+			if (job->p > 0.0)
+				v = unit_double(qv_sh_mix64(key + (uint64_t) (c + 1) * QV_SH_GOLDEN)) >= job->p ?
+					v * scale : 0.0f;
+			x[c] = v;
+		}
+	}
+}
+
+/* What the gather of the first layer's input shares. */
+typedef struct GatherJob
+{
+	const QvGraph *g;
+	const int32_t *nodes;
+	int32_t		n;
+	float	   *x;
+} GatherJob;
+
+static void
+gather_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	GatherJob  *job = arg;
+	size_t		dim = (size_t) job->g->dim;
+
+	for (int64_t r = b0 * TR_ROWS; r < b1 * TR_ROWS && r < job->n; r++)
+		memcpy(job->x + r * dim, job->g->feat + (size_t) job->nodes[r] * dim,
+			   dim * sizeof(float));
+}
+
+/* ---- loss ------------------------------------------------------------------------------- */
+
+/* Mean cross-entropy over the seeds: dz of their logits rows, stats. */
+static void
+loss_grad(QvTrainer *t, const QvSample *s, const float *z, int32_t classes, float *dz,
+		  QvBatchStats *st)
+{
+	memset(dz, 0, sizeof(float) * (size_t) s->n_nodes[0] * classes);
+	st->loss_sum = 0.0;
+	st->correct = 0;
+	st->n = s->n_seeds;
+	for (int32_t k = 0; k < s->n_seeds; k++)
+	{
+		int32_t		r = s->seed_pos[k];
+		const float *zr = z + (size_t) r * classes;
+		int32_t		y = t->label_of[s->nodes[0][r]],
+					best = 0;
+		double		mx = zr[0],
+					sum = 0.0;
+
+		for (int32_t c = 1; c < classes; c++)
+			if (zr[c] > mx)
+				mx = zr[c], best = c;
+		for (int32_t c = 0; c < classes; c++)
+			sum += exp(zr[c] - mx);
+		st->loss_sum += mx + log(sum) - zr[y];
+		st->correct += best == y;
+		for (int32_t c = 0; c < classes; c++)
+			dz[(size_t) r * classes + c] +=
+				(float) ((exp(zr[c] - mx) / sum - (c == y)) / s->n_seeds);
+	}
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+/* What the workers of a layer's backward share. */
+typedef struct BwdJob
+{
+	const QvLayer *l;
+	const QvLayerAct *la;
+	const float *dz;			/* n_out x out */
+	float	   *da;				/* n_out x in */
+	float	   *dx;				/* n_in x in: the previous layer's dz */
+	float	   *gw_l,
+			   *gb_l,
+			   *gw_r,
+			   *gb_r;
+	double		keep_scale;		/* 1 / (1 - dropout) */
+	double	   *acc;
+	size_t		acc_stride;
+} BwdJob;
+
+/* Blocks of TR_WROWS weight rows: gW = dz^T a (and x), gb = column sums. */
+static void
+wgrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	BwdJob	   *job = arg;
+	int32_t		in = job->l->in_dim,
+				out = job->l->out_dim,
+				n = job->la->n_out;
+
+	for (int64_t b = b0; b < b1; b++)
+	{
+		int32_t		o0 = (int32_t) (b * TR_WROWS),
+					o1 = o0 + TR_WROWS < out ? o0 + TR_WROWS : out;
+
+		memset(job->gw_l + (size_t) o0 * in, 0, sizeof(float) * (size_t) (o1 - o0) * in);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, n, 1.0f,
+					job->dz + o0, out, job->la->a, in, 1.0f, job->gw_l + (size_t) o0 * in, in);
+		if (job->gw_r)
+		{
+			memset(job->gw_r + (size_t) o0 * in, 0, sizeof(float) * (size_t) (o1 - o0) * in);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, n, 1.0f,
+						job->dz + o0, out, job->la->x, in, 1.0f, job->gw_r + (size_t) o0 * in, in);
+		}
+		for (int32_t o = o0; o < o1; o++)
+		{
+			double		sum = 0.0;
+
+			for (int32_t r = 0; r < n; r++)
+				sum += job->dz[(size_t) r * out + o];
+			if (job->gb_l)
+				job->gb_l[o] = (float) sum;
+			if (job->gb_r)
+				job->gb_r[o] = (float) sum;
+		}
+	}
+}
+
+/* Blocks of target rows: da = dz W_l. */
+static void
+agrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	BwdJob	   *job = arg;
+	int32_t		in = job->l->in_dim,
+				out = job->l->out_dim,
+				n = job->la->n_out;
+
+	for (int64_t b = b0; b < b1; b++)
+	{
+		int32_t		r0 = (int32_t) (b * TR_ROWS),
+					r1 = r0 + TR_ROWS < n ? r0 + TR_ROWS : n;
+
+		memset(job->da + (size_t) r0 * in, 0, sizeof(float) * (size_t) (r1 - r0) * in);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, in, out, 1.0f,
+					job->dz + (size_t) r0 * out, out, job->l->weight_l, in, 1.0f,
+					job->da + (size_t) r0 * in, in);
+	}
+}
+
+/*
+ * Blocks of input rows: dx = P^T da (+ dz W_r on the targets' own rows),
+ * then through the dropout and ReLU that made x: the previous layer's dz
+ * (x > 0 exactly where the ReLU passed and dropout kept).
+ */
+static void
+xgrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	BwdJob	   *job = arg;
+	const QvAggr *p = &job->la->p;
+	int32_t		in = job->l->in_dim,
+				out = job->l->out_dim,
+				n_in = job->la->n_in,
+				n_out = job->la->n_out;
+	double	   *acc = job->acc + (size_t) worker * job->acc_stride;
+
+	for (int64_t b = b0; b < b1; b++)
+	{
+		int32_t		r0 = (int32_t) (b * TR_ROWS),
+					r1 = r0 + TR_ROWS < n_in ? r0 + TR_ROWS : n_in;
+
+		for (int32_t u = r0; u < r1; u++)
+		{
+			memset(acc, 0, sizeof(double) * (size_t) in);
+			for (int64_t e = p->t_off[u]; e < p->t_off[u + 1]; e++)
+			{
+				const float *dar = job->da + (size_t) p->t_dst[e] * in;
+				double		w = p->t_w[e];
+
+				for (int32_t c = 0; c < in; c++)
+					acc[c] += w * dar[c];
+			}
+			for (int32_t c = 0; c < in; c++)
+				job->dx[(size_t) u * in + c] = (float) acc[c];
+		}
+		if (job->l->weight_r && r0 < n_out)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+						(r1 < n_out ? r1 : n_out) - r0, in, out, 1.0f,
+						job->dz + (size_t) r0 * out, out, job->l->weight_r, in, 1.0f,
+						job->dx + (size_t) r0 * in, in);
+		for (size_t k = (size_t) r0 * in; k < (size_t) r1 * in; k++)
+			job->dx[k] = job->la->x[k] > 0.0f ? (float) (job->dx[k] * job->keep_scale) : 0.0f;
+	}
+}
+
+/* The parameter whose weights are w (NULL for NULL w). */
+static QvParam *
+param_of(QvTrainer *t, const float *w)
+{
+	for (int k = 0; w && k < t->n_params; k++)
+		if (t->params[k].w == w)
+			return &t->params[k];
+	return NULL;
+}
+
+static float *
+grad_of(QvTrainer *t, const float *w)
+{
+	QvParam    *p = param_of(t, w);
+
+	return p ? p->g : NULL;
+}
+
+/* Backward of layer i: parameter gradients from t->dz, and (i > 0) the
+ * previous layer's dz into t->dx; the buffers then swap. */
+static void
+backward_layer(QvTrainer *t, int i, QvPool *pool)
+{
+	const QvLayer *l = &t->model->layers[i];
+	QvLayerAct *la = &t->act[i];
+	BwdJob		job = {
+		.l = l, .la = la, .dz = t->dz, .da = t->da, .dx = t->dx,
+		.gw_l = grad_of(t, l->weight_l), .gb_l = grad_of(t, l->bias_l),
+		.gw_r = grad_of(t, l->weight_r), .gb_r = grad_of(t, l->bias_r),
+		.keep_scale = 1.0 / (1.0 - t->cfg.dropout),
+		.acc = t->acc, .acc_stride = (size_t) l->in_dim
+	};
+	float	   *swap;
+	size_t		swap_cap;
+
+	qv_pool_run(pool, n_blocks(l->out_dim, TR_WROWS), 1, wgrad_blocks, &job);
+	if (i == 0)
+		return;
+	qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, agrad_blocks, &job);
+	qv_pool_run(pool, n_blocks(la->n_in, TR_ROWS), 1, xgrad_blocks, &job);
+	swap = t->dz, t->dz = t->dx, t->dx = swap;
+	swap_cap = t->dz_cap, t->dz_cap = t->dx_cap, t->dx_cap = swap_cap;
+}
+
+/* ---- a batch ------------------------------------------------------------------------------- */
+
+/* Size every buffer of the batch for sample s and build the aggregations. */
+static int
+prepare_batch(QvTrainer *t, const QvSample *s, int n_workers, QvError *err)
+{
+	const QvModel *m = t->model;
+	int			L = m->n_layers;
+	size_t		grad = 0,
+				agr = 0,
+				width = 0;
+	int			rc;
+
+	for (int i = 0; i < L; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+		QvLayerAct *la = &t->act[i];
+
+		la->n_in = s->n_nodes[L - i];
+		la->n_out = s->n_nodes[L - 1 - i];
+		if ((rc = grow(t, &la->x, &la->x_cap, (size_t) la->n_in * l->in_dim, sizeof(float), err, "layer inputs")) ||
+			(rc = grow(t, &la->a, &la->a_cap, (size_t) la->n_out * l->in_dim, sizeof(float), err, "aggregates")) ||
+			(rc = grow(t, &la->z, &la->z_cap, (size_t) la->n_out * l->out_dim, sizeof(float), err, "layer outputs")) ||
+			(rc = build_aggr(t, s, i, err)))
+			return rc;
+		grad = (size_t) la->n_out * l->out_dim > grad ? (size_t) la->n_out * l->out_dim : grad;
+		if (i > 0)
+			grad = (size_t) la->n_in * l->in_dim > grad ? (size_t) la->n_in * l->in_dim : grad;
+		agr = (size_t) la->n_out * l->in_dim > agr ? (size_t) la->n_out * l->in_dim : agr;
+		width = (size_t) l->in_dim > width ? (size_t) l->in_dim : width;
+	}
+	if ((rc = grow(t, &t->dz, &t->dz_cap, grad, sizeof(float), err, "output gradients")) ||
+		(rc = grow(t, &t->dx, &t->dx_cap, grad, sizeof(float), err, "input gradients")) ||
+		(rc = grow(t, &t->da, &t->da_cap, agr, sizeof(float), err, "aggregate gradients")) ||
+		(rc = grow(t, &t->acc, &t->acc_cap, width * (size_t) n_workers, sizeof(double), err,
+				   "accumulators")))
+		return rc;
+	return QV_OK;
+}
+
+/* Forward of every layer (dropout on hidden outputs keyed by drop_key). */
+static void
+forward_layers(QvTrainer *t, uint64_t drop_key, QvPool *pool)
+{
+	const QvModel *m = t->model;
+
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		QvLayerAct *la = &t->act[i];
+		FwdJob		job = {t, &m->layers[i], la, t->acc, (size_t) m->layers[i].in_dim};
+
+		qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, fwd_blocks, &job);
+		if (i + 1 < m->n_layers)
+		{
+			ActJob		aj = {la->z, t->act[i + 1].x, la->n_out, m->layers[i].out_dim,
+							  t->cfg.dropout, qv_sh_absorb(drop_key, (uint64_t) (i + 1))};
+
+			qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, act_blocks, &aj);
+		}
+	}
+}
+
+static void
+single_threaded_blas(void)
+{
+	if (openblas_get_num_threads() != 1)
+		openblas_set_num_threads(1);
+}
+
+int
+qv_train_batch(QvTrainer *t, const int32_t *seeds, int32_t n, uint64_t sample_seed,
+			   uint64_t drop_key, QvPool *pool, QvBatchStats *st, QvError *err)
+{
+	const QvModel *m = t->model;
+	int			L = m->n_layers;
+	QvSample	s;
+	GatherJob	gj;
+	int			rc;
+
+	single_threaded_blas();
+	if ((rc = qv_sample_into(t->g, seeds, n, m->fanout, L, sample_seed, false, pool,
+							 t->sbuf, &s, err)) != QV_OK ||
+		(rc = prepare_batch(t, &s, qv_pool_size(pool), err)) != QV_OK)
+		return rc;
+	gj = (GatherJob) {t->g, s.nodes[L], s.n_nodes[L], t->act[0].x};
+	qv_pool_run(pool, n_blocks(gj.n, TR_ROWS), 1, gather_blocks, &gj);
+	if (t->yield)				/* graph stage done; tensor stage next */
+		t->yield(t->yield_arg);
+	forward_layers(t, drop_key, pool);
+	loss_grad(t, &s, t->act[L - 1].z, m->out_dim, t->dz, st);
+	for (int i = L - 1; i >= 0; i--)
+		backward_layer(t, i, pool);
+	return QV_OK;
+}
+
+/* ---- optimizer ------------------------------------------------------------------------------- */
+
+/* What the optimizer's workers share. */
+typedef struct OptJob
+{
+	QvTrainer  *t;
+	double		bc1,
+				bc2;			/* Adam's bias corrections */
+} OptJob;
+
+#define OPT_CHUNK 4096
+
+/* torch.optim.Adam (no amsgrad) or SGD without momentum on chunks of
+ * OPT_CHUNK elements of every parameter in turn. */
+static void
+opt_blocks(void *arg, int64_t b0, int64_t b1, int worker)
+{
+	OptJob	   *job = arg;
+	const QvTrainConfig *cfg = &job->t->cfg;
+	int64_t		base = 0;
+
+	for (int k = 0; k < job->t->n_params; k++)
+	{
+		QvParam    *p = &job->t->params[k];
+		int64_t		nb = n_blocks((int64_t) p->n, OPT_CHUNK);
+
+		for (int64_t b = b0 > base ? b0 : base; b < b1 && b < base + nb; b++)
+			for (size_t j = (size_t) (b - base) * OPT_CHUNK;
+				 j < p->n && j < (size_t) (b - base + 1) * OPT_CHUNK; j++)
+			{
+				float		g = p->g[j] + (float) cfg->weight_decay * p->w[j];
+
+				if (cfg->optimizer == QV_OPT_SGD)
+				{
+					p->w[j] -= (float) cfg->lr * g;
+					continue;
+				}
+				p->m[j] += (g - p->m[j]) * (1.0f - 0.9f);
+				p->v[j] = p->v[j] * 0.999f + (1.0f - 0.999f) * g * g;
+				p->w[j] -= (float) (cfg->lr / job->bc1 * p->m[j] /
+									(sqrt((double) p->v[j]) / sqrt(job->bc2) + 1e-8));
+			}
+		base += nb;
+	}
+}
+
+void
+qv_train_optimize(QvTrainer *t, QvPool *pool)
+{
+	OptJob		job = {t, 0.0, 0.0};
+	int64_t		total = 0;
+
+	t->steps++;
+	job.bc1 = 1.0 - pow(0.9, (double) t->steps);
+	job.bc2 = 1.0 - pow(0.999, (double) t->steps);
+	for (int k = 0; k < t->n_params; k++)
+		total += n_blocks((int64_t) t->params[k].n, OPT_CHUNK);
+	qv_pool_run(pool, total, 1, opt_blocks, &job);
+}
+
+void
+qv_train_buffers_free(QvTrainer *t)
+{
+	for (int i = 0; i < QV_MAX_LAYERS; i++)
+	{
+		QvLayerAct *la = &t->act[i];
+
+		free(la->x);
+		free(la->a);
+		free(la->z);
+		free(la->p.off);
+		free(la->p.src);
+		free(la->p.w);
+		free(la->p.t_off);
+		free(la->p.t_dst);
+		free(la->p.t_w);
+	}
+	free(t->dz);
+	free(t->dx);
+	free(t->da);
+	free(t->acc);
+	memset(t->act, 0, sizeof(t->act));
+	t->dz = t->dx = t->da = NULL;
+	t->acc = NULL;
+}
+
+const float *
+qv_trainer_grad_of(const QvTrainer *t, const float *w)
+{
+	return grad_of((QvTrainer *) t, w);
+}
