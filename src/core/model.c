@@ -234,9 +234,12 @@ qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *err)
 			rc = parse_precompute(value, &cfg->precompute, err);
 		else if (strcmp(key, "recompute") == 0)
 			rc = parse_recompute(recompute = value, &cfg->recompute, err);
+		else if (strcmp(key, "training") == 0)
+			rc = json_is_object(value) ? QV_OK :
+				qv_error(err, QV_EINVAL, "config training must be an object (gnn_train's config)");
 		else
 			rc = qv_error(err, QV_EINVAL,
-						  "unknown model config key \"%.64s\" (known: fanout, seed, precompute, recompute)",
+						  "unknown model config key \"%.64s\" (known: fanout, seed, precompute, recompute, training)",
 						  key);
 		if (rc != QV_OK)
 			break;

@@ -1104,7 +1104,7 @@ test_config_invalid(void **state)
 	config_fails("{\"fanout\": []}", "\"fanout\" has 0 entries");
 	config_fails("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}", "\"fanout\" has 9 entries");
 	config_fails("{\"fanout\": [1], \"fanout\": [2]}", "duplicate object key");
-	config_fails("{\"fanot\": [1]}", "(known: fanout, seed, precompute, recompute)");
+	config_fails("{\"fanot\": [1]}", "(known: fanout, seed, precompute, recompute, training)");
 	/* seed: an integer 0 .. 2^63-1, the value named when it is not */
 	config_fails("{\"seed\": -1}", "config seed = -1: must be between 0 and 9223372036854775807");
 	config_fails("{\"seed\": -9223372036854775808}", "config seed = -9223372036854775808");
