@@ -151,6 +151,19 @@ CREATE FUNCTION gnn_classify(model text, node_id bigint, OUT label int, OUT prob
     RETURNS record
     AS 'MODULE_PATHNAME', 'gnn_classify' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 10;
 
+-- Train a model in the engine (DESIGN 1.6) and store it as gnn_create_model
+-- would: replaced at commit, one row per epoch.
+CREATE FUNCTION gnn_train(name text, graph text, arch text, labels text, config jsonb DEFAULT '{}')
+    RETURNS TABLE(epoch int, loss float8, train_acc float8, val_acc float8, seconds float8)
+    AS 'MODULE_PATHNAME', 'gnn_train' LANGUAGE C VOLATILE;
+
+-- The training the engine runs, if any (gnn_progress).
+CREATE FUNCTION gnn_training(OUT model text, OUT graph text, OUT pid int, OUT phase text,
+                             OUT epoch int, OUT epochs int, OUT batches_done bigint,
+                             OUT batches_total bigint, OUT loss float8, OUT started timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'gnn_training' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION gnn_drop_graph(name text)
     RETURNS void
     AS 'MODULE_PATHNAME', 'gnn_drop_graph' LANGUAGE C VOLATILE STRICT;
@@ -244,4 +257,7 @@ CREATE VIEW gnn_models AS
 -- rights first); anyone who may predict may see what exists.
 REVOKE ALL ON quiver_graph, quiver_model FROM PUBLIC;
 GRANT SELECT ON gnn_graphs, gnn_models TO PUBLIC;
+
+CREATE VIEW gnn_progress AS SELECT * FROM gnn_training();
+GRANT SELECT ON gnn_progress TO PUBLIC;
 

@@ -80,7 +80,8 @@ check_two_columns(TupleDesc desc, const char *what)
 				 errmsg("%s query must return at least two columns; it returned %d",
 						what, desc->natts),
 				 errhint("Columns are taken by position: %s.",
-						 strcmp(what, "edges") == 0 ? "(src, dst)" : "(id, feature)")));
+						 strcmp(what, "edges") == 0 ? "(src, dst)" :
+						 strcmp(what, "labels") == 0 ? "(node id, class)" : "(id, feature)")));
 }
 
 /* Fail unless column col is smallint, integer or bigint. */
@@ -352,6 +353,63 @@ catalog_read_graph_rows(const char *edges_sql, const char *features_sql, GraphRo
 				 errdetail("Query: %s", features_sql)));
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * gnn_train's labels query, run as the caller: (node id, class) rows, ids
+ * of any integer type, classes integers from 0 to 2^31 - 1.  A NULL or a
+ * negative class is an error naming the row and the node.  *ids and
+ * *labels are palloc'd in the caller's context.
+ */
+int64
+catalog_read_labels(const char *sql, int64 **ids, int32 **labels)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	GrowBuf		idbuf = {caller}, labbuf = {caller};
+	Portal		portal;
+	int64		row = 0;
+	TimestampTz last = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	portal = open_cursor(sql, "labels");
+	check_two_columns(portal->tupDesc, "labels");
+	check_id_type(portal->tupDesc, 1, "labels");
+	check_id_type(portal->tupDesc, 2, "labels");
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			int64		id, label;
+			int32		label32;
+
+			row++;
+			id = read_id(tup, SPI_tuptable->tupdesc, 1, row, "labels", "node id");
+			label = read_id(tup, SPI_tuptable->tupdesc, 2, row, "labels", "class");
+			if (label < 0 || label > PG_INT32_MAX)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("labels query returned class " INT64_FORMAT " for node " INT64_FORMAT
+								" in row " INT64_FORMAT "; classes are integers from 0",
+								label, id, row)));
+			label32 = (int32) label;
+			grow_append(&idbuf, &id, sizeof(id));
+			grow_append(&labbuf, &label32, sizeof(label32));
+			if ((row & 255) == 0)
+				report_progress(&last, "label", row);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	*ids = (int64 *) idbuf.data;
+	*labels = (int32 *) labbuf.data;
+	return row;
 }
 
 /* Read the rows of one prepared query (what: "edges" or "features") into rows,

@@ -19,6 +19,15 @@ extern void engine_resolve_staged(void);
 extern void engine_sync_catalog(bool force);
 extern bool engine_building(void);
 extern bool engine_finish_build(void);
+extern const QvGraph *engine_visible_graph(const char *name, TransactionId top_xid);
+extern const QvModel *engine_visible_model(const char *name, TransactionId top_xid,
+										   const char **graph);
+
+/* train_job.c */
+extern void train_job_start(QuiverSlot *slot);
+extern void train_job_fetch(QuiverSlot *slot);
+extern bool train_job_busy(void);
+extern bool engine_training(void);
 
 /* precompute_work.c */
 extern bool engine_precompute(bool idle);

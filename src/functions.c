@@ -204,12 +204,6 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	char	   *config = "{}";
 	QvArch		arch;
 	QvError		err = {0};
-	dsm_handle	handle;
-	dsm_segment *seg;
-	int64		version;
-	QuiverSlot *slot;
-	int64		precompute_bytes,
-				nodes;
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -229,7 +223,24 @@ gnn_create_model(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("graph \"%s\" does not exist", graph)));
 
-	version = catalog_put_model(name, graph, qv_arch_name(arch), weights, config);
+	model_create_staged(name, graph, arch, weights, config);
+	PG_RETURN_VOID();
+}
+
+/* Write model `name` to the catalog and stage it in the engine (built and
+ * checked now, published at commit), the caller's rights checked. */
+void
+model_create_staged(const char *name, const char *graph, QvArch arch, const bytea *weights,
+					const char *config)
+{
+	dsm_handle	handle;
+	dsm_segment *seg;
+	int64		version;
+	QuiverSlot *slot;
+	int64		precompute_bytes,
+				nodes;
+
+	version = catalog_put_model(name, graph, qv_arch_name(arch), (bytea *) weights, config);
 	seg = transfer_model(qv_arch_name(arch), config, weights, &handle);
 	slot = stage_call(REQ_STAGE_MODEL, name, graph, version, handle);
 	precompute_bytes = slot->result[0];
@@ -242,7 +253,6 @@ gnn_create_model(PG_FUNCTION_ARGS)
 						name, nodes, (precompute_bytes + (1 << 20) - 1) >> 20),
 				 errdetail("Predictions give the same values meanwhile, computed in full."),
 				 errhint("gnn_models.precompute_progress shows how far it is.")));
-	PG_RETURN_VOID();
 }
 
 Datum

@@ -81,12 +81,41 @@ live_state_of(const QvGraph *g)
 	return NULL;
 }
 
-/* Free a graph, live or not. */
+/* A graph a training job reads on its own thread: its free waits. */
+static QvGraph *pinned = NULL;
+static bool pinned_dropped = false;
+
+/* Keep g (not live) from being freed until engine_unpin_graph. */
+void
+engine_pin_graph(QvGraph *g)
+{
+	Assert(pinned == NULL && live_state_of(g) == NULL);
+	pinned = g;
+	pinned_dropped = false;
+}
+
+/* End the pin; free the graph now if it was dropped meanwhile. */
+void
+engine_unpin_graph(void)
+{
+	QvGraph    *g = pinned;
+
+	pinned = NULL;
+	if (g != NULL && pinned_dropped)
+		qv_graph_free(g);
+}
+
+/* Free a graph, live or not (a pinned one when it is unpinned). */
 void
 engine_free_graph(QvGraph *g)
 {
 	LiveState  *st = live_state_of(g);
 
+	if (g != NULL && g == pinned)
+	{
+		pinned_dropped = true;
+		return;
+	}
 	if (st == NULL)
 	{
 		qv_graph_free(g);

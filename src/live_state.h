@@ -48,6 +48,8 @@ extern List *live_states(void);
 extern void live_from_set(LiveFrom *dst, const LiveFrom *src);
 extern bool live_from_needs(const LiveFrom *from, uint64 xid, int64 seq);
 extern void engine_free_graph(QvGraph *g);
+extern void engine_pin_graph(QvGraph *g);
+extern void engine_unpin_graph(void);
 
 /* live_log.c: the engine's reads */
 extern List *live_log_read(const char *graph, const LiveFrom *from, bool *pruned);

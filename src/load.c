@@ -640,8 +640,8 @@ serve_load(QuiverSlot *slot, dsm_segment *seg, QvError *err)
 /* ---- staging: a backend's change, in its transaction ------------------------- */
 
 /* The graph `name` as transaction top_xid sees it, or NULL. */
-static const QvGraph *
-visible_graph(const char *name, TransactionId top_xid)
+const QvGraph *
+engine_visible_graph(const char *name, TransactionId top_xid)
 {
 	Staged	   *st = registry_staged_visible(OBJ_GRAPH, name, top_xid);
 	ResGraph   *rg;
@@ -654,8 +654,8 @@ visible_graph(const char *name, TransactionId top_xid)
 
 /* The model `name` as transaction top_xid sees it (its graph's name in
  * *graph), or NULL. */
-static const QvModel *
-visible_model(const char *name, TransactionId top_xid, const char **graph)
+const QvModel *
+engine_visible_model(const char *name, TransactionId top_xid, const char **graph)
 {
 	Staged	   *st = registry_staged_visible(OBJ_MODEL, name, top_xid);
 	ResModel   *rm;
@@ -683,7 +683,7 @@ check_models_fit(const char *name, int dim, TransactionId top_xid, QvError *err)
 		const char *graph;
 		const QvModel *m;
 
-		if (rm == NULL || (m = visible_model(rm->name, top_xid, &graph)) == NULL ||
+		if (rm == NULL || (m = engine_visible_model(rm->name, top_xid, &graph)) == NULL ||
 			strcmp(graph, name) != 0)
 			continue;
 		if (m->in_dim != dim)
@@ -710,7 +710,7 @@ stage_request(QuiverSlot *slot, void *base, QvError *err)
 				const char *arch, *config;
 				const uint8 *weights;
 				size_t		len;
-				const QvGraph *g = visible_graph(slot->graph, top);
+				const QvGraph *g = engine_visible_graph(slot->graph, top);
 				QvModel    *m;
 				Staged	   *st;
 

@@ -269,19 +269,22 @@ queue_spin(QuiverSlot *slot)
 	}
 }
 
-/* Hand the filled slot to the engine and wait, cancellably, for its answer. */
-void
-queue_submit_and_wait(QuiverSlot *slot)
+/* The wait of a submitted request: cancellable; tick(arg) (when given)
+ * after every poll; counted in in_flight when `counted`. */
+static void
+queue_wait(QuiverSlot *slot, bool counted, void (*tick) (void *arg), void *arg)
 {
 	TimestampTz began = GetCurrentTimestamp();
 
 	slot->submitted = began;
-	pg_atomic_fetch_add_u32(&quiver_shared->in_flight, 1);
+	if (counted)
+		pg_atomic_fetch_add_u32(&quiver_shared->in_flight, 1);
 	SpinLockAcquire(&slot->mutex);
 	slot->state = SLOT_PENDING;
 	SpinLockRelease(&slot->mutex);
 	queue_wake_engine();
-	queue_spin(slot);
+	if (counted)
+		queue_spin(slot);
 
 	PG_TRY();
 	{
@@ -290,16 +293,38 @@ queue_submit_and_wait(QuiverSlot *slot)
 			/* a restarted engine may have missed the wake-up */
 			if (slot_get_state(slot) == SLOT_PENDING)
 				queue_wake_engine();
+			if (tick)
+				tick(arg);
 		}
 	}
 	PG_CATCH();
 	{
-		pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
+		if (counted)
+			pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
 		queue_abandon(slot);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
+	if (counted)
+		pg_atomic_fetch_sub_u32(&quiver_shared->in_flight, 1);
+}
+
+/* Hand the filled slot to the engine and wait, cancellably, for its answer. */
+void
+queue_submit_and_wait(QuiverSlot *slot)
+{
+	queue_wait(slot, true, NULL, NULL);
+}
+
+/*
+ * The same for a request that runs long (a training): it is not counted
+ * among the requests in flight that batches wait for, and tick(arg) runs
+ * after every poll (QUEUE_POLL_MS) while it waits, e.g. to report progress.
+ */
+void
+queue_submit_and_wait_long(QuiverSlot *slot, void (*tick) (void *arg), void *arg)
+{
+	queue_wait(slot, false, tick, arg);
 }
 
 /* Release the slot after the answer has been read. */

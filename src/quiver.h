@@ -74,8 +74,10 @@ typedef enum RequestKind
 	REQ_LOAD_GRAPH,				/* a loader's rows of a committed version */
 	REQ_LOAD_MODEL,				/* a loader's weights of a committed version */
 	REQ_LOAD_FAILED,			/* a loader could not read a version */
-	REQ_SYNC					/* resolve staged changes before a look at
+	REQ_SYNC,					/* resolve staged changes before a look at
 								 * the directory */
+	REQ_TRAIN,					/* gnn_train: answered when training ends */
+	REQ_TRAIN_FETCH				/* copy a finished training's weights */
 } RequestKind;
 
 /* What a predict request asks of each node: the model's output (for
@@ -233,6 +235,27 @@ typedef struct ExplainResult
 	double		seed_share;		/* share of requested seeds that were this node */
 } ExplainResult;
 
+/* The training job the engine runs (gnn_progress), under lock. */
+typedef struct QuiverTrainStatus
+{
+	bool		active;
+	char		model[NAMEDATALEN];
+	char		graph[NAMEDATALEN];
+	int			pid;			/* the calling backend */
+	TimestampTz started;
+	int32		phase;			/* QvTrainPhase */
+	int32		epoch;
+	int32		epochs;
+	int64		batches_done;
+	int64		batches_total;
+	double		loss;			/* running mean of this epoch */
+	int32		last_epoch;		/* the last finished epoch (0: none) ... */
+	double		last_loss;		/* ... and its figures */
+	double		last_train_acc;
+	double		last_val_acc;
+	double		last_seconds;
+} QuiverTrainStatus;
+
 typedef struct QuiverShared
 {
 	LWLock	   *lock;			/* protects directory, staged_bytes */
@@ -257,6 +280,7 @@ typedef struct QuiverShared
 	int64		staged_bytes;	/* under lock: bytes of staged graphs */
 	pg_atomic_uint64 work_bytes;	/* the engine's batch working memory */
 	pg_atomic_uint32 n_staged;	/* changes staged in the engine */
+	QuiverTrainStatus train;	/* under lock */
 	QuiverDirEntry dir[QUIVER_DIR_SIZE];
 	int			n_slots;
 	QuiverSlot	slots[FLEXIBLE_ARRAY_MEMBER];
@@ -273,6 +297,7 @@ extern Size quiver_memory_limit_bytes(void);
 /* queue.c: backend side */
 extern QuiverSlot *queue_begin(RequestKind kind, const char *name);
 extern void queue_submit_and_wait(QuiverSlot *slot);
+extern void queue_submit_and_wait_long(QuiverSlot *slot, void (*tick) (void *arg), void *arg);
 extern void queue_finish(QuiverSlot *slot);
 extern void queue_raise(QuiverSlot *slot);
 
@@ -360,6 +385,7 @@ struct _SPI_plan;
 extern void catalog_read_query_rows(struct _SPI_plan *plan, const char *what, GraphRows *rows);
 extern struct _SPI_plan *catalog_keep_rows_query(const char *sql, const char *what);
 extern int64 catalog_touch_graph(const char *name);
+extern int64 catalog_read_labels(const char *sql, int64 **ids, int32 **labels);
 extern int64 catalog_put_model(const char *name, const char *graph, const char *arch,
 							   bytea *weights, const char *config);
 extern int64 catalog_delete(ObjKind kind, const char *name);
@@ -376,6 +402,11 @@ extern char *catalog_in_transaction(void (*fn) (const char *name, void *arg), co
 extern int	predict_ids_per_request(const char *model, OutputSpec output);
 extern float *predict_try(const char *model, OutputSpec output, const int64 *ids, int n,
 						  int *out_dim);
+
+/* functions.c: a model written to the catalog and staged, as
+ * gnn_create_model does (rights already checked) */
+extern void model_create_staged(const char *name, const char *graph, QvArch arch,
+								const bytea *weights, const char *config);
 
 /* prefetch.c: row-at-a-time calls batched per block of rows */
 extern void prefetch_init(void);
@@ -394,5 +425,9 @@ extern dsm_segment *transfer_graph_rows(const GraphRows *rows, dsm_handle *handl
 extern void transfer_graph_view(void *base, GraphRows *rows);
 extern dsm_segment *transfer_model(const char *arch, const char *config, const bytea *weights, dsm_handle *handle);
 extern void transfer_model_view(void *base, const char **arch, const char **config, const uint8 **weights, size_t *weights_len);
+extern dsm_segment *transfer_train(const char *arch, const char *config, const int64 *ids,
+								   const int32 *labels, int64 n, dsm_handle *handle);
+extern void transfer_train_view(void *base, const char **arch, const char **config,
+								const int64 **ids, const int32 **labels, int64 *n);
 
 #endif

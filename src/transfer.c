@@ -144,3 +144,53 @@ transfer_model_view(void *base, const char **arch, const char **config,
 	*weights = (const uint8 *) p;
 	*weights_len = hdr.weights_len;
 }
+
+/* gnn_train's request: the labelled nodes and the config. */
+typedef struct TrainPayload
+{
+	int64		n;
+	Size		arch_len;
+	Size		config_len;
+} TrainPayload;
+
+/* Copy a training request (arch, config, n labelled nodes) into a new
+ * segment. */
+dsm_segment *
+transfer_train(const char *arch, const char *config, const int64 *ids, const int32 *labels,
+			   int64 n, dsm_handle *handle)
+{
+	TrainPayload hdr = {n, strlen(arch) + 1, strlen(config) + 1};
+	Size		size = ALIGN8(sizeof(hdr)) + ALIGN8(sizeof(int64) * n) +
+		ALIGN8(sizeof(int32) * n) + hdr.arch_len + hdr.config_len;
+	dsm_segment *seg = create_segment(size, handle);
+	char	   *p = dsm_segment_address(seg);
+
+	memcpy(p, &hdr, sizeof(hdr));
+	p += ALIGN8(sizeof(hdr));
+	memcpy(p, ids, sizeof(int64) * n);
+	p += ALIGN8(sizeof(int64) * n);
+	memcpy(p, labels, sizeof(int32) * n);
+	p += ALIGN8(sizeof(int32) * n);
+	memcpy(p, arch, hdr.arch_len);
+	memcpy(p + hdr.arch_len, config, hdr.config_len);
+	return seg;
+}
+
+/* Point at the parts of a mapped training request (no copy). */
+void
+transfer_train_view(void *base, const char **arch, const char **config, const int64 **ids,
+					const int32 **labels, int64 *n)
+{
+	TrainPayload hdr;
+	const char *p = base;
+
+	memcpy(&hdr, p, sizeof(hdr));
+	p += ALIGN8(sizeof(hdr));
+	*n = hdr.n;
+	*ids = (const int64 *) p;
+	p += ALIGN8(sizeof(int64) * hdr.n);
+	*labels = (const int32 *) p;
+	p += ALIGN8(sizeof(int32) * hdr.n);
+	*arch = p;
+	*config = p + hdr.arch_len;
+}

@@ -508,6 +508,9 @@ serve_one_admin(void)
 		/* one graph build at a time: loads and stages wait for it */
 		if (building && kind != REQ_EXPLAIN && kind != REQ_SYNC)
 			continue;
+		/* one training at a time */
+		if (kind == REQ_TRAIN && train_job_busy())
+			continue;
 		if (queue_take(slot, false))
 		{
 			/* a request that started after a COMMIT returned sees its changes */
@@ -517,6 +520,10 @@ serve_one_admin(void)
 				engine_explain(slot);
 			else if (slot->kind == REQ_SYNC)
 				queue_complete(slot);
+			else if (slot->kind == REQ_TRAIN)
+				train_job_start(slot);
+			else if (slot->kind == REQ_TRAIN_FETCH)
+				train_job_fetch(slot);
 			else
 				engine_serve_admin(slot);
 			return true;
@@ -525,6 +532,7 @@ serve_one_admin(void)
 	return false;
 }
 
+#define TRAIN_WATCH_MS 100		/* the loop's sleep while a training runs */
 #define WORK_MEMORY_IDLE_MS 1000	/* idle this long: working memory goes */
 #define LIVE_IDLE_COMPACT_MS 100	/* idle this long: changed live graphs are
 									 * compacted (in the background) */
@@ -553,6 +561,7 @@ engine_loop(void)
 		busy |= engine_finish_build();
 		busy |= engine_live_compactions();
 		busy |= serve_one_admin();
+		busy |= engine_training();
 		busy |= engine_precompute(!busy);
 		device_maybe_replan();
 		MemoryContextReset(engine_batch_cxt);
@@ -571,8 +580,10 @@ engine_loop(void)
 		}
 		if (TimestampDifferenceExceeds(last_busy, GetCurrentTimestamp(), LIVE_IDLE_COMPACT_MS))
 			engine_live_idle();
+		/* a training job is watched closely: a cancel stops it at once */
 		queue_engine_sleep(pg_atomic_read_u32(&quiver_shared->live_changed) ? LIVE_APPLY_DELAY_MS :
-						   Min(1000, quiver_catalog_poll_ms), device_has_finished);
+						   train_job_busy() ? TRAIN_WATCH_MS : Min(1000, quiver_catalog_poll_ms),
+						   device_has_finished);
 	}
 }
 
