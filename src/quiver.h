@@ -34,6 +34,7 @@
 #define QUIVER_DETAIL_LEN 256
 #define QUIVER_MAX_GPUS 16		/* = QV_DISPATCH_MAX_GPUS */
 #define QUIVER_LIVE_PREPARED 64 /* prepared transactions with live changes */
+#define QUIVER_TRAIN_RECENT 32	/* epochs gnn_progress keeps for NOTICEs */
 
 /* GUCs */
 extern char *quiver_database;
@@ -249,11 +250,15 @@ typedef struct QuiverTrainStatus
 	int64		batches_done;
 	int64		batches_total;
 	double		loss;			/* running mean of this epoch */
-	int32		last_epoch;		/* the last finished epoch (0: none) ... */
-	double		last_loss;		/* ... and its figures */
-	double		last_train_acc;
-	double		last_val_acc;
-	double		last_seconds;
+	int32		last_epoch;		/* the last finished epoch (0: none) */
+	struct
+	{
+		double		loss,
+					train_acc,
+					val_acc,
+					seconds;
+	}			recent[QUIVER_TRAIN_RECENT];	/* epoch e's figures at
+												 * (e - 1) % QUIVER_TRAIN_RECENT */
 } QuiverTrainStatus;
 
 typedef struct QuiverShared

@@ -47,7 +47,19 @@ typedef struct TrainTick
 	int32		noticed;		/* the last epoch reported */
 } TrainTick;
 
-/* While the call waits: a NOTICE for every epoch the job finished. */
+/* The NOTICE of one finished epoch. */
+static void
+epoch_notice(const char *model, int32 epoch, int32 epochs, double loss, double train_acc,
+			 double val_acc, double seconds)
+{
+	ereport(NOTICE,
+			(errmsg("model \"%s\": epoch %d of %d, loss %.4f, train accuracy %.4f, validation accuracy %.4f, %.1f s",
+					model, epoch, epochs, loss, train_acc, val_acc, seconds)));
+}
+
+/* While the call waits: a NOTICE for each epoch the job finished since the
+ * last look, while gnn_progress still holds its figures (the rest are
+ * reported, in order, when the call returns). */
 static void
 train_notice_tick(void *arg)
 {
@@ -57,13 +69,16 @@ train_notice_tick(void *arg)
 	LWLockAcquire(quiver_shared->lock, LW_SHARED);
 	st = quiver_shared->train;
 	LWLockRelease(quiver_shared->lock);
-	if (!st.active || st.pid != MyProcPid || st.last_epoch <= tick->noticed)
+	if (!st.active || st.pid != MyProcPid || st.last_epoch - tick->noticed > QUIVER_TRAIN_RECENT)
 		return;
-	tick->noticed = st.last_epoch;
-	ereport(NOTICE,
-			(errmsg("model \"%s\": epoch %d of %d, loss %.4f, train accuracy %.4f, validation accuracy %.4f, %.1f s",
-					st.model, st.last_epoch, st.epochs, st.last_loss, st.last_train_acc,
-					st.last_val_acc, st.last_seconds)));
+	for (int32 e = tick->noticed + 1; e <= st.last_epoch; e++)
+	{
+		int			k = (e - 1) % QUIVER_TRAIN_RECENT;
+
+		epoch_notice(st.model, e, st.epochs, st.recent[k].loss, st.recent[k].train_acc,
+					 st.recent[k].val_acc, st.recent[k].seconds);
+	}
+	tick->noticed = Max(tick->noticed, st.last_epoch);
 }
 
 /* Train in the engine; the epoch rows are copied to *rows (palloc'd), the
@@ -90,6 +105,10 @@ train_request(const char *name, const char *graph, QvArch arch, const char *conf
 	*config_len = (Size) slot->result[1];
 	queue_finish(slot);
 	dsm_detach(seg);
+	for (uint32 i = 0; i < n_rows; i++)
+		if ((*rows)[i].epoch > tick.noticed)
+			epoch_notice(name, (*rows)[i].epoch, (int32) n_rows, (*rows)[i].loss,
+						 (*rows)[i].train_acc, (*rows)[i].val_acc, (*rows)[i].seconds);
 	return (int) n_rows;
 }
 

@@ -255,16 +255,16 @@ publish_progress(void)
 	st->batches_done = p.batches_done;
 	st->batches_total = p.batches_total;
 	st->loss = p.loss;
-	if (n_rows > 0)
+	for (uint32 e = (uint32) st->last_epoch; e < n_rows; e++)
 	{
-		const QvTrainEpoch *r = &job.rows[n_rows - 1];
+		const QvTrainEpoch *r = &job.rows[e];
 
-		st->last_epoch = r->epoch;
-		st->last_loss = r->loss;
-		st->last_train_acc = r->train_acc;
-		st->last_val_acc = r->val_acc;
-		st->last_seconds = r->seconds;
+		st->recent[e % QUIVER_TRAIN_RECENT].loss = r->loss;
+		st->recent[e % QUIVER_TRAIN_RECENT].train_acc = r->train_acc;
+		st->recent[e % QUIVER_TRAIN_RECENT].val_acc = r->val_acc;
+		st->recent[e % QUIVER_TRAIN_RECENT].seconds = r->seconds;
 	}
+	st->last_epoch = (int32) n_rows;
 	LWLockRelease(quiver_shared->lock);
 }
 

@@ -85,7 +85,9 @@ tensor_numel(const SaveTensor *t)
 static char *
 save_header(const SaveTensor *ts, int n, QvError *err)
 {
-	json_t	   *h = json_object();
+	/* json_pack, not json_object(): in the engine, the postgres executable's
+	 * own json_object (the SQL function) would take that call */
+	json_t	   *h = json_pack("{}");
 	size_t		off = 0;
 	char	   *text = NULL;
 	bool		ok = h != NULL;

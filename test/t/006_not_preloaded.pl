@@ -38,6 +38,7 @@ for my $call (
 	"SELECT gnn_embed('m', 1)",
 	"SELECT * FROM gnn_embed('m', '{1,2}'::bigint[], 1)",
 	"SELECT * FROM gnn_classify('m', 1)",
+	"SELECT * FROM gnn_train('m', 'g', 'gcn', 'SELECT 1::bigint, 0')",
 	"SELECT gnn_drop_model('m')",
 	"SELECT gnn_drop_graph('g')")
 {

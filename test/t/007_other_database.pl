@@ -44,7 +44,8 @@ like($err, qr/served/, 'the error names the served database') or diag($err);
 like($err, qr/other/, 'and the calling one') or diag($err);
 ok(time() - $t0 < 5, 'at once');
 for my $call ("SELECT gnn_predict('m', 1)", "SELECT gnn_embed('m', 1)",
-	"SELECT * FROM gnn_embed('m', '{1,2}'::bigint[])", "SELECT * FROM gnn_classify('m', 1)")
+	"SELECT * FROM gnn_embed('m', '{1,2}'::bigint[])", "SELECT * FROM gnn_classify('m', 1)",
+	"SELECT * FROM gnn_train('m', 'g', 'gcn', 'SELECT 1::bigint, 0')")
 {
 	($rc, $out, $err) = $node->psql('other', $call);
 	isnt($rc, 0, "fails in another database: $call");
