@@ -117,7 +117,11 @@ test/bench/quiver-bench: test/bench/quiver_bench.c $(CORE_SRCS) $(TEST_CORE_SRCS
 	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Isrc/core/testing -Icuda \
 		-DQV_BENCH_CUDA_LIB='"$(CURDIR)/cuda/quiver_cuda.so"' -o $@ $< $(CORE_SRCS) $(TEST_CORE_SRCS) $(CORE_LIBS)
 
-bench: test/bench/quiver-bench
+test/bench/quiver-train-bench: test/bench/train_bench.c $(CORE_SRCS) $(TEST_CORE_SRCS) $(TEST_CORE_HDRS)
+	$(CC) -std=gnu11 -O3 -march=x86-64-v2 -Wall -Isrc/core -Isrc/core/testing \
+		-o $@ $< $(CORE_SRCS) $(TEST_CORE_SRCS) $(CORE_LIBS)
+
+bench: test/bench/quiver-bench test/bench/quiver-train-bench
 
 # ---- fuzzing -----------------------------------------------------------------
 # libFuzzer harness of the safetensors parser and the model loader, built from
