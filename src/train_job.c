@@ -24,6 +24,8 @@
 #include "postgres.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -39,6 +41,7 @@
 #define TRAIN_MAX_EPOCHS 1000	/* the epoch rows fit the slot */
 #define TRAIN_KEEP_MS 60000		/* trained weights wait this long for a fetch */
 #define TRAIN_YIELD_MAX_US 100000	/* longest a stage waits for requests */
+#define TRAIN_NICE 19			/* the training threads' nice value */
 
 typedef enum TrainJobState
 {
@@ -55,7 +58,8 @@ typedef struct TrainJob
 	char		name[NAMEDATALEN];
 	QvTrainConfig cfg;
 	QvTrainer  *trainer;
-	QvPool	   *pool;
+	int			n_threads;		/* of its pool, the engine's count */
+	QvPool	   *pool;			/* made by its thread, at its priority */
 	pthread_t	thread;
 	pg_atomic_uint32 done;		/* set by the thread when it ends */
 	pg_atomic_uint32 n_rows;	/* epochs finished: rows[0 .. n_rows) */
@@ -84,13 +88,18 @@ train_yield(void *arg)
 	}
 }
 
-/* The job's thread: the epochs, then the weights and config to store. */
+/* The job's thread: at the lowest CPU priority (its pool's threads
+ * inherit it), so that the engine's threads, which serve, go first; then
+ * the epochs, the weights and the config to store. */
 static void *
 train_thread(void *arg)
 {
 	QvError		err = {0};
 
+	(void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), TRAIN_NICE);
 	job.rc = QV_OK;
+	if ((job.pool = qv_pool_create(job.n_threads, &job.err)) == NULL)
+		job.rc = job.err.code;
 	for (int e = 0; e < job.cfg.epochs && job.rc == QV_OK; e++)
 	{
 		QvTrainEpoch ep;
@@ -226,9 +235,9 @@ create_trainer(QuiverSlot *slot, void *base)
 	dense = palloc_extended(sizeof(int32) * Max(n, 1), MCXT_ALLOC_HUGE);
 	if (!map_labelled(slot, g, ids, n, dense))
 		return false;
+	job.n_threads = qv_pool_size(engine_pool);
 	if (qv_trainer_create(arch, g, dense, labels, n, class_count(labels, n), &job.cfg, init,
-						  &job.trainer, &err) != QV_OK ||
-		(job.pool = qv_pool_create(qv_pool_size(engine_pool), &err)) == NULL)
+						  &job.trainer, &err) != QV_OK)
 	{
 		qv_trainer_free(job.trainer);
 		job.trainer = NULL;
