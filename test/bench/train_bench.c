@@ -19,6 +19,16 @@
  * program prints one JSON line per epoch (seeds/s, loss, train accuracy)
  * and a summary with the median epoch's seeds/s.  The first epoch
  * includes warming up; compare the summary.
+ *
+ *   quiver-train-bench --sbm N [--blocks 10] [--target 0.95] [--epochs 20] ...
+ *
+ * instead trains on a stochastic block model of N nodes made here: each
+ * node has 16 in-edges from its own block and 4 from anywhere (directed,
+ * uniform), 32 features of noise with a weak push (+0.5 on one of its
+ * block's 3 coordinates) so that features alone are far from enough;
+ * every node labelled with its block, 10 % held out.  It trains until
+ * the held-out accuracy reaches --target or --epochs pass, and prints the
+ * seconds to the target.
  */
 #include <getopt.h>
 #include <math.h>
@@ -50,6 +60,9 @@ typedef struct Options
 	const char *selection;
 	const char *arch;
 	double		lr;
+	int64_t		sbm;			/* nodes of a generated block model, or 0 */
+	int			blocks;
+	double		target;			/* held-out accuracy to reach */
 } Options;
 
 static double
@@ -67,7 +80,8 @@ usage(void)
 	fprintf(stderr,
 			"usage: quiver-train-bench --dataset DIR [--threads N] [--batch 1024] [--fanout 15,10]\n"
 			"       [--hidden 256] [--classes 47] [--batches 50] [--epochs 2] [--staleness S]\n"
-			"       [--selection uniform|loss] [--arch graphsage|gcn|gat] [--lr 0.003]\n");
+			"       [--selection uniform|loss] [--arch graphsage|gcn|gat] [--lr 0.003]\n"
+			"   or: quiver-train-bench --sbm N [--blocks 10] [--target 0.95] [--epochs 20] ...\n");
 	exit(2);
 }
 
@@ -81,11 +95,14 @@ parse_options(int argc, char **argv, Options *o)
 		{"batches", required_argument, NULL, 'n'}, {"epochs", required_argument, NULL, 'e'},
 		{"staleness", required_argument, NULL, 's'}, {"selection", required_argument, NULL, 'l'},
 		{"arch", required_argument, NULL, 'a'}, {"lr", required_argument, NULL, 'r'},
+		{"sbm", required_argument, NULL, 'm'}, {"blocks", required_argument, NULL, 'k'},
+		{"target", required_argument, NULL, 'g'},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
 
-	*o = (Options) {NULL, 2, 1024, "15,10", 256, 47, 50, 2, 0, "uniform", "graphsage", 0.003};
+	*o = (Options) {NULL, 2, 1024, "15,10", 256, 47, 50, 2, 0, "uniform", "graphsage", 0.003,
+		0, 10, 0.95};
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
 		switch (c)
 		{
@@ -101,9 +118,13 @@ parse_options(int argc, char **argv, Options *o)
 			case 'l': o->selection = optarg; break;
 			case 'a': o->arch = optarg; break;
 			case 'r': o->lr = atof(optarg); break;
+			case 'm': o->sbm = atoll(optarg); break;
+			case 'k': o->blocks = atoi(optarg); break;
+			case 'g': o->target = atof(optarg); break;
 			default: usage();
 		}
-	if (o->dataset == NULL || o->batch < 1 || o->batches < 1 || o->epochs < 1 || o->classes < 2)
+	if ((o->dataset == NULL) == (o->sbm <= 0) || o->batch < 1 || o->batches < 1 || o->epochs < 1 ||
+		o->classes < 2 || o->blocks < 2)
 		usage();
 }
 
@@ -186,6 +207,99 @@ config_json(const Options *o, char *buf, size_t len)
 			 o->hidden, o->fanout, o->batch, o->epochs, o->lr, o->staleness, o->selection);
 }
 
+/* A uniform draw in [0, bound) from the hash of (key, i). */
+static int64_t
+draw(uint64_t key, uint64_t i, int64_t bound)
+{
+	return (int64_t) (qv_sh_mix64(key * 0x9e3779b97f4a7c15ULL + i) % (uint64_t) bound);
+}
+
+/* The block model of --sbm (see the header), labels[v] = its block. */
+static QvGraph *
+make_sbm(const Options *o, int32_t *labels, QvError *err)
+{
+	const int	in_block = 16, any = 4, dim = 32;
+	int64_t		n = o->sbm, per = (n + o->blocks - 1) / o->blocks;
+	int64_t		m = n * (in_block + any);
+	QvGraphInput in = {n, dim, NULL, NULL, m, NULL, NULL, false};
+	int64_t    *ids = malloc(sizeof(int64_t) * n), *src = malloc(sizeof(int64_t) * m),
+			   *dst = malloc(sizeof(int64_t) * m);
+	float	   *feat = malloc(sizeof(float) * n * dim);
+	QvGraph    *g = NULL;
+
+	if (!ids || !src || !dst || !feat)
+		return NULL;
+	for (int64_t v = 0, e = 0; v < n; v++)
+	{
+		int64_t		b = v / per, lo = b * per, size = (lo + per < n ? per : n - lo);
+
+		ids[v] = v;
+		labels[v] = (int32_t) b;
+		for (int k = 0; k < dim; k++)
+			feat[v * dim + k] = (float) ((double) draw(1, (uint64_t) (v * dim + k), 1 << 20) / (1 << 19) - 1.0);
+		feat[v * dim + (b * 3 + draw(2, (uint64_t) v, 3)) % dim] += 0.5f;
+		for (int j = 0; j < in_block + any; j++, e++)
+		{
+			src[e] = j < in_block ? lo + draw(3, (uint64_t) e, size) : draw(4, (uint64_t) e, n);
+			dst[e] = v;
+		}
+	}
+	in.ids = ids, in.feat = feat, in.src = src, in.dst = dst;
+	qv_graph_build(&in, &g, err);
+	free(ids), free(src), free(dst), free(feat);
+	return g;
+}
+
+/* --sbm: train until the held-out accuracy reaches the target. */
+static int
+run_sbm(const Options *o, QvPool *pool, QvError *err)
+{
+	int32_t    *labels = malloc(sizeof(int32_t) * o->sbm);
+	int32_t    *nodes = malloc(sizeof(int32_t) * o->sbm);
+	double		t0 = now_s(), elapsed = 0;
+	char		json[512];
+	QvTrainConfig cfg;
+	QvTrainer  *t = NULL;
+	QvArch		arch;
+	QvGraph    *g;
+
+	if (!labels || !nodes || (g = make_sbm(o, labels, err)) == NULL)
+		return -1;
+	for (int64_t v = 0; v < o->sbm; v++)
+		nodes[v] = (int32_t) v;
+	snprintf(json, sizeof(json),
+			 "{\"hidden\": %d, \"fanout\": [%s], \"batch_size\": %d, \"epochs\": %d, \"lr\": %g, "
+			 "\"val_fraction\": 0.1, \"pipeline\": {\"staleness\": %d}, \"seed_selection\": \"%s\"}",
+			 o->hidden, o->fanout, o->batch, o->epochs, o->lr, o->staleness, o->selection);
+	if (qv_arch_parse(o->arch, &arch, err) != QV_OK || qv_train_config_parse(json, &cfg, err) != QV_OK ||
+		qv_trainer_create(arch, g, nodes, labels, o->sbm, o->blocks, &cfg, NULL, &t, err) != QV_OK)
+		return -1;
+	printf("{\"sbm_nodes\":%lld,\"edges\":%lld,\"blocks\":%d,\"arch\":\"%s\",\"threads\":%d,"
+		   "\"config\":%s,\"build_s\":%.3f}\n",
+		   (long long) g->n_nodes, (long long) g->n_edges, o->blocks, o->arch, qv_pool_size(pool),
+		   json, now_s() - t0);
+	for (int e = 0; e < o->epochs; e++)
+	{
+		QvTrainEpoch ep;
+
+		if (qv_trainer_epoch(t, pool, &ep, err) != QV_OK)
+			return -1;
+		elapsed += ep.seconds;
+		printf("{\"epoch\":%d,\"seconds\":%.3f,\"loss\":%.4f,\"train_acc\":%.4f,\"val_acc\":%.4f,"
+			   "\"elapsed_s\":%.3f}\n", ep.epoch, ep.seconds, ep.loss, ep.train_acc, ep.val_acc, elapsed);
+		fflush(stdout);
+		if (ep.val_acc >= o->target)
+		{
+			printf("{\"target\":%.3f,\"reached\":true,\"epochs\":%d,\"seconds_to_target\":%.3f}\n",
+				   o->target, ep.epoch, elapsed);
+			return 0;
+		}
+	}
+	printf("{\"target\":%.3f,\"reached\":false,\"epochs\":%d,\"seconds\":%.3f}\n",
+		   o->target, o->epochs, elapsed);
+	return 0;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -213,6 +327,15 @@ main(int argc, char **argv)
 	double		t0, rate[1000];
 
 	parse_options(argc, argv, &o);
+	if (o.sbm > 0)
+	{
+		if ((pool = qv_pool_create(o.threads, &err)) == NULL || run_sbm(&o, pool, &err) != 0)
+		{
+			fprintf(stderr, "quiver-train-bench: %s\n", err.msg);
+			return 1;
+		}
+		return 0;
+	}
 	t0 = now_s();
 	if (qv_graph_load_dir(o.dataset, &g, &err) != QV_OK ||
 		(labels = read_labels(g, &o, &err)) == NULL)
