@@ -20,7 +20,7 @@
  * and a summary with the median epoch's seeds/s.  The first epoch
  * includes warming up; compare the summary.
  *
- *   quiver-train-bench --sbm N [--blocks 10] [--target 0.95] [--epochs 20] ...
+ *   quiver-train-bench --sbm N [--blocks 10] [--target 0.93] [--epochs 20] ...
  *
  * instead trains on a stochastic block model of N nodes made here: each
  * node has 16 in-edges from its own block and 4 from anywhere (directed,
@@ -81,7 +81,7 @@ usage(void)
 			"usage: quiver-train-bench --dataset DIR [--threads N] [--batch 1024] [--fanout 15,10]\n"
 			"       [--hidden 256] [--classes 47] [--batches 50] [--epochs 2] [--staleness S]\n"
 			"       [--selection uniform|loss] [--arch graphsage|gcn|gat] [--lr 0.003]\n"
-			"   or: quiver-train-bench --sbm N [--blocks 10] [--target 0.95] [--epochs 20] ...\n");
+			"   or: quiver-train-bench --sbm N [--blocks 10] [--target 0.93] [--epochs 20] ...\n");
 	exit(2);
 }
 
@@ -102,7 +102,7 @@ parse_options(int argc, char **argv, Options *o)
 	int			c;
 
 	*o = (Options) {NULL, 2, 1024, "15,10", 256, 47, 50, 2, 0, "uniform", "graphsage", 0.003,
-		0, 10, 0.95};
+		0, 10, 0.93};
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
 		switch (c)
 		{
