@@ -181,6 +181,7 @@ my @writes = (
 	[ 'gnn_drop_model', "SELECT gnn_drop_model('m2')" ],
 	[ 'gnn_drop_graph', "SELECT gnn_drop_graph('g')" ],
 	[ 'gnn_drop_model (unknown)', "SELECT gnn_drop_model('nope')" ],
+	[ 'gnn_train', "SELECT * FROM gnn_train('m_trained', 'g', 'gcn', 'SELECT id, 0 FROM d_node')" ],
 );
 for my $w (@writes)
 {
