@@ -11,7 +11,9 @@
  * forward's weights (forward.c): GraphSAGE 1/|N(t)| per sampled edge, GCN
  * the normalised sum with sampled neighbours rescaled and one added self
  * loop.  The backward scatters through P's transpose, so every output row
- * of every stage is one worker's sum in a fixed order.
+ * of every stage is one worker's sum in a fixed order.  A GAT layer's
+ * forward and backward are train_gat.c's (its weights depend on the
+ * activations, so it keeps edges and attention coefficients instead of P).
  *
  * Every stage is a pool loop over blocks of fixed boundaries (rows of
  * activations, or rows of a weight matrix for its gradient), each block
