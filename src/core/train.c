@@ -368,6 +368,25 @@ model_array(QvModel *m, size_t n, QvError *err, const char *what)
 	return p;
 }
 
+/* GAT layer i's tensors as GATConv initialises them: glorot lin.weight
+ * [H C, in] and attention vectors [1, H, C], zero bias. */
+static int
+init_gat_layer(QvModel *m, int i, uint64_t seed, QvError *err)
+{
+	QvLayer    *l = &m->layers[i];
+	size_t		hc = (size_t) l->heads * l->head_dim;
+
+	if ((l->weight_l = model_array(m, hc * l->in_dim, err, "layer weights")) == NULL ||
+		(l->att_src = model_array(m, hc, err, "attention vectors")) == NULL ||
+		(l->att_dst = model_array(m, hc, err, "attention vectors")) == NULL ||
+		(l->bias_l = model_array(m, (size_t) l->out_dim, err, "layer bias")) == NULL)
+		return QV_ENOMEM;
+	init_uniform(l->weight_l, hc * l->in_dim, sqrt(6.0 / (double) (l->in_dim + hc)), seed, i, 0);
+	init_uniform(l->att_src, hc, sqrt(6.0 / (double) (l->heads + l->head_dim)), seed, i, 3);
+	init_uniform(l->att_dst, hc, sqrt(6.0 / (double) (l->heads + l->head_dim)), seed, i, 4);
+	return QV_OK;
+}
+
 /* Layer i's tensors, initialised as PyG's layers (train.h). */
 static int
 init_layer(QvModel *m, int i, uint64_t seed, QvError *err)
@@ -377,6 +396,8 @@ init_layer(QvModel *m, int i, uint64_t seed, QvError *err)
 	double		lin = 1.0 / sqrt((double) l->in_dim),
 				glorot = sqrt(6.0 / (double) (l->in_dim + l->out_dim));
 
+	if (m->arch == QV_ARCH_GAT)
+		return init_gat_layer(m, i, seed, err);
 	if ((l->weight_l = model_array(m, n, err, "layer weights")) == NULL ||
 		(l->bias_l = model_array(m, (size_t) l->out_dim, err, "layer bias")) == NULL)
 		return QV_ENOMEM;
@@ -431,8 +452,14 @@ check_init(const QvModel *init, const QvModel *m, QvError *err)
 							i, (int) a->out_dim,
 							i == m->n_layers - 1 ? "the labels have classes" : "config hidden is",
 							(int) b->out_dim);
-		if (a->weight_l == NULL || (m->arch == QV_ARCH_GRAPHSAGE && a->weight_r == NULL))
+		if (a->weight_l == NULL || (m->arch == QV_ARCH_GRAPHSAGE && a->weight_r == NULL) ||
+			(m->arch == QV_ARCH_GAT && (a->att_src == NULL || a->att_dst == NULL)))
 			return qv_error(err, QV_EINVAL, "init_from model's layer %d lacks weights", i);
+		if (m->arch == QV_ARCH_GAT && (a->heads != b->heads || a->head_dim != b->head_dim))
+			return qv_error(err, QV_EINVAL,
+							"init_from model's layer %d has %d heads of %d channels, config heads = %d makes %d of %d",
+							i, (int) a->heads, (int) a->head_dim, (int) b->heads, (int) b->heads,
+							(int) b->head_dim);
 	}
 	return QV_OK;
 }
@@ -449,9 +476,12 @@ copy_model(QvModel *m, const QvModel *init, QvError *err)
 	{
 		const QvLayer *a = &init->layers[i];
 		QvLayer    *b = &m->layers[i];
-		size_t		n = (size_t) a->in_dim * a->out_dim;
+		size_t		hc = (size_t) a->heads * a->head_dim,
+					n = (size_t) a->in_dim * (m->arch == QV_ARCH_GAT ? hc : (size_t) a->out_dim);
 
-		if ((rc = copy_tensor(m, a->weight_l, n, &b->weight_l, err)) ||
+		if ((rc = copy_tensor(m, a->att_src, hc, &b->att_src, err)) ||
+			(rc = copy_tensor(m, a->att_dst, hc, &b->att_dst, err)) ||
+			(rc = copy_tensor(m, a->weight_l, n, &b->weight_l, err)) ||
 			(rc = copy_tensor(m, a->bias_l, (size_t) a->out_dim, &b->bias_l, err)) ||
 			(rc = copy_tensor(m, a->weight_r, n, &b->weight_r, err)) ||
 			(rc = copy_tensor(m, a->bias_r, (size_t) a->out_dim, &b->bias_r, err)))
@@ -481,6 +511,16 @@ make_model(QvTrainer *t, const QvModel *init, QvError *err)
 		m->layers[i].in_dim = i == 0 ? t->g->dim : cfg->hidden;
 		m->layers[i].out_dim = i == m->n_layers - 1 ? t->n_classes : cfg->hidden;
 		m->fanout[i] = cfg->fanout[i];
+		if (m->arch == QV_ARCH_GAT)
+		{
+			/* PyG's GAT: hidden layers concatenate heads of hidden / heads
+			 * channels, the last averages heads of n_classes channels */
+			bool		last = i == m->n_layers - 1;
+
+			m->layers[i].heads = cfg->heads;
+			m->layers[i].head_dim = last ? t->n_classes : cfg->hidden / cfg->heads;
+			m->layers[i].concat = !last;
+		}
 	}
 	if (init)
 		return copy_model(m, init, err);
@@ -518,10 +558,13 @@ add_params(QvTrainer *t, QvError *err)
 	for (int i = 0; i < t->model->n_layers; i++)
 	{
 		QvLayer    *l = &t->model->layers[i];
-		size_t		n = (size_t) l->in_dim * l->out_dim;
+		size_t		hc = (size_t) l->heads * l->head_dim,
+					n = (size_t) l->in_dim * (t->arch == QV_ARCH_GAT ? hc : (size_t) l->out_dim);
 		int			rc;
 
 		if ((rc = add_param(t, l->weight_l, n, err)) ||
+			(rc = add_param(t, l->att_src, hc, err)) ||
+			(rc = add_param(t, l->att_dst, hc, err)) ||
 			(rc = add_param(t, l->bias_l, (size_t) l->out_dim, err)) ||
 			(rc = add_param(t, l->weight_r, n, err)) ||
 			(rc = add_param(t, l->bias_r, (size_t) l->out_dim, err)))
@@ -606,9 +649,7 @@ check_create(QvArch arch, const QvGraph *g, const int32_t *nodes, const int32_t 
 {
 	if (g == NULL || cfg == NULL || (n > 0 && (nodes == NULL || labels == NULL)))
 		return qv_error(err, QV_EINVAL, "training needs a graph, labelled nodes and a config");
-	if (arch == QV_ARCH_GAT)
-		return qv_error(err, QV_EINVAL, "gat training is not implemented yet");
-	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN)
+	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN && arch != QV_ARCH_GAT)
 		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
 	if (cfg->staleness > 0)
 		return qv_error(err, QV_EINVAL,
@@ -626,6 +667,12 @@ check_create(QvArch arch, const QvGraph *g, const int32_t *nodes, const int32_t 
 		!(cfg->dropout >= 0.0 && cfg->dropout < 1.0) || !(cfg->weight_decay >= 0.0) ||
 		!(cfg->val_fraction >= 0.0 && cfg->val_fraction < 1.0))
 		return qv_error(err, QV_EINVAL, "training config is inconsistent (use qv_train_config_parse)");
+	if (arch == QV_ARCH_GAT && cfg->heads < 1)
+		return qv_error(err, QV_EINVAL, "config heads = %d must be at least 1", (int) cfg->heads);
+	if (arch == QV_ARCH_GAT && cfg->layers > 1 && cfg->hidden % cfg->heads != 0)
+		return qv_error(err, QV_EINVAL,
+						"config hidden = %d is not a multiple of heads = %d: GAT's hidden layers concatenate heads of hidden / heads channels",
+						(int) cfg->hidden, (int) cfg->heads);
 	return qv_check_fanouts(cfg->fanout, cfg->n_fanout, err);
 }
 

@@ -15,8 +15,15 @@
  * de-duplication on every hop, the sampler's seed argument keyed by
  * (config seed, epoch, batch) so that draws differ between steps.
  *
+ * GAT (train_gat.c) is PyG's GAT(in, hidden, layers, classes, heads=H):
+ * hidden layers concatenate H heads of hidden / H channels (hidden must be
+ * a multiple of H: QV_EINVAL naming both), the last layer averages H heads
+ * of n_classes channels.  GATConv's attention dropout is not applied (PyG's
+ * GAT passes its dropout to every GATConv, so with dropout > 0 the two
+ * differ; with dropout 0 they agree).
+ *
  * Not implemented yet (QV_EINVAL from qv_trainer_create, the parser
- * accepts the values): GAT training, pipeline staleness above 0 (Dorylus's
+ * accepts the values): pipeline staleness above 0 (Dorylus's
  * overlapped stages; staleness 0 is plain synchronous SGD) and
  * seed_selection "loss" (GEAR).
  * Gradients flow through every layer type; the optimizer is Adam (PyTorch's

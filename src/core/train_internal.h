@@ -43,6 +43,46 @@ typedef struct QvAggr
 				t_w_cap;
 } QvAggr;
 
+/*
+ * What a GAT layer keeps (train_gat.c): its edges per target (the added
+ * self loop first, then the sampled non-loop in-edges, duplicates apart)
+ * and, for the backward scatter, per source; the transforms x' = x W^T,
+ * the attention terms and coefficients per edge and head.
+ */
+typedef struct QvGatAct
+{
+	int64_t    *off;			/* n_out + 1 */
+	int32_t    *src;			/* source row of each edge */
+	int32_t    *dst;			/* target row of each edge */
+	int64_t    *t_off;			/* n_in + 1 */
+	int64_t    *t_edge;			/* edges in source order */
+	float	   *xw;				/* n_in x heads C */
+	double	   *s_src;			/* n_in x heads: att_src . x'_u */
+	double	   *s_dst;			/* n_out x heads: att_dst . x'_t */
+	double	   *pre;			/* edges x heads: before the LeakyReLU */
+	double	   *alpha;			/* edges x heads: softmax coefficients */
+	double	   *de;				/* edges x heads: gradient before the LeakyReLU */
+	double	   *ds_src;			/* n_in x heads */
+	double	   *ds_dst;			/* n_out x heads */
+	float	   *dxw;			/* n_in x heads C */
+	double	   *acc;			/* per worker, heads C doubles each */
+	size_t		off_cap,
+				src_cap,
+				dst_cap,
+				t_off_cap,
+				t_edge_cap,
+				xw_cap,
+				s_src_cap,
+				s_dst_cap,
+				pre_cap,
+				alpha_cap,
+				de_cap,
+				ds_src_cap,
+				ds_dst_cap,
+				dxw_cap,
+				acc_cap;
+} QvGatAct;
+
 /* What one layer of a batch keeps from the forward for the backward. */
 typedef struct QvLayerAct
 {
@@ -55,6 +95,7 @@ typedef struct QvLayerAct
 				a_cap,
 				z_cap;
 	QvAggr		p;
+	QvGatAct	gat;			/* GAT only */
 } QvLayerAct;
 
 struct QvTrainer
@@ -117,6 +158,15 @@ int			qv_train_batch(QvTrainer *t, const int32_t *seeds, int32_t n,
 
 /* One optimizer step over every parameter with its gradient. */
 void		qv_train_optimize(QvTrainer *t, QvPool *pool);
+
+/* GAT layers (train_gat.c): layer i's edges and buffers for sample s,
+ * its forward into t->act[i].z, and its backward from t->dz: parameter
+ * gradients and (i > 0) the previous layer's dz into t->dx. */
+int			qv_gat_prepare(QvTrainer *t, const QvSample *s, int i, int n_workers,
+						   QvError *err);
+void		qv_gat_forward(QvTrainer *t, int i, QvPool *pool);
+void		qv_gat_backward(QvTrainer *t, int i, QvPool *pool);
+void		qv_gat_free(QvGatAct *a);
 
 /* Free the per-batch buffers. */
 void		qv_train_buffers_free(QvTrainer *t);

@@ -11,7 +11,9 @@
  * forward's weights (forward.c): GraphSAGE 1/|N(t)| per sampled edge, GCN
  * the normalised sum with sampled neighbours rescaled and one added self
  * loop.  The backward scatters through P's transpose, so every output row
- * of every stage is one worker's sum in a fixed order.
+ * of every stage is one worker's sum in a fixed order.  A GAT layer's
+ * forward and backward are train_gat.c's (its weights depend on the
+ * activations, so it keeps edges and attention coefficients instead of P).
  *
  * Every stage is a pool loop over blocks of fixed boundaries (rows of
  * activations, or rows of a weight matrix for its gradient), each block
@@ -460,11 +462,19 @@ backward_layer(QvTrainer *t, int i, QvPool *pool)
 	float	   *swap;
 	size_t		swap_cap;
 
-	qv_pool_run(pool, n_blocks(l->out_dim, TR_WROWS), 1, wgrad_blocks, &job);
+	if (t->arch == QV_ARCH_GAT)
+		qv_gat_backward(t, i, pool);	/* train_gat.c */
+	else
+	{
+		qv_pool_run(pool, n_blocks(l->out_dim, TR_WROWS), 1, wgrad_blocks, &job);
+		if (i > 0)
+		{
+			qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, agrad_blocks, &job);
+			qv_pool_run(pool, n_blocks(la->n_in, TR_ROWS), 1, xgrad_blocks, &job);
+		}
+	}
 	if (i == 0)
 		return;
-	qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, agrad_blocks, &job);
-	qv_pool_run(pool, n_blocks(la->n_in, TR_ROWS), 1, xgrad_blocks, &job);
 	swap = t->dz, t->dz = t->dx, t->dx = swap;
 	swap_cap = t->dz_cap, t->dz_cap = t->dx_cap, t->dx_cap = swap_cap;
 }
@@ -492,7 +502,8 @@ prepare_batch(QvTrainer *t, const QvSample *s, int n_workers, QvError *err)
 		if ((rc = grow(t, &la->x, &la->x_cap, (size_t) la->n_in * l->in_dim, sizeof(float), err, "layer inputs")) ||
 			(rc = grow(t, &la->a, &la->a_cap, (size_t) la->n_out * l->in_dim, sizeof(float), err, "aggregates")) ||
 			(rc = grow(t, &la->z, &la->z_cap, (size_t) la->n_out * l->out_dim, sizeof(float), err, "layer outputs")) ||
-			(rc = build_aggr(t, s, i, err)))
+			(rc = t->arch == QV_ARCH_GAT ? qv_gat_prepare(t, s, i, n_workers, err) :
+			 build_aggr(t, s, i, err)))
 			return rc;
 		grad = (size_t) la->n_out * l->out_dim > grad ? (size_t) la->n_out * l->out_dim : grad;
 		if (i > 0)
@@ -520,7 +531,10 @@ forward_layers(QvTrainer *t, uint64_t drop_key, QvPool *pool)
 		QvLayerAct *la = &t->act[i];
 		FwdJob		job = {t, &m->layers[i], la, t->acc, (size_t) m->layers[i].in_dim};
 
-		qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, fwd_blocks, &job);
+		if (t->arch == QV_ARCH_GAT)
+			qv_gat_forward(t, i, pool);
+		else
+			qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, fwd_blocks, &job);
 		if (i + 1 < m->n_layers)
 		{
 			ActJob		aj = {la->z, t->act[i + 1].x, la->n_out, m->layers[i].out_dim,
@@ -640,6 +654,7 @@ qv_train_buffers_free(QvTrainer *t)
 		free(la->p.t_off);
 		free(la->p.t_dst);
 		free(la->p.t_w);
+		qv_gat_free(&la->gat);
 	}
 	free(t->dz);
 	free(t->dx);

@@ -6,11 +6,12 @@ Needs torch, torch_geometric and safetensors (scripts/pyg_setup.sh); prints
 writes the files and prints the commands to run (it does not run them: the
 unit tests need no Python):
 
-  pyg_train_check.py load ARCH FILE IN HIDDEN OUT LAYERS
+  pyg_train_check.py load ARCH FILE IN HIDDEN OUT LAYERS [HEADS]
       FILE, a blob of qv_model_save_safetensors, loads into
-      torch_geometric.nn.models.GraphSAGE / GCN (IN, HIDDEN, num_layers=LAYERS,
-      out_channels=OUT) with load_state_dict(strict=True): the same names,
-      shapes and dtype (F32) as model.state_dict().
+      torch_geometric.nn.models.GraphSAGE / GCN / GAT (IN, HIDDEN,
+      num_layers=LAYERS, out_channels=OUT, GAT: heads=HEADS, default 1) with
+      load_state_dict(strict=True): the same names, shapes and dtype (F32)
+      as model.state_dict().
 
   pyg_train_check.py step ARCH DIR
       DIR/graph.json (ids, features, edges, labelled nodes, lr, weight_decay),
@@ -18,7 +19,8 @@ unit tests need no Python):
       quiver's one epoch of one full batch, every neighbour, no dropout, SGD):
       PyG's model loaded from init, F.cross_entropy over the labelled nodes of
       the full-graph forward, one torch.optim.SGD step; every tensor must
-      equal quiver's to 1e-5 (float32 rounding).
+      equal quiver's to 1e-5 (float32 rounding).  GAT's heads come from
+      convs.0.att_src's shape.
 """
 import json
 import os
@@ -35,15 +37,17 @@ def imports():
         sys.exit(77)
 
 
-def model_of(arch, dim, hidden, out, layers):
-    from torch_geometric.nn.models import GCN, GraphSAGE
+def model_of(arch, dim, hidden, out, layers, heads=1):
+    from torch_geometric.nn.models import GAT, GCN, GraphSAGE
+    if arch == "gat":
+        return GAT(dim, hidden, num_layers=layers, out_channels=out, heads=heads)
     cls = {"graphsage": GraphSAGE, "gcn": GCN}[arch]
     return cls(dim, hidden, num_layers=layers, out_channels=out)
 
 
-def load(arch, path, dim, hidden, out, layers):
+def load(arch, path, dim, hidden, out, layers, heads=1):
     from safetensors.torch import load_file
-    model = model_of(arch, dim, hidden, out, layers)
+    model = model_of(arch, dim, hidden, out, layers, heads)
     sd = load_file(path)
     model.load_state_dict(sd, strict=True)
     for name, t in sd.items():
@@ -66,7 +70,8 @@ def step(arch, folder):
     want = load_file(os.path.join(folder, "step.safetensors"))
     layers = 1 + max(int(k.split(".")[1]) for k in init)
     hidden = init["convs.0.lin_l.weight" if arch == "graphsage" else "convs.0.lin.weight"].shape[0]
-    model = model_of(arch, x.shape[1], hidden, g["classes"], layers)
+    heads = init["convs.0.att_src"].shape[1] if arch == "gat" else 1
+    model = model_of(arch, x.shape[1], hidden, g["classes"], layers, heads)
     model.load_state_dict(init, strict=True)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=g["lr"], weight_decay=g["weight_decay"])
@@ -88,8 +93,8 @@ def step(arch, folder):
 
 def main():
     imports()
-    if len(sys.argv) == 8 and sys.argv[1] == "load":
-        load(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+    if len(sys.argv) in (8, 9) and sys.argv[1] == "load":
+        load(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))
     elif len(sys.argv) == 4 and sys.argv[1] == "step":
         step(sys.argv[2], sys.argv[3])
     else:

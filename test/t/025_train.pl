@@ -184,7 +184,7 @@ for my $bad (
 	[ "gnn_train('b', 'sbm', 'graphsage', 'SELECT id, label % 2 FROM sbm_label', '{\"init_from\": \"sbm_graphsage\", \"hidden\": 32}')",
 		qr/init_from|classes|output/ ],
 	[ "gnn_train('b', 'lv', 'gcn', 'SELECT 1::bigint, 0')", qr/graph "lv" is live/ ],
-	[ "gnn_train('b', 'sbm', 'gat', $L)", qr/gat training is not implemented yet/ ],
+	[ "gnn_train('b', 'sbm', 'gat', $L, '{\"hidden\": 6, \"heads\": 4}')", qr/hidden = 6 is not a multiple of heads = 4/ ],
 	[ "gnn_train('', 'sbm', 'gcn', $L)", qr/name/ ])
 {
 	my ($call, $re) = @$bad;

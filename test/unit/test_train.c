@@ -504,6 +504,386 @@ test_init(void **state)
 	qv_graph_free(g);
 }
 
+/* ---- GAT: an independent float64 forward (every neighbour) ---------------------- */
+
+/* A GAT model's tensors in double: lin.weight [H C, in], att_src [H C],
+ * att_dst [H C], bias [out]. */
+typedef struct GatOracle
+{
+	const QvGraph *g;
+	int			L;
+	int			in[QV_MAX_LAYERS],
+				out[QV_MAX_LAYERS],
+				heads[QV_MAX_LAYERS],
+				C[QV_MAX_LAYERS],
+				concat[QV_MAX_LAYERS];
+	double	   *t[QV_MAX_LAYERS][4];
+	const float *src[QV_MAX_LAYERS][4];
+	size_t		n[QV_MAX_LAYERS][4];
+} GatOracle;
+
+static GatOracle
+gat_oracle_of(const QvGraph *g, const QvModel *m)
+{
+	GatOracle	o = {g, m->n_layers};
+
+	for (int i = 0; i < m->n_layers; i++)
+	{
+		const QvLayer *l = &m->layers[i];
+		size_t		hc = (size_t) l->heads * l->head_dim;
+		const float *src[4] = {l->weight_l, l->att_src, l->att_dst, l->bias_l};
+		size_t		n[4] = {hc * l->in_dim, hc, hc, (size_t) l->out_dim};
+
+		o.in[i] = l->in_dim;
+		o.out[i] = l->out_dim;
+		o.heads[i] = l->heads;
+		o.C[i] = l->head_dim;
+		o.concat[i] = l->concat;
+		for (int k = 0; k < 4; k++)
+		{
+			o.src[i][k] = src[k];
+			o.n[i][k] = n[k];
+			o.t[i][k] = NULL;
+			if (src[k] == NULL)
+				continue;
+			o.t[i][k] = malloc(sizeof(double) * n[k]);
+			for (size_t j = 0; j < n[k]; j++)
+				o.t[i][k][j] = src[k][j];
+		}
+	}
+	return o;
+}
+
+static void
+gat_oracle_free(GatOracle *o)
+{
+	for (int i = 0; i < o->L; i++)
+		for (int k = 0; k < 4; k++)
+			free(o->t[i][k]);
+}
+
+/* Mean cross-entropy over seeds of PyG's GAT on the whole graph: per
+ * target its in-edges without self loops, duplicates apart, plus one self
+ * loop; LeakyReLU 0.2; softmax per head; concat or mean; bias; ReLU
+ * between layers. */
+static double
+gat_oracle_loss(const GatOracle *o, const int32_t *seeds, const int32_t *labels, int n)
+{
+	const QvGraph *g = o->g;
+	size_t		N = (size_t) g->n_nodes;
+	double	   *h = malloc(sizeof(double) * N * g->dim);
+	double		loss = 0.0;
+
+	for (size_t j = 0; j < N * g->dim; j++)
+		h[j] = g->feat[j];
+	for (int i = 0; i < o->L; i++)
+	{
+		int			in = o->in[i],
+					out = o->out[i],
+					H = o->heads[i],
+					C = o->C[i],
+					hc = H * C;
+		double	   *xw = calloc(N * hc, sizeof(double));
+		double	   *ss = calloc(N * H, sizeof(double));
+		double	   *sd = calloc(N * H, sizeof(double));
+		double	   *z = calloc(N * out, sizeof(double));
+		double	   *acc = malloc(sizeof(double) * hc);
+
+		for (size_t v = 0; v < N; v++)
+			for (int r = 0; r < hc; r++)
+			{
+				for (int c = 0; c < in; c++)
+					xw[v * hc + r] += o->t[i][0][(size_t) r * in + c] * h[v * in + c];
+				ss[v * H + r / C] += o->t[i][1][r] * xw[v * hc + r];
+				sd[v * H + r / C] += o->t[i][2][r] * xw[v * hc + r];
+			}
+		for (int32_t v = 0; v < (int32_t) N; v++)
+		{
+			int64_t		b = g->rowptr[v],
+						e = g->rowptr[v + 1];
+
+			memset(acc, 0, sizeof(double) * hc);
+			for (int k = 0; k < H; k++)
+			{
+				double		mx = -INFINITY,
+							sum = 0.0;
+
+				/* j = b - 1 is the added self loop */
+				for (int pass = 0; pass < 3; pass++)
+					for (int64_t j = b - 1; j < e; j++)
+					{
+						int32_t		u = j < b ? v : g->col[j];
+						double		p,
+									a;
+
+						if (j >= b && u == v)
+							continue;
+						p = ss[(size_t) u * H + k] + sd[(size_t) v * H + k];
+						p = p > 0.0 ? p : 0.2 * p;
+						if (pass == 0)
+							mx = p > mx ? p : mx;
+						else if (pass == 1)
+							sum += exp(p - mx);
+						else
+						{
+							a = exp(p - mx) / sum;
+							for (int c = 0; c < C; c++)
+								acc[k * C + c] += a * xw[(size_t) u * hc + k * C + c];
+						}
+					}
+			}
+			for (int r = 0; r < out; r++)
+			{
+				double		s = 0.0;
+
+				if (o->concat[i])
+					s = acc[r];
+				else
+				{
+					for (int k = 0; k < H; k++)
+						s += acc[k * C + r];
+					s /= H;
+				}
+				if (o->t[i][3])
+					s += o->t[i][3][r];
+				z[(size_t) v * out + r] = (i < o->L - 1 && s < 0.0) ? 0.0 : s;
+			}
+		}
+		free(acc);
+		free(xw);
+		free(ss);
+		free(sd);
+		free(h);
+		h = z;
+	}
+	for (int k = 0; k < n; k++)
+	{
+		int			C = o->out[o->L - 1];
+		const double *z = h + (size_t) seeds[k] * C;
+		double		mx = z[0],
+					sum = 0.0;
+
+		for (int c = 1; c < C; c++)
+			mx = z[c] > mx ? z[c] : mx;
+		for (int c = 0; c < C; c++)
+			sum += exp(z[c] - mx);
+		loss += mx + log(sum) - z[labels[k]];
+	}
+	free(h);
+	return loss / n;
+}
+
+static double
+gat_oracle_fd(GatOracle *o, int i, int k, size_t j, const int32_t *seeds,
+			  const int32_t *labels, int n)
+{
+	double		w = o->t[i][k][j],
+				eps = 1e-6 * (fabs(w) > 1.0 ? fabs(w) : 1.0),
+				lp,
+				lm;
+
+	o->t[i][k][j] = w + eps;
+	lp = gat_oracle_loss(o, seeds, labels, n);
+	o->t[i][k][j] = w - eps;
+	lm = gat_oracle_loss(o, seeds, labels, n);
+	o->t[i][k][j] = w;
+	return (lp - lm) / (2.0 * eps);
+}
+
+/* A GAT model dims[0] -> ... -> dims[n_layers] with random weights and
+ * `heads` heads on every layer (hidden: concatenated, dims[i+1] / heads
+ * channels; last: averaged, dims[n_layers] channels). */
+static QvModel *
+gat_model_random(int n_layers, const int *dims, int heads, uint64_t seed)
+{
+	QvModel    *m = test_model_random(QV_ARCH_GAT, n_layers, dims, NULL, false, seed);
+
+	for (int i = 0; i < n_layers; i++)
+	{
+		QvLayer    *l = &m->layers[i];
+		bool		last = i == n_layers - 1;
+
+		free(l->att_src);
+		free(l->att_dst);
+		l->heads = heads;
+		l->head_dim = last ? l->out_dim : l->out_dim / heads;
+		l->concat = !last;
+		test_gat_weights(l, &seed);
+	}
+	return m;
+}
+
+/* Compare the trainer's gradient of every GAT tensor with finite
+ * differences of the float64 forward. */
+static void
+check_gradients_gat(int n_layers, const int *dims, int heads)
+{
+	QvGraph    *g = awkward_graph();
+	QvModel    *init = gat_model_random(n_layers, dims, heads, 77 + heads);
+	char		json[160];
+	QvTrainer  *t;
+	QvError		err = {0};
+	double		loss;
+	GatOracle	o;
+	int			checked = 0;
+
+	snprintf(json, sizeof(json),
+			 "{\"hidden\": %d, \"layers\": %d, \"heads\": %d, \"val_fraction\": 0}",
+			 dims[1], n_layers, heads);
+	t = trainer_ok(QV_ARCH_GAT, g, awk_nodes, awk_labels, 8, dims[n_layers], json, init);
+	if (qv_trainer_gradient(t, awk_nodes, 8, NULL, &loss, &err) != QV_OK)
+		fail_msg("gradient: %s", err.msg);
+	o = gat_oracle_of(g, qv_trainer_model(t));
+	assert_close(loss, gat_oracle_loss(&o, awk_nodes, awk_labels, 8), 1e-5);
+	check_served(t, g);
+	for (int i = 0; i < o.L; i++)
+		for (int k = 0; k < 4; k++)
+		{
+			const float *grad = qv_trainer_grad_of(t, o.src[i][k]);
+			double		scale = 0.0;
+
+			assert_non_null(o.t[i][k]);
+			assert_non_null(grad);
+			for (size_t j = 0; j < o.n[i][k]; j++)
+				scale = fmax(scale, fabs(grad[j]));
+			for (size_t j = 0; j < o.n[i][k]; j++)
+			{
+				double		fd = gat_oracle_fd(&o, i, k, j, awk_nodes, awk_labels, 8);
+
+				if (!(fabs(grad[j] - fd) <= 1e-4 * fmax(fabs(fd), 1e-2 * scale) + 1e-9))
+					fail_msg("gat (%d layers, %d heads) layer %d tensor %d [%zu]: gradient %.9g, finite difference %.9g",
+							 n_layers, heads, i, k, j, grad[j], fd);
+				checked++;
+			}
+		}
+	assert_true(checked >= 30);
+	gat_oracle_free(&o);
+	qv_trainer_free(t);
+	test_model_free(init);
+	qv_graph_free(g);
+}
+
+static void
+test_gradients_gat(void **state)
+{
+	static const int d2[] = {3, 4, 3};
+	static const int d3[] = {3, 4, 4, 3};
+	static const int d1[] = {3, 3};
+
+	check_gradients_gat(2, d2, 1);
+	check_gradients_gat(2, d2, 2);
+	check_gradients_gat(3, d3, 2);
+	check_gradients_gat(1, d1, 2);
+}
+
+/* One epoch of one full batch from init_from, GAT: one SGD step (with
+ * weight decay) or Adam's first step from the float64 gradient. */
+static void
+check_one_step_gat(int heads, bool adam)
+{
+	static const int dims[] = {3, 4, 3};
+	QvGraph    *g = awkward_graph();
+	QvModel    *init = gat_model_random(2, dims, heads, 5 + heads);
+	char		json[200];
+	QvTrainer  *t;
+	GatOracle	o = gat_oracle_of(g, init);
+	QvTrainEpoch ep;
+	QvError		err = {0};
+
+	snprintf(json, sizeof(json), adam ?
+			 "{\"hidden\": 4, \"heads\": %d, \"optimizer\": \"adam\", \"lr\": 0.01, \"epochs\": 1, \"batch_size\": 100, \"val_fraction\": 0}" :
+			 "{\"hidden\": 4, \"heads\": %d, \"optimizer\": \"sgd\", \"lr\": 0.5, \"weight_decay\": 0.01, \"epochs\": 1, \"batch_size\": 100, \"val_fraction\": 0}",
+			 heads);
+	t = trainer_ok(QV_ARCH_GAT, g, awk_nodes, awk_labels, 8, 3, json, init);
+	assert_int_equal(qv_trainer_epoch(t, NULL, &ep, &err), QV_OK);
+	assert_close(ep.loss, gat_oracle_loss(&o, awk_nodes, awk_labels, 8), 1e-5);
+	for (int i = 0; i < 2; i++)
+	{
+		const QvLayer *l = &qv_trainer_model(t)->layers[i];
+		const float *now[4] = {l->weight_l, l->att_src, l->att_dst, l->bias_l};
+
+		for (int k = 0; k < 4; k++)
+			for (size_t j = 0; j < o.n[i][k]; j++)
+			{
+				double		w = o.t[i][k][j],
+							gr = gat_oracle_fd(&o, i, k, j, awk_nodes, awk_labels, 8),
+							want = adam ? w - 0.01 * gr / (fabs(gr) + 1e-8) :
+							w - 0.5 * (gr + 0.01 * w);
+
+				if (adam && fabs(gr) < 1e-6)
+					continue;
+				if (!(fabs(now[k][j] - want) <= 2e-6 * fmax(1.0, fabs(want))))
+					fail_msg("gat %d heads %s layer %d tensor %d [%zu]: %.9g after the step, expected %.9g",
+							 heads, adam ? "adam" : "sgd", i, k, j, now[k][j], want);
+			}
+	}
+	if (!adam)
+	{
+		char		dir[200];
+
+		snprintf(dir, sizeof(dir), "%s/quiver_test_train_step_gat%d",
+				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", heads);
+		mkdir(dir, 0755);
+		write_step_case(dir, g, init, qv_trainer_model(t), 0.5, 0.01);
+		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py step gat %s\n", dir);
+	}
+	gat_oracle_free(&o);
+	qv_trainer_free(t);
+	test_model_free(init);
+	qv_graph_free(g);
+}
+
+static void
+test_one_step_gat(void **state)
+{
+	check_one_step_gat(1, false);
+	check_one_step_gat(2, false);
+	check_one_step_gat(2, true);
+}
+
+/* GATConv's initialisation: glorot lin.weight and attention vectors, zero
+ * bias; heads and channels from the config. */
+static void
+test_init_gat(void **state)
+{
+	QvGraph    *g = awkward_graph();
+	QvTrainer  *a = trainer_ok(QV_ARCH_GAT, g, awk_nodes, awk_labels, 8, 3,
+							   "{\"hidden\": 16, \"heads\": 4, \"val_fraction\": 0}", NULL);
+	const QvModel *m = qv_trainer_model(a);
+	const QvLayer *l0 = &m->layers[0],
+			   *l1 = &m->layers[1];
+	double		mx = 0.0;
+
+	assert_int_equal(l0->heads, 4);
+	assert_int_equal(l0->head_dim, 4);
+	assert_int_equal(l0->concat, 1);
+	assert_int_equal(l0->out_dim, 16);
+	assert_int_equal(l1->heads, 4);
+	assert_int_equal(l1->head_dim, 3);
+	assert_int_equal(l1->concat, 0);
+	assert_int_equal(l1->out_dim, 3);
+	for (int j = 0; j < 16 * 3; j++)
+	{
+		assert_true(fabs(l0->weight_l[j]) <= sqrt(6.0 / 19.0));
+		mx = fmax(mx, fabs(l0->weight_l[j]));
+	}
+	assert_true(mx > 0.4);
+	for (int j = 0; j < 12 * 16; j++)
+		assert_true(fabs(l1->weight_l[j]) <= sqrt(6.0 / 28.0));
+	for (int j = 0; j < 16; j++)
+		assert_true(fabs(l0->att_src[j]) <= sqrt(6.0 / 8.0) && fabs(l0->att_dst[j]) <= sqrt(6.0 / 8.0));
+	for (int j = 0; j < 12; j++)
+		assert_true(fabs(l1->att_src[j]) <= sqrt(6.0 / 7.0) && fabs(l1->att_dst[j]) <= sqrt(6.0 / 7.0));
+	assert_memory_not_equal(l0->att_src, l0->att_dst, sizeof(float) * 16);
+	for (int j = 0; j < 16; j++)
+		assert_true(l0->bias_l[j] == 0.0f);
+	for (int j = 0; j < 3; j++)
+		assert_true(l1->bias_l[j] == 0.0f);
+	assert_int_equal(a->n_params, 8);
+	qv_trainer_free(a);
+	qv_graph_free(g);
+}
+
 /* ---- a stochastic block model ------------------------------------------------------- */
 
 #define SBM_N 400
@@ -580,12 +960,10 @@ train_all(QvTrainer *t, int epochs, QvPool *pool)
 }
 
 static void
-check_learns(QvArch arch)
+check_learns_json(QvArch arch, const char *json)
 {
 	Sbm			s = sbm_make();
-	QvTrainer  *t = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K,
-							   "{\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}",
-							   NULL);
+	QvTrainer  *t = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
 	QvTrainEpoch first,
 				last;
 	QvTrainProgress p;
@@ -607,6 +985,12 @@ check_learns(QvArch arch)
 }
 
 static void
+check_learns(QvArch arch)
+{
+	check_learns_json(arch, "{\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}");
+}
+
+static void
 test_learns_sage(void **state)
 {
 	check_learns(QV_ARCH_GRAPHSAGE);
@@ -616,6 +1000,13 @@ static void
 test_learns_gcn(void **state)
 {
 	check_learns(QV_ARCH_GCN);
+}
+
+static void
+test_learns_gat(void **state)
+{
+	check_learns(QV_ARCH_GAT);
+	check_learns_json(QV_ARCH_GAT, "{\"hidden\": 32, \"heads\": 4, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}");
 }
 
 /* Every parameter of two trainers, bit for bit. */
@@ -636,18 +1027,18 @@ static void
 test_reproducible(void **state)
 {
 	Sbm			s = sbm_make();
-	const char *json = "{\"hidden\": 24, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 9}";
+	const char *json = "{\"hidden\": 24, \"heads\": 2, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 9}";
 	QvError		err = {0};
 	QvPool	   *pool2 = qv_pool_create(2, &err);
 
-	for (int a = 0; a < 2; a++)
+	for (int a = 0; a < 3; a++)
 	{
-		QvArch		arch = a == 0 ? QV_ARCH_GRAPHSAGE : QV_ARCH_GCN;
+		QvArch		arch = a == 0 ? QV_ARCH_GRAPHSAGE : a == 1 ? QV_ARCH_GCN : QV_ARCH_GAT;
 		QvTrainer  *t1 = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
 		QvTrainer  *t2 = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
 		QvTrainer  *t3 = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
 		QvTrainer  *t4 = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K,
-									"{\"hidden\": 24, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 10}",
+									"{\"hidden\": 24, \"heads\": 2, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 10}",
 									NULL);
 		QvTrainEpoch e1 = train_all(t1, 2, NULL),
 					e3 = train_all(t3, 2, pool2);
@@ -846,8 +1237,8 @@ test_create_errors(void **state)
 				 "no labelled node");
 	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 1, 3, "{\"val_fraction\": 0.9999}",
 				 NULL, "no labelled node is left for training: 1 labelled, 1 held out");
-	create_fails(QV_ARCH_GAT, awk_nodes, awk_labels, 8, 3, "{}", NULL,
-				 "gat training is not implemented yet");
+	create_fails(QV_ARCH_GAT, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 6, \"heads\": 4}", NULL,
+				 "config hidden = 6 is not a multiple of heads = 4");
 	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 8, 3,
 				 "{\"pipeline\": {\"staleness\": 1}}", NULL,
 				 "pipeline staleness above 0 is not implemented yet");
@@ -861,6 +1252,13 @@ test_create_errors(void **state)
 				 "init_from model's layer 0 gives 4 outputs, config hidden is 8");
 	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 4}", wide,
 				 "init_from model's layer 1 gives 5 outputs, the labels have classes 3");
+	{
+		QvModel    *gat2 = gat_model_random(2, dims, 2, 1);
+
+		create_fails(QV_ARCH_GAT, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 4, \"heads\": 1}",
+					 gat2, "init_from model's layer 0 has 2 heads of 2 channels, config heads = 1 makes 1 of 4");
+		test_model_free(gat2);
+	}
 	test_model_free(sage);
 	test_model_free(wide);
 }
@@ -870,13 +1268,12 @@ test_create_errors(void **state)
 /* Save, load with qv_model_load and the stored config: the same tensors and
  * the same predictions, bit for bit; the blob goes to a file for PyG. */
 static void
-check_round_trip(QvArch arch)
+check_round_trip_heads(QvArch arch, int heads)
 {
 	Sbm			s = sbm_make();
-	QvTrainer  *t = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K,
-							   "{\"hidden\": 12, \"layers\": 3, \"fanout\": [6, 4, 3], \"batch_size\": 64, \"epochs\": 1, \"seed\": 3}",
-							   NULL);
-	const QvModel *m = qv_trainer_model(t);
+	char		cfg[200];
+	QvTrainer  *t;
+	const QvModel *m;
 	QvModel    *back = NULL;
 	uint8_t    *buf = NULL;
 	size_t		len = 0;
@@ -887,6 +1284,11 @@ check_round_trip(QvArch arch)
 	char		path[128];
 	FILE	   *f;
 
+	snprintf(cfg, sizeof(cfg),
+			 "{\"hidden\": 12, \"heads\": %d, \"layers\": 3, \"fanout\": [6, 4, 3], \"batch_size\": 64, \"epochs\": 1, \"seed\": 3}",
+			 heads);
+	t = trainer_ok(arch, s.g, s.nodes, s.labels, SBM_N, SBM_K, cfg, NULL);
+	m = qv_trainer_model(t);
 	train_all(t, 1, NULL);
 	assert_int_equal(qv_model_save_safetensors(m, &buf, &len, &err), QV_OK);
 	json = qv_train_config_json(&t->cfg, &err);
@@ -898,25 +1300,40 @@ check_round_trip(QvArch arch)
 	assert_int_equal(back->seed, 3);
 	for (int i = 0; i < 3; i++)
 	{
-		size_t		n = (size_t) m->layers[i].in_dim * m->layers[i].out_dim;
+		size_t		hc = (size_t) m->layers[i].heads * m->layers[i].head_dim,
+					n = (size_t) m->layers[i].in_dim * (arch == QV_ARCH_GAT ? hc : (size_t) m->layers[i].out_dim);
 
 		assert_memory_equal(back->layers[i].weight_l, m->layers[i].weight_l, n * sizeof(float));
 		assert_memory_equal(back->layers[i].bias_l, m->layers[i].bias_l,
 							m->layers[i].out_dim * sizeof(float));
 		if (arch == QV_ARCH_GRAPHSAGE)
 			assert_memory_equal(back->layers[i].weight_r, m->layers[i].weight_r, n * sizeof(float));
+		if (arch == QV_ARCH_GAT)
+		{
+			assert_int_equal(back->layers[i].heads, heads);
+			assert_int_equal(back->layers[i].head_dim, m->layers[i].head_dim);
+			assert_int_equal(back->layers[i].concat, m->layers[i].concat);
+			assert_int_equal(back->layers[i].out_dim, m->layers[i].out_dim);
+			assert_memory_equal(back->layers[i].att_src, m->layers[i].att_src, hc * sizeof(float));
+			assert_memory_equal(back->layers[i].att_dst, m->layers[i].att_dst, hc * sizeof(float));
+		}
 	}
 	assert_int_equal(qv_infer(m, s.g, s.g->ids, SBM_N, out1, NULL, &err), QV_OK);
 	assert_int_equal(qv_infer(back, s.g, s.g->ids, SBM_N, out2, NULL, &err), QV_OK);
 	assert_memory_equal(out1, out2, sizeof(out1));
-	snprintf(path, sizeof(path), "%s/quiver_test_train_%s.safetensors",
-			 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", qv_arch_name(arch));
+	snprintf(path, sizeof(path), "%s/quiver_test_train_%s%s.safetensors",
+			 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", qv_arch_name(arch),
+			 arch == QV_ARCH_GAT ? (heads == 1 ? "1" : "2") : "");
 	if ((f = fopen(path, "wb")) != NULL)
 	{
 		fwrite(buf, 1, len, f);
 		fclose(f);
-		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py load %s %s %d 12 %d 3\n",
-			   qv_arch_name(arch), path, SBM_DIM, SBM_K);
+		if (arch == QV_ARCH_GAT)
+			printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py load gat %s %d 12 %d 3 %d\n",
+				   path, SBM_DIM, SBM_K, heads);
+		else
+			printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py load %s %s %d 12 %d 3\n",
+				   qv_arch_name(arch), path, SBM_DIM, SBM_K);
 	}
 	free(json);
 	free(buf);
@@ -926,10 +1343,18 @@ check_round_trip(QvArch arch)
 }
 
 static void
+check_round_trip(QvArch arch)
+{
+	check_round_trip_heads(arch, 1);
+}
+
+static void
 test_save_round_trip(void **state)
 {
 	check_round_trip(QV_ARCH_GRAPHSAGE);
 	check_round_trip(QV_ARCH_GCN);
+	check_round_trip_heads(QV_ARCH_GAT, 1);
+	check_round_trip_heads(QV_ARCH_GAT, 2);
 }
 
 int
@@ -941,9 +1366,13 @@ main(void)
 		cmocka_unit_test(test_init),
 		cmocka_unit_test(test_gradients_sage),
 		cmocka_unit_test(test_gradients_gcn),
+		cmocka_unit_test(test_gradients_gat),
 		cmocka_unit_test(test_one_step),
+		cmocka_unit_test(test_one_step_gat),
+		cmocka_unit_test(test_init_gat),
 		cmocka_unit_test(test_learns_sage),
 		cmocka_unit_test(test_learns_gcn),
+		cmocka_unit_test(test_learns_gat),
 		cmocka_unit_test(test_reproducible),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_save_round_trip),
