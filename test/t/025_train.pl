@@ -2,7 +2,7 @@
 # through the path gnn_create_model takes (1.3).
 #
 # - A stochastic-block-model graph whose features alone are near chance is
-#   trained with GraphSAGE and GCN to high held-out accuracy; one row and one
+#   trained with GraphSAGE, GCN and GAT (2 heads) to high held-out accuracy; one row and one
 #   NOTICE per epoch; the model serves after COMMIT and gnn_classify agrees
 #   with the labels; PyG loads the stored weights (strict) when
 #   torch_geometric imports.
@@ -61,11 +61,12 @@ $node->safe_psql('postgres',
 my $config = '{"hidden": 32, "layers": 2, "epochs": 15, "lr": 0.01, "batch_size": 64, '
   . '"seed": 1, "val_fraction": 0.25, "fanout": [10, 10]}';
 my %acc;
-for my $arch ('graphsage', 'gcn')
+for my $arch ('graphsage', 'gcn', 'gat')
 {
+	my $c = $arch eq 'gat' ? $config =~ s/\{/{"heads": 2, /r : $config;
 	my ($rc, $out, $err) = $node->psql('postgres',
 		"SELECT epoch, loss, train_acc, val_acc, seconds FROM gnn_train('sbm_$arch', 'sbm', '$arch', "
-		  . "'SELECT id, label FROM sbm_label', '$config')");
+		  . "'SELECT id, label FROM sbm_label', '$c')");
 	is($rc, 0, "$arch: gnn_train succeeds") or diag($err);
 	my @rows = split /\n/, $out;
 	is(scalar @rows, 15, "$arch: one row per epoch");
