@@ -11,6 +11,7 @@
  *   epoch order      (seed, epoch), node
  *   sampler's seed   (seed, epoch, batch)
  *   dropout          (seed, epoch, batch), layer, row, element
+ *   GEAR's draw k    (seed, epoch, k), then 1 (column) and 2 (accept)
  */
 #include "train_internal.h"
 
@@ -28,8 +29,8 @@
 #define TR_DOMAIN_INIT UINT64_C(0x747261696e696e69)	/* "trainini" */
 #define TR_DOMAIN_VAL UINT64_C(0x747261696e76616c)	/* "trainval" */
 #define TR_DOMAIN_ORDER UINT64_C(0x747261696e6f7264)	/* "trainord" */
-#define TR_DOMAIN_SAMPLE UINT64_C(0x747261696e736d70)	/* "trainsmp" */
-#define TR_DOMAIN_DROP UINT64_C(0x747261696e64726f)	/* "traindro" */
+#define TR_DOMAIN_SAMPLE QV_TRAIN_KEY_SAMPLE
+#define TR_DOMAIN_DROP QV_TRAIN_KEY_DROP
 
 #define TR_MAX_WIDTH 65536		/* "hidden" and "heads" at most */
 #define TR_MAX_EPOCHS 1000000
@@ -529,14 +530,16 @@ make_model(QvTrainer *t, const QvModel *init, QvError *err)
 	return rc;
 }
 
-/* One trainable tensor of n elements at w (skipped when w is NULL). */
+/* One trainable tensor of n elements at *field (skipped when NULL). */
 static int
-add_param(QvTrainer *t, float *w, size_t n, QvError *err)
+add_param(QvTrainer *t, float **field, size_t n, QvError *err)
 {
 	QvParam    *p = &t->params[t->n_params];
+	float	   *w = *field;
 
 	if (w == NULL)
 		return QV_OK;
+	t->wref[t->n_params] = field;
 	p->w = w;
 	p->n = n;
 	if ((p->g = qv_calloc(n, sizeof(float), err, "gradients")) == NULL ||
@@ -562,12 +565,12 @@ add_params(QvTrainer *t, QvError *err)
 					n = (size_t) l->in_dim * (t->arch == QV_ARCH_GAT ? hc : (size_t) l->out_dim);
 		int			rc;
 
-		if ((rc = add_param(t, l->weight_l, n, err)) ||
-			(rc = add_param(t, l->att_src, hc, err)) ||
-			(rc = add_param(t, l->att_dst, hc, err)) ||
-			(rc = add_param(t, l->bias_l, (size_t) l->out_dim, err)) ||
-			(rc = add_param(t, l->weight_r, n, err)) ||
-			(rc = add_param(t, l->bias_r, (size_t) l->out_dim, err)))
+		if ((rc = add_param(t, &l->weight_l, n, err)) ||
+			(rc = add_param(t, &l->att_src, hc, err)) ||
+			(rc = add_param(t, &l->att_dst, hc, err)) ||
+			(rc = add_param(t, &l->bias_l, (size_t) l->out_dim, err)) ||
+			(rc = add_param(t, &l->weight_r, n, err)) ||
+			(rc = add_param(t, &l->bias_r, (size_t) l->out_dim, err)))
 			return rc;
 	}
 	return QV_OK;
@@ -642,6 +645,25 @@ split(QvTrainer *t, int64_t n, QvError *err)
 	return QV_OK;
 }
 
+/* GEAR's state: per-node losses (NaN: never seen), weights of the draws,
+ * the alias table. */
+static int
+make_selection(QvTrainer *t, QvError *err)
+{
+	size_t		n = (size_t) t->n_train;
+
+	if ((t->node_loss = qv_malloc(sizeof(float) * (size_t) t->g->n_nodes, err, "node losses")) == NULL ||
+		(t->order_w = qv_malloc(sizeof(float) * n, err, "importance weights")) == NULL ||
+		(t->alias_prob = qv_malloc(sizeof(double) * n, err, "alias table")) == NULL ||
+		(t->alias_idx = qv_malloc(sizeof(int32_t) * n, err, "alias table")) == NULL)
+		return QV_ENOMEM;
+	for (int32_t v = 0; v < t->g->n_nodes; v++)
+		t->node_loss[v] = NAN;
+	t->bytes += sizeof(float) * (size_t) t->g->n_nodes + n * (sizeof(float) + sizeof(double) +
+															   sizeof(int32_t));
+	return QV_OK;
+}
+
 /* What training does not do yet, and arguments that cannot work. */
 static int
 check_create(QvArch arch, const QvGraph *g, const int32_t *nodes, const int32_t *labels,
@@ -651,13 +673,14 @@ check_create(QvArch arch, const QvGraph *g, const int32_t *nodes, const int32_t 
 		return qv_error(err, QV_EINVAL, "training needs a graph, labelled nodes and a config");
 	if (arch != QV_ARCH_GRAPHSAGE && arch != QV_ARCH_GCN && arch != QV_ARCH_GAT)
 		return qv_error(err, QV_EINVAL, "unknown architecture code %d", (int) arch);
-	if (cfg->staleness > 0)
+	if (cfg->staleness < 0 || cfg->staleness > TR_MAX_STALENESS)
 		return qv_error(err, QV_EINVAL,
-						"config pipeline.staleness = %d: pipeline staleness above 0 is not implemented yet",
-						(int) cfg->staleness);
-	if (cfg->selection == QV_SELECT_LOSS)
+						"config pipeline.staleness = %d must be an integer between 0 and %d",
+						(int) cfg->staleness, TR_MAX_STALENESS);
+	if (cfg->selection != QV_SELECT_UNIFORM && cfg->selection != QV_SELECT_LOSS)
 		return qv_error(err, QV_EINVAL,
-						"config seed_selection = \"loss\" is not implemented yet (use \"uniform\")");
+						"config seed_selection code %d is unknown (\"uniform\" or \"loss\")",
+						(int) cfg->selection);
 	if (n <= 0)
 		return qv_error(err, QV_EINVAL, "no labelled node to train on");
 	if (n_classes < 1)
@@ -704,11 +727,13 @@ qv_trainer_create(QvArch arch, const QvGraph *g, const int32_t *nodes,
 		qv_trainer_free(t);
 		return rc;
 	}
-	if ((t->sbuf = qv_sample_buf_create(err)) == NULL)
+	if ((t->sbuf = qv_sample_buf_create(err)) == NULL ||
+		(cfg->selection == QV_SELECT_LOSS && (rc = make_selection(t, err)) != QV_OK))
 	{
 		qv_trainer_free(t);
-		return QV_ENOMEM;
+		return rc != QV_OK ? rc : QV_ENOMEM;
 	}
+	t->sync.sbuf = t->sbuf;
 	t->prog.phase = QV_TRAIN_PREPARING;
 	*out = t;
 	return QV_OK;
@@ -754,8 +779,14 @@ qv_trainer_free(QvTrainer *t)
 	}
 	if (t->model)
 		qv_model_free(t->model);
+	qv_pipe_free(t);
 	qv_train_buffers_free(t);
+	qv_batch_prep_free(&t->sync);
 	qv_sample_buf_destroy(t->sbuf);
+	free(t->node_loss);
+	free(t->order_w);
+	free(t->alias_prob);
+	free(t->alias_idx);
 	free(t->train_nodes);
 	free(t->order);
 	free(t->val_ids);
@@ -821,6 +852,12 @@ step_key(const QvTrainer *t, uint64_t domain, int32_t epoch, int64_t batch)
 						(uint64_t) batch);
 }
 
+uint64_t
+qv_train_step_key(const QvTrainer *t, uint64_t domain, int32_t epoch, int64_t batch)
+{
+	return step_key(t, domain, epoch, batch);
+}
+
 static void
 set_progress(QvTrainer *t, QvTrainPhase phase, int32_t epoch, int64_t done, int64_t total,
 			 double loss)
@@ -828,6 +865,13 @@ set_progress(QvTrainer *t, QvTrainPhase phase, int32_t epoch, int64_t done, int6
 	pthread_mutex_lock(&t->mu);
 	t->prog = (QvTrainProgress) {phase, epoch, done, total, loss};
 	pthread_mutex_unlock(&t->mu);
+}
+
+void
+qv_train_set_progress(QvTrainer *t, QvTrainPhase phase, int32_t epoch, int64_t done,
+					  int64_t total, double loss)
+{
+	set_progress(t, phase, epoch, done, total, loss);
 }
 
 /* Index of the largest of x[0..n) (the first on ties). */
@@ -883,6 +927,8 @@ run_batches(QvTrainer *t, int32_t epoch, QvPool *pool, QvTrainEpoch *ep, QvError
 	double		loss = 0.0;
 	int			rc;
 
+	if (t->cfg.staleness > 0)
+		return qv_pipe_run_epoch(t, epoch, pool, ep, err);
 	set_progress(t, QV_TRAIN_TRAINING, epoch, 0, n_batches, 0.0);
 	for (int64_t b = 0; b < n_batches; b++)
 	{
@@ -894,6 +940,7 @@ run_batches(QvTrainer *t, int32_t epoch, QvPool *pool, QvTrainEpoch *ep, QvError
 							(int) epoch, (long long) b + 1, (long long) n_batches);
 		if (t->yield)
 			t->yield(t->yield_arg);
+		t->sync.seed_w = t->order_w && epoch > 1 ? t->order_w + b * bs : NULL;
 		if ((rc = qv_train_batch(t, t->order + b * bs, n,
 								 step_key(t, TR_DOMAIN_SAMPLE, epoch, b),
 								 step_key(t, TR_DOMAIN_DROP, epoch, b), pool, &st, err)) != QV_OK)
@@ -921,7 +968,8 @@ qv_trainer_epoch(QvTrainer *t, QvPool *pool, QvTrainEpoch *ep, QvError *err)
 	ep->epoch = epoch;
 	if (atomic_load(&t->cancel))
 		return qv_error(err, QV_ECANCELED, "training cancelled before epoch %d", (int) epoch);
-	if ((rc = epoch_order(t, epoch, err)) != QV_OK ||
+	if ((rc = (t->cfg.selection == QV_SELECT_LOSS && epoch > 1 ?
+			   qv_select_by_loss(t, epoch, err) : epoch_order(t, epoch, err))) != QV_OK ||
 		(rc = run_batches(t, epoch, pool, ep, err)) != QV_OK)
 		return rc;
 	set_progress(t, QV_TRAIN_VALIDATING, epoch, t->prog.batches_total, t->prog.batches_total,
@@ -945,6 +993,7 @@ qv_trainer_gradient(QvTrainer *t, const int32_t *seeds, int32_t n, QvPool *pool,
 	for (int32_t i = 0; i < n; i++)
 		if (seeds[i] < 0 || seeds[i] >= t->g->n_nodes || t->label_of[seeds[i]] < 0)
 			return qv_error(err, QV_EINVAL, "seed %d is not a labelled node", (int) seeds[i]);
+	t->sync.seed_w = NULL;
 	if ((rc = qv_train_batch(t, seeds, n, step_key(t, TR_DOMAIN_SAMPLE, 0, 0),
 							 step_key(t, TR_DOMAIN_DROP, 0, 0), pool, &st, err)) != QV_OK)
 		return rc;

@@ -22,10 +22,33 @@
  * GAT passes its dropout to every GATConv, so with dropout > 0 the two
  * differ; with dropout 0 they agree).
  *
- * Not implemented yet (QV_EINVAL from qv_trainer_create, the parser
- * accepts the values): pipeline staleness above 0 (Dorylus's
- * overlapped stages; staleness 0 is plain synchronous SGD) and
- * seed_selection "loss" (GEAR).
+ * Pipeline (Dorylus, "pipeline": {"staleness": S}, 0 <= S <= 64): a
+ * batch's graph stage (seeds, neighbour sample, aggregation matrices,
+ * gathered input rows: nothing that reads the weights) and its tensor
+ * stage (forward, loss, backward, optimizer step).  S = 0: both on the
+ * caller's thread in turn, plain synchronous SGD.  S >= 1: the graph
+ * stages run on a thread of their own (serially, pool NULL), at most S
+ * batches ahead of the batch in the tensor stage; tensor stages run in
+ * order on the caller's thread with the pool.  The batch taken at
+ * optimizer step j (counted over the whole run) runs its forward and its
+ * backward on the weights after update max(j0, j - S) (j0: the step at
+ * which the pipeline first ran), and the step applies that gradient to the
+ * newest weights; the S + 1 newest versions are stashed (reference-counted
+ * copies).  So S >= 1 is deterministic too, with gradients exactly S
+ * updates old.  The yield hook is called on the caller's thread only, at
+ * the same points for every S.  docs/training.md for the memory.
+ *
+ * Seed selection (GEAR, "seed_selection": "loss"): epoch 1 is uniform;
+ * each later epoch draws n_train seeds with replacement, node i with
+ * probability p_i proportional to max(l_i, mean / 10), l_i its last
+ * observed loss (from its forward: dropout, stale weights and all; never
+ * seen: the mean over the nodes seen), through Vose's alias table, draw k
+ * keyed by (seed, epoch, k).  Seed k of a batch of n_b has the importance
+ * weight w_k = (1 / p_k) n_b / sum over the batch of 1 / p_j (1 / (n p_k)
+ * normalised to average 1 over the batch); the batch's loss, and the
+ * epoch's reported loss, is (1 / n_b) sum w_k CE_k; train_acc counts the
+ * draws.  A batch may hold a node twice (sampled once, two loss terms).
+ *
  * Gradients flow through every layer type; the optimizer is Adam (PyTorch's
  * defaults: betas 0.9 / 0.999, eps 1e-8, weight_decay added to the
  * gradient as torch.optim.Adam does) or SGD (no momentum, weight_decay
@@ -36,12 +59,13 @@
  * the counter-based hash of sample_hash.h keyed by config seed, or copied
  * from an initial model (init_from, fine-tuning).
  *
- * Determinism: with staleness 0 a run is a function of (graph, labels,
+ * Determinism: for every staleness a run is a function of (graph, labels,
  * config, initial weights): the epoch's seed order (hash of (seed, epoch,
  * node)), draws of the sampler and dropout masks (keyed by (seed, epoch,
- * batch, layer, row)) go through sample_hash.h, never by thread timing,
- * and results do not depend on the pool size (fixed block boundaries, one
- * single-threaded OpenBLAS call per block).
+ * batch, layer, row)) and GEAR's draws (seed, epoch, index) go through
+ * sample_hash.h, never by thread timing, and results do not depend on the
+ * pool size (fixed block boundaries, one single-threaded OpenBLAS call per
+ * block).
  *
  * Validation: a labelled node is held out when hash(seed, node id) falls
  * under val_fraction, so the split does not depend on the labels query's
@@ -51,7 +75,9 @@
  * from one thread; the trainer computes on the pool it is given, and
  * between stages calls the yield hook (qv_trainer_set_yield), which may
  * sleep while the caller serves something more urgent (the engine serves
- * predictions).
+ * predictions).  With staleness >= 1 each epoch also runs a graph-stage
+ * thread of its own, joined before qv_trainer_epoch returns (also on
+ * cancel or error).
  */
 #ifndef QV_TRAIN_H
 #define QV_TRAIN_H

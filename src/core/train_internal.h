@@ -83,6 +83,47 @@ typedef struct QvGatAct
 				acc_cap;
 } QvGatAct;
 
+/*
+ * A batch's graph stage (Dorylus): everything that does not read the
+ * weights.  The seeds, the sample (its arrays in sbuf), the aggregation
+ * matrices of every layer and the first layer's gathered input rows.  The
+ * tensor stage swaps p[] and x0 with its QvLayerAct's (buffers rotate, no
+ * copy) and reads s until it is done, so a slot is reused only after its
+ * batch's tensor stage.
+ */
+typedef struct QvBatchPrep
+{
+	const int32_t *seeds;		/* n dense seeds (duplicates allowed) */
+	const float *seed_w;		/* importance weights per seed, or NULL (1) */
+	int32_t		n;
+	int64_t		batch;			/* in the epoch, 0-based */
+	uint64_t	sample_seed,
+				drop_key;
+	QvSampleBuf *sbuf;
+	QvSample	s;
+	QvAggr		p[QV_MAX_LAYERS];
+	float	   *x0;				/* n_nodes[L] x dim */
+	size_t		x0_cap;
+	size_t		bytes;			/* grown by this slot's graph stages */
+	/* pipeline bookkeeping (train_pipeline.c) */
+	int			rc;				/* of the graph stage */
+	QvError		err;
+	bool		ready;
+} QvBatchPrep;
+
+/* What the pipeline records for the tests (train_pipeline.c). */
+typedef struct QvPipeStats
+{
+	int64_t		prepared;		/* graph stages done on the pipeline thread */
+	int64_t		ready_on_arrival;	/* batches whose graph stage was done
+									 * before the tensor stage asked */
+	int32_t		max_ahead;		/* most batches prepared beyond the one in
+								 * the tensor stage (at most staleness) */
+	int64_t		stale_reads;	/* tensor stages that read an older version */
+} QvPipeStats;
+
+typedef struct QvPipe QvPipe;
+
 /* What one layer of a batch keeps from the forward for the backward. */
 typedef struct QvLayerAct
 {
@@ -114,9 +155,12 @@ struct QvTrainer
 	QvParam		params[QV_TRAIN_MAX_PARAMS];
 	int			n_params;
 	int64_t		steps;			/* optimizer steps taken */
+	float	  **wref[QV_TRAIN_MAX_PARAMS];	/* the model's field holding
+											 * params[k].w */
 	int32_t		epochs_done;
 	/* per-batch buffers, grown to the largest batch */
-	QvSampleBuf *sbuf;
+	QvSampleBuf *sbuf;			/* the synchronous batch's sample (sync.sbuf) */
+	QvBatchPrep sync;			/* the synchronous batch's graph stage */
 	QvLayerAct	act[QV_MAX_LAYERS];
 	float	   *dz,
 			   *dx,
@@ -130,6 +174,14 @@ struct QvTrainer
 	float	   *val_out;		/* validation logits */
 	size_t		val_out_cap;
 	size_t		bytes;			/* held by the buffers above */
+	/* GEAR (seed_selection "loss", train_select.c) */
+	float	   *node_loss;		/* per dense node: last loss, NaN unseen */
+	float	   *order_w;		/* importance weight of each order entry */
+	double	   *alias_prob;
+	int32_t    *alias_idx;
+	/* Dorylus (pipeline staleness >= 1, train_pipeline.c) */
+	QvPipe	   *pipe;
+	QvPipeStats pipe_stats;
 	/* cross-thread state */
 	atomic_bool cancel;
 	pthread_mutex_t mu;
@@ -155,6 +207,54 @@ typedef struct QvBatchStats
 int			qv_train_batch(QvTrainer *t, const int32_t *seeds, int32_t n,
 						   uint64_t sample_seed, uint64_t drop_key, QvPool *pool,
 						   QvBatchStats *st, QvError *err);
+
+/* The graph stage of bp's batch: sample, aggregation matrices, gather
+ * (reads neither the weights nor anything a tensor stage writes, so it
+ * may run on another thread; pool may be NULL). */
+int			qv_train_graph_stage(const QvTrainer *t, QvBatchPrep *bp, QvPool *pool,
+								 QvError *err);
+
+/* The tensor stage of bp's batch (graph stage done): forward with the
+ * model's current weight pointers, loss (seed_w applied; per-node losses
+ * into t->node_loss when set), backward into params[*].g. */
+int			qv_train_tensor_stage(QvTrainer *t, QvBatchPrep *bp, QvPool *pool,
+								  QvBatchStats *st, QvError *err);
+
+/* Free bp's aggregation matrices and rows (not its sbuf). */
+void		qv_batch_prep_free(QvBatchPrep *bp);
+
+/* The key of (config seed, epoch, batch) in a domain (train.c). */
+#define QV_TRAIN_KEY_SAMPLE UINT64_C(0x747261696e736d70)	/* "trainsmp" */
+#define QV_TRAIN_KEY_DROP UINT64_C(0x747261696e64726f)	/* "traindro" */
+#define QV_TRAIN_KEY_SELECT UINT64_C(0x747261696e73656c)	/* "trainsel" */
+uint64_t	qv_train_step_key(const QvTrainer *t, uint64_t domain, int32_t epoch,
+							  int64_t batch);
+
+/* Publish where the run is (train.c). */
+void		qv_train_set_progress(QvTrainer *t, QvTrainPhase phase, int32_t epoch,
+								  int64_t done, int64_t total, double loss);
+
+/* ---- Dorylus's pipeline (train_pipeline.c) ---- */
+
+/* The batches of one epoch with staleness >= 1: loss and accuracy sums
+ * into *ep, as train.c's synchronous loop. */
+int			qv_pipe_run_epoch(QvTrainer *t, int32_t epoch, QvPool *pool,
+							  QvTrainEpoch *ep, QvError *err);
+void		qv_pipe_free(QvTrainer *t);
+
+/* ---- GEAR's selection (train_select.c) ---- */
+
+/* Vose's alias table of w[0..n) (every w >= 0, sum > 0): prob[], alias[]. */
+void		qv_alias_build(const double *w, int64_t n, double *prob, int32_t *alias,
+						   int32_t *work);
+
+/* Draw under key: a column keyed (key, 1), accepted under (key, 2). */
+int32_t		qv_alias_draw(const double *prob, const int32_t *alias, int64_t n,
+						  uint64_t key);
+
+/* The epoch's draws into t->order and their batch-normalised importance
+ * weights into t->order_w (epoch >= 2, seed_selection "loss"). */
+int			qv_select_by_loss(QvTrainer *t, int32_t epoch, QvError *err);
 
 /* One optimizer step over every parameter with its gradient. */
 void		qv_train_optimize(QvTrainer *t, QvPool *pool);

@@ -109,13 +109,14 @@ transpose_aggr(QvAggr *p, int32_t n_out, int32_t n_in)
 	p->t_off[0] = 0;
 }
 
-/* Layer i's aggregation matrix from the sample's block L-1-i. */
+/* Layer i's aggregation matrix from the sample's block L-1-i, into p
+ * (graph stage: no trainer state but the graph and the architecture). */
 static int
-build_aggr(QvTrainer *t, const QvSample *s, int i, QvError *err)
+build_aggr(const QvTrainer *t, const QvSample *s, int i, QvAggr *p, size_t *bytes,
+		   QvError *err)
 {
 	int			h = s->n_hops - 1 - i;
 	const QvBlock *blk = &s->blocks[h];
-	QvAggr	   *p = &t->act[i].p;
 	int32_t		n_out = s->n_nodes[h],
 				n_in = s->n_nodes[h + 1];
 	bool		gcn = t->arch == QV_ARCH_GCN;
@@ -123,12 +124,12 @@ build_aggr(QvTrainer *t, const QvSample *s, int i, QvError *err)
 	int64_t		e = 0;
 	int			rc;
 
-	if ((rc = grow(t, &p->off, &p->off_cap, (size_t) n_out + 1, sizeof(int64_t), err, "aggregation rows")) ||
-		(rc = grow(t, &p->src, &p->ent_cap, n_ent, sizeof(int32_t), err, "aggregation entries")) ||
-		(rc = grow(t, &p->w, &p->w_cap, n_ent, sizeof(double), err, "aggregation weights")) ||
-		(rc = grow(t, &p->t_off, &p->t_off_cap, (size_t) n_in + 1, sizeof(int64_t), err, "scatter rows")) ||
-		(rc = grow(t, &p->t_dst, &p->t_ent_cap, n_ent, sizeof(int32_t), err, "scatter entries")) ||
-		(rc = grow(t, &p->t_w, &p->t_w_cap, n_ent, sizeof(double), err, "scatter weights")))
+	if ((rc = qv_grow((void **) &p->off, &p->off_cap, (size_t) n_out + 1, sizeof(int64_t), bytes, err, "aggregation rows")) ||
+		(rc = qv_grow((void **) &p->src, &p->ent_cap, n_ent, sizeof(int32_t), bytes, err, "aggregation entries")) ||
+		(rc = qv_grow((void **) &p->w, &p->w_cap, n_ent, sizeof(double), bytes, err, "aggregation weights")) ||
+		(rc = qv_grow((void **) &p->t_off, &p->t_off_cap, (size_t) n_in + 1, sizeof(int64_t), bytes, err, "scatter rows")) ||
+		(rc = qv_grow((void **) &p->t_dst, &p->t_ent_cap, n_ent, sizeof(int32_t), bytes, err, "scatter entries")) ||
+		(rc = qv_grow((void **) &p->t_w, &p->t_w_cap, n_ent, sizeof(double), bytes, err, "scatter weights")))
 		return rc;
 	for (int32_t r = 0; r < n_out; r++)
 	{
@@ -274,10 +275,12 @@ gather_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 
 /* ---- loss ------------------------------------------------------------------------------- */
 
-/* Mean cross-entropy over the seeds: dz of their logits rows, stats. */
+/* Mean cross-entropy over the seeds, seed k's term weighted by w[k] (NULL:
+ * 1): dz of their logits rows, stats (loss_sum weighted); each seed's own
+ * loss into node_loss[node] when node_loss is set (GEAR). */
 static void
 loss_grad(QvTrainer *t, const QvSample *s, const float *z, int32_t classes, float *dz,
-		  QvBatchStats *st)
+		  const float *w, float *node_loss, QvBatchStats *st)
 {
 	memset(dz, 0, sizeof(float) * (size_t) s->n_nodes[0] * classes);
 	st->loss_sum = 0.0;
@@ -290,17 +293,23 @@ loss_grad(QvTrainer *t, const QvSample *s, const float *z, int32_t classes, floa
 		int32_t		y = t->label_of[s->nodes[0][r]],
 					best = 0;
 		double		mx = zr[0],
-					sum = 0.0;
+					sum = 0.0,
+					wk = w ? (double) w[k] : 1.0,
+					l;
 
 		for (int32_t c = 1; c < classes; c++)
 			if (zr[c] > mx)
 				mx = zr[c], best = c;
 		for (int32_t c = 0; c < classes; c++)
 			sum += exp(zr[c] - mx);
-		st->loss_sum += mx + log(sum) - zr[y];
+		l = mx + log(sum) - zr[y];
+		if (node_loss)
+			node_loss[s->nodes[0][r]] = (float) l;
+		st->loss_sum += w ? wk * l : l;
 		st->correct += best == y;
 		for (int32_t c = 0; c < classes; c++)
-			dz[(size_t) r * classes + c] +=
+			dz[(size_t) r * classes + c] += w ?
+				(float) (wk * (exp(zr[c] - mx) / sum - (c == y)) / s->n_seeds) :
 				(float) ((exp(zr[c] - mx) / sum - (c == y)) / s->n_seeds);
 	}
 }
@@ -481,7 +490,7 @@ backward_layer(QvTrainer *t, int i, QvPool *pool)
 
 /* ---- a batch ------------------------------------------------------------------------------- */
 
-/* Size every buffer of the batch for sample s and build the aggregations. */
+/* Size every buffer of the batch for sample s (aggregations: graph stage). */
 static int
 prepare_batch(QvTrainer *t, const QvSample *s, int n_workers, QvError *err)
 {
@@ -502,8 +511,9 @@ prepare_batch(QvTrainer *t, const QvSample *s, int n_workers, QvError *err)
 		if ((rc = grow(t, &la->x, &la->x_cap, (size_t) la->n_in * l->in_dim, sizeof(float), err, "layer inputs")) ||
 			(rc = grow(t, &la->a, &la->a_cap, (size_t) la->n_out * l->in_dim, sizeof(float), err, "aggregates")) ||
 			(rc = grow(t, &la->z, &la->z_cap, (size_t) la->n_out * l->out_dim, sizeof(float), err, "layer outputs")) ||
-			(rc = t->arch == QV_ARCH_GAT ? qv_gat_prepare(t, s, i, n_workers, err) :
-			 build_aggr(t, s, i, err)))
+			/* GAT's edge lists live in the trainer: built here, in the
+			 * tensor stage (the graph stage of a later batch may run) */
+			(t->arch == QV_ARCH_GAT && (rc = qv_gat_prepare(t, s, i, n_workers, err)) != QV_OK))
 			return rc;
 		grad = (size_t) la->n_out * l->out_dim > grad ? (size_t) la->n_out * l->out_dim : grad;
 		if (i > 0)
@@ -552,30 +562,105 @@ single_threaded_blas(void)
 		openblas_set_num_threads(1);
 }
 
+/* Swap the graph stage's aggregations and input rows with the layers'. */
+static void
+swap_in(QvTrainer *t, QvBatchPrep *bp)
+{
+	for (int i = 0; i < t->model->n_layers; i++)
+	{
+		QvAggr		p = t->act[i].p;
+
+		t->act[i].p = bp->p[i];
+		bp->p[i] = p;
+	}
+	{
+		float	   *x = t->act[0].x;
+		size_t		cap = t->act[0].x_cap;
+
+		t->act[0].x = bp->x0, t->act[0].x_cap = bp->x0_cap;
+		bp->x0 = x, bp->x0_cap = cap;
+	}
+}
+
+int
+qv_train_graph_stage(const QvTrainer *t, QvBatchPrep *bp, QvPool *pool, QvError *err)
+{
+	const QvModel *m = t->model;
+	int			L = m->n_layers;
+	QvSample   *s = &bp->s;
+	GatherJob	gj;
+	int			rc;
+
+	if ((rc = qv_sample_into(t->g, bp->seeds, bp->n, m->fanout, L, bp->sample_seed, false,
+							 pool, bp->sbuf, s, err)) != QV_OK)
+		return rc;
+	for (int i = 0; i < L && t->arch != QV_ARCH_GAT; i++)	/* GAT: qv_gat_prepare */
+		if ((rc = build_aggr(t, s, i, &bp->p[i], &bp->bytes, err)) != QV_OK)
+			return rc;
+	if ((rc = qv_grow((void **) &bp->x0, &bp->x0_cap, (size_t) s->n_nodes[L] * t->g->dim,
+					  sizeof(float), &bp->bytes, err, "layer inputs")) != QV_OK)
+		return rc;
+	gj = (GatherJob) {t->g, s->nodes[L], s->n_nodes[L], bp->x0};
+	qv_pool_run(pool, n_blocks(gj.n, TR_ROWS), 1, gather_blocks, &gj);
+	return QV_OK;
+}
+
+int
+qv_train_tensor_stage(QvTrainer *t, QvBatchPrep *bp, QvPool *pool, QvBatchStats *st,
+					  QvError *err)
+{
+	const QvModel *m = t->model;
+	int			L = m->n_layers;
+	int			rc;
+
+	single_threaded_blas();
+	swap_in(t, bp);
+	if ((rc = prepare_batch(t, &bp->s, qv_pool_size(pool), err)) != QV_OK)
+		return rc;
+	forward_layers(t, bp->drop_key, pool);
+	loss_grad(t, &bp->s, t->act[L - 1].z, m->out_dim, t->dz, bp->seed_w, t->node_loss, st);
+	for (int i = L - 1; i >= 0; i--)
+		backward_layer(t, i, pool);
+	return QV_OK;
+}
+
 int
 qv_train_batch(QvTrainer *t, const int32_t *seeds, int32_t n, uint64_t sample_seed,
 			   uint64_t drop_key, QvPool *pool, QvBatchStats *st, QvError *err)
 {
-	const QvModel *m = t->model;
-	int			L = m->n_layers;
-	QvSample	s;
-	GatherJob	gj;
+	QvBatchPrep *bp = &t->sync;
 	int			rc;
 
-	single_threaded_blas();
-	if ((rc = qv_sample_into(t->g, seeds, n, m->fanout, L, sample_seed, false, pool,
-							 t->sbuf, &s, err)) != QV_OK ||
-		(rc = prepare_batch(t, &s, qv_pool_size(pool), err)) != QV_OK)
+	bp->seeds = seeds;
+	bp->n = n;
+	bp->sample_seed = sample_seed;
+	bp->drop_key = drop_key;
+	bp->sbuf = t->sbuf;
+	if ((rc = qv_train_graph_stage(t, bp, pool, err)) != QV_OK)
 		return rc;
-	gj = (GatherJob) {t->g, s.nodes[L], s.n_nodes[L], t->act[0].x};
-	qv_pool_run(pool, n_blocks(gj.n, TR_ROWS), 1, gather_blocks, &gj);
 	if (t->yield)				/* graph stage done; tensor stage next */
 		t->yield(t->yield_arg);
-	forward_layers(t, drop_key, pool);
-	loss_grad(t, &s, t->act[L - 1].z, m->out_dim, t->dz, st);
-	for (int i = L - 1; i >= 0; i--)
-		backward_layer(t, i, pool);
-	return QV_OK;
+	return qv_train_tensor_stage(t, bp, pool, st, err);
+}
+
+void
+qv_batch_prep_free(QvBatchPrep *bp)
+{
+	for (int i = 0; i < QV_MAX_LAYERS; i++)
+	{
+		QvAggr	   *p = &bp->p[i];
+
+		free(p->off);
+		free(p->src);
+		free(p->w);
+		free(p->t_off);
+		free(p->t_dst);
+		free(p->t_w);
+	}
+	free(bp->x0);
+	memset(bp->p, 0, sizeof(bp->p));
+	bp->x0 = NULL;
+	bp->x0_cap = 0;
 }
 
 /* ---- optimizer ------------------------------------------------------------------------------- */

@@ -21,6 +21,7 @@
 #include "pool.h"
 #include "train.h"
 #include "train_internal.h"
+#include "sample_hash.h"
 #include "test_util.h"
 
 /* ---- an independent float64 forward (every neighbour) ------------------------- */
@@ -1191,6 +1192,11 @@ test_config(void **state)
 	config_fails("{\"fanout\": [10, 10], \"layers\": 3}", "config fanout has 2 entries, but layers = 3");
 	config_fails("{\"pipeline\": {\"staleness\": -1}}", "config pipeline.staleness = -1");
 	config_fails("{\"pipeline\": {\"stale\": 1}}", "\"pipeline.stale\"");
+	config_fails("{\"pipeline\": {\"staleness\": 65}}",
+				 "config pipeline.staleness = 65 must be an integer between 0 and 64");
+	config_fails("{\"pipeline\": 1}", "config pipeline = 1 must be an object");
+	config_fails("{\"seed_selection\": \"gear\"}",
+				 "config seed_selection = \"gear\" must be \"uniform\" or \"loss\"");
 	config_fails("{\"seed_selection\": \"random\"}", "config seed_selection = \"random\"");
 	config_fails("{\"init_from\": \"\"}", "config init_from = \"\"");
 	config_fails("{\"learning_rate\": 0.1}", "unknown config key \"learning_rate\"");
@@ -1239,11 +1245,25 @@ test_create_errors(void **state)
 				 NULL, "no labelled node is left for training: 1 labelled, 1 held out");
 	create_fails(QV_ARCH_GAT, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 6, \"heads\": 4}", NULL,
 				 "config hidden = 6 is not a multiple of heads = 4");
-	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 8, 3,
-				 "{\"pipeline\": {\"staleness\": 1}}", NULL,
-				 "pipeline staleness above 0 is not implemented yet");
-	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 8, 3,
-				 "{\"seed_selection\": \"loss\"}", NULL, "not implemented yet");
+	{
+		/* values the parser never gives */
+		QvGraph    *g = awkward_graph();
+		QvTrainConfig cfg = parse_ok("{}");
+		QvTrainer  *t = NULL;
+		QvError		err = {0};
+
+		cfg.staleness = 65;
+		assert_int_equal(qv_trainer_create(QV_ARCH_GRAPHSAGE, g, awk_nodes, awk_labels, 8, 3, &cfg,
+										   NULL, &t, &err), QV_EINVAL);
+		assert_non_null(strstr(err.msg, "config pipeline.staleness = 65 must be an integer between 0 and 64"));
+		cfg = parse_ok("{}");
+		cfg.selection = (QvSeedSelection) 7;
+		assert_int_equal(qv_trainer_create(QV_ARCH_GRAPHSAGE, g, awk_nodes, awk_labels, 8, 3, &cfg,
+										   NULL, &t, &err), QV_EINVAL);
+		assert_non_null(strstr(err.msg, "config seed_selection code 7 is unknown"));
+		assert_null(t);
+		qv_graph_free(g);
+	}
 	create_fails(QV_ARCH_GCN, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 4}", sage,
 				 "init_from model is graphsage, training gcn");
 	create_fails(QV_ARCH_GRAPHSAGE, awk_nodes, awk_labels, 8, 3, "{\"hidden\": 4, \"layers\": 3}",
@@ -1357,6 +1377,445 @@ test_save_round_trip(void **state)
 	check_round_trip_heads(QV_ARCH_GAT, 2);
 }
 
+/* ---- Dorylus's pipeline: staleness >= 1 -------------------------------------------------- */
+
+#define SBM_LEARN_JSON "\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4"
+
+/* The SBM trained 15 epochs with check_learns's config plus extra keys. */
+static QvTrainEpoch
+sbm_train(const Sbm *s, QvArch arch, const char *extra, QvPool *pool, QvTrainer **keep)
+{
+	char		json[512];
+	QvTrainer  *t;
+	QvTrainEpoch ep;
+
+	snprintf(json, sizeof(json), "{" SBM_LEARN_JSON "%s}", extra);
+	t = trainer_ok(arch, s->g, s->nodes, s->labels, SBM_N, SBM_K, json, NULL);
+	ep = train_all(t, 15, pool);
+	if (keep)
+		*keep = t;
+	else
+		qv_trainer_free(t);
+	return ep;
+}
+
+/* Mean held-out accuracy over epochs 21 .. 30 of a 30-epoch run with
+ * check_learns's config plus extra (one epoch's figure on 120 held-out
+ * nodes swings by 2 points from epoch to epoch); the trainer in *keep. */
+static double
+sbm_converged(const Sbm *s, QvArch arch, const char *extra, QvPool *pool, QvTrainer **keep)
+{
+	char		json[512];
+	QvTrainer  *t;
+	double		acc = 0.0;
+
+	snprintf(json, sizeof(json), "{" SBM_LEARN_JSON "%s}", extra);
+	t = trainer_ok(arch, s->g, s->nodes, s->labels, SBM_N, SBM_K, json, NULL);
+	for (int e = 1; e <= 30; e++)
+	{
+		QvTrainEpoch ep = train_all(t, 1, pool);
+
+		if (e > 20)
+			acc += ep.val_acc / 10.0;
+	}
+	*keep = t;
+	return acc;
+}
+
+/* S = 1 learns the SBM as well as S = 0 (converged held-out accuracy
+ * within 1 point), is reproducible bit for bit and independent of the
+ * pool size. */
+static void
+test_pipeline_learns(void **state)
+{
+	Sbm			s = sbm_make();
+	QvError		err = {0};
+	QvPool	   *pool2 = qv_pool_create(2, &err);
+
+	for (int a = 0; a < 2; a++)
+	{
+		QvArch		arch = a == 0 ? QV_ARCH_GRAPHSAGE : QV_ARCH_GCN;
+		QvTrainer  *t0,
+				   *t1,
+				   *t2,
+				   *t4;
+		double		v0 = sbm_converged(&s, arch, "", NULL, &t0),
+					v1 = sbm_converged(&s, arch, ", \"pipeline\": {\"staleness\": 1}", NULL, &t1),
+					v2 = sbm_converged(&s, arch, ", \"pipeline\": {\"staleness\": 1}", pool2, &t2),
+					v4 = sbm_converged(&s, arch, ", \"pipeline\": {\"staleness\": 4}", NULL, &t4);
+		QvTrainProgress p;
+
+		printf("%s on the SBM, held-out accuracy over epochs 21-30: staleness 0 %.4f, 1 %.4f, 4 %.4f\n",
+			   qv_arch_name(arch), v0, v1, v4);
+		assert_true(v1 >= v0 - 0.01);
+		assert_true(v1 > 0.85);
+		assert_true(same_weights(t1, t2));
+		assert_false(same_weights(t1, t0));
+		assert_true(v1 == v2);
+		/* every batch but the first read a version one update old */
+		assert_int_equal(t1->pipe_stats.stale_reads, t1->steps - 1);
+		assert_int_equal(t1->pipe_stats.prepared, t1->steps);
+		assert_true(t1->pipe_stats.max_ahead <= 1);
+		assert_true(t4->pipe_stats.max_ahead <= 4);
+		qv_trainer_progress(t1, &p);
+		assert_int_equal(p.phase, QV_TRAIN_DONE);
+		assert_int_equal(p.epoch, 30);
+		assert_int_equal(p.batches_done, p.batches_total);
+		qv_trainer_free(t0);
+		qv_trainer_free(t1);
+		qv_trainer_free(t2);
+		qv_trainer_free(t4);
+	}
+	qv_pool_destroy(pool2);
+	qv_graph_free(s.g);
+}
+
+/*
+ * Weight stashing, replayed: with SGD, step j applies to the newest
+ * weights the gradient of batch j taken at version max(0, j - S) — forward
+ * and backward alike.  A synchronous trainer fed version max(0, j - S)
+ * before each of the same batches (same seeds, sampler and dropout keys)
+ * gives the same weights bit for bit.
+ */
+static void
+check_stash_replay(int S)
+{
+	Sbm			s = sbm_make();
+	char		json[256];
+	QvTrainer  *a,
+			   *b;
+	size_t		total = 0;
+	int64_t		bs = 50,
+				nb;
+	float	  **ver;
+	QvError		err = {0};
+
+	snprintf(json, sizeof(json),
+			 "{\"hidden\": 16, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 1, \"optimizer\": \"sgd\", \"lr\": 0.2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 5, \"pipeline\": {\"staleness\": %d}}",
+			 S);
+	a = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
+	b = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K,
+				   "{\"hidden\": 16, \"fanout\": [4, 3], \"batch_size\": 50, \"epochs\": 1, \"optimizer\": \"sgd\", \"lr\": 0.2, \"dropout\": 0.3, \"val_fraction\": 0.2, \"seed\": 5}",
+				   NULL);
+	train_all(a, 1, NULL);
+	nb = (a->n_train + bs - 1) / bs;
+	assert_int_equal(a->steps, nb);
+	for (int k = 0; k < b->n_params; k++)
+		total += b->params[k].n;
+	ver = calloc((size_t) nb + 1, sizeof(float *));
+	for (int64_t j = 0; j <= nb; j++)
+		ver[j] = malloc(sizeof(float) * total);
+	for (int k = 0, off = 0; k < b->n_params; off += (int) b->params[k].n, k++)
+		memcpy(ver[0] + off, b->params[k].w, sizeof(float) * b->params[k].n);
+	for (int64_t j = 0; j < nb; j++)
+	{
+		int32_t		n = (int32_t) (a->n_train - j * bs < bs ? a->n_train - j * bs : bs);
+		int64_t		v = j - S > 0 ? j - S : 0;
+		QvBatchStats st;
+
+		for (int k = 0, off = 0; k < b->n_params; off += (int) b->params[k].n, k++)
+			memcpy(b->params[k].w, ver[v] + off, sizeof(float) * b->params[k].n);
+		assert_int_equal(qv_train_batch(b, a->order + j * bs, n,
+										qv_train_step_key(b, QV_TRAIN_KEY_SAMPLE, 1, j),
+										qv_train_step_key(b, QV_TRAIN_KEY_DROP, 1, j), NULL,
+										&st, &err), QV_OK);
+		for (int k = 0, off = 0; k < b->n_params; off += (int) b->params[k].n, k++)
+			for (size_t i = 0; i < b->params[k].n; i++)
+			{
+				float		g = b->params[k].g[i] + 0.0f * ver[j][off + i];
+
+				ver[j + 1][off + i] = ver[j][off + i] - 0.2f * g;
+			}
+	}
+	for (int k = 0, off = 0; k < a->n_params; off += (int) a->params[k].n, k++)
+		assert_memory_equal(a->params[k].w, ver[nb] + off, sizeof(float) * a->params[k].n);
+	/* and the model's pointers are the live weights again */
+	assert_ptr_equal(qv_trainer_model(a)->layers[0].weight_l, a->params[0].w);
+	for (int64_t j = 0; j <= nb; j++)
+		free(ver[j]);
+	free(ver);
+	qv_trainer_free(a);
+	qv_trainer_free(b);
+	qv_graph_free(s.g);
+}
+
+static void
+test_pipeline_stash(void **state)
+{
+	check_stash_replay(1);
+	check_stash_replay(3);
+	check_stash_replay(64);		/* every batch reads the initial weights */
+}
+
+typedef struct YieldCount
+{
+	int64_t		calls;
+	useconds_t	sleep_us;
+} YieldCount;
+
+static void
+yield_count(void *arg)
+{
+	YieldCount *y = arg;
+
+	y->calls++;
+	if (y->sleep_us)
+		usleep(y->sleep_us);
+}
+
+/* The graph stage runs ahead on its own thread while the caller's thread
+ * is in the tensor stage or the yield hook, never more than S batches. */
+static void
+test_pipeline_overlaps(void **state)
+{
+	Sbm			s = sbm_make();
+	YieldCount	y0 = {0, 0};
+
+	{
+		QvTrainer  *t = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K,
+								   "{\"hidden\": 16, \"fanout\": [5, 5], \"batch_size\": 20, \"epochs\": 2, \"val_fraction\": 0.1}",
+								   NULL);
+
+		qv_trainer_set_yield(t, yield_count, &y0);
+		train_all(t, 2, NULL);
+		assert_int_equal(t->pipe_stats.prepared, 0);
+		qv_trainer_free(t);
+	}
+	for (int S = 1; S <= 2; S++)
+	{
+		char		json[256];
+		YieldCount	y = {0, 1000};
+		QvTrainer  *t;
+		int64_t		nb;
+
+		snprintf(json, sizeof(json),
+				 "{\"hidden\": 16, \"fanout\": [5, 5], \"batch_size\": 20, \"epochs\": 2, \"val_fraction\": 0.1, \"pipeline\": {\"staleness\": %d}}",
+				 S);
+		t = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K, json, NULL);
+		nb = (t->n_train + 19) / 20;
+		qv_trainer_set_yield(t, yield_count, &y);
+		train_all(t, 2, NULL);
+		printf("staleness %d: %lld batches, %lld prepared, %lld ready on arrival, at most %d ahead\n",
+			   S, (long long) 2 * nb, (long long) t->pipe_stats.prepared,
+			   (long long) t->pipe_stats.ready_on_arrival, (int) t->pipe_stats.max_ahead);
+		/* the yield hook between the same stages, as often as with S = 0 */
+		assert_int_equal(y.calls, y0.calls);
+		assert_int_equal(y.calls, 3 * 2 * nb);
+		assert_int_equal(t->pipe_stats.prepared, 2 * nb);
+		/* batch k done while batch k - 1 was still in its tensor stage */
+		assert_true(t->pipe_stats.max_ahead >= 1);
+		assert_true(t->pipe_stats.max_ahead <= S);
+		assert_true(t->pipe_stats.ready_on_arrival >= nb);
+		qv_trainer_free(t);
+	}
+	qv_graph_free(s.g);
+}
+
+static void
+test_pipeline_cancel(void **state)
+{
+	Sbm			s = sbm_make();
+	QvTrainer  *t = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K,
+							   "{\"hidden\": 16, \"fanout\": [5, 5], \"batch_size\": 1, \"epochs\": 1000, \"val_fraction\": 0.1, \"pipeline\": {\"staleness\": 1}}",
+							   NULL);
+	CancelArg	c = {t, 0, 0};
+	pthread_t	th;
+	QvTrainEpoch ep;
+	QvTrainProgress p;
+	QvError		err = {0};
+	int			rc = QV_OK;
+
+	assert_int_equal(pthread_create(&th, NULL, cancel_thread, &c), 0);
+	for (int e = 0; e < 1000 && rc == QV_OK; e++)
+		rc = qv_trainer_epoch(t, NULL, &ep, &err);
+	pthread_join(th, NULL);
+	assert_int_equal(rc, QV_ECANCELED);
+	assert_non_null(strstr(err.msg, "cancelled"));
+	qv_trainer_progress(t, &p);
+	assert_int_equal(p.epoch, c.epoch);
+	assert_true(p.batches_done <= c.seen + 1);
+	assert_int_equal((int64_t) (p.epoch - 1) * t->n_train + p.batches_done, t->steps);
+	/* the live weights are the model's again */
+	assert_ptr_equal(qv_trainer_model(t)->layers[1].weight_r, t->params[t->n_params - 1].w);
+	assert_int_equal(qv_trainer_epoch(t, NULL, &ep, &err), QV_ECANCELED);
+	qv_trainer_free(t);
+	qv_graph_free(s.g);
+}
+
+/* ---- GEAR's selection ------------------------------------------------------------------------ */
+
+/* Vose's table draws each column with its probability: 1e5 keyed draws,
+ * chi-square (9 degrees of freedom) and the largest deviation. */
+static void
+test_alias(void **state)
+{
+	static const double w[10] = {1, 2, 3, 4, 5, 6, 7, 8, 0.5, 0.0};
+	double		prob[10],
+				sum = 0.0,
+				chi2 = 0.0,
+				dev = 0.0;
+	int32_t		alias[10],
+				work[10];
+	int64_t		count[10] = {0},
+				n = 100000;
+
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	qv_alias_build(w, 10, prob, alias, work);
+	for (int64_t k = 0; k < n; k++)
+		count[qv_alias_draw(prob, alias, 10, qv_sh_absorb(12345, (uint64_t) k))]++;
+	for (int i = 0; i < 9; i++)
+	{
+		double		e = (double) n * w[i] / sum;
+
+		chi2 += (count[i] - e) * (count[i] - e) / e;
+		dev = fmax(dev, fabs((double) count[i] / n - w[i] / sum));
+	}
+	printf("alias table: chi-square %.2f (9 df), largest deviation %.4f\n", chi2, dev);
+	assert_int_equal(count[9], 0);	/* weight 0: never */
+	assert_true(chi2 < 27.88);	/* p = 0.001 */
+	assert_true(dev < 0.005);
+	/* uniform weights: every column its own */
+	{
+		static const double u[4] = {2, 2, 2, 2};
+
+		qv_alias_build(u, 4, prob, alias, work);
+		for (int i = 0; i < 4; i++)
+			assert_true(prob[i] == 1.0);
+	}
+}
+
+/* Selection by loss: higher-loss nodes drawn more often, importance
+ * weights average 1 per batch and undo the bias; keyed, so reproducible. */
+static void
+test_select_loss(void **state)
+{
+	Sbm			s = sbm_make();
+	QvTrainer  *t = trainer_ok(QV_ARCH_GRAPHSAGE, s.g, s.nodes, s.labels, SBM_N, SBM_K,
+							   "{\"hidden\": 16, \"fanout\": [5, 5], \"batch_size\": 64, \"val_fraction\": 0.1, \"seed_selection\": \"loss\", \"seed\": 2}",
+							   NULL);
+	int64_t		n,
+				hi = 0,
+				lo = 0;
+	double		drawn = 0.0,
+				all = 0.0;
+	int32_t    *first;
+	QvError		err = {0};
+
+	train_all(t, 1, NULL);
+	n = t->n_train;
+	/* epoch 1 is uniform: every training node once, and its loss seen */
+	for (int64_t i = 0; i < n; i++)
+	{
+		assert_false(isnan(t->node_loss[t->train_nodes[i]]));
+		all += t->node_loss[t->train_nodes[i]];
+	}
+	assert_int_equal(qv_select_by_loss(t, 2, &err), QV_OK);
+	for (int64_t k = 0; k < n; k++)
+		drawn += t->node_loss[t->order[k]];
+	{
+		/* E_p[l] = sum q_i l_i / sum q_i >= the mean, q_i = max(l_i, mean / 10) */
+		double		sq = 0.0,
+					sql = 0.0,
+					sqll = 0.0,
+					mean = all / n,
+					expect,
+					se;
+
+		for (int64_t i = 0; i < n; i++)
+		{
+			double		l = t->node_loss[t->train_nodes[i]],
+						q = fmax(l, 0.1 * mean);
+
+			sq += q, sql += q * l, sqll += q * l * l;
+		}
+		expect = sql / sq;
+		se = sqrt((sqll / sq - expect * expect) / n);
+		printf("loss selection: mean loss %.4f over the training nodes, %.4f over the draws (expected %.4f, s.e. %.4f)\n",
+			   mean, drawn / n, expect, se);
+		assert_true(expect > mean);
+		assert_true(fabs(drawn / n - expect) < 4.0 * se);
+	}
+	/* reproducible */
+	first = malloc(sizeof(int32_t) * n);
+	memcpy(first, t->order, sizeof(int32_t) * n);
+	assert_int_equal(qv_select_by_loss(t, 2, &err), QV_OK);
+	assert_memory_equal(first, t->order, sizeof(int32_t) * n);
+	assert_int_equal(qv_select_by_loss(t, 3, &err), QV_OK);
+	assert_memory_not_equal(first, t->order, sizeof(int32_t) * n);
+
+	/* two groups, losses 4 and 1 (every other training node): 4 : 1 */
+	for (int64_t i = 0; i < n; i++)
+		t->node_loss[t->train_nodes[i]] = i % 2 ? 4.0f : 1.0f;
+	t->node_loss[t->train_nodes[0]] = NAN;	/* never seen: the mean */
+	assert_int_equal(qv_select_by_loss(t, 2, &err), QV_OK);
+	for (int64_t k = 0; k < n; k++)
+	{
+		int32_t		v = t->order[k];
+
+		if (t->node_loss[v] == 4.0f)
+			hi++;
+		else if (t->node_loss[v] == 1.0f)
+			lo++;
+	}
+	printf("losses 4 and 1: drawn %lld and %lld times\n", (long long) hi, (long long) lo);
+	assert_true(hi > 3 * lo && hi < 5 * lo);
+	for (int64_t b0 = 0; b0 < n; b0 += 64)
+	{
+		int64_t		b1 = b0 + 64 < n ? b0 + 64 : n;
+		double		sum = 0.0;
+		float		w_hi = 0.0f,
+					w_lo = 0.0f;
+
+		for (int64_t k = b0; k < b1; k++)
+		{
+			sum += t->order_w[k];
+			assert_true(t->order_w[k] > 0.0f);
+			if (t->node_loss[t->order[k]] == 4.0f)
+				w_hi = t->order_w[k];
+			else if (t->node_loss[t->order[k]] == 1.0f)
+				w_lo = t->order_w[k];
+		}
+		assert_true(fabs(sum / (double) (b1 - b0) - 1.0) < 1e-6);
+		/* 1 / p: a node 4 times as likely weighs a quarter */
+		if (w_hi > 0.0f && w_lo > 0.0f)
+			assert_true(fabs(w_lo / w_hi - 4.0) < 1e-4);
+	}
+	free(first);
+	qv_trainer_free(t);
+	qv_graph_free(s.g);
+}
+
+/* Selection by loss learns the SBM as uniform selection does, with S = 0
+ * and S = 1, reproducibly. */
+static void
+test_select_learns(void **state)
+{
+	Sbm			s = sbm_make();
+
+	for (int a = 0; a < 2; a++)
+	{
+		QvArch		arch = a == 0 ? QV_ARCH_GRAPHSAGE : QV_ARCH_GCN;
+		QvTrainer  *t1,
+				   *t2;
+		QvTrainEpoch eu = sbm_train(&s, arch, "", NULL, NULL),
+					el = sbm_train(&s, arch, ", \"seed_selection\": \"loss\"", NULL, &t1),
+					ep = sbm_train(&s, arch, ", \"seed_selection\": \"loss\", \"pipeline\": {\"staleness\": 1}", NULL, &t2);
+		QvTrainer  *t3;
+
+		sbm_train(&s, arch, ", \"seed_selection\": \"loss\"", NULL, &t3);
+		printf("%s on the SBM: uniform loss %.3f val %.3f; by loss: loss %.3f val %.3f; by loss, staleness 1: val %.3f\n",
+			   qv_arch_name(arch), eu.loss, eu.val_acc, el.loss, el.val_acc, ep.val_acc);
+		assert_true(el.val_acc > 0.85 && el.val_acc >= eu.val_acc - 0.02);
+		assert_true(ep.val_acc > 0.85 && ep.val_acc >= eu.val_acc - 0.02);
+		assert_true(same_weights(t1, t3));
+		qv_trainer_free(t1);
+		qv_trainer_free(t2);
+		qv_trainer_free(t3);
+	}
+	qv_graph_free(s.g);
+}
+
 int
 main(void)
 {
@@ -1376,6 +1835,13 @@ main(void)
 		cmocka_unit_test(test_reproducible),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_save_round_trip),
+		cmocka_unit_test(test_pipeline_learns),
+		cmocka_unit_test(test_pipeline_stash),
+		cmocka_unit_test(test_pipeline_overlaps),
+		cmocka_unit_test(test_pipeline_cancel),
+		cmocka_unit_test(test_alias),
+		cmocka_unit_test(test_select_loss),
+		cmocka_unit_test(test_select_learns),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
