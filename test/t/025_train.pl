@@ -87,6 +87,19 @@ for my $arch ('graphsage', 'gcn', 'gat')
 is($node->safe_psql('postgres', 'SELECT count(*) FROM gnn_progress'), '0',
 	'gnn_progress is empty when nothing trains');
 
+# Dorylus's pipeline (staleness 1) and GEAR's selection by loss, end to end
+{
+	my $c = $config =~ s/\{/{"pipeline": {"staleness": 1}, "seed_selection": "loss", /r;
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SELECT val_acc FROM gnn_train('sbm_pipe', 'sbm', 'graphsage', 'SELECT id, label FROM sbm_label', '$c') "
+		  . "ORDER BY epoch DESC LIMIT 1");
+	is($rc, 0, 'staleness 1 and selection by loss train') or diag($err);
+	ok($out > 0.85, "to held-out accuracy $out > 0.85");
+	is($node->safe_psql('postgres',
+			"SELECT (config->'training'->'pipeline'->>'staleness') || (config->'training'->>'seed_selection') FROM gnn_models WHERE name = 'sbm_pipe'"),
+		'1loss', 'the stored config says so');
+}
+
 # PyG loads what quiver trained (strict names and shapes)
 {
 	my $file = "$tmp/sbm_graphsage.safetensors";
