@@ -11,6 +11,8 @@
  *   epoch order      (seed, epoch), node
  *   sampler's seed   (seed, epoch, batch)
  *   dropout          (seed, epoch, batch), layer, row, element
+ *   GAT attention    (seed, epoch, batch), layer, edge, head
+ *                    (both masks' keys: train_internal.h)
  */
 #include "train_internal.h"
 
@@ -933,6 +935,12 @@ qv_trainer_epoch(QvTrainer *t, QvPool *pool, QvTrainEpoch *ep, QvError *err)
 	set_progress(t, epoch >= t->cfg.epochs ? QV_TRAIN_DONE : QV_TRAIN_TRAINING, epoch,
 				 t->prog.batches_total, t->prog.batches_total, ep->loss);
 	return QV_OK;
+}
+
+uint64_t
+qv_trainer_drop_key(const QvTrainer *t, int32_t epoch, int64_t batch)
+{
+	return step_key(t, TR_DOMAIN_DROP, epoch, batch);
 }
 
 int
