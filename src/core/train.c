@@ -12,6 +12,8 @@
  *   sampler's seed   (seed, epoch, batch)
  *   dropout          (seed, epoch, batch), layer, row, element
  *   GEAR's draw k    (seed, epoch, k), then 1 (column) and 2 (accept)
+ *   GAT attention    (seed, epoch, batch), layer, edge, head
+ *                    (both masks' keys: train_internal.h)
  */
 #include "train_internal.h"
 
@@ -981,6 +983,12 @@ qv_trainer_epoch(QvTrainer *t, QvPool *pool, QvTrainEpoch *ep, QvError *err)
 	set_progress(t, epoch >= t->cfg.epochs ? QV_TRAIN_DONE : QV_TRAIN_TRAINING, epoch,
 				 t->prog.batches_total, t->prog.batches_total, ep->loss);
 	return QV_OK;
+}
+
+uint64_t
+qv_trainer_drop_key(const QvTrainer *t, int32_t epoch, int64_t batch)
+{
+	return step_key(t, TR_DOMAIN_DROP, epoch, batch);
 }
 
 int

@@ -18,9 +18,10 @@
  * GAT (train_gat.c) is PyG's GAT(in, hidden, layers, classes, heads=H):
  * hidden layers concatenate H heads of hidden / H channels (hidden must be
  * a multiple of H: QV_EINVAL naming both), the last layer averages H heads
- * of n_classes channels.  GATConv's attention dropout is not applied (PyG's
- * GAT passes its dropout to every GATConv, so with dropout > 0 the two
- * differ; with dropout 0 they agree).
+ * of n_classes channels.  As PyG's GAT passes its dropout to every GATConv,
+ * dropout p > 0 also drops attention coefficients in every layer, the last
+ * included (GATConv: inverted dropout on alpha after the softmax, per edge
+ * and head, training only).
  *
  * Pipeline (Dorylus, "pipeline": {"staleness": S}, 0 <= S <= 64): a
  * batch's graph stage (seeds, neighbour sample, aggregation matrices,
@@ -62,7 +63,8 @@
  * Determinism: for every staleness a run is a function of (graph, labels,
  * config, initial weights): the epoch's seed order (hash of (seed, epoch,
  * node)), draws of the sampler and dropout masks (keyed by (seed, epoch,
- * batch, layer, row)) and GEAR's draws (seed, epoch, index) go through
+ * batch, layer, row), GAT's attention masks by (seed, epoch, batch, layer,
+ * edge, head)) and GEAR's draws (seed, epoch, index) go through
  * sample_hash.h, never by thread timing, and results do not depend on the
  * pool size (fixed block boundaries, one single-threaded OpenBLAS call per
  * block).

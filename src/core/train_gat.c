@@ -10,15 +10,20 @@
  *   e_ut = LeakyReLU_0.2(p_ut),  alpha_ut = softmax over t's edges of e_ut
  *   o_t,k = sum_u alpha_ut x'_u,k
  * a hidden layer concatenates the heads, the last averages them; + bias.
- * No attention dropout (GATConv's dropout on alpha) is applied.
+ * With the config's dropout p > 0, GATConv's attention dropout (PyG's GAT
+ * passes its dropout to every GATConv, the last included): in training
+ * the sums take beta_ut = m_ut alpha_ut instead of alpha_ut, m_ut = 1/(1-p)
+ * when edge u -> t's head k is kept (qv_drop_kept under the key of
+ * (drop key, QV_DROP_ATTENTION | layer), edge position, head:
+ * train_internal.h), else 0; m = 1 without dropout.
  *
  * Backward, with g = dL/dz:
  *   bias: column sums of g;  do_t,k = g_t,k (concat) or g_t / H (mean)
- *   dalpha_ut = do_t,k . x'_u,k
+ *   dalpha_ut = m_ut do_t,k . x'_u,k
  *   de_ut = alpha_ut (dalpha_ut - sum_v alpha_vt dalpha_vt)
  *   dp_ut = de_ut (1 if p_ut > 0 else 0.2)
  *   ds_src_u = sum_t dp_ut,  ds_dst_t = sum_u dp_ut
- *   dx'_u,k = sum_t alpha_ut do_t,k + ds_src_u att_src_k (+ ds_dst_u att_dst_k
+ *   dx'_u,k = sum_t beta_ut do_t,k + ds_src_u att_src_k (+ ds_dst_u att_dst_k
  *             when u is a target: a target's own row is input row u)
  *   datt_src_k = sum_u ds_src_u x'_u,k,  datt_dst_k = sum_t ds_dst_t x'_t,k
  *   dW = dx'^T x,  dx = dx' W (then through the ReLU and dropout that made x)
@@ -90,6 +95,8 @@ qv_gat_prepare(QvTrainer *t, const QvSample *s, int i, int n_workers, QvError *e
 		(rc = grow(t, &a->s_dst, &a->s_dst_cap, (size_t) n_out * H, sizeof(double), err, "attention target terms")) ||
 		(rc = grow(t, &a->pre, &a->pre_cap, n_ent * H, sizeof(double), err, "attention logits")) ||
 		(rc = grow(t, &a->alpha, &a->alpha_cap, n_ent * H, sizeof(double), err, "attention coefficients")) ||
+		(t->cfg.dropout > 0.0 &&
+		 (rc = grow(t, &a->keep, &a->keep_cap, n_ent * H, sizeof(uint8_t), err, "attention dropout masks"))) ||
 		(rc = grow(t, &a->de, &a->de_cap, n_ent * H, sizeof(double), err, "attention gradients")) ||
 		(rc = grow(t, &a->ds_src, &a->ds_src_cap, (size_t) n_in * H, sizeof(double), err, "attention source gradients")) ||
 		(rc = grow(t, &a->ds_dst, &a->ds_dst_cap, (size_t) n_out * H, sizeof(double), err, "attention target gradients")) ||
@@ -137,6 +144,7 @@ qv_gat_free(QvGatAct *a)
 	free(a->s_dst);
 	free(a->pre);
 	free(a->alpha);
+	free(a->keep);
 	free(a->de);
 	free(a->ds_src);
 	free(a->ds_dst);
@@ -159,7 +167,18 @@ typedef struct GatJob
 			   *gas,
 			   *gad;			/* gradients of lin.weight, bias, att_src, att_dst */
 	double		keep_scale;		/* 1 / (1 - dropout) */
+	uint64_t	att_key;		/* forward: the attention dropout's mask key */
+	double		att_p;			/* forward: its probability (0: none) */
 } GatJob;
+
+/* Attention dropout's factor m of entry j (edge e, head k: e H + k). */
+static inline double
+att_mask(const QvGatAct *a, size_t j)
+{
+	if (a->keep_scale == 0.0)
+		return 1.0;
+	return a->keep[j] ? a->keep_scale : 0.0;
+}
 
 /* att . x of c channels in double. */
 static inline double
@@ -208,7 +227,8 @@ transform_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 }
 
 /* Blocks of targets: the softmax per head over each target's edges, the
- * weighted sums, heads concatenated or averaged, + bias. */
+ * attention dropout's masks, the weighted sums, heads concatenated or
+ * averaged, + bias. */
 static void
 attend_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 {
@@ -234,6 +254,14 @@ attend_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 			float	   *z = la->z + (size_t) t * out;
 
 			memset(acc, 0, sizeof(double) * (size_t) hc);
+			if (job->att_p > 0.0)
+				for (int64_t e = e0; e < e1; e++)
+				{
+					uint64_t	key = qv_sh_absorb(job->att_key, (uint64_t) e);
+
+					for (int32_t k = 0; k < H; k++)
+						a->keep[(size_t) e * H + k] = qv_drop_kept(key, (uint64_t) k, job->att_p);
+				}
 			for (int32_t k = 0; k < H; k++)
 			{
 				double		mx = -INFINITY,
@@ -259,7 +287,8 @@ attend_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 				}
 				for (int64_t e = e0; e < e1; e++)
 				{
-					double		w = a->alpha[(size_t) e * H + k] /= sum;
+					double		w = (a->alpha[(size_t) e * H + k] /= sum) *
+						att_mask(a, (size_t) e * H + k);
 					const float *xk = a->xw + (size_t) a->src[e] * hc + (size_t) k * C;
 
 					for (int32_t c = 0; c < C; c++)
@@ -285,10 +314,16 @@ attend_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 }
 
 void
-qv_gat_forward(QvTrainer *t, int i, QvPool *pool)
+qv_gat_forward(QvTrainer *t, int i, uint64_t drop_key, QvPool *pool)
 {
 	QvLayerAct *la = &t->act[i];
-	GatJob		job = {.l = &t->model->layers[i], .la = la};
+	GatJob		job = {
+		.l = &t->model->layers[i], .la = la,
+		.att_key = qv_sh_absorb(drop_key, QV_DROP_ATTENTION | (uint64_t) i),
+		.att_p = t->cfg.dropout
+	};
+
+	la->gat.keep_scale = t->cfg.dropout > 0.0 ? 1.0 / (1.0 - t->cfg.dropout) : 0.0;
 
 	qv_pool_run(pool, n_blocks(la->n_in, GAT_ROWS), 1, transform_blocks, &job);
 	qv_pool_run(pool, n_blocks(la->n_out, GAT_ROWS), 1, attend_blocks, &job);
@@ -307,8 +342,8 @@ dout(const GatJob *job, int32_t t, int32_t k, int32_t c)
 	return job->dz[(size_t) t * l->out_dim + c] / l->heads;
 }
 
-/* Blocks of targets: through the softmax and the LeakyReLU per edge and
- * head (de), and the targets' sums (ds_dst). */
+/* Blocks of targets: through the attention dropout, the softmax and the
+ * LeakyReLU per edge and head (de), and the targets' sums (ds_dst). */
 static void
 softmax_grad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 {
@@ -341,6 +376,7 @@ softmax_grad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 
 					for (int32_t c = 0; c < C; c++)
 						da += d[c] * xk[c];
+					da *= att_mask(a, (size_t) e * H + k);
 					a->de[(size_t) e * H + k] = da;
 					s += a->alpha[(size_t) e * H + k] * da;
 				}
@@ -389,7 +425,7 @@ source_grad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 
 				for (int32_t k = 0; k < H; k++)
 				{
-					double		w = a->alpha[(size_t) e * H + k];
+					double		w = a->alpha[(size_t) e * H + k] * att_mask(a, (size_t) e * H + k);
 
 					ds[k] += a->de[(size_t) e * H + k];
 					for (int32_t c = 0; c < C; c++)

@@ -9,11 +9,37 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "sample.h"
+#include "sample_hash.h"
 #include "train.h"
 
 #define QV_TRAIN_MAX_PARAMS (QV_MAX_LAYERS * 4)
+
+/*
+ * Dropout masks (inverted dropout, training only) go through sample_hash.h
+ * from a batch's drop key, itself keyed by (seed, epoch, batch):
+ *   mask key  = absorb(drop key, word)   word i: the dropout on layer i's
+ *               input (a hidden layer's output, i >= 1); QV_DROP_ATTENTION
+ *               | i: layer i's attention coefficients (GAT, every layer)
+ *   row key   = absorb(mask key, row)    an activation row, or an edge's
+ *                                        position in the layer's edge list
+ *   element c of the row is kept when qv_drop_kept(row key, c, p): the
+ *   draw mix64(row key + (c + 1) GOLDEN) as a double in [0, 1) is >= p
+ *   (c: the channel, or the attention head).
+ * Keys are positions in the batch, never threads or blocks, so the masks
+ * do not depend on the pool size.
+ */
+#define QV_DROP_ATTENTION (UINT64_C(1) << 32)
+
+static inline bool
+qv_drop_kept(uint64_t row_key, uint64_t c, double p)
+{
+	uint64_t	x = qv_sh_mix64(row_key + (c + 1) * QV_SH_GOLDEN);
+
+	return (double) (x >> 11) * 0x1p-53 >= p;
+}
 
 /* One trainable tensor: weights (the model's), gradient, Adam moments. */
 typedef struct QvParam
@@ -61,6 +87,9 @@ typedef struct QvGatAct
 	double	   *s_dst;			/* n_out x heads: att_dst . x'_t */
 	double	   *pre;			/* edges x heads: before the LeakyReLU */
 	double	   *alpha;			/* edges x heads: softmax coefficients */
+	uint8_t    *keep;			/* edges x heads: attention dropout's mask */
+	double		keep_scale;		/* 1 / (1 - dropout); 0: no attention
+								 * dropout in this batch (keep unused) */
 	double	   *de;				/* edges x heads: gradient before the LeakyReLU */
 	double	   *ds_src;			/* n_in x heads */
 	double	   *ds_dst;			/* n_out x heads */
@@ -76,6 +105,7 @@ typedef struct QvGatAct
 				s_dst_cap,
 				pre_cap,
 				alpha_cap,
+				keep_cap,
 				de_cap,
 				ds_src_cap,
 				ds_dst_cap,
@@ -260,11 +290,12 @@ int			qv_select_by_loss(QvTrainer *t, int32_t epoch, QvError *err);
 void		qv_train_optimize(QvTrainer *t, QvPool *pool);
 
 /* GAT layers (train_gat.c): layer i's edges and buffers for sample s,
- * its forward into t->act[i].z, and its backward from t->dz: parameter
+ * its forward into t->act[i].z (attention dropout keyed by drop_key when
+ * the config's dropout is > 0), and its backward from t->dz: parameter
  * gradients and (i > 0) the previous layer's dz into t->dx. */
 int			qv_gat_prepare(QvTrainer *t, const QvSample *s, int i, int n_workers,
 						   QvError *err);
-void		qv_gat_forward(QvTrainer *t, int i, QvPool *pool);
+void		qv_gat_forward(QvTrainer *t, int i, uint64_t drop_key, QvPool *pool);
 void		qv_gat_backward(QvTrainer *t, int i, QvPool *pool);
 void		qv_gat_free(QvGatAct *a);
 
@@ -277,6 +308,10 @@ void		qv_train_buffers_free(QvTrainer *t);
  * fanouts and dropout as configured, keyed as epoch 0, batch 0. */
 int			qv_trainer_gradient(QvTrainer *t, const int32_t *seeds, int32_t n,
 								QvPool *pool, double *loss, QvError *err);
+
+/* The drop key of (epoch, batch) that qv_train_batch gets (the masks'
+ * keys above). */
+uint64_t	qv_trainer_drop_key(const QvTrainer *t, int32_t epoch, int64_t batch);
 
 /* The gradient of the model tensor whose weights are w (a pointer into
  * qv_trainer_model's layers), or NULL. */

@@ -45,13 +45,6 @@ n_blocks(int64_t rows, int64_t per)
 	return (rows + per - 1) / per;
 }
 
-/* A uniform double in [0, 1) from a 64-bit word. */
-static inline double
-unit_double(uint64_t x)
-{
-	return (double) (x >> 11) * 0x1p-53;
-}
-
 /* ---- aggregation matrices --------------------------------------------------------- */
 
 /* GCN's entries of target t (graph node v) into p from entry e: the added
@@ -228,7 +221,7 @@ typedef struct ActJob
 } ActJob;
 
 /* x = dropout(relu(z)): inverted dropout, element c of row r kept when
- * its draw under (key, r) is >= p. */
+ * qv_drop_kept(absorb(key, r), c, p) (train_internal.h). */
 static void
 act_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 {
@@ -246,8 +239,7 @@ act_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 			float		v = z[c] > 0.0f ? z[c] : 0.0f;
 
 			if (job->p > 0.0)
-				v = unit_double(qv_sh_mix64(key + (uint64_t) (c + 1) * QV_SH_GOLDEN)) >= job->p ?
-					v * scale : 0.0f;
+				v = qv_drop_kept(key, (uint64_t) c, job->p) ? v * scale : 0.0f;
 			x[c] = v;
 		}
 	}
@@ -530,7 +522,8 @@ prepare_batch(QvTrainer *t, const QvSample *s, int n_workers, QvError *err)
 	return QV_OK;
 }
 
-/* Forward of every layer (dropout on hidden outputs keyed by drop_key). */
+/* Forward of every layer (dropout on hidden outputs, and GAT's on its
+ * attention coefficients, keyed by drop_key). */
 static void
 forward_layers(QvTrainer *t, uint64_t drop_key, QvPool *pool)
 {
@@ -542,7 +535,7 @@ forward_layers(QvTrainer *t, uint64_t drop_key, QvPool *pool)
 		FwdJob		job = {t, &m->layers[i], la, t->acc, (size_t) m->layers[i].in_dim};
 
 		if (t->arch == QV_ARCH_GAT)
-			qv_gat_forward(t, i, pool);
+			qv_gat_forward(t, i, drop_key, pool);
 		else
 			qv_pool_run(pool, n_blocks(la->n_out, TR_ROWS), 1, fwd_blocks, &job);
 		if (i + 1 < m->n_layers)

@@ -777,6 +777,227 @@ test_gradients_gat(void **state)
 	check_gradients_gat(1, d1, 2);
 }
 
+/* ---- GAT with dropout: the batch's own forward with its masks ------------------------- */
+
+/*
+ * Mean cross-entropy of the trainer's last batch (qv_trainer_gradient's)
+ * in float64 with o's weights: its gathered inputs, its edges per layer
+ * (t->act[i].gat) and the dropout masks of drop_key with probability p
+ * (train_internal.h's keys: hidden outputs by (layer, row, channel), the
+ * attention coefficients of every layer by (layer, edge position, head),
+ * both inverted).  As a function of o's weights with the batch fixed, this
+ * is the loss whose gradient the trainer computes.  *n_kept and
+ * *n_dropped count the attention masks' entries; the trainer's own masks
+ * must be these.
+ */
+static double
+gat_batch_loss(const GatOracle *o, const QvTrainer *t, const int32_t *labels, int n_seeds,
+			   double p, uint64_t drop_key, int64_t *n_kept, int64_t *n_dropped)
+{
+	int32_t		n_in = t->act[0].n_in;
+	double	   *h = malloc(sizeof(double) * (size_t) n_in * o->in[0]);
+	double		loss = 0.0,
+				scale = 1.0 / (1.0 - p);
+
+	for (size_t j = 0; j < (size_t) n_in * o->in[0]; j++)
+		h[j] = t->act[0].x[j];
+	*n_kept = *n_dropped = 0;
+	for (int i = 0; i < o->L; i++)
+	{
+		const QvGatAct *a = &t->act[i].gat;
+		int32_t		n_out = t->act[i].n_out;
+		int			in = o->in[i],
+					out = o->out[i],
+					H = o->heads[i],
+					C = o->C[i],
+					hc = H * C;
+		uint64_t	att_key = qv_sh_absorb(drop_key, QV_DROP_ATTENTION | (uint64_t) i),
+					hid_key = qv_sh_absorb(drop_key, (uint64_t) (i + 1));
+		double	   *xw = calloc((size_t) n_in * hc, sizeof(double));
+		double	   *ss = calloc((size_t) n_in * H, sizeof(double));
+		double	   *sd = calloc((size_t) n_in * H, sizeof(double));
+		double	   *z = calloc((size_t) n_out * out, sizeof(double));
+		double	   *acc = malloc(sizeof(double) * hc);
+
+		assert_int_equal(t->act[i].n_in, n_in);
+		for (int32_t u = 0; u < n_in; u++)
+			for (int r = 0; r < hc; r++)
+			{
+				for (int c = 0; c < in; c++)
+					xw[(size_t) u * hc + r] += o->t[i][0][(size_t) r * in + c] * h[(size_t) u * in + c];
+				ss[(size_t) u * H + r / C] += o->t[i][1][r] * xw[(size_t) u * hc + r];
+				sd[(size_t) u * H + r / C] += o->t[i][2][r] * xw[(size_t) u * hc + r];
+			}
+		for (int32_t v = 0; v < n_out; v++)
+		{
+			memset(acc, 0, sizeof(double) * hc);
+			for (int k = 0; k < H; k++)
+			{
+				double		mx = -INFINITY,
+							sum = 0.0;
+
+				for (int pass = 0; pass < 3; pass++)
+					for (int64_t e = a->off[v]; e < a->off[v + 1]; e++)
+					{
+						int32_t		u = a->src[e];
+						double		q = ss[(size_t) u * H + k] + sd[(size_t) v * H + k],
+									m = 1.0;
+
+						q = q > 0.0 ? q : 0.2 * q;
+						if (pass == 0)
+							mx = q > mx ? q : mx;
+						else if (pass == 1)
+							sum += exp(q - mx);
+						else
+						{
+							if (p > 0.0)
+							{
+								bool		kept = qv_drop_kept(qv_sh_absorb(att_key, (uint64_t) e),
+																(uint64_t) k, p);
+
+								assert_int_equal(a->keep[(size_t) e * H + k], kept);
+								m = kept ? scale : 0.0;
+								*n_kept += kept;
+								*n_dropped += !kept;
+							}
+							for (int c = 0; c < C; c++)
+								acc[k * C + c] += m * exp(q - mx) / sum *
+									xw[(size_t) u * hc + k * C + c];
+						}
+					}
+			}
+			for (int r = 0; r < out; r++)
+			{
+				double		s = 0.0;
+
+				if (o->concat[i])
+					s = acc[r];
+				else
+				{
+					for (int k = 0; k < H; k++)
+						s += acc[k * C + r];
+					s /= H;
+				}
+				if (o->t[i][3])
+					s += o->t[i][3][r];
+				if (i < o->L - 1)
+				{
+					s = s > 0.0 ? s : 0.0;
+					if (p > 0.0)
+						s = qv_drop_kept(qv_sh_absorb(hid_key, (uint64_t) v), (uint64_t) r, p) ?
+							s * scale : 0.0;
+				}
+				z[(size_t) v * out + r] = s;
+			}
+		}
+		free(acc);
+		free(xw);
+		free(ss);
+		free(sd);
+		free(h);
+		h = z;
+		n_in = n_out;
+	}
+	for (int k = 0; k < n_seeds; k++)
+	{
+		int			C = o->out[o->L - 1];
+		const double *z = h + (size_t) k * C;	/* nodes[0]: the seeds in order */
+		double		mx = z[0],
+					sum = 0.0;
+
+		for (int c = 1; c < C; c++)
+			mx = z[c] > mx ? z[c] : mx;
+		for (int c = 0; c < C; c++)
+			sum += exp(z[c] - mx);
+		loss += mx + log(sum) - z[labels[k]];
+	}
+	free(h);
+	return loss / n_seeds;
+}
+
+/*
+ * The trainer's GAT gradient with dropout p (hidden outputs and attention
+ * coefficients) against finite differences of gat_batch_loss: the loss as
+ * a function of the weights with the masks of one batch (epoch 0, batch
+ * 0, as qv_trainer_gradient keys them).
+ */
+static void
+check_gradients_gat_dropout(int n_layers, const int *dims, int heads, double p,
+							const char *fanout)
+{
+	QvGraph    *g = awkward_graph();
+	QvModel    *init = gat_model_random(n_layers, dims, heads, 91 + heads);
+	char		json[200];
+	QvTrainer  *t;
+	QvError		err = {0};
+	double		loss;
+	uint64_t	key;
+	int64_t		kept,
+				dropped;
+	GatOracle	o;
+	int			checked = 0;
+
+	snprintf(json, sizeof(json),
+			 "{\"hidden\": %d, \"layers\": %d, \"heads\": %d, \"dropout\": %g, \"fanout\": %s, \"seed\": 3, \"val_fraction\": 0}",
+			 dims[1], n_layers, heads, p, fanout);
+	t = trainer_ok(QV_ARCH_GAT, g, awk_nodes, awk_labels, 8, dims[n_layers], json, init);
+	if (qv_trainer_gradient(t, awk_nodes, 8, NULL, &loss, &err) != QV_OK)
+		fail_msg("gradient: %s", err.msg);
+	key = qv_trainer_drop_key(t, 0, 0);
+	o = gat_oracle_of(g, qv_trainer_model(t));
+	assert_close(loss, gat_batch_loss(&o, t, awk_labels, 8, p, key, &kept, &dropped), 1e-5);
+	/* the masks drop some coefficients, not all; without them the loss differs */
+	assert_true(kept > 0 && dropped > 0);
+	assert_true(fabs(loss - gat_batch_loss(&o, t, awk_labels, 8, 0.0, key, &kept, &dropped)) > 1e-4);
+	for (int i = 0; i < o.L; i++)
+		for (int k = 0; k < 4; k++)
+		{
+			const float *grad = qv_trainer_grad_of(t, o.src[i][k]);
+			double		scale = 0.0;
+
+			assert_non_null(grad);
+			for (size_t j = 0; j < o.n[i][k]; j++)
+				scale = fmax(scale, fabs(grad[j]));
+			for (size_t j = 0; j < o.n[i][k]; j++)
+			{
+				double		w = o.t[i][k][j],
+							eps = 1e-6 * (fabs(w) > 1.0 ? fabs(w) : 1.0),
+							lp,
+							lm,
+							fd;
+
+				o.t[i][k][j] = w + eps;
+				lp = gat_batch_loss(&o, t, awk_labels, 8, p, key, &kept, &dropped);
+				o.t[i][k][j] = w - eps;
+				lm = gat_batch_loss(&o, t, awk_labels, 8, p, key, &kept, &dropped);
+				o.t[i][k][j] = w;
+				fd = (lp - lm) / (2.0 * eps);
+				if (!(fabs(grad[j] - fd) <= 1e-4 * fmax(fabs(fd), 1e-2 * scale) + 1e-9))
+					fail_msg("gat dropout %g (%d layers, %d heads) layer %d tensor %d [%zu]: gradient %.9g, finite difference %.9g",
+							 p, n_layers, heads, i, k, j, grad[j], fd);
+				checked++;
+			}
+		}
+	assert_true(checked >= 30);
+	gat_oracle_free(&o);
+	qv_trainer_free(t);
+	test_model_free(init);
+	qv_graph_free(g);
+}
+
+static void
+test_gradients_gat_dropout(void **state)
+{
+	static const int d2[] = {3, 4, 3};
+	static const int d3[] = {3, 4, 4, 3};
+	static const int d1[] = {3, 3};
+
+	check_gradients_gat_dropout(2, d2, 2, 0.3, "[-1, -1]");
+	check_gradients_gat_dropout(2, d2, 1, 0.5, "[2, 3]");
+	check_gradients_gat_dropout(3, d3, 2, 0.4, "[2, -1, 2]");
+	check_gradients_gat_dropout(1, d1, 2, 0.3, "[-1]");	/* attention dropout only */
+}
+
 /* One epoch of one full batch from init_from, GAT: one SGD step (with
  * weight decay) or Adam's first step from the float64 gradient. */
 static void
@@ -1006,7 +1227,9 @@ test_learns_gcn(void **state)
 static void
 test_learns_gat(void **state)
 {
-	check_learns(QV_ARCH_GAT);
+	/* one head: dropout 0.3, since at 0.5 the attention dropout (PyG's, on
+	 * every layer) leaves a single head too noisy for 15 epochs here */
+	check_learns_json(QV_ARCH_GAT, "{\"hidden\": 32, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.3, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}");
 	check_learns_json(QV_ARCH_GAT, "{\"hidden\": 32, \"heads\": 4, \"fanout\": [10, 10], \"batch_size\": 32, \"epochs\": 15, \"lr\": 0.01, \"dropout\": 0.5, \"weight_decay\": 5e-4, \"val_fraction\": 0.3, \"seed\": 4}");
 }
 
@@ -1055,6 +1278,58 @@ test_reproducible(void **state)
 		qv_trainer_free(t2);
 		qv_trainer_free(t3);
 		qv_trainer_free(t4);
+	}
+	qv_pool_destroy(pool2);
+	qv_graph_free(s.g);
+}
+
+/*
+ * GAT's attention dropout changes training and stays reproducible: a
+ * 1-layer GAT has no hidden output to drop, so dropout p > 0 differs from
+ * p = 0 only through the attention coefficients (of its last, only,
+ * layer); 2 layers with p > 0 likewise differ from p = 0.  Each is the
+ * same twice and on 2 threads.
+ */
+static void
+test_gat_dropout_trains(void **state)
+{
+	Sbm			s = sbm_make();
+	QvError		err = {0};
+	QvPool	   *pool2 = qv_pool_create(2, &err);
+	static const char *const json[2][2] = {
+		{"{\"hidden\": 8, \"heads\": 2, \"fanout\": [6], \"batch_size\": 64, \"dropout\": 0, \"val_fraction\": 0.2, \"seed\": 5}",
+		 "{\"hidden\": 8, \"heads\": 2, \"fanout\": [6], \"batch_size\": 64, \"dropout\": 0.4, \"val_fraction\": 0.2, \"seed\": 5}"},
+		{"{\"hidden\": 16, \"heads\": 4, \"fanout\": [5, 4], \"batch_size\": 64, \"dropout\": 0, \"val_fraction\": 0.2, \"seed\": 5}",
+		 "{\"hidden\": 16, \"heads\": 4, \"fanout\": [5, 4], \"batch_size\": 64, \"dropout\": 0.4, \"val_fraction\": 0.2, \"seed\": 5}"},
+	};
+
+	assert_non_null(pool2);
+	for (int c = 0; c < 2; c++)
+	{
+		QvTrainer  *off = trainer_ok(QV_ARCH_GAT, s.g, s.nodes, s.labels, SBM_N, SBM_K, json[c][0], NULL),
+				   *on1 = trainer_ok(QV_ARCH_GAT, s.g, s.nodes, s.labels, SBM_N, SBM_K, json[c][1], NULL),
+				   *on2 = trainer_ok(QV_ARCH_GAT, s.g, s.nodes, s.labels, SBM_N, SBM_K, json[c][1], NULL),
+				   *on3 = trainer_ok(QV_ARCH_GAT, s.g, s.nodes, s.labels, SBM_N, SBM_K, json[c][1], NULL);
+		QvTrainEpoch e_off,
+					e1,
+					e2,
+					e3;
+
+		assert_true(same_weights(off, on1));	/* the same start */
+		e_off = train_all(off, 2, NULL);
+		e1 = train_all(on1, 2, NULL);
+		e2 = train_all(on2, 2, NULL);
+		e3 = train_all(on3, 2, pool2);
+		assert_false(same_weights(off, on1));
+		assert_true(e_off.loss != e1.loss);
+		assert_true(same_weights(on1, on2));
+		assert_true(same_weights(on1, on3));
+		assert_true(e1.loss == e2.loss && e1.loss == e3.loss);
+		assert_true(e1.train_acc == e3.train_acc && e1.val_acc == e3.val_acc);
+		qv_trainer_free(off);
+		qv_trainer_free(on1);
+		qv_trainer_free(on2);
+		qv_trainer_free(on3);
 	}
 	qv_pool_destroy(pool2);
 	qv_graph_free(s.g);
@@ -1826,6 +2101,7 @@ main(void)
 		cmocka_unit_test(test_gradients_sage),
 		cmocka_unit_test(test_gradients_gcn),
 		cmocka_unit_test(test_gradients_gat),
+		cmocka_unit_test(test_gradients_gat_dropout),
 		cmocka_unit_test(test_one_step),
 		cmocka_unit_test(test_one_step_gat),
 		cmocka_unit_test(test_init_gat),
@@ -1833,6 +2109,7 @@ main(void)
 		cmocka_unit_test(test_learns_gcn),
 		cmocka_unit_test(test_learns_gat),
 		cmocka_unit_test(test_reproducible),
+		cmocka_unit_test(test_gat_dropout_trains),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_save_round_trip),
 		cmocka_unit_test(test_pipeline_learns),
