@@ -341,6 +341,22 @@ test_gradients_gcn(void **state)
 	check_gradients(QV_ARCH_GCN, 1, d1);
 }
 
+/* This run's own directory for the PyG check cases (made once, under
+ * TMPDIR), so that no run trips over files another user left. */
+static const char *
+case_root(void)
+{
+	static char root[160];
+
+	if (root[0] == '\0')
+	{
+		snprintf(root, sizeof(root), "%s/quiver_test_train_XXXXXX",
+				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+		assert_non_null(mkdtemp(root));
+	}
+	return root;
+}
+
 /* The model's safetensors blob into path. */
 static void
 write_blob(const QvModel *m, const char *path)
@@ -447,11 +463,10 @@ check_one_step(QvArch arch, bool adam)
 	}
 	if (!adam)
 	{
-		char		dir[200];
+		char		dir[256];
 
-		snprintf(dir, sizeof(dir), "%s/quiver_test_train_step_%s",
-				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", qv_arch_name(arch));
-		mkdir(dir, 0755);
+		snprintf(dir, sizeof(dir), "%s/step_%s", case_root(), qv_arch_name(arch));
+		assert_int_equal(mkdir(dir, 0755), 0);
 		write_step_case(dir, g, init, qv_trainer_model(t), 0.5, 0.01);
 		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py step %s %s\n",
 			   qv_arch_name(arch), dir);
@@ -1041,11 +1056,10 @@ check_one_step_gat(int heads, bool adam)
 	}
 	if (!adam)
 	{
-		char		dir[200];
+		char		dir[256];
 
-		snprintf(dir, sizeof(dir), "%s/quiver_test_train_step_gat%d",
-				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", heads);
-		mkdir(dir, 0755);
+		snprintf(dir, sizeof(dir), "%s/step_gat%d", case_root(), heads);
+		assert_int_equal(mkdir(dir, 0755), 0);
 		write_step_case(dir, g, init, qv_trainer_model(t), 0.5, 0.01);
 		printf("PyG check: /usr/bin/python3 test/ref/pyg_train_check.py step gat %s\n", dir);
 	}
@@ -1576,7 +1590,7 @@ check_round_trip_heads(QvArch arch, int heads)
 	QvError		err = {0};
 	static float out1[SBM_N * SBM_K],
 				out2[SBM_N * SBM_K];
-	char		path[128];
+	char		path[256];
 	FILE	   *f;
 
 	snprintf(cfg, sizeof(cfg),
@@ -1616,8 +1630,7 @@ check_round_trip_heads(QvArch arch, int heads)
 	assert_int_equal(qv_infer(m, s.g, s.g->ids, SBM_N, out1, NULL, &err), QV_OK);
 	assert_int_equal(qv_infer(back, s.g, s.g->ids, SBM_N, out2, NULL, &err), QV_OK);
 	assert_memory_equal(out1, out2, sizeof(out1));
-	snprintf(path, sizeof(path), "%s/quiver_test_train_%s%s.safetensors",
-			 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", qv_arch_name(arch),
+	snprintf(path, sizeof(path), "%s/%s%s.safetensors", case_root(), qv_arch_name(arch),
 			 arch == QV_ARCH_GAT ? (heads == 1 ? "1" : "2") : "");
 	if ((f = fopen(path, "wb")) != NULL)
 	{
