@@ -160,7 +160,8 @@ CREATE FUNCTION gnn_train(name text, graph text, arch text, labels text, config 
 -- The training the engine runs, if any (gnn_progress).
 CREATE FUNCTION gnn_training(OUT model text, OUT graph text, OUT pid int, OUT phase text,
                              OUT epoch int, OUT epochs int, OUT batches_done bigint,
-                             OUT batches_total bigint, OUT loss float8, OUT started timestamptz)
+                             OUT batches_total bigint, OUT loss float8, OUT started timestamptz,
+                             OUT bytes bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_training' LANGUAGE C VOLATILE;
 

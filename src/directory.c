@@ -159,7 +159,7 @@ directory_check_memory(const char *what, Size need, QvError *err)
 		if (e->used && e->state == OBJ_READY)
 			used += e->bytes + e->pre_bytes;
 	}
-	used += quiver_shared->staged_bytes;
+	used += quiver_shared->staged_bytes + quiver_shared->train.bytes;
 	LWLockRelease(quiver_shared->lock);
 	used += pg_atomic_read_u64(&quiver_shared->work_bytes);
 	if (used + need <= limit)

@@ -250,6 +250,8 @@ typedef struct QuiverTrainStatus
 	int64		batches_done;
 	int64		batches_total;
 	double		loss;			/* running mean of this epoch */
+	int64		bytes;			/* what the job holds (counted against
+								 * quiver.memory_limit) */
 	int32		last_epoch;		/* the last finished epoch (0: none) */
 	struct
 	{

@@ -213,8 +213,8 @@ gnn_training(PG_FUNCTION_ARGS)
 	};
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	QuiverTrainStatus st;
-	Datum		values[10];
-	bool		nulls[10] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (quiver_shared == NULL || !quiver_serves_this_database())
@@ -234,6 +234,7 @@ gnn_training(PG_FUNCTION_ARGS)
 	values[7] = Int64GetDatum(st.batches_total);
 	values[8] = Float8GetDatum(st.loss);
 	values[9] = TimestampTzGetDatum(st.started);
+	values[10] = Int64GetDatum(st.bytes);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

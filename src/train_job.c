@@ -34,6 +34,7 @@
 #include "utils/elog.h"
 #include "utils/timestamp.h"
 
+#include "directory.h"
 #include "engine.h"
 #include "live_state.h"
 #include "train.h"
@@ -173,6 +174,21 @@ map_labelled(QuiverSlot *slot, const QvGraph *g, const int64 *ids, int64 n, int3
 	return true;
 }
 
+/* Refuse (false, with err) a training whose model, optimizer state and
+ * per-node arrays would take the resident total past quiver.memory_limit
+ * (its batch buffers, which grow with the batches, are counted as they
+ * grow: gnn_progress.bytes). */
+static bool
+training_fits(const char *model, const QvTrainer *t, QvError *err)
+{
+	QvTrainProgress p;
+	char		what[NAMEDATALEN + 32];
+
+	qv_trainer_progress(t, &p);
+	snprintf(what, sizeof(what), "the training of model \"%s\"", model);
+	return directory_check_memory(what, p.bytes, err);
+}
+
 /* The classes: one more than the largest label. */
 static int32
 class_count(const int32 *labels, int64 n)
@@ -237,7 +253,8 @@ create_trainer(QuiverSlot *slot, void *base)
 		return false;
 	job.n_threads = qv_pool_size(engine_pool);
 	if (qv_trainer_create(arch, g, dense, labels, n, class_count(labels, n), &job.cfg, init,
-						  &job.trainer, &err) != QV_OK)
+						  &job.trainer, &err) != QV_OK ||
+		!training_fits(slot->name, job.trainer, &err))
 	{
 		qv_trainer_free(job.trainer);
 		job.trainer = NULL;
@@ -264,6 +281,7 @@ publish_progress(void)
 	st->batches_done = p.batches_done;
 	st->batches_total = p.batches_total;
 	st->loss = p.loss;
+	st->bytes = (int64) p.bytes;
 	for (uint32 e = (uint32) st->last_epoch; e < n_rows; e++)
 	{
 		const QvTrainEpoch *r = &job.rows[e];

@@ -760,6 +760,8 @@ qv_trainer_progress(const QvTrainer *t, QvTrainProgress *p)
 	pthread_mutex_lock((pthread_mutex_t *) &t->mu);
 	*p = t->prog;
 	pthread_mutex_unlock((pthread_mutex_t *) &t->mu);
+	/* grown by the training thread only: a word read, not a consistent sum */
+	p->bytes = __atomic_load_n(&t->bytes, __ATOMIC_RELAXED) + t->model->bytes;
 }
 
 const QvModel *

@@ -167,6 +167,8 @@ typedef struct QvTrainProgress
 	int64_t		batches_done;	/* in this epoch */
 	int64_t		batches_total;
 	double		loss;			/* running mean of this epoch */
+	size_t		bytes;			/* held: the model, its gradients and optimizer
+								 * state, per-node arrays, batch buffers */
 } QvTrainProgress;
 
 typedef struct QvTrainer QvTrainer;

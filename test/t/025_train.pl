@@ -151,8 +151,8 @@ ok(wait_until(sub {
 			$node->safe_psql('postgres', "SELECT phase FROM gnn_progress WHERE model = 'sbm_long'") eq 'training'
 		}, 30),
 	'gnn_progress shows the training from another session');
-like($node->safe_psql('postgres', "SELECT epoch >= 1 AND epochs = 1000 AND batches_total > 0 AND pid > 0 FROM gnn_progress"),
-	qr/^t$/, 'with its epoch, epochs, batches and backend');
+like($node->safe_psql('postgres', "SELECT epoch >= 1 AND epochs = 1000 AND batches_total > 0 AND pid > 0 AND bytes > 0 FROM gnn_progress"),
+	qr/^t$/, 'with its epoch, epochs, batches, backend and bytes');
 my $t0 = time();
 is($node->safe_psql('postgres', "SELECT count(gnn_predict('sbm_gcn', id)) FROM sbm_node"), '400',
 	'predictions are served while it trains');
@@ -208,6 +208,17 @@ for my $bad (
 }
 is($node->safe_psql('postgres', "SELECT count(*) FROM quiver_model WHERE name = 'b'"), '0',
 	'nothing was stored');
+
+# what a training holds counts against quiver.memory_limit
+$node->safe_psql('postgres', 'ALTER SYSTEM SET quiver.memory_limit = 1');
+reload_and_wait($node, 'quiver.memory_limit', '1');
+($rc, $out, $err) = $node->psql('postgres',
+	"SELECT count(*) FROM gnn_train('mem', 'sbm', 'graphsage', $L, '{\"hidden\": 8192}')");
+isnt($rc, 0, 'a training over quiver.memory_limit is refused');
+like($err, qr/the training of model "mem" needs \d+ MB resident, but quiver.memory_limit is 1 MB/,
+	'naming what it needs') or diag($err);
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET quiver.memory_limit');
+reload_and_wait($node, 'quiver.memory_limit', '0');
 
 $node->stop;
 done_testing();

@@ -1370,6 +1370,9 @@ cancel_thread(void *p)
 		qv_trainer_progress(c->t, &pr);
 	} while (pr.epoch < 1 || pr.batches_done < 3);
 	qv_trainer_cancel(c->t);
+	/* read after the cancel: batches finished before it count, whatever
+	 * the scheduler did between the look above and the cancel */
+	qv_trainer_progress(c->t, &pr);
 	c->seen = pr.batches_done;
 	c->epoch = pr.epoch;
 	return NULL;
