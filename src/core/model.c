@@ -74,18 +74,19 @@ qv_arch_name(QvArch arch)
 
 /* Check the "fanout" array and copy it to fanout[]. */
 static int
-parse_fanout(json_t *arr, int32_t *fanout, int32_t *n_fanout, QvError *err)
+parse_fanout(json_t *arr, const char *path, int32_t *fanout, int32_t *n_fanout,
+			 QvError *err)
 {
 	size_t		i;
 	size_t		n;
 
 	if (!json_is_array(arr))
-		return qv_error(err, QV_EINVAL, "config \"fanout\" must be an array of integers");
+		return qv_error(err, QV_EINVAL, "config \"%sfanout\" must be an array of integers", path);
 	n = json_array_size(arr);
 	if (n < 1 || n > QV_MAX_LAYERS)
 		return qv_error(err, QV_EINVAL,
-						"config \"fanout\" has %zu entries, expected 1 to %d",
-						n, QV_MAX_LAYERS);
+						"config \"%sfanout\" has %zu entries, expected 1 to %d",
+						path, n, QV_MAX_LAYERS);
 	for (i = 0; i < n; i++)
 	{
 		json_t	   *v = json_array_get(arr, i);
@@ -93,12 +94,12 @@ parse_fanout(json_t *arr, int32_t *fanout, int32_t *n_fanout, QvError *err)
 
 		if (!json_is_integer(v))
 			return qv_error(err, QV_EINVAL,
-							"config fanout[%zu] is not an integer", i);
+							"config %sfanout[%zu] is not an integer", path, i);
 		k = json_integer_value(v);
 		if (k != -1 && (k < 1 || k > INT32_MAX))
 			return qv_error(err, QV_EINVAL,
-							"config fanout[%zu] = %lld: must be -1 (all neighbours) or between 1 and %d",
-							i, (long long) k, INT32_MAX);
+							"config %sfanout[%zu] = %lld: must be -1 (all neighbours) or between 1 and %d",
+							path, i, (long long) k, INT32_MAX);
 		fanout[i] = (int32_t) k;
 	}
 	*n_fanout = (int32_t) n;
@@ -160,14 +161,14 @@ config_load_error(const char *json, const json_error_t *jerr, QvError *err)
 
 /* Check the "precompute" value (a JSON boolean). */
 static int
-parse_precompute(json_t *v, bool *out, QvError *err)
+parse_precompute(json_t *v, const char *path, bool *out, QvError *err)
 {
 	if (!json_is_boolean(v))
 	{
 		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 		int			rc = qv_error(err, QV_EINVAL,
-								  "config precompute = %.64s is not a boolean (expected true or false)",
-								  text ? text : "(unprintable)");
+								  "config %sprecompute = %.64s is not a boolean (expected true or false)",
+								  path, text ? text : "(unprintable)");
 
 		free(text);
 		return rc;
@@ -178,25 +179,113 @@ parse_precompute(json_t *v, bool *out, QvError *err)
 
 /* Check the "recompute" value (a number in [0, 1]). */
 static int
-parse_recompute(json_t *v, double *out, QvError *err)
+parse_recompute(json_t *v, const char *path, double *out, QvError *err)
 {
 	double		x = json_is_number(v) ? json_number_value(v) : NAN;
 
 	if (json_is_number(v) && !(x >= 0.0 && x <= 1.0))
 		return qv_error(err, QV_EINVAL,
-						"config recompute = %.15g must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
-						x);
+						"config %srecompute = %.15g must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
+						path, x);
 	if (!(x >= 0.0 && x <= 1.0))
 	{
 		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 		int			rc = qv_error(err, QV_EINVAL,
-								  "config recompute = %.64s must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
-								  text ? text : "(unprintable)");
+								  "config %srecompute = %.64s must be a number between 0 and 1 (the share of stale neighbours recomputed per request)",
+								  path, text ? text : "(unprintable)");
 
 		free(text);
 		return rc;
 	}
 	*out = x;
+	return QV_OK;
+}
+
+/* One object of "variants", at path ("variants[i]."). */
+static int
+parse_variant(json_t *obj, const char *path, QvVariantConfig *vc, QvError *err)
+{
+	const char *key;
+	json_t	   *value;
+	int			rc = QV_OK;
+
+	if (!json_is_object(obj))
+	{
+		char	   *text = json_dumps(obj, JSON_ENCODE_ANY | JSON_COMPACT);
+
+		/* path ends with '.'; name it without */
+		rc = qv_error(err, QV_EINVAL,
+					  "config %.*s = %.64s is not an object such as {\"fanout\": [5, 5]}",
+					  (int) strlen(path) - 1, path, text ? text : "(unprintable)");
+		free(text);
+		return rc;
+	}
+	json_object_foreach(obj, key, value)
+	{
+		if (strcmp(key, "fanout") == 0)
+			rc = parse_fanout(value, path, vc->fanout, &vc->n_fanout, err);
+		else if (strcmp(key, "precompute") == 0)
+		{
+			vc->has_precompute = true;
+			rc = parse_precompute(value, path, &vc->precompute, err);
+		}
+		else if (strcmp(key, "recompute") == 0)
+		{
+			vc->has_recompute = true;
+			rc = parse_recompute(value, path, &vc->recompute, err);
+		}
+		else
+			rc = qv_error(err, QV_EINVAL,
+						  "unknown key \"%.64s\" in config %.*s (known: fanout, precompute, recompute)",
+						  key, (int) strlen(path) - 1, path);
+		if (rc != QV_OK)
+			return rc;
+	}
+	return QV_OK;
+}
+
+/* The "variants" array into cfg->variants. */
+static int
+parse_variants(json_t *arr, QvModelConfig *cfg, QvError *err)
+{
+	size_t		n;
+
+	if (!json_is_array(arr))
+		return qv_error(err, QV_EINVAL,
+						"config \"variants\" must be an array of objects such as [{\"fanout\": [5, 5]}]");
+	n = json_array_size(arr);
+	if (n > QV_MAX_VARIANTS)
+		return qv_error(err, QV_EINVAL,
+						"config \"variants\" has %zu entries, at most %d are allowed (variant 0, the model itself, is not listed)",
+						n, QV_MAX_VARIANTS);
+	for (size_t i = 0; i < n; i++)
+	{
+		char		path[32];
+		int			rc;
+
+		snprintf(path, sizeof(path), "variants[%zu].", i);
+		memset(&cfg->variants[i], 0, sizeof(cfg->variants[i]));
+		if ((rc = parse_variant(json_array_get(arr, i), path, &cfg->variants[i], err)) != QV_OK)
+			return rc;
+	}
+	cfg->n_variants = (int32_t) n;
+	return QV_OK;
+}
+
+/* After the whole config: a variant's recompute needs its precompute. */
+static int
+check_variants(const QvModelConfig *cfg, QvError *err)
+{
+	for (int i = 0; i < cfg->n_variants; i++)
+	{
+		const QvVariantConfig *vc = &cfg->variants[i];
+		bool		pre = vc->has_precompute ? vc->precompute : cfg->precompute;
+
+		if (vc->has_recompute && !pre)
+			return qv_error(err, QV_EINVAL,
+							"config variants[%d].recompute = %.15g needs \"precompute\": true in the variant or the model (it is the share of stale precomputed rows recomputed)",
+							i, vc->recompute);
+	}
 	return QV_OK;
 }
 
@@ -227,20 +316,22 @@ qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *err)
 	json_object_foreach(root, key, value)
 	{
 		if (strcmp(key, "fanout") == 0)
-			rc = parse_fanout(value, cfg->fanout, &cfg->n_fanout, err);
+			rc = parse_fanout(value, "", cfg->fanout, &cfg->n_fanout, err);
 		else if (strcmp(key, "seed") == 0)
 			rc = parse_seed(value, &cfg->seed, err);
 		else if (strcmp(key, "precompute") == 0)
-			rc = parse_precompute(value, &cfg->precompute, err);
+			rc = parse_precompute(value, "", &cfg->precompute, err);
 		else if (strcmp(key, "recompute") == 0)
-			rc = parse_recompute(recompute = value, &cfg->recompute, err);
+			rc = parse_recompute(recompute = value, "", &cfg->recompute, err);
+		else if (strcmp(key, "variants") == 0)
+			rc = parse_variants(value, cfg, err);
 		else if (strcmp(key, "training") == 0)
 			rc = json_is_object(value) ? QV_OK :
 				qv_error(err, QV_EINVAL,
 						 "config \"training\" must be an object (the config gnn_train trained the model with)");
 		else
 			rc = qv_error(err, QV_EINVAL,
-						  "unknown model config key \"%.64s\" (known: fanout, seed, precompute, recompute, training)",
+						  "unknown model config key \"%.64s\" (known: fanout, seed, precompute, recompute, training, variants)",
 						  key);
 		if (rc != QV_OK)
 			break;
@@ -249,6 +340,8 @@ qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *err)
 		rc = qv_error(err, QV_EINVAL,
 					  "config recompute = %.15g needs \"precompute\": true (it is the share of stale precomputed rows recomputed)",
 					  cfg->recompute);
+	if (rc == QV_OK)
+		rc = check_variants(cfg, err);
 	json_decref(root);
 	if (rc != QV_OK)
 		memset(cfg, 0, sizeof(*cfg));
@@ -578,7 +671,8 @@ load_layer(QvModel *m, const QvSafetensors *st, int i, int32_t in_dim, QvError *
 /* Set m->fanout from the config's fanout, or -1 everywhere without one.
  * A precomputed model may give fanout[0] alone (the rest are -1). */
 static int
-set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
+set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, const char *path,
+		   QvError *err)
 {
 	int			i;
 
@@ -590,8 +684,8 @@ set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
 	}
 	if (n_fanout > 0 && n_fanout != m->n_layers)
 		return qv_error(err, QV_EINVAL,
-						"config fanout has %d entries, model has %d layers",
-						n_fanout, m->n_layers);
+						"config %sfanout has %d entries, model has %d layers",
+						path, n_fanout, m->n_layers);
 	for (i = 0; i < m->n_layers; i++)
 		m->fanout[i] = n_fanout > 0 ? fanout[i] : -1;
 	return QV_OK;
@@ -604,19 +698,19 @@ set_fanout(QvModel *m, const int32_t *fanout, int32_t n_fanout, QvError *err)
  * computes what qv_infer_precomputed does, before the rows are built.
  */
 static int
-check_precompute(const QvModel *m, QvError *err)
+check_precompute(const QvModel *m, const char *path, QvError *err)
 {
 	if (!m->precompute)
 		return QV_OK;
 	if (m->n_layers < 2)
 		return qv_error(err, QV_EINVAL,
-						"config precompute = true needs a hidden layer to store, but the model has %d layer",
-						(int) m->n_layers);
+						"config %sprecompute = true needs a hidden layer to store, but the model has %d layer",
+						path, (int) m->n_layers);
 	for (int i = 1; i < m->n_layers; i++)
 		if (m->fanout[i] != -1)
 			return qv_error(err, QV_EINVAL,
-							"config precompute = true computes the hidden layers over every neighbour, so fanout[%d] must be -1, not %d (only fanout[0], the last layer's, may sample)",
-							i, (int) m->fanout[i]);
+							"config %sprecompute = true computes the hidden layers over every neighbour, so %sfanout[%d] must be -1, not %d (only fanout[0], the last layer's, may sample)",
+							path, path, i, (int) m->fanout[i]);
 	return QV_OK;
 }
 
@@ -640,9 +734,35 @@ build_model(QvModel *m, const QvSafetensors *st, const int32_t *fanout,
 	}
 	m->in_dim = feature_dim;
 	m->out_dim = m->layers[m->n_layers - 1].out_dim;
-	if ((rc = set_fanout(m, fanout, n_fanout, err)) != QV_OK)
+	if ((rc = set_fanout(m, fanout, n_fanout, "", err)) != QV_OK)
 		return rc;
-	return check_precompute(m, err);
+	return check_precompute(m, "", err);
+}
+
+int
+qv_model_variant_apply(QvModel *v, const QvModel *base, const QvModelConfig *cfg,
+					   int32_t index, QvError *err)
+{
+	const QvVariantConfig *vc;
+	char		path[32];
+	int			rc;
+
+	if (v == NULL || base == NULL || cfg == NULL)
+		return qv_error(err, QV_EINVAL, "qv_model_variant_apply: NULL argument");
+	if (index < 1 || index > cfg->n_variants)
+		return qv_error(err, QV_EINVAL,
+						"variant %d does not exist: the config lists variants 1 to %d",
+						(int) index, (int) cfg->n_variants);
+	vc = &cfg->variants[index - 1];
+	snprintf(path, sizeof(path), "variants[%d].", (int) index - 1);
+	*v = *base;
+	v->precompute = vc->has_precompute ? vc->precompute : base->precompute;
+	v->recompute = vc->has_recompute ? vc->recompute :
+		(v->precompute ? base->recompute : 0.0);
+	if (vc->n_fanout > 0 &&
+		(rc = set_fanout(v, vc->fanout, vc->n_fanout, path, err)) != QV_OK)
+		return rc;
+	return check_precompute(v, path, err);
 }
 
 int
@@ -679,6 +799,12 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 	m->recompute = cfg.recompute;
 	rc = build_model(m, st, cfg.fanout, cfg.n_fanout, feature_dim, err);
 	qv_safetensors_free(st);
+	for (int32_t i = 1; rc == QV_OK && i <= cfg.n_variants; i++)
+	{
+		QvModel		v;
+
+		rc = qv_model_variant_apply(&v, m, &cfg, i, err);
+	}
 	if (rc != QV_OK)
 	{
 		qv_model_free(m);

@@ -80,6 +80,32 @@ typedef struct QvModel
 								 * of stale rows a request recomputes */
 } QvModel;
 
+/*
+ * Config "variants" (DESIGN 1.7): a JSON array of at most QV_MAX_VARIANTS
+ * objects, the model's variants 1..n (variant 0 is the model itself, never
+ * listed).  Each may hold "fanout" (as the model's: one entry per layer,
+ * -1 or >= 1; with precompute, one entry alone), "precompute" and
+ * "recompute" (as the model's keys).  A key a variant leaves out takes the
+ * model's value; recompute falls back to 0 in a variant whose precompute
+ * is false, and recompute given in a variant needs that variant's
+ * precompute (given or taken) to be true.  Other keys and bad values are
+ * QV_EINVAL naming the value by its path, "variants[1].fanout[0]" (the
+ * array's index, 0-based: variants[0] is variant 1).  Fanout lengths are
+ * checked against the model's layers by qv_model_load and
+ * qv_model_variant_apply.
+ */
+#define QV_MAX_VARIANTS 8
+
+typedef struct QvVariantConfig
+{
+	int32_t		fanout[QV_MAX_LAYERS];
+	int32_t		n_fanout;		/* 0: no "fanout" (the model's fanouts) */
+	bool		has_precompute; /* "precompute" given */
+	bool		precompute;
+	bool		has_recompute;	/* "recompute" given */
+	double		recompute;
+} QvVariantConfig;
+
 /* Everything a model config holds (qv_model_config_parse_all). */
 typedef struct QvModelConfig
 {
@@ -88,6 +114,8 @@ typedef struct QvModelConfig
 	uint64_t	seed;			/* 0 when absent */
 	bool		precompute;		/* "precompute": true; false when absent */
 	double		recompute;		/* "recompute"; 0 when absent */
+	int32_t		n_variants;		/* entries of "variants" (0 .. QV_MAX_VARIANTS) */
+	QvVariantConfig variants[QV_MAX_VARIANTS];	/* variants[i] is variant i+1 */
 } QvModelConfig;
 
 /* "graphsage", "gcn" or "gat" (case-insensitive). */
@@ -107,8 +135,8 @@ int			qv_model_config_parse(const char *json, int32_t *fanout,
  * The whole config: fanout and seed as above, "precompute" a JSON boolean
  * (default false), "recompute" a number in [0, 1] (default 0), allowed
  * only with "precompute": true, "training" an object that serving ignores
- * (the training config of a model gnn_train stored, train.h).  Errors name
- * the value.  On failure *cfg
+ * (the training config of a model gnn_train stored, train.h), "variants"
+ * as above.  Errors name the value.  On failure *cfg
  * holds the defaults.  qv_model_config_parse is this, keeping fanout and
  * seed.
  */
@@ -119,12 +147,27 @@ int			qv_model_config_parse_all(const char *json, QvModelConfig *cfg, QvError *e
  * every layer, one without seed means seed 0; "precompute" and
  * "recompute" go to m->precompute and m->recompute.  A weight holding NaN or an
  * infinity (F32, or F16/BF16 after widening) is QV_EDATA naming the tensor
- * and the element's index. */
+ * and the element's index.  The config's "variants" are checked against
+ * the model (qv_model_variant_apply) but not kept: variants.h makes them. */
 int			qv_model_load(QvArch arch, const uint8_t *st, size_t st_len,
 						  const char *config_json, int32_t feature_dim,
 						  QvModel **out, QvError *err);
 
 void		qv_model_free(QvModel *m);
+
+/*
+ * Turn *v, a copy of the model base (*v = *base: the same weight
+ * pointers), into variant `index` (1-based) of cfg: its fanouts,
+ * precompute and recompute as QvVariantConfig says, checked as
+ * qv_model_load checks the model's own (fanout length = layers, or 1
+ * with precompute; precompute needs a hidden layer and fanout[1..] = -1).
+ * Errors name the variant's path ("config variants[0].fanout has 3
+ * entries, model has 2 layers").  v never owns the weights: never pass it
+ * to qv_model_free.
+ */
+int			qv_model_variant_apply(QvModel *v, const QvModel *base,
+								   const QvModelConfig *cfg, int32_t index,
+								   QvError *err);
 
 /* QV_OK when layer is a hidden layer (1 .. n_layers-1) of a model of
  * n_layers layers, else QV_EINVAL naming the layer: the one check of

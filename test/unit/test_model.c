@@ -1083,6 +1083,16 @@ test_config_precompute(void **state)
 	qv_model_free(m);
 	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"fanout\": [7]}", 4, QV_EINVAL,
 			   "config fanout has 1 entries, model has 2 layers");
+	/* "variants" are checked against the model's layers (variants.h) */
+	m = load_ok(QV_ARCH_GCN, gcn2, N_GCN2,
+				"{\"variants\": [{\"fanout\": [5, 5]}, {\"precompute\": true, \"fanout\": [3]}]}", 4);
+	assert_int_equal(m->fanout[0], -1);	/* the model itself is unchanged */
+	assert_false(m->precompute);
+	qv_model_free(m);
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"variants\": [{}, {\"fanout\": [5]}]}", 4,
+			   QV_EINVAL, "config variants[1].fanout has 1 entries, model has 2 layers");
+	load_fails(QV_ARCH_GCN, gcn2, N_GCN2, "{\"variants\": [{\"precompute\": true, \"fanout\": [5, 3]}]}", 4,
+			   QV_EINVAL, "variants[0].fanout[1] must be -1, not 3");
 }
 
 static void
@@ -1104,7 +1114,7 @@ test_config_invalid(void **state)
 	config_fails("{\"fanout\": []}", "\"fanout\" has 0 entries");
 	config_fails("{\"fanout\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}", "\"fanout\" has 9 entries");
 	config_fails("{\"fanout\": [1], \"fanout\": [2]}", "duplicate object key");
-	config_fails("{\"fanot\": [1]}", "(known: fanout, seed, precompute, recompute, training)");
+	config_fails("{\"fanot\": [1]}", "(known: fanout, seed, precompute, recompute, training, variants)");
 	/* seed: an integer 0 .. 2^63-1, the value named when it is not */
 	config_fails("{\"seed\": -1}", "config seed = -1: must be between 0 and 9223372036854775807");
 	config_fails("{\"seed\": -9223372036854775808}", "config seed = -9223372036854775808");
