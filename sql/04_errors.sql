@@ -165,6 +165,10 @@ SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE na
 SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'), '{"fanot": [5]}');
 SELECT :'SQLSTATE' AS sqlstate, serving();
+-- model variants (DESIGN 1.7) are not served yet: refused, not stored
+SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'),
+						'{"variants": [{"fanout": [2]}]}');
+SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'), '[5]');
 SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT count(*) FROM quiver_model WHERE name = 'bad';

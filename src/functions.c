@@ -194,6 +194,22 @@ gnn_refresh_graph(PG_FUNCTION_ARGS)
 	return graph_load_row(fcinfo, values, start);
 }
 
+/* Config "variants" (DESIGN 1.7) parses in the engine core, but nothing
+ * serves variants yet: refuse it rather than store a config that would
+ * silently do nothing. */
+static void
+refuse_variants(const char *config)
+{
+	QvModelConfig cfg;
+	QvError		err = {0};
+
+	if (qv_model_config_parse_all(config, &cfg, &err) == QV_OK && cfg.n_variants > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("config variants is not served yet: create the model without it"),
+				 errdetail("Latency targets and model variants (DESIGN 1.7) are not built yet.")));
+}
+
 Datum
 gnn_create_model(PG_FUNCTION_ARGS)
 {
@@ -222,6 +238,7 @@ gnn_create_model(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("graph \"%s\" does not exist", graph)));
+	refuse_variants(config);
 
 	model_create_staged(name, graph, arch, weights, config);
 	PG_RETURN_VOID();
