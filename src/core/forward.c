@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "forward_internal.h"
+#include "kernels.h"
 #include "sample.h"
 
 #define QV_ROWS_SMALL 64		/* rows per block of a layer under ... */
@@ -55,120 +56,6 @@
 #define QV_GEMV_ROWS 4			/* blocks this small use sgemv */
 
 #define prefetch(p) __builtin_prefetch((p), 0, 3)
-
-/* Vector kernels get AVX2 and AVX-512 clones picked at load time: the
- * extension is built for baseline x86-64. */
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones) && !defined(__clang__)	/* clang: PGXS bitcode */
-#define QV_KERNEL __attribute__((target_clones("avx512f", "avx2", "default"), noinline))
-#endif
-#endif
-#ifndef QV_KERNEL
-#define QV_KERNEL __attribute__((noinline))
-#endif
-
-typedef float v8sf __attribute__((vector_size(32)));
-typedef int32_t v8si __attribute__((vector_size(32)));
-typedef double v8df __attribute__((vector_size(64)));
-
-/* ---- vector kernels ----------------------------------------------------------- */
-
-/* Eight floats at p, widened to doubles (a macro: a function returning a
- * 64-byte vector would change ABI between the clones). */
-#define load8_f32_as_f64(p) \
-	({ v8sf v8_; memcpy(&v8_, (p), sizeof(v8_)); __builtin_convertvector(v8_, v8df); })
-
-/* acc[0..n) += x[0..n) */
-QV_KERNEL static void
-acc_add(double *restrict acc, const float *restrict x, int32_t n)
-{
-	int32_t		i = 0;
-
-	for (; i + 8 <= n; i += 8)
-	{
-		v8df		a;
-
-		memcpy(&a, acc + i, sizeof(a));
-		a += load8_f32_as_f64(x + i);
-		memcpy(acc + i, &a, sizeof(a));
-	}
-	for (; i < n; i++)
-		acc[i] += x[i];
-}
-
-/* acc[0..n) += w * x[0..n) */
-QV_KERNEL static void
-acc_axpy(double *restrict acc, double w, const float *restrict x, int32_t n)
-{
-	int32_t		i = 0;
-
-	for (; i + 8 <= n; i += 8)
-	{
-		v8df		a;
-
-		memcpy(&a, acc + i, sizeof(a));
-		a += w * load8_f32_as_f64(x + i);
-		memcpy(acc + i, &a, sizeof(a));
-	}
-	for (; i < n; i++)
-		acc[i] += w * x[i];
-}
-
-/* y[0..n) = (float) (acc * s + x * xs); x may be NULL */
-QV_KERNEL static void
-acc_store(float *restrict y, const double *restrict acc, double s,
-		  const float *restrict x, double xs, int32_t n)
-{
-	int32_t		i = 0;
-
-	if (x == NULL)
-	{
-		for (; i + 8 <= n; i += 8)
-		{
-			v8df		a;
-			v8sf		r;
-
-			memcpy(&a, acc + i, sizeof(a));
-			r = __builtin_convertvector(a * s, v8sf);
-			memcpy(y + i, &r, sizeof(r));
-		}
-		for (; i < n; i++)
-			y[i] = (float) (acc[i] * s);
-		return;
-	}
-	for (; i + 8 <= n; i += 8)
-	{
-		v8df		a;
-		v8sf		r;
-
-		memcpy(&a, acc + i, sizeof(a));
-		r = __builtin_convertvector(a * s + load8_f32_as_f64(x + i) * xs, v8sf);
-		memcpy(y + i, &r, sizeof(r));
-	}
-	for (; i < n; i++)
-		y[i] = (float) (acc[i] * s + x[i] * xs);
-}
-
-/* y[0..n) = max(y, 0), NaN kept */
-QV_KERNEL static void
-relu(float *restrict y, size_t n)
-{
-	size_t		i = 0;
-
-	for (; i + 8 <= n; i += 8)
-	{
-		v8sf		v;
-		v8si		neg;
-
-		memcpy(&v, y + i, sizeof(v));
-		neg = v < (v8sf) {0};
-		v = (v8sf) ((v8si) v & ~neg);
-		memcpy(y + i, &v, sizeof(v));
-	}
-	for (; i < n; i++)
-		if (y[i] < 0.0f)
-			y[i] = 0.0f;
-}
 
 /* Prefetch every cache line of a row of `bytes` bytes. */
 static inline void
@@ -388,9 +275,9 @@ aggregate_mean(const LayerJob *job, int32_t r0, int32_t r1, float *a, size_t lda
 		{
 			for (; pf < stop && pf < j + QV_ROW_PREFETCH; pf++)
 				prefetch_row(input_row(job, nbr[pf]), row_bytes);
-			acc_add(acc, input_row(job, nbr[j]), dim);
+			qv_acc_add(acc, input_row(job, nbr[j]), dim);
 		}
-		acc_store(a + (size_t) (t - r0) * lda, acc,
+		qv_acc_store(a + (size_t) (t - r0) * lda, acc,
 				  end > begin ? 1.0 / (double) (end - begin) : 0.0, NULL, 0.0, dim);
 	}
 }
@@ -441,13 +328,13 @@ aggregate_gcn(const LayerJob *job, int32_t r0, int32_t r1, float *a, size_t lda,
 			}
 			if (u == self)		/* self loop: replaced by the added one */
 				continue;
-			acc_axpy(acc, job->first ? gcn_norm(job->g, u) : job->scale[u],
+			qv_acc_axpy(acc, job->first ? gcn_norm(job->g, u) : job->scale[u],
 					 input_row(job, u), dim);
 			n_taken++;
 		}
 		if (n_taken > 0)
 			s = (double) deg[v] / (double) n_taken / sqrt(dh_t);
-		acc_store(a + (size_t) (t - r0) * lda, acc, s, input_row(job, self), 1.0 / dh_t, dim);
+		qv_acc_store(a + (size_t) (t - r0) * lda, acc, s, input_row(job, self), 1.0 / dh_t, dim);
 	}
 }
 
@@ -510,7 +397,7 @@ dense_block(const LayerJob *job, int32_t r0, int32_t m, const float *a, size_t l
 						l->weight_r, c);
 	}
 	if (job->relu)
-		relu(c, (size_t) m * (size_t) l->out_dim);
+		qv_relu(c, (size_t) m * (size_t) l->out_dim);
 }
 
 /* ---- GAT ---------------------------------------------------------------------------- */
@@ -628,7 +515,7 @@ gat_add(const QvLayer *l, GatSoftmax *st, const float *x)
 		}
 		e = exp(e - st->m[k]);
 		st->sum[k] += e;
-		acc_axpy(acc, e, xk, c);
+		qv_acc_axpy(acc, e, xk, c);
 	}
 }
 
@@ -657,7 +544,7 @@ gat_finish(const LayerJob *job, const GatSoftmax *st, int32_t t)
 		y[o] = (float) v;
 	}
 	if (job->relu)
-		relu(y, (size_t) l->out_dim);
+		qv_relu(y, (size_t) l->out_dim);
 }
 
 /* GAT on targets r0 .. r1-1: rows [QV_GAT_CHUNK x in] then their

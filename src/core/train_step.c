@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "sample_hash.h"
 
 #define TR_ROWS 64				/* activation rows per block */
@@ -167,15 +168,8 @@ aggregate_rows(const QvAggr *p, const float *x, int32_t dim, int32_t r0, int32_t
 	{
 		memset(acc, 0, sizeof(double) * (size_t) dim);
 		for (int64_t e = p->off[r]; e < p->off[r + 1]; e++)
-		{
-			const float *xr = x + (size_t) p->src[e] * dim;
-			double		w = p->w[e];
-
-			for (int32_t c = 0; c < dim; c++)
-				acc[c] += w * xr[c];
-		}
-		for (int32_t c = 0; c < dim; c++)
-			a[(size_t) r * dim + c] = (float) acc[c];
+			qv_acc_axpy(acc, p->w[e], x + (size_t) p->src[e] * dim, dim);
+		qv_acc_store(a + (size_t) r * dim, acc, 1.0, NULL, 0.0, dim);
 	}
 }
 
@@ -408,15 +402,8 @@ xgrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 		{
 			memset(acc, 0, sizeof(double) * (size_t) in);
 			for (int64_t e = p->t_off[u]; e < p->t_off[u + 1]; e++)
-			{
-				const float *dar = job->da + (size_t) p->t_dst[e] * in;
-				double		w = p->t_w[e];
-
-				for (int32_t c = 0; c < in; c++)
-					acc[c] += w * dar[c];
-			}
-			for (int32_t c = 0; c < in; c++)
-				job->dx[(size_t) u * in + c] = (float) acc[c];
+				qv_acc_axpy(acc, p->t_w[e], job->da + (size_t) p->t_dst[e] * in, in);
+			qv_acc_store(job->dx + (size_t) u * in, acc, 1.0, NULL, 0.0, in);
 		}
 		if (job->l->weight_r && r0 < n_out)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
