@@ -46,7 +46,8 @@ PG_FUNCTION_INFO_V1(gnn_explain);
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static char *
+/* Argument i as text; NULL is an error naming it. */
+char *
 arg_text(FunctionCallInfo fcinfo, int i, const char *argname)
 {
 	if (PG_ARGISNULL(i))

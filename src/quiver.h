@@ -410,6 +410,9 @@ extern int	predict_ids_per_request(const char *model, OutputSpec output);
 extern float *predict_try(const char *model, OutputSpec output, const int64 *ids, int n,
 						  int *out_dim);
 
+/* functions.c: a text argument that must not be NULL */
+extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
+
 /* functions.c: a model written to the catalog and staged, as
  * gnn_create_model does (rights already checked) */
 extern void model_create_staged(const char *name, const char *graph, QvArch arch,

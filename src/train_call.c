@@ -30,17 +30,6 @@
 PG_FUNCTION_INFO_V1(gnn_train);
 PG_FUNCTION_INFO_V1(gnn_training);
 
-/* A text argument that must not be NULL. */
-static char *
-required_text(FunctionCallInfo fcinfo, int i, const char *argname)
-{
-	if (PG_ARGISNULL(i))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", argname)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(i));
-}
-
 /* What the wait's NOTICEs have said. */
 typedef struct TrainTick
 {
@@ -156,10 +145,10 @@ put_epoch_rows(FunctionCallInfo fcinfo, const QvTrainEpoch *rows, int n)
 Datum
 gnn_train(PG_FUNCTION_ARGS)
 {
-	char	   *name = required_text(fcinfo, 0, "name");
-	char	   *graph = required_text(fcinfo, 1, "graph");
-	char	   *arch_in = required_text(fcinfo, 2, "arch");
-	char	   *labels_sql = required_text(fcinfo, 3, "labels");
+	char	   *name = arg_text(fcinfo, 0, "name");
+	char	   *graph = arg_text(fcinfo, 1, "graph");
+	char	   *arch_in = arg_text(fcinfo, 2, "arch");
+	char	   *labels_sql = arg_text(fcinfo, 3, "labels");
 	char	   *config = "{}";
 	char	   *stored_config;
 	QvArch		arch;

@@ -132,7 +132,34 @@ isnt($s->query_safe("SELECT gnn_predict('sbm_gcn', 7)"), $before,
 $s->query_safe("ROLLBACK");
 is($node->safe_psql('postgres', "SELECT gnn_predict('sbm_gcn', 7)"), $before,
 	'after ROLLBACK the old model still serves');
+# a savepoint rolled back discards the training's model too
+$s->query_safe("BEGIN");
+$s->query_safe("SAVEPOINT a");
+$s->query_safe("SELECT count(*) FROM gnn_train('sbm_gcn', 'sbm', 'gcn', 'SELECT id, label FROM sbm_label', "
+	  . "'{\"hidden\": 16, \"epochs\": 2, \"seed\": 11}')");
+$s->query_safe("ROLLBACK TO SAVEPOINT a");
+is($s->query_safe("SELECT gnn_predict('sbm_gcn', 7)"), $before,
+	'after ROLLBACK TO SAVEPOINT the transaction sees the old model');
+$s->query_safe("COMMIT");
+is($node->safe_psql('postgres', "SELECT gnn_predict('sbm_gcn', 7)"), $before,
+	'and so does everyone after its COMMIT');
 $s->quit;
+
+# a role without rights on the catalog: 42501 before the labels are read
+# (the labels query names a table the role may not read either)
+$node->safe_psql('postgres', q{
+CREATE ROLE eve LOGIN;
+CREATE TABLE secret_label (id bigint, label int);
+});
+{
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SET ROLE eve; SELECT count(*) FROM gnn_train('sbm_gcn', 'sbm', 'gcn', 'SELECT id, label FROM secret_label')");
+	isnt($rc, 0, 'a role without rights cannot train over a model');
+	like($err, qr/permission denied for table quiver_model/, 'refused on the catalog, before the labels are read')
+	  or diag($err);
+	is($node->safe_psql('postgres', "SELECT gnn_predict('sbm_gcn', 7)"), $before,
+		'what everyone is served did not change');
+}
 
 # ---- init_from: fine-tuning ----
 my ($rc, $out, $err) = $node->psql('postgres',
@@ -208,6 +235,8 @@ for my $bad (
 }
 is($node->safe_psql('postgres', "SELECT count(*) FROM quiver_model WHERE name = 'b'"), '0',
 	'nothing was stored');
+is($node->safe_psql('postgres', "SELECT count(gnn_predict('sbm_gcn', id)) FROM sbm_node"), '400',
+	'the engine still serves after every refused call');
 
 # what a training holds counts against quiver.memory_limit
 $node->safe_psql('postgres', 'ALTER SYSTEM SET quiver.memory_limit = 1');
