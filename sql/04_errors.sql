@@ -165,10 +165,17 @@ SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE na
 SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'), '{"fanot": [5]}');
 SELECT :'SQLSTATE' AS sqlstate, serving();
--- model variants (DESIGN 1.7) are not served yet: refused, not stored
+-- a bad model variant (DESIGN 1.7) is refused, naming it, and not stored
 SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'),
-						'{"variants": [{"fanout": [2]}]}');
+						'{"variants": [{"fanout": [2]}, {"fanout": [2, 2, 2, 2, 2]}]}');
 SELECT :'SQLSTATE' AS sqlstate, serving();
+-- latency targets and floors out of range name the GUC
+SET quiver.latency_target = -5;
+SELECT :'SQLSTATE' AS sqlstate;
+SET quiver.min_agreement = 2;
+SELECT :'SQLSTATE' AS sqlstate;
+SET quiver.latency_target = 'never';
+SELECT :'SQLSTATE' AS sqlstate;
 SELECT gnn_create_model('bad', 'tiny', 'gcn', (SELECT blob FROM weights WHERE name = 'gcn1'), '[5]');
 SELECT :'SQLSTATE' AS sqlstate, serving();
 SELECT count(*) FROM quiver_model WHERE name = 'bad';

@@ -203,9 +203,24 @@ CREATE FUNCTION gnn_stats(OUT model text, OUT requests bigint, OUT batches bigin
                           OUT gpu_cost_samples bigint, OUT gpu_rows_local bigint,
                           OUT gpu_rows_peer bigint, OUT gpu_rows_host bigint,
                           OUT stale_rows bigint, OUT refresh_lag_ms float8,
-                          OUT refreshed_rows bigint, OUT recomputed_rows bigint)
+                          OUT refreshed_rows bigint, OUT recomputed_rows bigint,
+                          OUT variant_batches bigint[], OUT target_misses bigint,
+                          OUT late_requests bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'gnn_stats' LANGUAGE C VOLATILE;
+
+-- A model's variants (config "variants", DESIGN 1.7), variant 0 (the
+-- model's own configuration) first: the configuration, the agreement with
+-- variant 0 measured at install (share of equal argmax, mean relative
+-- error, nodes sampled), the cost line (a + b x batch size, in
+-- microseconds, refitted as batches run) and the batches served and missed.
+CREATE FUNCTION gnn_variants(model text,
+                             OUT variant int, OUT config jsonb, OUT agreement float8,
+                             OUT mean_rel_error float8, OUT sampled bigint,
+                             OUT cost_a_us float8, OUT cost_b_us float8,
+                             OUT cost_samples bigint, OUT batches bigint, OUT misses bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'gnn_variants' LANGUAGE C VOLATILE STRICT;
 
 -- The engine's GPUs: device number, name, memory, the bytes quiver holds
 -- there (feature stores, CSR, models), whether it serves, and why not.
@@ -216,12 +231,15 @@ CREATE FUNCTION gnn_gpus(OUT device int, OUT name text, OUT total_bytes bigint,
     AS 'MODULE_PATHNAME', 'gnn_gpus' LANGUAGE C VOLATILE;
 
 -- Why a node's batch would run where it runs: its PSGS, the threshold and
--- the CPU cost model (cost = a + b x PSGS, in microseconds).
+-- the CPU cost model (cost = a + b x PSGS, in microseconds); and the
+-- variant a batch of it alone would get under this session's
+-- quiver.latency_target and quiver.min_agreement, and why.
 CREATE FUNCTION gnn_explain(model text, node_id bigint,
                             OUT psgs float8, OUT path text, OUT psgs_threshold float8,
                             OUT reason text, OUT cpu_cost_a_us float8,
                             OUT cpu_cost_b_us float8, OUT predicted_cpu_us float8,
-                            OUT cost_samples bigint, OUT seed_share float8)
+                            OUT cost_samples bigint, OUT seed_share float8,
+                            OUT variant int, OUT variant_reason text)
     RETURNS record
     AS 'MODULE_PATHNAME', 'gnn_explain' LANGUAGE C VOLATILE STRICT;
 

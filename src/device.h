@@ -32,9 +32,9 @@ extern void device_release_graph(ResGraph *rg);
 /* Wait for every GPU batch in flight and answer it. */
 extern void device_drain(void);
 
-/* Run a batch on a GPU if dispatch says so: true when it was queued there
- * (its slots are answered later by device_collect). */
-extern bool device_submit(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
+/* Run a batch (of variant 0) on a GPU if dispatch says so: true when it
+ * was queued there (its parts are answered later by device_collect). */
+extern bool device_submit(ResModel *rm, ResGraph *rg, const SlotPart *parts, int n_parts,
 						  const int32 *dense, int n, double psgs);
 
 /* Answer finished GPU batches; true if any. */

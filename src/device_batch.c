@@ -32,8 +32,8 @@ typedef struct GpuBatch
 	float	   *out;
 	double		psgs;
 	QvGpuBatchStats stats;
-	int			n_slots;
-	QuiverSlot *slots[FLEXIBLE_ARRAY_MEMBER];
+	int			n_parts;
+	SlotPart	parts[FLEXIBLE_ARRAY_MEMBER];
 } GpuBatch;
 
 
@@ -57,13 +57,13 @@ free_gpu_batch(GpuBatch *b)
 	free(b);
 }
 
-/* A GPU batch for the slots, or NULL when memory is short (the caller
- * then runs it on the CPU). */
+/* A GPU batch for the request parts, or NULL when memory is short (the
+ * caller then runs it on the CPU). */
 static GpuBatch *
-new_gpu_batch(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
+new_gpu_batch(ResModel *rm, ResGraph *rg, const SlotPart *parts, int n_parts,
 			  const int32 *dense, int n, int dev)
 {
-	GpuBatch   *b = calloc(1, offsetof(GpuBatch, slots) + sizeof(QuiverSlot *) * n_slots);
+	GpuBatch   *b = calloc(1, offsetof(GpuBatch, parts) + sizeof(SlotPart) * n_parts);
 
 	if (b == NULL)
 		return NULL;
@@ -75,8 +75,8 @@ new_gpu_batch(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
 		return NULL;
 	}
 	memcpy(b->dense, dense, sizeof(int32) * n);
-	memcpy(b->slots, slots, sizeof(QuiverSlot *) * n_slots);
-	b->n_slots = n_slots;
+	memcpy(b->parts, parts, sizeof(SlotPart) * n_parts);
+	b->n_parts = n_parts;
 	b->n = n;
 	b->rm = rm;
 	b->rg = rg;
@@ -102,7 +102,7 @@ batch_devices(ResModel *rm, ResGraph *rg, bool *ok)
 }
 
 bool
-device_submit(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
+device_submit(ResModel *rm, ResGraph *rg, const SlotPart *parts, int n_parts,
 			  const int32 *dense, int n, double psgs)
 {
 	bool		ok[QUIVER_MAX_GPUS];
@@ -123,7 +123,7 @@ device_submit(ResModel *rm, ResGraph *rg, QuiverSlot **slots, int n_slots,
 	}
 	else
 		c = qv_dispatch_choose(psgs, &rm->cpu_cost, &rm->gpu_cost, n_gpus, ok, backlog);
-	if (c.device < 0 || (b = new_gpu_batch(rm, rg, slots, n_slots, dense, n, c.device)) == NULL)
+	if (c.device < 0 || (b = new_gpu_batch(rm, rg, parts, n_parts, dense, n, c.device)) == NULL)
 		return false;
 	b->psgs = psgs;
 	b->job.predicted_us = isnan(c.gpu_us) ? 0 : c.gpu_us - backlog[c.device];
@@ -152,20 +152,22 @@ publish_batch(GpuBatch *b)
 static void
 finish_batch(GpuBatch *b)
 {
+	BatchServed how = {0, false, true};
+
 	if (b->job.status != QV_OK)
 	{
 		QvError		err = b->job.err;
+		char		msg[QV_ERRMSG_LEN];
 
 		disable_gpu(b->job.device, "a predict batch", &err);
-		for (int i = 0; i < b->n_slots; i++)
-			queue_fail(b->slots[i], quiver_sqlstate(err.code), "GPU %d: %s",
-					   b->job.device, err.msg);
+		snprintf(msg, sizeof(msg), "GPU %d: %s", b->job.device, err.msg);
+		queue_fail_parts(b->parts, b->n_parts, quiver_sqlstate(err.code), msg);
 		return;
 	}
 	qv_costmodel_add(&b->rm->gpu_cost, b->psgs, b->job.wall_us, NULL);
 	qv_seed_histogram_add(&b->rg->hist, b->dense, b->n, NULL);
 	publish_batch(b);
-	registry_answer_batch(b->rm, b->slots, b->n_slots, b->out, b->rm->m->out_dim, true);
+	registry_answer_parts(b->rm, &how, b->parts, b->n_parts, b->out, b->rm->m->out_dim);
 }
 
 bool

@@ -29,6 +29,10 @@ extern void train_job_fetch(QuiverSlot *slot);
 extern bool train_job_busy(void);
 extern bool engine_training(void);
 
+/* serve.c */
+extern bool serve_predicts(void);
+extern void serve_explain(QuiverSlot *slot);
+
 /* precompute_work.c */
 extern bool engine_precompute(bool idle);
 

@@ -12,6 +12,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "portability/instr_time.h"
 #include "storage/proc.h"
@@ -43,6 +44,7 @@ PG_FUNCTION_INFO_V1(gnn_resident);
 PG_FUNCTION_INFO_V1(gnn_stats);
 PG_FUNCTION_INFO_V1(gnn_gpus);
 PG_FUNCTION_INFO_V1(gnn_explain);
+PG_FUNCTION_INFO_V1(gnn_variants);
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -195,22 +197,6 @@ gnn_refresh_graph(PG_FUNCTION_ARGS)
 	return graph_load_row(fcinfo, values, start);
 }
 
-/* Config "variants" (DESIGN 1.7) parses in the engine core, but nothing
- * serves variants yet: refuse it rather than store a config that would
- * silently do nothing. */
-static void
-refuse_variants(const char *config)
-{
-	QvModelConfig cfg;
-	QvError		err = {0};
-
-	if (qv_model_config_parse_all(config, &cfg, &err) == QV_OK && cfg.n_variants > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("config variants is not served yet: create the model without it"),
-				 errdetail("Latency targets and model variants (DESIGN 1.7) are not built yet.")));
-}
-
 Datum
 gnn_create_model(PG_FUNCTION_ARGS)
 {
@@ -239,7 +225,6 @@ gnn_create_model(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("graph \"%s\" does not exist", graph)));
-	refuse_variants(config);
 
 	model_create_staged(name, graph, arch, weights, config);
 	PG_RETURN_VOID();
@@ -670,6 +655,24 @@ set_float(Datum *values, bool *nulls, int i, double v)
 	nulls[i] = isnan(v);
 }
 
+/* gnn_stats' variant columns: batches served by each variant (variant 0
+ * first), and batches of any variant that missed their target. */
+static void
+variant_counts(const QuiverDirEntry *e, Datum *values)
+{
+	Datum		d[QV_MAX_VARIANT_MODELS];
+	int64		misses = 0;
+	int			n = Max(e->n_variants, 1);
+
+	for (int v = 0; v < n; v++)
+	{
+		d[v] = Int64GetDatum(e->variants[v].batches);
+		misses += e->variants[v].misses;
+	}
+	values[0] = PointerGetDatum(construct_array(d, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	values[1] = Int64GetDatum(misses);
+}
+
 Datum
 gnn_stats(PG_FUNCTION_ARGS)
 {
@@ -681,8 +684,8 @@ gnn_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		QuiverDirEntry *e = &dir[i];
-		Datum		values[25];
-		bool		nulls[25] = {0};
+		Datum		values[28];
+		bool		nulls[28] = {0};
 		double		q[3] = {0.5, 0.95, 0.99};
 		int64		rows = e->gpu_rows[0] + e->gpu_rows[1] + e->gpu_rows[2];
 
@@ -721,6 +724,9 @@ gnn_stats(PG_FUNCTION_ARGS)
 		values[23] = Int64GetDatum(e->pre_refreshed);
 		values[24] = Int64GetDatum(e->pre_recomputed);
 		nulls[21] = nulls[22] = nulls[23] = nulls[24] = e->pre_state == PRECOMPUTE_NONE;
+		/* variants: batches each served, batches whose target was missed */
+		variant_counts(e, values + 25);
+		values[27] = Int64GetDatum(e->late_requests);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -768,8 +774,8 @@ gnn_explain(PG_FUNCTION_ARGS)
 	QuiverSlot *slot = queue_begin(REQ_EXPLAIN, model);
 	ExplainResult res;
 	TupleDesc	desc;
-	Datum		values[9];
-	bool		nulls[9] = {0};
+	Datum		values[11];
+	bool		nulls[11] = {0};
 
 	memcpy(slot->payload, &id, sizeof(id));
 	queue_submit_and_wait(slot);
@@ -786,7 +792,70 @@ gnn_explain(PG_FUNCTION_ARGS)
 	set_float(values, nulls, 6, res.predicted_cpu_us);
 	values[7] = Int64GetDatum(res.cost_samples);
 	set_float(values, nulls, 8, res.seed_share);
+	values[9] = Int32GetDatum(res.variant);
+	values[10] = CStringGetTextDatum(res.variant_reason);
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "gnn_explain must return a composite type");
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* A variant's configuration as gnn_variants shows it: {"fanout": [...],
+ * "precompute": ..., "recompute": ...}. */
+static Datum
+variant_config(const QuiverDirEntry *e, const QuiverVariantEntry *v)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"fanout\": [");
+	for (int l = 0; l < e->layers; l++)
+		appendStringInfo(&buf, "%s%d", l ? ", " : "", v->fanout[l]);
+	appendStringInfo(&buf, "], \"precompute\": %s", v->precompute ? "true" : "false");
+	if (v->precompute)
+		appendStringInfo(&buf, ", \"recompute\": %.17g", v->recompute);
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/* gnn_variants(model): the model's variants, variant 0 first: their
+ * configuration, agreement with variant 0 as profiled at install, cost
+ * line (a + b x batch size, refitted as batches run) and counters. */
+Datum
+gnn_variants(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	QuiverDirEntry *dir, *e = NULL;
+	int			n;
+
+	quiver_check_ready();
+	n = directory_snapshot(&dir);
+	for (int i = 0; i < n && e == NULL; i++)
+		if (dir[i].kind == OBJ_MODEL && strcmp(dir[i].name, model) == 0)
+			e = &dir[i];
+	if (e == NULL || e->state != OBJ_READY)
+		ereport(ERROR,
+				(errcode(e ? ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE : ERRCODE_UNDEFINED_OBJECT),
+				 e ? errmsg("model \"%s\" is not loaded: %s", model, e->detail) :
+				 errmsg("model \"%s\" does not exist", model)));
+	InitMaterializedSRF(fcinfo, 0);
+	for (int v = 0; v < e->n_variants; v++)
+	{
+		const QuiverVariantEntry *ve = &e->variants[v];
+		Datum		values[10];
+		bool		nulls[10] = {0};
+
+		values[0] = Int32GetDatum(v);
+		values[1] = variant_config(e, ve);
+		set_float(values, nulls, 2, ve->agreement);
+		set_float(values, nulls, 3, ve->mean_rel_error);
+		values[4] = Int64GetDatum(ve->sampled);
+		set_float(values, nulls, 5, ve->cost_a_us);
+		set_float(values, nulls, 6, ve->cost_b_us);
+		values[7] = Int64GetDatum(ve->cost_samples);
+		values[8] = Int64GetDatum(ve->batches);
+		values[9] = Int64GetDatum(ve->misses);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -732,7 +732,7 @@ stage_request(QuiverSlot *slot, void *base, QvError *err)
 					return false;
 				}
 				/* for the caller's NOTICE: what precomputation will hold */
-				slot->result[0] = m->precompute ? (int64) qv_precompute_bytes(m, g) : 0;
+				slot->result[0] = qv_model_any_precompute(m) ? (int64) qv_precompute_bytes(m, g) : 0;
 				slot->result[1] = g->n_nodes;
 				st = registry_stage(OBJ_MODEL, slot->name, slot->graph, slot->version, slot->xid, top, m);
 				/* measured now, while the caller waits, not when published */
@@ -745,6 +745,13 @@ stage_request(QuiverSlot *slot, void *base, QvError *err)
 				qv_costmodel_init(&st->cal.cpu_cost, REGISTRY_COST_FORGET, NULL);
 				calibrate(m, g, st->cal.psgs, &st->cal.cpu_cost, NULL);
 				st->cal.has_cost = true;
+				/* and the variants' agreement and cost (DESIGN 1.7) */
+				if (registry_profile_variants(m, g, engine_pool, st->cal.vstats, err) != QV_OK)
+				{
+					registry_unstage(st);
+					return false;
+				}
+				st->cal.has_vstats = true;
 				return true;
 			}
 		case REQ_STAGE_DROP_GRAPH:

@@ -79,6 +79,7 @@ precompute_slice(ResModel *rm, ResGraph *rg, double budget_ms, bool *left)
 	if (rm->pre_state == PRECOMPUTE_BUILDING && qv_precompute_built(rm->pre))
 	{
 		rm->pre_state = PRECOMPUTE_READY;
+		registry_seed_precomputed_costs(rm, rg->g, engine_pool);
 		ereport(LOG, (errmsg("quiver: hidden layers of model \"%s\" precomputed for " INT64_FORMAT " nodes",
 							 rm->name, rg->g->n_nodes)));
 	}

@@ -30,6 +30,7 @@
 #include "portability/instr_time.h"
 #include "storage/proc.h"
 #include "storage/s_lock.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "quiver.h"
@@ -192,6 +193,8 @@ queue_begin(RequestKind kind, const char *name)
 	slot->top_xid = GetTopTransactionIdIfAny();
 	slot->n_ids = 0;
 	slot->output = OUTPUT_SPEC_PREDICTION;
+	slot->target_ms = quiver_latency_target_ms;
+	slot->min_agreement = quiver_min_agreement;
 	slot->out_dim = 0;
 	slot->sqlstate = 0;
 	slot->errmsg[0] = '\0';
@@ -352,6 +355,21 @@ queue_raise(QuiverSlot *slot)
 
 /* ---- engine side ---- */
 
+/* Rows of each predict slot the engine has answered or given up (engine
+ * memory, by slot index): a slot served in parts is complete when they
+ * reach its n_ids. */
+static int32 *rows_accounted = NULL;
+
+static int32 *
+accounted_of(QuiverSlot *slot)
+{
+	if (rows_accounted == NULL)
+		rows_accounted = MemoryContextAllocZero(TopMemoryContext,
+												sizeof(int32) * quiver_shared->n_slots);
+	return &rows_accounted[slot - quiver_shared->slots];
+}
+
+
 /* Claim a PENDING slot for work if its request is (or is not, when
  * predict is false) a prediction; false if it is not pending or of the other
  * kind.  The kind is read under the lock that published it. */
@@ -370,6 +388,8 @@ queue_take(QuiverSlot *slot, bool predict)
 		taken = true;
 	}
 	SpinLockRelease(&slot->mutex);
+	if (taken && predict)
+		*accounted_of(slot) = 0;
 	return taken;
 }
 
@@ -415,55 +435,106 @@ queue_complete(QuiverSlot *slot)
 		elog(WARNING, "quiver: futex wake failed: %m");
 }
 
-/* Answer a slot with its rows of predictions: in the slot after the ids,
- * or in the backend's segment when they are too wide for the slot.  The
- * slot belongs to its backend again afterwards: read nothing from it. */
+/* Record the request's error, keeping the first; the slot stays the
+ * engine's until its rows are accounted (queue_account). */
 void
-queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim)
+queue_set_error(QuiverSlot *slot, int sqlstate, const char *fmt,...)
 {
-	Size		bytes = sizeof(float) * out_dim * slot->n_ids;
+	va_list		ap;
+
+	if (slot->sqlstate != 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(slot->errmsg, sizeof(slot->errmsg), fmt, ap);
+	va_end(ap);
+	qv_utf8_sanitize(slot->errmsg);
+	slot->sqlstate = sqlstate;
+}
+
+/* Count rows of a predict slot as answered (or given up); completes the
+ * slot, returning true, once all of them are.  Read nothing of the slot
+ * after a true return. */
+bool
+queue_account(QuiverSlot *slot, int64 rows)
+{
+	int32	   *acc = accounted_of(slot);
+
+	*acc += (int32) rows;
+	if (*acc < slot->n_ids)
+		return false;
+	queue_complete(slot);
+	return true;
+}
+
+/* Write a part's rows where its backend reads them: in the slot after the
+ * ids, or in the backend's segment when they are too wide for the slot. */
+static void
+write_part_rows(const SlotPart *p, const float *rows, int out_dim)
+{
+	QuiverSlot *slot = p->slot;
+	Size		all = sizeof(float) * out_dim * slot->n_ids;
+	Size		off = sizeof(float) * out_dim * p->offset;
+	Size		bytes = sizeof(float) * out_dim * p->count;
 	dsm_segment *seg;
 
 	slot->out_dim = out_dim;
 	if (slot->dsm == DSM_HANDLE_INVALID)
-		memcpy(slot->payload + sizeof(int64) * slot->n_ids, rows, bytes);
-	else if ((seg = dsm_attach(slot->dsm)) == NULL || dsm_segment_map_length(seg) < bytes)
+		memcpy(slot->payload + sizeof(int64) * slot->n_ids + off, rows, bytes);
+	else if ((seg = dsm_attach(slot->dsm)) == NULL || dsm_segment_map_length(seg) < all)
 	{
 		if (seg)
 			dsm_detach(seg);
-		queue_fail(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
-				   "model \"%s\" was replaced during the call; retry", slot->name);
-		return;
+		queue_set_error(slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
+						"model \"%s\" was replaced during the call; retry", slot->name);
 	}
 	else
 	{
-		memcpy(dsm_segment_address(seg), rows, bytes);
+		memcpy((char *) dsm_segment_address(seg) + off, rows, bytes);
 		dsm_detach(seg);
 	}
-	queue_complete(slot);
 }
 
-/* Answer slots[0..n_slots) from out (rows in slot order, out_dim wide);
- * fills latency_us (when given) with each request's time since submission
- * and returns the rows answered. */
-int64
-queue_answer_batch(QuiverSlot **slots, int n_slots, const float *out, int out_dim,
-				   int64 *latency_us)
+/* Answer parts[0..n_parts) from out (rows in part order, out_dim wide).
+ * Returns the requests this completed; latency_us (when given) gets each
+ * one's time since submission, and *late (when given) counts those past
+ * their latency target. */
+int
+queue_answer_parts(const SlotPart *parts, int n_parts, const float *out, int out_dim,
+				   int64 *latency_us, int64 *late)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		off = 0;
+	int			done = 0;
 
-	for (int i = 0; i < n_slots; i++)
+	for (int i = 0; i < n_parts; i++)
 	{
-		QuiverSlot *slot = slots[i];
-		int32		n_ids = slot->n_ids;	/* the slot is the backend's once answered */
+		QuiverSlot *slot = parts[i].slot;
+		int64		us = now - slot->submitted;
+		double		target_ms = slot->target_ms;	/* the backend's once complete */
 
+		write_part_rows(&parts[i], out + off * out_dim, out_dim);
+		off += parts[i].count;
+		if (!queue_account(slot, parts[i].count))
+			continue;
 		if (latency_us)
-			latency_us[i] = now - slot->submitted;
-		queue_answer_rows(slot, out + off * out_dim, out_dim);
-		off += n_ids;
+			latency_us[done] = us;
+		if (late && target_ms > 0 && us > target_ms * 1000.0)
+			(*late)++;
+		done++;
 	}
-	return off;
+	return done;
+}
+
+/* Fail parts[0..n_parts): their requests end with this error once every
+ * part of them is accounted. */
+void
+queue_fail_parts(const SlotPart *parts, int n_parts, int sqlstate, const char *msg)
+{
+	for (int i = 0; i < n_parts; i++)
+	{
+		queue_set_error(parts[i].slot, sqlstate, "%s", msg);
+		(void) queue_account(parts[i].slot, parts[i].count);
+	}
 }
 
 /* Answer with an error. */

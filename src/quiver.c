@@ -38,6 +38,9 @@ double		quiver_replan_drift = 0.25;
 int			quiver_catalog_poll_ms = 1000;
 int			quiver_refresh_delay_ms = 0;
 int			quiver_load_lock_timeout_ms = 5000;
+double		quiver_latency_target_ms = 0;
+double		quiver_min_agreement = 0;
+int			quiver_slice_size = 256;
 
 QuiverShared *quiver_shared = NULL;
 
@@ -191,6 +194,21 @@ quiver_define_gucs(void)
 							"A load that times out marks the graph failed and is retried later.",
 							&quiver_load_lock_timeout_ms, 5000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomRealVariable("quiver.latency_target",
+							 "Latency target of this session's predictions (0 = none).",
+							 "The engine serves a batch with the most accurate variant of its model that it predicts to finish within the tightest target of the batch's requests (config \"variants\"); requests with a target are served earliest deadline first.",
+							 &quiver_latency_target_ms, 0, 0, 3600000,
+							 PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomRealVariable("quiver.min_agreement",
+							 "Least agreement with the model's own configuration that a variant chosen for this session's predictions must have.",
+							 "Agreement is the share of profiled nodes whose argmax equals variant 0's (gnn_variants).",
+							 &quiver_min_agreement, 0, 0, 1,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("quiver.slice_size",
+							"Most ids of one request the engine serves in one batch (0 = whole requests).",
+							"Larger requests are served in slices, interleaved with other requests, so that a small request never waits for a whole large one.",
+							&quiver_slice_size, 256, 0, 1 << 20,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("quiver");
 }
 

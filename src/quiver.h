@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "model.h"
+#include "variants.h"
 #include "qv_error.h"
 
 #define QUIVER_SLOT_PAYLOAD (64 * 1024)	/* inline ids + predictions */
@@ -54,6 +55,9 @@ extern int	quiver_prefetch_rows;
 extern int	quiver_catalog_poll_ms;
 extern int	quiver_refresh_delay_ms;
 extern int	quiver_load_lock_timeout_ms;
+extern double quiver_latency_target_ms;
+extern double quiver_min_agreement;
+extern int	quiver_slice_size;
 
 typedef enum SlotState
 {
@@ -150,6 +154,9 @@ typedef struct QuiverSlot
 								 * xid when it staged objects, else invalid */
 	int32		n_ids;			/* predict: ids in payload */
 	OutputSpec	output;			/* predict: what each id gets */
+	double		target_ms;		/* predict, explain: quiver.latency_target
+								 * at the call (0: none) */
+	double		min_agreement;	/* ... and quiver.min_agreement */
 	int32		out_dim;		/* predict: filled by the engine */
 	/* answer */
 	int			sqlstate;		/* 0 = success */
@@ -158,6 +165,33 @@ typedef struct QuiverSlot
 	double		payload_align;	/* keeps payload 8-byte aligned */
 	char		payload[QUIVER_SLOT_PAYLOAD];	/* ids (int64), then floats */
 } QuiverSlot;
+
+/* A part of a predict request: ids [offset, offset + count) of its slot.
+ * A request is served in parts when the engine cuts it into slices
+ * (quiver.slice_size); it is answered once every part is. */
+typedef struct SlotPart
+{
+	QuiverSlot *slot;
+	int32		offset;
+	int32		count;
+} SlotPart;
+
+/* One variant of a model as the engine publishes it (gnn_variants). */
+typedef struct QuiverVariantEntry
+{
+	int32		fanout[QV_MAX_LAYERS];
+	bool		precompute;
+	double		recompute;
+	double		agreement;		/* NaN: not profiled */
+	double		mean_rel_error;
+	int64		sampled;		/* nodes profiled */
+	double		cost_a_us;		/* cost = a + b x batch size, NaN: no line */
+	double		cost_b_us;
+	int64		cost_samples;
+	int64		batches;		/* batches served by this variant */
+	int64		misses;			/* ... chosen with no variant predicted to
+								 * meet the batch's target */
+} QuiverVariantEntry;
 
 /* One resident graph or model as the engine publishes it. */
 typedef struct QuiverDirEntry
@@ -208,6 +242,10 @@ typedef struct QuiverDirEntry
 	int64		pre_recomputed; /* rows recomputed for requests ("recompute") */
 	TimestampTz pre_stale_since;	/* when the oldest pending change was
 									 * applied; 0 when none */
+	/* a model's variants (DESIGN 1.7), variant 0 first */
+	int32		n_variants;
+	QuiverVariantEntry variants[QV_MAX_VARIANT_MODELS];
+	int64		late_requests;	/* answered after their latency target */
 } QuiverDirEntry;
 
 /* One GPU as the engine publishes it (gnn_gpus). */
@@ -234,6 +272,9 @@ typedef struct ExplainResult
 	double		predicted_cpu_us;
 	int64		cost_samples;
 	double		seed_share;		/* share of requested seeds that were this node */
+	int32		variant;		/* the variant a batch of this node alone gets
+								 * under the caller's latency target */
+	char		variant_reason[160];
 } ExplainResult;
 
 /* The training job the engine runs (gnn_progress), under lock. */
@@ -316,9 +357,11 @@ extern bool queue_has_request_of(const char *name);
 extern bool queue_has_pending(void);
 extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
-extern void queue_answer_rows(QuiverSlot *slot, const float *rows, int out_dim);
-extern int64 queue_answer_batch(QuiverSlot **slots, int n_slots, const float *out, int out_dim,
-								int64 *latency_us);
+extern void queue_set_error(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
+extern bool queue_account(QuiverSlot *slot, int64 rows);
+extern int	queue_answer_parts(const SlotPart *parts, int n_parts, const float *out, int out_dim,
+							   int64 *latency_us, int64 *late);
+extern void queue_fail_parts(const SlotPart *parts, int n_parts, int sqlstate, const char *msg);
 extern void queue_set_engine_detail(const char *detail);
 extern void queue_reset_after_restart(void);
 extern void queue_wake_engine(void);

@@ -60,6 +60,7 @@ static ResModel models[QUIVER_MAX_MODELS];
 static dlist_head staged = DLIST_STATIC_INIT(staged);
 
 static void precomputed_free(ResModel *rm);
+static void publish_variants(const ResModel *rm);
 static void precomputed_create(ResModel *rm, const QvGraph *g);
 
 ResGraph *
@@ -337,7 +338,7 @@ registry_check_precompute_memory(const char *name, const QvModel *m, const QvGra
 {
 	char		what[NAMEDATALEN + 64];
 
-	if (!m->precompute)
+	if (!qv_model_any_precompute(m))
 		return true;
 	snprintf(what, sizeof(what), "the precomputed layers of model \"%s\"", name);
 	return directory_check_memory(what, qv_precompute_bytes(m, g), err);
@@ -362,7 +363,7 @@ precomputed_create(ResModel *rm, const QvGraph *g)
 
 	precomputed_free(rm);
 	registry_publish_precomputed(rm);	/* the old rows' bytes are gone */
-	if (!rm->m->precompute)
+	if (!qv_model_any_precompute(rm->m))
 		return;
 	if (!registry_check_precompute_memory(rm->name, rm->m, g, &err) ||
 		qv_precompute_create(rm->m, g, &rm->pre, &err) != QV_OK)
@@ -439,7 +440,7 @@ registry_publish_precomputed(ResModel *rm)
 	{
 		e->pre_state = rm->pre_state;
 		e->pre_bytes = (int64) st.bytes;
-		e->pre_need = rm->m->precompute && rg ? (int64) qv_precompute_bytes(rm->m, rg->g) : 0;
+		e->pre_need = qv_model_any_precompute(rm->m) && rg ? (int64) qv_precompute_bytes(rm->m, rg->g) : 0;
 		e->pre_done = st.rows_done;
 		e->pre_total = st.rows_total;
 		e->pre_stale = 0;
@@ -544,6 +545,49 @@ registry_forget_seeds(ResGraph *rg)
 	rg->hist.n_seen = 0;
 }
 
+/* Free what rm holds (its GPU copies first; the variants before the
+ * weights they share). */
+static void
+model_free(ResModel *rm)
+{
+	release_model(rm);
+	precomputed_free(rm);
+	qv_variants_free(rm->vset);
+	rm->vset = NULL;
+	qv_model_free(rm->m);
+	free(rm->psgs);
+	rm->psgs = NULL;
+	rm->m = NULL;
+}
+
+/* The variant set of model `name` (m over g) and its profile: the one
+ * measured at staging over g, else measured now.  A failed profile leaves
+ * the variants unprofiled (never chosen) and says why in the log. */
+static QvVariantSet *
+make_variants(const char *name, const QvModel *m, const QvGraph *g, StagedCalibration *cal,
+			  QvPool *pool, QvVariantStats *stats, QvError *err)
+{
+	QvVariantSet *set;
+	QvError		perr = {0};
+
+	if (qv_variants_make(m, NULL, &set, err) != QV_OK)
+		return NULL;
+	if (cal && cal->has_vstats && cal->psgs_graph == g)
+		memcpy(stats, cal->vstats, sizeof(QvVariantStats) * set->n);
+	else if (registry_profile_variants(m, g, pool, stats, &perr) != QV_OK)
+	{
+		ereport(LOG, (errmsg("quiver: the variants of model \"%s\" are not profiled: %s",
+							 name, perr.msg)));
+		for (int v = 0; v < set->n; v++)
+		{
+			memset(&stats[v], 0, sizeof(stats[v]));
+			stats[v].agreement = stats[v].mean_rel_error = NAN;
+			(void) qv_costmodel_init(&stats[v].cost, REGISTRY_COST_FORGET, NULL);
+		}
+	}
+	return set;
+}
+
 /* Install m as model `name` on `graph` at catalog version `version`,
  * replacing any resident one. */
 ResModel *
@@ -553,6 +597,8 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 	ResModel   *rm = registry_model(name);
 	ResGraph   *rg = registry_graph(graph);
 	float	   *psgs;
+	QvVariantSet *vset;
+	QvVariantStats vstats[QV_MAX_VARIANT_MODELS];
 
 	if (rg == NULL)
 	{
@@ -580,13 +626,13 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 	}
 	else if ((psgs = registry_psgs(m, rg->g, pool, err)) == NULL)
 		return NULL;
-	if (rm->m != NULL)
+	if ((vset = make_variants(name, m, rg->g, cal, pool, vstats, err)) == NULL)
 	{
-		release_model(rm);
-		precomputed_free(rm);
-		qv_model_free(rm->m);
-		free(rm->psgs);
+		free(psgs);				/* ours, taken over or computed */
+		return NULL;
 	}
+	if (rm->m != NULL)
+		model_free(rm);
 	strlcpy(rm->name, name, NAMEDATALEN);
 	strlcpy(rm->graph, graph, NAMEDATALEN);
 	rm->m = m;
@@ -599,7 +645,10 @@ registry_install_model(const char *name, const char *graph, int64 version, QvMod
 	else
 		qv_costmodel_init(&rm->cpu_cost, REGISTRY_COST_FORGET, NULL);
 	qv_costmodel_init(&rm->gpu_cost, REGISTRY_COST_FORGET, NULL);
+	rm->vset = vset;
+	memcpy(rm->vstats, vstats, sizeof(rm->vstats));
 	dir_publish_model(name, graph, version, m);
+	publish_variants(rm);
 	precomputed_create(rm, rg->g);
 	return rm;
 }
@@ -628,14 +677,7 @@ registry_drop_model(const char *name)
 	ResModel   *rm = registry_model(name);
 
 	if (rm)
-	{
-		release_model(rm);
-		precomputed_free(rm);
-		qv_model_free(rm->m);
-		free(rm->psgs);
-		rm->psgs = NULL;
-		rm->m = NULL;
-	}
+		model_free(rm);
 	dir_remove(OBJ_MODEL, name);
 }
 
@@ -831,10 +873,51 @@ registry_publish_all_costs(void)
 			registry_publish_cost(&models[i]);
 }
 
-/* Count one batch of a model and the latencies of its requests. */
+/* Publish the model's variants: configuration, profile, cost line and
+ * counters kept.  Caller holds the lock. */
+static void
+dir_set_variants(QuiverDirEntry *e, const ResModel *rm)
+{
+	int32		n = rm->vset ? rm->vset->n : 1;
+
+	e->n_variants = n;
+	for (int v = 0; v < n; v++)
+	{
+		const QvModel *vm = rm->vset ? &rm->vset->models[v] : rm->m;
+		const QvVariantStats *st = &rm->vstats[v];
+		QuiverVariantEntry *ve = &e->variants[v];
+		QvCostFit	fit = qv_costmodel_fit(&st->cost);
+
+		memcpy(ve->fanout, vm->fanout, sizeof(ve->fanout));
+		ve->precompute = vm->precompute;
+		ve->recompute = vm->recompute;
+		ve->agreement = st->profiled ? st->agreement : NAN;
+		ve->mean_rel_error = st->profiled ? st->mean_rel_error : NAN;
+		ve->sampled = st->n_sampled;
+		ve->cost_a_us = fit.a;
+		ve->cost_b_us = fit.b;
+		ve->cost_samples = st->cost.n_samples;
+	}
+}
+
+/* Publish rm's variants (after profiling or a cost line's seeding). */
+static void
+publish_variants(const ResModel *rm)
+{
+	QuiverDirEntry *e;
+
+	LWLockAcquire(quiver_shared->lock, LW_EXCLUSIVE);
+	e = directory_entry(OBJ_MODEL, rm->name, false);
+	if (e)
+		dir_set_variants(e, rm);
+	LWLockRelease(quiver_shared->lock);
+}
+
+/* Count one batch of a model, the variant that served it and the
+ * latencies of the requests it completed. */
 void
-registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
-					 const int64 *latency_us, bool on_gpu)
+registry_count_batch(ResModel *rm, const BatchServed *how, int n_requests, int64 n_seeds,
+					 const int64 *latency_us, int64 late)
 {
 	QuiverDirEntry *e;
 
@@ -845,29 +928,88 @@ registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
 		e->batches++;
 		e->requests += n_requests;
 		e->seeds += n_seeds;
-		if (on_gpu)
+		if (how->on_gpu)
 			e->gpu_batches++;
 		else
 			e->cpu_batches++;
 		for (int i = 0; i < n_requests; i++)
 			e->lat_hist[latency_bucket(latency_us[i])]++;
+		e->late_requests += late;
+		if (how->variant >= 0 && how->variant < QV_MAX_VARIANT_MODELS)
+		{
+			e->variants[how->variant].batches++;
+			e->variants[how->variant].misses += how->missed;
+		}
 		e->pre_recomputed = rm->pre_recomputed;
 		dir_set_cost(e, rm);
+		dir_set_variants(e, rm);
 	}
 	LWLockRelease(quiver_shared->lock);
 }
 
-/* Answer a batch's slots from out (rows in slot order, out_dim wide) and
+/* Answer a batch's parts from out (rows in part order, out_dim wide) and
  * count it. */
 void
-registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
-					  int out_dim, bool on_gpu)
+registry_answer_parts(ResModel *rm, const BatchServed *how, const SlotPart *parts, int n_parts,
+					  const float *out, int out_dim)
 {
-	int64	   *lat = palloc(sizeof(int64) * n_slots);
-	int64		rows = queue_answer_batch(slots, n_slots, out, out_dim, lat);
+	int64	   *lat = palloc(sizeof(int64) * Max(n_parts, 1));
+	int64		late = 0,
+				rows = 0;
+	int			done;
 
-	registry_count_batch(rm, n_slots, rows, lat, on_gpu);
+	for (int i = 0; i < n_parts; i++)
+		rows += parts[i].count;
+	done = queue_answer_parts(parts, n_parts, out, out_dim, lat, &late);
+	registry_count_batch(rm, how, done, rows, lat, late);
 	pfree(lat);
+}
+
+/* ---- variants (DESIGN 1.7) ------------------------------------------------ */
+
+/* Profile the variants of m over g into stats[0 .. 1 + m->n_variants):
+ * agreement with variant 0 and a first cost line each. */
+int
+registry_profile_variants(const QvModel *m, const QvGraph *g, QvPool *pool,
+						  QvVariantStats *stats, QvError *err)
+{
+	QvVariantSet *set;
+	int			rc;
+
+	if ((rc = qv_variants_make(m, NULL, &set, err)) != QV_OK)
+		return rc;
+	rc = qv_variants_profile(set->models, set->n, g, NULL, pool, stats, err);
+	qv_variants_free(set);
+	return rc;
+}
+
+/* Refit a variant's cost line with a batch it ran on the CPU. */
+void
+registry_variant_cost_add(ResModel *rm, int32 variant, int64 n_seeds, double us)
+{
+	if (rm->vset && variant >= 0 && variant < rm->vset->n)
+		(void) qv_costmodel_add(&rm->vstats[variant].cost, (double) n_seeds, us, NULL);
+}
+
+/* Once rm's rows are built: seed the cost lines of the variants that read
+ * them (profiling could not time those), and publish them. */
+void
+registry_seed_precomputed_costs(ResModel *rm, const QvGraph *g, QvPool *pool)
+{
+	if (rm->vset == NULL || rm->pre == NULL)
+		return;
+	for (int v = 0; v < rm->vset->n; v++)
+	{
+		QvError		err = {0};
+
+		if (!rm->vset->models[v].precompute || rm->vstats[v].cost.n_samples > 0)
+			continue;
+		if (qv_variants_time_precomputed(&rm->vset->models[v], g, rm->pre, NULL, pool,
+										 &rm->vstats[v], &err) != QV_OK)
+			ereport(LOG, (errmsg("quiver: variant %d of model \"%s\" is not timed: %s",
+								 v, rm->name, err.msg)));
+	}
+	publish_variants(rm);
 }
 
 /* Publish the working memory of batches (the inference workspace the pool

@@ -9,6 +9,7 @@
 #include "model.h"
 #include "placement.h"
 #include "precompute.h"
+#include "variants.h"
 #include "pool.h"
 #include "quiver.h"
 
@@ -41,6 +42,10 @@ typedef struct ResModel
 	PrecomputeState pre_state;
 	int64		pre_recomputed; /* rows recomputed for requests */
 	TimestampTz pre_published;	/* when their state was last published */
+	QvVariantSet *vset;			/* its variants (DESIGN 1.7): vset->models[0]
+								 * is *m, the others share m's weights */
+	QvVariantStats vstats[QV_MAX_VARIANT_MODELS];	/* agreement, cost line
+													 * (x = batch size) */
 } ResModel;
 
 /* A change staged by a transaction that has not ended (registry.c). */
@@ -57,6 +62,8 @@ typedef struct StagedCalibration
 	const QvGraph *psgs_graph;
 	QvCostModel cpu_cost;
 	bool		has_cost;
+	QvVariantStats vstats[QV_MAX_VARIANT_MODELS];	/* profiled over psgs_graph */
+	bool		has_vstats;
 } StagedCalibration;
 
 #define REGISTRY_COST_FORGET 0.98	/* weight of older batches per new one */
@@ -108,8 +115,16 @@ extern void registry_drop_graph(const char *name);
 extern void registry_drop_model(const char *name);
 extern void registry_publish_failed(ObjKind kind, const char *name, int64 version,
 									const char *detail);
-extern void registry_count_batch(ResModel *rm, int n_requests, int64 n_seeds,
-								 const int64 *latency_us, bool on_gpu);
+/* How a batch of a model was served, for its counters. */
+typedef struct BatchServed
+{
+	int32		variant;		/* 0: the model's own configuration */
+	bool		missed;			/* no variant was predicted to meet its target */
+	bool		on_gpu;
+} BatchServed;
+
+extern void registry_count_batch(ResModel *rm, const BatchServed *how, int n_requests,
+								 int64 n_seeds, const int64 *latency_us, int64 late);
 extern void registry_publish_cost(ResModel *rm);
 extern void registry_publish_all_costs(void);
 extern void registry_count_gpu_rows(ResModel *rm, int64 local, int64 peer, int64 host);
@@ -121,8 +136,12 @@ extern int	registry_staged_all(Staged ***out);
 extern Staged *registry_staged_find(ObjKind kind, const char *name, int64 version);
 extern Staged *registry_staged_visible(ObjKind kind, const char *name, TransactionId top_xid);
 extern bool registry_staged_by(TransactionId top_xid);
-extern void registry_answer_batch(ResModel *rm, QuiverSlot **slots, int n_slots, const float *out,
-								  int out_dim, bool on_gpu);
+extern void registry_answer_parts(ResModel *rm, const BatchServed *how, const SlotPart *parts,
+								  int n_parts, const float *out, int out_dim);
+extern int	registry_profile_variants(const QvModel *m, const QvGraph *g, QvPool *pool,
+									  QvVariantStats *stats, QvError *err);
+extern void registry_variant_cost_add(ResModel *rm, int32 variant, int64 n_seeds, double us);
+extern void registry_seed_precomputed_costs(ResModel *rm, const QvGraph *g, QvPool *pool);
 extern void registry_work_memory(QvPool *pool, bool release);
 extern bool registry_check_precompute_memory(const char *name, const QvModel *m,
 											 const QvGraph *g, QvError *err);

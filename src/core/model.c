@@ -756,6 +756,7 @@ qv_model_variant_apply(QvModel *v, const QvModel *base, const QvModelConfig *cfg
 	vc = &cfg->variants[index - 1];
 	snprintf(path, sizeof(path), "variants[%d].", (int) index - 1);
 	*v = *base;
+	v->n_variants = 0;
 	v->precompute = vc->has_precompute ? vc->precompute : base->precompute;
 	v->recompute = vc->has_recompute ? vc->recompute :
 		(v->precompute ? base->recompute : 0.0);
@@ -797,6 +798,8 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 	m->seed = cfg.seed;
 	m->precompute = cfg.precompute;
 	m->recompute = cfg.recompute;
+	m->n_variants = cfg.n_variants;
+	memcpy(m->variants, cfg.variants, sizeof(m->variants));
 	rc = build_model(m, st, cfg.fanout, cfg.n_fanout, feature_dim, err);
 	qv_safetensors_free(st);
 	for (int32_t i = 1; rc == QV_OK && i <= cfg.n_variants; i++)
@@ -812,6 +815,16 @@ qv_model_load(QvArch arch, const uint8_t *st_buf, size_t st_len,
 	}
 	*out = m;
 	return QV_OK;
+}
+
+bool
+qv_model_any_precompute(const QvModel *m)
+{
+	bool		any = m->precompute;
+
+	for (int32_t i = 0; i < m->n_variants; i++)
+		any |= m->variants[i].has_precompute ? m->variants[i].precompute : m->precompute;
+	return any;
 }
 
 void

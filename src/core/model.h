@@ -64,22 +64,6 @@ typedef struct QvLayer
 	float	   *att_dst;		/* [heads, C] */
 } QvLayer;
 
-typedef struct QvModel
-{
-	QvArch		arch;
-	int32_t		n_layers;
-	QvLayer		layers[QV_MAX_LAYERS];
-	int32_t		fanout[QV_MAX_LAYERS];	/* fanout[0] = hop 1 from the seeds */
-	int32_t		in_dim;
-	int32_t		out_dim;
-	size_t		bytes;			/* parameter bytes held */
-	uint64_t	seed;			/* config "seed": the sampler's key */
-	bool		precompute;		/* config "precompute": serve from stored
-								 * hidden layers (precompute.h) */
-	double		recompute;		/* config "recompute": the share p in [0, 1]
-								 * of stale rows a request recomputes */
-} QvModel;
-
 /*
  * Config "variants" (DESIGN 1.7): a JSON array of at most QV_MAX_VARIANTS
  * objects, the model's variants 1..n (variant 0 is the model itself, never
@@ -106,6 +90,25 @@ typedef struct QvVariantConfig
 	double		recompute;
 } QvVariantConfig;
 
+typedef struct QvModel
+{
+	QvArch		arch;
+	int32_t		n_layers;
+	QvLayer		layers[QV_MAX_LAYERS];
+	int32_t		fanout[QV_MAX_LAYERS];	/* fanout[0] = hop 1 from the seeds */
+	int32_t		in_dim;
+	int32_t		out_dim;
+	size_t		bytes;			/* parameter bytes held */
+	uint64_t	seed;			/* config "seed": the sampler's key */
+	bool		precompute;		/* config "precompute": serve from stored
+								 * hidden layers (precompute.h) */
+	double		recompute;		/* config "recompute": the share p in [0, 1]
+								 * of stale rows a request recomputes */
+	int32_t		n_variants;		/* config "variants" (0 in a variant model) */
+	QvVariantConfig variants[QV_MAX_VARIANTS];	/* variants[i] is variant i+1 */
+} QvModel;
+
+
 /* Everything a model config holds (qv_model_config_parse_all). */
 typedef struct QvModelConfig
 {
@@ -117,6 +120,10 @@ typedef struct QvModelConfig
 	int32_t		n_variants;		/* entries of "variants" (0 .. QV_MAX_VARIANTS) */
 	QvVariantConfig variants[QV_MAX_VARIANTS];	/* variants[i] is variant i+1 */
 } QvModelConfig;
+
+/* Whether m or one of its variants serves from precomputed rows (so its
+ * rows are kept when it is installed). */
+bool		qv_model_any_precompute(const QvModel *m);
 
 /* "graphsage", "gcn" or "gat" (case-insensitive). */
 int			qv_arch_parse(const char *name, QvArch *out, QvError *err);

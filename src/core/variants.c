@@ -21,14 +21,23 @@ qv_variants_make(const QvModel *base, const QvModelConfig *cfg,
 				 QvVariantSet **out, QvError *err)
 {
 	QvVariantSet *set;
+	QvModelConfig own;
 	int32_t		n;
 	int			rc;
 
 	if (out == NULL)
 		return qv_error(err, QV_EINVAL, "qv_variants_make: out is NULL");
 	*out = NULL;
-	if (base == NULL || cfg == NULL)
-		return qv_error(err, QV_EINVAL, "qv_variants_make: NULL model or config");
+	if (base == NULL)
+		return qv_error(err, QV_EINVAL, "qv_variants_make: NULL model");
+	if (cfg == NULL)
+	{
+		/* the variants base was loaded with */
+		memset(&own, 0, sizeof(own));
+		own.n_variants = base->n_variants;
+		memcpy(own.variants, base->variants, sizeof(own.variants));
+		cfg = &own;
+	}
 	if (cfg->n_variants < 0 || cfg->n_variants > QV_MAX_VARIANTS)
 		return qv_error(err, QV_EINVAL, "config lists %d variants, at most %d are allowed",
 						(int) cfg->n_variants, QV_MAX_VARIANTS);
@@ -251,10 +260,21 @@ compare_rows(const float *y0, const float *y, int64_t k, int32_t d,
 
 static const int32_t default_batch_sizes[] = {1, 64, 512};
 
-/* Seed v's cost line by timing qv_infer on batches of the sampled ids. */
+/* One timed or warming run: qv_infer, or qv_infer_precomputed over pc. */
 static int
-time_variant(const QvModel *m, const QvGraph *g, const int64_t *ids, int64_t k,
-			 const int32_t *sizes, int32_t n_sizes, int32_t repeats,
+run_variant(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc, const int64_t *ids,
+			int32_t b, float *out, QvPool *pool, QvError *err)
+{
+	if (pc == NULL)
+		return qv_infer(m, g, ids, b, out, pool, err);
+	return qv_infer_precomputed(m, g, pc, ids, b, m->recompute, out, pool, NULL, NULL, err);
+}
+
+/* Seed a cost line by timing m (over pc when given) on batches of the
+ * sampled ids. */
+static int
+time_variant(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc, const int64_t *ids,
+			 int64_t k, const int32_t *sizes, int32_t n_sizes, int32_t repeats,
 			 float *scratch, QvPool *pool, QvCostModel *cost, QvError *err)
 {
 	int			rc;
@@ -266,13 +286,13 @@ time_variant(const QvModel *m, const QvGraph *g, const int64_t *ids, int64_t k,
 		if (b < 1)
 			continue;
 		/* one untimed run warms the workspace for this size */
-		if ((rc = qv_infer(m, g, ids, b, scratch, pool, err)) != QV_OK)
+		if ((rc = run_variant(m, g, pc, ids, b, scratch, pool, err)) != QV_OK)
 			return rc;
 		for (int32_t r = 0; r < repeats; r++)
 		{
 			double		t0 = now_us();
 
-			if ((rc = qv_infer(m, g, ids, b, scratch, pool, err)) != QV_OK)
+			if ((rc = run_variant(m, g, pc, ids, b, scratch, pool, err)) != QV_OK)
 				return rc;
 			if ((rc = qv_costmodel_add(cost, (double) b, now_us() - t0, err)) != QV_OK)
 				return rc;
@@ -281,12 +301,51 @@ time_variant(const QvModel *m, const QvGraph *g, const int64_t *ids, int64_t k,
 	return QV_OK;
 }
 
+/* opt with its defaults filled in, checked; *max_b: the largest batch size
+ * timed. */
+static int
+profile_options(const QvProfileOptions *opt, QvProfileOptions *o, int32_t *max_b, QvError *err)
+{
+	memset(o, 0, sizeof(*o));
+	if (opt)
+		*o = *opt;
+	if (o->sample_size == 0)
+		o->sample_size = QV_VARIANT_MIN_SAMPLE;
+	if (o->sample_size < QV_VARIANT_MIN_SAMPLE)
+		return qv_error(err, QV_EINVAL,
+						"profiling sample size %lld is below the minimum %d (0 takes the minimum)",
+						(long long) o->sample_size, QV_VARIANT_MIN_SAMPLE);
+	if (o->n_batch_sizes == 0 || o->batch_sizes == NULL)
+	{
+		o->batch_sizes = default_batch_sizes;
+		o->n_batch_sizes = (int32_t) (sizeof(default_batch_sizes) / sizeof(default_batch_sizes[0]));
+	}
+	if (o->n_batch_sizes < 0)
+		return qv_error(err, QV_EINVAL, "%d batch sizes to time", (int) o->n_batch_sizes);
+	*max_b = 0;
+	for (int32_t s = 0; s < o->n_batch_sizes; s++)
+	{
+		if (o->batch_sizes[s] < 1)
+			return qv_error(err, QV_EINVAL, "batch size %d to time must be at least 1",
+							(int) o->batch_sizes[s]);
+		if (o->batch_sizes[s] > *max_b)
+			*max_b = o->batch_sizes[s];
+	}
+	if (o->repeats == 0)
+		o->repeats = 2;
+	if (o->repeats < 0)
+		return qv_error(err, QV_EINVAL, "%d timed repeats", (int) o->repeats);
+	if (o->forget == 0.0)
+		o->forget = 0.98;
+	return QV_OK;
+}
+
 int
 qv_variants_profile(const QvModel *models, int32_t n_variants, const QvGraph *g,
 					const QvProfileOptions *opt, QvPool *pool,
 					QvVariantStats *stats, QvError *err)
 {
-	QvProfileOptions o = {0};
+	QvProfileOptions o;
 	int64_t		sample;
 	int32_t    *dense = NULL;
 	int64_t    *ids = NULL;
@@ -302,35 +361,8 @@ qv_variants_profile(const QvModel *models, int32_t n_variants, const QvGraph *g,
 	if (n_variants < 1 || n_variants > QV_MAX_VARIANT_MODELS)
 		return qv_error(err, QV_EINVAL, "%d variants to profile: must be 1 to %d",
 						(int) n_variants, QV_MAX_VARIANT_MODELS);
-	if (opt)
-		o = *opt;
-	if (o.sample_size == 0)
-		o.sample_size = QV_VARIANT_MIN_SAMPLE;
-	if (o.sample_size < QV_VARIANT_MIN_SAMPLE)
-		return qv_error(err, QV_EINVAL,
-						"profiling sample size %lld is below the minimum %d (0 takes the minimum)",
-						(long long) o.sample_size, QV_VARIANT_MIN_SAMPLE);
-	if (o.n_batch_sizes == 0 || o.batch_sizes == NULL)
-	{
-		o.batch_sizes = default_batch_sizes;
-		o.n_batch_sizes = (int32_t) (sizeof(default_batch_sizes) / sizeof(default_batch_sizes[0]));
-	}
-	if (o.n_batch_sizes < 0)
-		return qv_error(err, QV_EINVAL, "%d batch sizes to time", (int) o.n_batch_sizes);
-	for (int32_t s = 0; s < o.n_batch_sizes; s++)
-	{
-		if (o.batch_sizes[s] < 1)
-			return qv_error(err, QV_EINVAL, "batch size %d to time must be at least 1",
-							(int) o.batch_sizes[s]);
-		if (o.batch_sizes[s] > max_b)
-			max_b = o.batch_sizes[s];
-	}
-	if (o.repeats == 0)
-		o.repeats = 2;
-	if (o.repeats < 0)
-		return qv_error(err, QV_EINVAL, "%d timed repeats", (int) o.repeats);
-	if (o.forget == 0.0)
-		o.forget = 0.98;
+	if ((rc = profile_options(opt, &o, &max_b, err)) != QV_OK)
+		return rc;
 	d = models[0].out_dim;
 	for (int32_t i = 1; i < n_variants; i++)
 		if (models[i].out_dim != d)
@@ -380,7 +412,7 @@ qv_variants_profile(const QvModel *models, int32_t n_variants, const QvGraph *g,
 	{
 		if (models[i].precompute)
 			continue;			/* the engine times qv_infer_precomputed */
-		if ((rc = time_variant(&models[i], g, ids, k, o.batch_sizes, o.n_batch_sizes,
+		if ((rc = time_variant(&models[i], g, NULL, ids, k, o.batch_sizes, o.n_batch_sizes,
 							   o.repeats, y, pool, &stats[i].cost, err)) != QV_OK)
 			goto done;
 	}
@@ -393,15 +425,63 @@ done:
 	return rc;
 }
 
+int
+qv_variants_time_precomputed(const QvModel *m, const QvGraph *g, const QvPrecomputed *pc,
+							 const QvProfileOptions *opt, QvPool *pool, QvVariantStats *stats,
+							 QvError *err)
+{
+	QvProfileOptions o;
+	int64_t		sample,
+				k = 0;
+	int32_t		max_b = 0;
+	int32_t    *dense = NULL;
+	int64_t    *ids = NULL;
+	float	   *y = NULL;
+	int			rc;
+
+	if (m == NULL || g == NULL || pc == NULL || stats == NULL)
+		return qv_error(err, QV_EINVAL, "qv_variants_time_precomputed: NULL argument");
+	if (!m->precompute)
+		return qv_error(err, QV_EINVAL, "the variant does not read precomputed rows");
+	if ((rc = profile_options(opt, &o, &max_b, err)) != QV_OK)
+		return rc;
+	if ((rc = qv_costmodel_init(&stats->cost, o.forget, err)) != QV_OK)
+		return rc;
+	sample = o.sample_size < g->n_nodes ? o.sample_size : g->n_nodes;
+	dense = qv_calloc((size_t) sample + 1, sizeof(int32_t), err, "profiling nodes");
+	ids = qv_calloc((size_t) sample + 1, sizeof(int64_t), err, "profiling ids");
+	y = qv_calloc((size_t) max_b * m->out_dim + 1, sizeof(float), err, "profiling outputs");
+	if (!dense || !ids || !y)
+		rc = QV_ENOMEM;
+	else if ((rc = qv_variants_sample_nodes(g, sample, o.seed, dense, &k, err)) == QV_OK)
+	{
+		for (int64_t i = 0; i < k; i++)
+			ids[i] = g->ids[dense[i]];
+		rc = time_variant(m, g, pc, ids, k, o.batch_sizes, o.n_batch_sizes, o.repeats, y,
+						  pool, &stats->cost, err);
+	}
+	free(dense);
+	free(ids);
+	free(y);
+	return rc;
+}
+
 /* ---- the choice ---- */
 
-/* Predicted cost of v for batch_x, NaN without a cost line. */
+/* Predicted cost of v for batch_x, NaN without a cost line.  A negative
+ * intercept (a line fitted on larger batches, extrapolated) counts as 0:
+ * a batch never costs less than its per-seed part. */
 static double
 variant_cost(const QvVariantStats *v, double batch_x)
 {
+	QvCostFit	fit;
+
 	if (v->cost.n_samples < 1)
 		return NAN;
-	return qv_costmodel_predict(&v->cost, batch_x);
+	fit = qv_costmodel_fit(&v->cost);
+	if (fit.status == QV_FIT_EMPTY)
+		return NAN;
+	return (fit.a > 0 ? fit.a : 0) + fit.b * batch_x;
 }
 
 static double
@@ -535,6 +615,8 @@ served_before(const QvPendingRequest *r, int32_t a, int32_t b)
 		return da;
 	if (da && r[a].deadline_us != r[b].deadline_us)
 		return r[a].deadline_us < r[b].deadline_us;
+	if (!da && r[a].served != r[b].served)
+		return r[a].served < r[b].served;
 	return a < b;
 }
 

@@ -30,6 +30,7 @@
 #include "graph.h"
 #include "model.h"
 #include "pool.h"
+#include "precompute.h"
 #include "qv_error.h"
 
 /* Variants counted with variant 0. */
@@ -54,7 +55,7 @@ typedef struct QvVariantSet
 } QvVariantSet;
 
 /* Make the set of base with cfg's variants (cfg->n_variants may be 0: a
- * set of variant 0 alone).  Errors as qv_model_variant_apply names them;
+ * set of variant 0 alone; cfg NULL: the variants base was loaded with).  Errors as qv_model_variant_apply names them;
  * on failure *out is NULL. */
 int			qv_variants_make(const QvModel *base, const QvModelConfig *cfg,
 							 QvVariantSet **out, QvError *err);
@@ -126,6 +127,16 @@ int			qv_variants_profile(const QvModel *models, int32_t n_variants,
 								const QvGraph *g, const QvProfileOptions *opt,
 								QvPool *pool, QvVariantStats *stats, QvError *err);
 
+/*
+ * Seed stats->cost of a precompute variant m (profiling leaves it empty)
+ * by timing qv_infer_precomputed over pc, whose rows are built, on the
+ * profiling sample, with opt's batch sizes, repeats and forget factor (as
+ * qv_variants_profile; NULL: the defaults).  x = the batch size.
+ */
+int			qv_variants_time_precomputed(const QvModel *m, const QvGraph *g,
+										 const QvPrecomputed *pc, const QvProfileOptions *opt,
+										 QvPool *pool, QvVariantStats *stats, QvError *err);
+
 /* The choice for one batch. */
 typedef struct QvVariantChoice
 {
@@ -168,13 +179,17 @@ typedef struct QvPendingRequest
 	bool		has_deadline;	/* false: no latency target */
 	double		deadline_us;	/* absolute, on the engine's clock */
 	int64_t		size;			/* nodes (>= 0) */
+	int64_t		served;			/* nodes of it served already (a request
+								 * served in slices) */
 } QvPendingRequest;
 
 /*
  * Service order: order[0..n) gets the indices of r, requests with a
- * deadline first, earliest deadline first, then those without; FIFO (the
- * lower index first) among equal deadlines and among requests without
- * one.  A NaN deadline counts as none.  QV_EINVAL for n < 0 or NULL
+ * deadline first, earliest deadline first, then those without, the least
+ * served first (so that large requests served in slices take turns, and a
+ * new small one goes before them); FIFO (the lower index first) among
+ * equal deadlines and among requests without one served equally.  A NaN
+ * deadline counts as none.  QV_EINVAL for n < 0 or NULL
  * pointers with n > 0.
  */
 int			qv_edf_order(const QvPendingRequest *r, int32_t n, int32_t *order,

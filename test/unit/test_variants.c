@@ -172,6 +172,38 @@ test_variants_make(void **state)
 	test_model_free(base);
 }
 
+/* A model loaded with "variants" keeps them: cfg NULL makes its own set,
+ * and whether any variant precomputes is known. */
+static void
+test_variants_of_loaded_model(void **state)
+{
+	QvModelConfig cfg;
+	QvError		err = {QV_OK, ""};
+	QvVariantSet *set = NULL;
+	QvModel    *base = test_model_random(QV_ARCH_GRAPHSAGE, 2, dims2,
+										 (const int32_t[]) {10, 10}, false, 1);
+
+	(void) state;
+	assert_false(qv_model_any_precompute(base));
+	assert_int_equal(qv_model_config_parse_all(
+											   "{\"variants\": [{\"fanout\": [2, 3]}, {\"precompute\": true, \"fanout\": [4]}]}",
+											   &cfg, &err), QV_OK);
+	base->n_variants = cfg.n_variants;
+	memcpy(base->variants, cfg.variants, sizeof(base->variants));
+	assert_true(qv_model_any_precompute(base));
+	assert_int_equal(qv_variants_make(base, NULL, &set, &err), QV_OK);
+	assert_int_equal(set->n, 3);
+	assert_int_equal(set->models[1].fanout[0], 2);
+	assert_true(set->models[2].precompute);
+	/* variant models list no variants of their own */
+	assert_int_equal(set->models[1].n_variants, 0);
+	assert_false(qv_model_any_precompute(&set->models[1]));
+	qv_variants_free(set);
+	base->n_variants = 1;		/* the fanout variant alone */
+	assert_false(qv_model_any_precompute(base));
+	test_model_free(base);
+}
+
 /* ---- profiling ---- */
 
 /* n nodes, dim 4 random features, each node with k random in-edges. */
@@ -280,6 +312,28 @@ test_profile(void **state)
 	assert_true(st[3].profiled);
 	assert_true(st[3].mean_rel_error > 0.0);
 	assert_int_equal(st[3].cost.n_samples, 0);
+	/* ... until its rows are built: then timed over them */
+	{
+		QvPrecomputed *pc = NULL;
+		QvVariantStats pst = st[3];
+		int64_t		left = 1;
+
+		assert_int_equal(qv_precompute_create(&set->models[3], g, &pc, &err), QV_OK);
+		assert_int_equal(qv_variants_time_precomputed(&set->models[3], g, pc, NULL, pool, &pst,
+													  &err), QV_EINVAL);	/* not built */
+		while (left > 0)
+			assert_int_equal(qv_precompute_step(pc, &set->models[3], g, 4096, pool, &left, &err),
+							 QV_OK);
+		assert_int_equal(qv_variants_time_precomputed(&set->models[3], g, pc, NULL, pool, &pst,
+													  &err), QV_OK);
+		assert_int_equal(pst.cost.n_samples, 6);
+		assert_true(isfinite(qv_costmodel_predict(&pst.cost, 100.0)));
+		/* a variant that reads no rows is refused */
+		assert_int_equal(qv_variants_time_precomputed(&set->models[1], g, pc, NULL, pool, &pst,
+													  &err), QV_EINVAL);
+		assert_non_null(strstr(err.msg, "does not read precomputed rows"));
+		qv_precompute_free(pc);
+	}
 	/* cost lines seeded: 3 sizes x 2 repeats, a finite prediction */
 	for (int i = 0; i < 3; i++)
 	{
@@ -338,6 +392,30 @@ stats(double a, double c0, double c1)
 		qv_costmodel_add(&s.cost, 100.0, c0 + 100.0 * c1, NULL);
 	}
 	return s;
+}
+
+/* A line with a negative intercept never predicts a batch cheaper than
+ * its per-seed part. */
+static void
+test_choose_negative_intercept(void **state)
+{
+	QvVariantStats v[2];
+	QvVariantChoice c;
+
+	(void) state;
+	v[0] = stats(1.0, 100.0, 10.0);
+	v[1] = stats(0.8, NAN, NAN);
+	v[1].agreement = 0.8;
+	(void) qv_costmodel_add(&v[1].cost, 10.0, 5.0, NULL);
+	(void) qv_costmodel_add(&v[1].cost, 100.0, 185.0, NULL);	/* b = 2, a = -15 */
+	assert_true(qv_costmodel_fit(&v[1].cost).a < 0);
+	assert_int_equal(qv_variant_choose(v, 2, 0.0, 1.0, 1.0, 0.0, &c), QV_OK);
+	assert_int_equal(c.variant, 1);
+	assert_true(c.missed);		/* b x 1 > 1 us, although a + b < 0 */
+	assert_true(c.cost_us == qv_costmodel_fit(&v[1].cost).b);
+	assert_int_equal(qv_variant_choose(v, 2, 0.0, 1.0, c.cost_us + 0.5, 0.0, &c), QV_OK);
+	assert_int_equal(c.variant, 1);
+	assert_false(c.missed);
 }
 
 static void
@@ -465,6 +543,23 @@ test_edf_order(void **state)
 	assert_int_equal(qv_edf_order(r, -1, order, &err), QV_EINVAL);
 	assert_int_equal(qv_edf_order(NULL, 2, order, &err), QV_EINVAL);
 
+	/* without a deadline, the least served first; served does not reorder
+	 * requests with one */
+	{
+		QvPendingRequest s4[5] = {
+			{false, 0.0, 100, 512},	/* 0: a large one, half served */
+			{false, 0.0, 100, 256},	/* 1: another, less served */
+			{false, 0.0, 1, 0},		/* 2: a new small one */
+			{true, 900.0, 1, 5},	/* 3 */
+			{true, 100.0, 1, 0},	/* 4 */
+		};
+		int32_t		o4[5];
+		const int32_t want4[5] = {4, 3, 2, 1, 0};
+
+		assert_int_equal(qv_edf_order(s4, 5, o4, &err), QV_OK);
+		assert_memory_equal(o4, want4, sizeof(want4));
+	}
+
 	/* a larger shuffled case: sorted, stable */
 	{
 		enum
@@ -479,6 +574,7 @@ test_edf_order(void **state)
 			big[i].has_deadline = test_rnd(&s) > -0.5;
 			big[i].deadline_us = (double) (int) ((test_rnd(&s) + 1.0) * 10.0);
 			big[i].size = 1;
+			big[i].served = 0;
 		}
 		assert_int_equal(qv_edf_order(big, N, o, &err), QV_OK);
 		for (int i = 1; i < N; i++)
@@ -570,6 +666,8 @@ main(void)
 		cmocka_unit_test(test_sample_nodes),
 		cmocka_unit_test(test_profile),
 		cmocka_unit_test(test_choose),
+		cmocka_unit_test(test_variants_of_loaded_model),
+		cmocka_unit_test(test_choose_negative_intercept),
 		cmocka_unit_test(test_edf_order),
 		cmocka_unit_test(test_slice_plan),
 	};
