@@ -405,10 +405,12 @@ extern void catalog_note_write(void);
 extern char *catalog_in_transaction(void (*fn) (const char *name, void *arg), const char *name,
 									void *arg, const char *activity);
 
-/* functions.c: predictions */
-extern int	predict_ids_per_request(const char *model, OutputSpec output);
+/* predict.c: a backend's predict requests */
+extern float *predict_request(const char *model, OutputSpec output, const int64 *ids, int n,
+							  int *out_dim);
 extern float *predict_try(const char *model, OutputSpec output, const int64 *ids, int n,
 						  int *out_dim);
+extern int	predict_ids_per_request(const char *model, OutputSpec output);
 
 /* functions.c: a text argument that must not be NULL */
 extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
