@@ -35,6 +35,7 @@ int			quiver_gpu_cache_size_mb = 0;
 bool		quiver_gpu_allow_tf32 = false;
 double		quiver_psgs_threshold = -1;
 double		quiver_replan_drift = 0.25;
+int			quiver_prefetch_rows = 1024;
 int			quiver_catalog_poll_ms = 1000;
 int			quiver_refresh_delay_ms = 0;
 int			quiver_load_lock_timeout_ms = 5000;
