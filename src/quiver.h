@@ -296,6 +296,7 @@ typedef struct QuiverShared
 extern QuiverShared *quiver_shared;
 
 /* quiver.c */
+extern bool quiver_init(void);
 extern void quiver_check_ready(void);
 extern bool quiver_serves_this_database(void);
 extern int	quiver_sqlstate(QvErrCode code);
@@ -420,7 +421,8 @@ extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
 extern void model_create_staged(const char *name, const char *graph, QvArch arch,
 								const bytea *weights, const char *config);
 
-/* prefetch.c: row-at-a-time calls batched per block of rows */
+/* prefetch_plan.c, prefetch_exec.c: row-at-a-time calls batched per block
+ * of rows */
 extern void prefetch_init(void);
 extern const float *prefetch_lookup(const char *model, OutputSpec output, int64 id,
 									int *out_dim);
