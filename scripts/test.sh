@@ -15,6 +15,7 @@
 #      - the GAT reference vs PyG    python3 test/ref/quiver_ref.py pygcheck
 #      - the unit tests (cmocka)     make unit
 #      - libFuzzer for 60 s          scripts/fuzz.sh
+#      - the glue's module order     scripts/module_order.sh (nm on the build)
 #      - pg_regress                  make installcheck TAP_TESTS=
 #      - the TAP tests               make installcheck REGRESS=
 #      - sqlsmith for 60 s         scripts/sqlsmith.sh (as root)
@@ -121,6 +122,19 @@ else
 	count 0 1
 fi
 SUMMARY+=("${line:-fuzz: no summary (exit $rc)}")
+
+# The glue's files call each other only downwards (docs/architecture.md),
+# checked with nm on the objects built above: "module_order: 1 passed, 0
+# failed" or "module_order: 0 passed, 1 failed".
+run module_order 120 bash scripts/module_order.sh
+rc=$?
+line=$(grep -E '^module_order: [0-9]+ passed, [0-9]+ failed$' "$WORK/module_order.log" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+	count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+	count 0 1
+fi
+SUMMARY+=("${line:-module_order: no summary (exit $rc)}")
 
 # pg_regress: "All n tests passed." or "m of n tests failed."
 run regress 900 make installcheck TAP_TESTS= PG_CONFIG="$PG_CONFIG"

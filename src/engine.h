@@ -10,7 +10,6 @@
 #include "registry.h"
 
 extern MemoryContext engine_batch_cxt;
-extern QvPool *engine_pool;
 
 
 /* load.c */

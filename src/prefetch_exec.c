@@ -31,8 +31,6 @@
 
 #define PREFETCH_NAME "QuiverPrefetch"
 
-int			quiver_prefetch_rows = 1024;
-
 /* ---- execution ----------------------------------------------------------- */
 
 /* The rows fetched for one (model, output) in the current block. */

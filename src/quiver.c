@@ -1,8 +1,10 @@
 /*
- * quiver.c — module entry: GUCs, shared memory and the engine worker.
+ * quiver.c — GUCs, shared memory and the engine worker's registration, set
+ * up by quiver_init for the library's entry point (_PG_init, init.c); and
+ * what every other file asks of them.
  *
- * _PG_init runs in the postmaster when quiver is preloaded; it must not touch
- * CUDA (only the engine process does, after fork).
+ * quiver_init runs in the postmaster when quiver is preloaded; it must not
+ * touch CUDA (only the engine process does, after fork).
  */
 #include "postgres.h"
 
@@ -20,8 +22,6 @@
 
 #include "quiver.h"
 
-PG_MODULE_MAGIC;
-
 char	   *quiver_database = NULL;
 char	   *quiver_default_model = NULL;
 int			quiver_engine_threads = 0;
@@ -35,6 +35,7 @@ int			quiver_gpu_cache_size_mb = 0;
 bool		quiver_gpu_allow_tf32 = false;
 double		quiver_psgs_threshold = -1;
 double		quiver_replan_drift = 0.25;
+int			quiver_prefetch_rows = 1024;
 int			quiver_catalog_poll_ms = 1000;
 int			quiver_refresh_delay_ms = 0;
 int			quiver_load_lock_timeout_ms = 5000;
@@ -46,8 +47,6 @@ QuiverShared *quiver_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-void		_PG_init(void);
 
 /* One slot per PGPROC, so a backend's slot is its pgprocno. */
 static int
@@ -228,21 +227,23 @@ quiver_register_engine(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-void
-_PG_init(void)
+/* Define the GUCs and, when preloading, reserve shared memory and register
+ * the engine; whether quiver is being preloaded. */
+bool
+quiver_init(void)
 {
 	if (process_shared_preload_libraries_in_progress)
 		quiver_define_postmaster_gucs();
 	quiver_define_gucs();
 	if (!process_shared_preload_libraries_in_progress)
-		return;
+		return false;
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = quiver_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = quiver_shmem_startup;
 	quiver_register_engine();
-	prefetch_init();
+	return true;
 }
 
 static Oid	served_database = InvalidOid;

@@ -337,6 +337,7 @@ typedef struct QuiverShared
 extern QuiverShared *quiver_shared;
 
 /* quiver.c */
+extern bool quiver_init(void);
 extern void quiver_check_ready(void);
 extern bool quiver_serves_this_database(void);
 extern int	quiver_sqlstate(QvErrCode code);
@@ -448,10 +449,12 @@ extern void catalog_note_write(void);
 extern char *catalog_in_transaction(void (*fn) (const char *name, void *arg), const char *name,
 									void *arg, const char *activity);
 
-/* functions.c: predictions */
-extern int	predict_ids_per_request(const char *model, OutputSpec output);
+/* predict.c: a backend's predict requests */
+extern float *predict_request(const char *model, OutputSpec output, const int64 *ids, int n,
+							  int *out_dim);
 extern float *predict_try(const char *model, OutputSpec output, const int64 *ids, int n,
 						  int *out_dim);
+extern int	predict_ids_per_request(const char *model, OutputSpec output);
 
 /* functions.c: a text argument that must not be NULL */
 extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
@@ -461,7 +464,8 @@ extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
 extern void model_create_staged(const char *name, const char *graph, QvArch arch,
 								const bytea *weights, const char *config);
 
-/* prefetch.c: row-at-a-time calls batched per block of rows */
+/* prefetch_plan.c, prefetch_exec.c: row-at-a-time calls batched per block
+ * of rows */
 extern void prefetch_init(void);
 extern const float *prefetch_lookup(const char *model, OutputSpec output, int64 id,
 									int *out_dim);

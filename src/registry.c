@@ -55,6 +55,10 @@ release_model(ResModel *rm)
 		device_hooks.release_model(rm);
 }
 
+/* The engine's thread pool: created by the engine at start (worker.c), used
+ * by every engine module that runs the core. */
+QvPool	   *engine_pool = NULL;
+
 static ResGraph graphs[QUIVER_MAX_GRAPHS];
 static ResModel models[QUIVER_MAX_MODELS];
 static dlist_head staged = DLIST_STATIC_INIT(staged);

@@ -84,8 +84,8 @@ typedef struct Staged
 	Size		bytes;
 } Staged;
 
-/* What the registry asks of the GPU side (device_store.c installs them
- * at device_open), so that the registry does not call into it: free a
+/* What the registry asks of the GPU side (device.c installs them at
+ * device_open), so that the registry does not call into it: free a
  * graph's or model's device copies before they are freed; a model's θ. */
 typedef struct RegistryDeviceHooks
 {
@@ -95,6 +95,7 @@ typedef struct RegistryDeviceHooks
 } RegistryDeviceHooks;
 
 /* engine only */
+extern QvPool *engine_pool;
 extern void registry_set_device_hooks(const RegistryDeviceHooks *hooks);
 extern ResGraph *registry_graph(const char *name);
 extern ResModel *registry_model(const char *name);

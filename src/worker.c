@@ -40,8 +40,6 @@
 #include "registry.h"
 #include "live_state.h"
 
-QvPool	   *engine_pool = NULL;
-
 /* Tell backends what the engine is doing. */
 static void
 engine_set_state(EngineState st, const char *detail)

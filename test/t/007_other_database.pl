@@ -1,6 +1,7 @@
 # 007_other_database: the engine serves one database, quiver.database.
 # Calls from another database get an error that names both databases;
-# the served database is unaffected.
+# gnn_resident() and gnn_stats() there return no row (nothing resident
+# belongs to it); the served database is unaffected.
 use strict;
 use warnings;
 
@@ -53,6 +54,30 @@ for my $call ("SELECT gnn_predict('m', 1)", "SELECT gnn_embed('m', 1)",
 }
 is($node->safe_psql('other', 'SELECT count(*) FROM quiver_graph'), '0',
 	'nothing was stored in the other database');
+
+# gnn_resident() and gnn_stats() show only the calling database's objects:
+# from another database they return no row (directory_snapshot), not an
+# error, while the served database has a graph and a model that served.
+my $tmp = PostgreSQL::Test::Utils::tempdir();
+run_ref($PYTHON, $REF, 'weights', '--arch', 'graphsage', '--dims', '2,4,3',
+	'--seed', 1, '--out', "$tmp/sage.st");
+$node->safe_psql('served',
+	"SELECT gnn_create_model('m', 'g', 'graphsage', pg_read_binary_file('$tmp/sage.st'))");
+like($node->safe_psql('served', "SELECT gnn_predict('m', 1)"), qr/^\{.*\}$/,
+	'the served database has a model that serves');
+is($node->safe_psql('served', 'SELECT count(*) FROM gnn_resident()'), '2',
+	'gnn_resident() in the served database: its graph and model');
+# (the engine counts a batch just after it answers it)
+ok(defined wait_until(sub {
+	$node->safe_psql('served', q{SELECT count(*) FROM gnn_stats() WHERE model = 'm' AND requests > 0}) eq '1' }, 10),
+	'gnn_stats() in the served database: its model, with requests');
+($rc, $out, $err) = $node->psql('other', 'SELECT count(*) FROM gnn_resident()');
+is("$rc|$out", '0|0', 'gnn_resident() from another database: no error, no row') or diag($err);
+($rc, $out, $err) = $node->psql('other', 'SELECT count(*) FROM gnn_stats()');
+is("$rc|$out", '0|0', 'gnn_stats() from another database: no error, no row') or diag($err);
+is($node->safe_psql('other', 'SELECT count(*) FROM gnn_graphs') . '|'
+	  . $node->safe_psql('other', 'SELECT count(*) FROM gnn_models'),
+	'0|0', 'nor do its gnn_graphs and gnn_models');
 is($node->safe_psql('served', "SELECT state FROM gnn_graphs WHERE name = 'g'"),
 	'ready', 'the served database still has its graph');
 

@@ -2,9 +2,11 @@
 # follows the primary (DESIGN 1.3, 1.8).
 #
 # A primary and a streaming standby, both preloading quiver.  Every change
-# made on the primary (create, replace, refresh, drop) is asserted on the
-# standby after wait_for_catchup plus a bounded wait for its engine: the
-# standby gives the same predictions as the primary and as the reference.
+# made on the primary (create, model and graph replacement, refresh, model
+# and graph drops) is asserted on the standby after wait_for_catchup plus a
+# bounded wait for its engine: the standby gives the same predictions as the
+# primary and as the reference, and its gnn_graphs and gnn_resident() show
+# what the primary's do.
 # The write functions fail on the standby at once with 25006 and change
 # nothing; a restarted standby rebuilds the same state.
 use strict;
@@ -224,6 +226,62 @@ my $p_m3 = predict_all($primary, 'm3', 'd', where => "id <> $new_id");
 ok(defined follow(sub { try_sql($standby, "SELECT id, gnn_predict('m3', id) FROM d_node WHERE id <> $new_id ORDER BY id") eq $p_m3 }),
 	'standby: a model created after the standby restarted serves there too');
 compare_ok("$d/ref_gcn.out", $p_m3, 'standby: ... equal to the gcn reference');
+
+# ---- the graph replaced on the primary: another edges query, fewer edges ----
+my $graph_sql = q{SELECT nodes, edges, version, resident_version, state FROM gnn_graphs WHERE name = 'g'};
+my $edges_before = $primary->safe_psql('postgres', q{SELECT edges FROM gnn_graphs WHERE name = 'g'});
+my $m2_before = predict_all($primary, 'm2', 'd');
+my $fewer = 'SELECT src, dst FROM d_edge ORDER BY src, dst LIMIT 1000';
+is($primary->safe_psql('postgres',
+	"SELECT nodes, edges FROM gnn_create_graph('g', '$fewer', 'SELECT id, feat FROM d_node')"),
+	'301|1000', 'primary: graph g replaced by one with another edges query (1000 edges)');
+isnt($edges_before, '1000', "primary: ... which changes its edge count ($edges_before before)");
+ok(defined wait_until(sub {
+	$primary->safe_psql('postgres', q{SELECT state, resident_version = version FROM gnn_graphs WHERE name = 'g'})
+	  eq 'ready|t' }, $FOLLOW),
+	'primary: the replaced graph is resident at its catalog version');
+my $p_graph = $primary->safe_psql('postgres', $graph_sql);
+my $p_replaced = predict_all($primary, 'm2', 'd');
+isnt($p_replaced, $m2_before, 'primary: m2 answers from the replaced graph');
+ok( defined follow(
+		sub {
+			$standby->safe_psql('postgres', $graph_sql) eq $p_graph
+			  && try_predict_all($standby, 'm2') eq $p_replaced;
+		}),
+	'standby: the replaced graph is followed')
+  or diag($standby->safe_psql('postgres', $graph_sql) . "\n"
+	  . substr(try_predict_all($standby, 'm2'), 0, 300));
+is($standby->safe_psql('postgres', $graph_sql), $p_graph,
+	'standby: gnn_graphs shows the primary\'s nodes, edges, version and resident version');
+is(try_sql($standby, "SELECT gnn_predict('m2', $first)"),
+	$primary->safe_psql('postgres', "SELECT gnn_predict('m2', $first)"),
+	'standby: a prediction over the replaced graph equals the primary\'s');
+
+# ---- the graph's models and the graph dropped on the primary ----
+is($primary->safe_psql('postgres', q{SELECT string_agg(name, ',' ORDER BY name) FROM gnn_models WHERE graph = 'g'}),
+	'm2,m3', 'primary: the models of g are m2 and m3');
+$primary->safe_psql('postgres',
+	q{SELECT gnn_drop_model('m2'); SELECT gnn_drop_model('m3'); SELECT gnn_drop_graph('g');});
+my $gone_sql = q{
+SELECT (SELECT count(*) FROM gnn_graphs WHERE name = 'g')
+     + (SELECT count(*) FROM gnn_models WHERE name IN ('m2', 'm3'))
+     + (SELECT count(*) FROM gnn_resident() WHERE name IN ('g', 'm2', 'm3'))};
+is($primary->safe_psql('postgres', $gone_sql), '0',
+	'primary: gnn_graphs, gnn_models and gnn_resident() no longer list g, m2, m3');
+ok(defined follow(sub { $standby->safe_psql('postgres', $gone_sql) eq '0' }),
+	'standby: the dropped graph and models are followed')
+  or diag($standby->safe_psql('postgres', 'SELECT kind, name, state FROM gnn_resident()'));
+is($standby->safe_psql('postgres', q{SELECT count(*) FROM gnn_graphs WHERE name = 'g'}), '0',
+	'standby: gnn_graphs no longer lists the dropped graph');
+is($standby->safe_psql('postgres', q{SELECT count(*) FROM gnn_resident() WHERE kind = 'graph' AND name = 'g'}),
+	'0', 'standby: gnn_resident() no longer lists it');
+is($standby->safe_psql('postgres', 'SELECT count(*) FROM gnn_resident()'), '0',
+	'standby: nothing is resident any more, as on the primary')
+  or diag($standby->safe_psql('postgres', 'SELECT kind, name, state FROM gnn_resident()'));
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM gnn_resident()'), '0',
+	'primary: nothing is resident either');
+like(try_sql($standby, "SELECT gnn_predict('m2', $first)"), qr/does not exist/,
+	'standby: the dropped model does not exist');
 
 $standby->stop;
 $primary->stop;

@@ -11,6 +11,9 @@
 #     restart, an engine restart and a refresh by a superuser whose own
 #     search_path differs, the graph reads the same tables.
 # (e) gnn_graphs and gnn_models are readable by a role without any rights.
+# (f) ... and with its creator's role: queries that read rows only while
+#     current_user is the creator keep their rows after a refresh by a
+#     superuser and after a restart.
 use strict;
 use warnings;
 
@@ -316,6 +319,40 @@ is($out, "g1|ready|t\ngs|ready|t", '(e) gnn_graphs is readable by a role without
 is($out, "m1|g1|ready|t\nms|gs|ready|t", '(e) gnn_models is readable by a role without rights') or diag($err);
 ($rc, $out, $err) = psql_as('nobody', q{SELECT count(*) FROM gnn_resident()});
 is($out, '4', '(e) ... and gnn_resident()') or diag($err);
+
+# ---- (f) the creator's role: queries that depend on current_user ----
+# alice's queries read rows only while current_user is alice: a refresh by
+# a superuser and the rebuild after a restart must run them as alice.
+my $as_alice = q{WHERE current_user = 'alice'};
+($rc, $out, $err) = psql_as('alice',
+	"SELECT nodes FROM gnn_create_graph('gu', "
+	  . sql_literal("SELECT src, dst FROM d_edge $as_alice") . ', '
+	  . sql_literal("SELECT id, feat FROM d_node $as_alice") . ')');
+is($out, '300', '(f) alice creates a graph whose queries read rows only as alice') or diag($err);
+($rc, $out, $err) = psql_as('alice', "SELECT gnn_create_model('mu', 'gu', 'graphsage', " . weights('sage') . ')');
+is($rc, 0, '(f) ... and a model') or diag($err);
+is($node->safe_psql('postgres', "SELECT current_user = 'alice', count(*) FROM d_node $as_alice"),
+	'f|0', '(f) the same features query run by the superuser reads no row');
+my $mu_before = $node->safe_psql('postgres', predict_sql('mu'));
+compare_ok("$d/ref_sage.out", $mu_before, '(f) alice\'s model serves the reference');
+
+is($node->safe_psql('postgres', q{SELECT current_user = 'alice', (SELECT nodes FROM gnn_refresh_graph('gu'))}),
+	'f|300', '(f) gnn_refresh_graph by a superuser runs the queries as alice: 300 nodes');
+is($node->safe_psql('postgres',
+	q{SELECT nodes, state, resident_version = version FROM gnn_graphs WHERE name = 'gu'}),
+	'300|ready|t', '(f) the refreshed graph is resident with its 300 nodes');
+is($node->safe_psql('postgres', predict_sql('mu')), $mu_before, '(f) after the refresh the predictions are identical');
+is($node->safe_psql('postgres', q{SELECT owner FROM gnn_graphs WHERE name = 'gu'}), 'alice',
+	'(f) the refresh keeps the owner');
+
+$node->restart;
+ok(defined wait_for_engine($node, 60), '(f) an engine runs after the restart');
+ok(defined wait_until(sub { try_sql(predict_sql('mu')) eq $mu_before }, 60),
+	'(f) after a restart the rebuilt graph gives identical predictions')
+  or diag(substr(try_sql(predict_sql('mu')), 0, 500));
+is($node->safe_psql('postgres',
+	q{SELECT nodes, state, resident_version = version FROM gnn_graphs WHERE name = 'gu'}),
+	'300|ready|t', '(f) ... it was rebuilt as alice, with its 300 nodes');
 
 $node->stop;
 done_testing();
