@@ -1,4 +1,4 @@
-# 026_work_memory: the working memory of batches counts against
+# 027_work_memory: the working memory of batches counts against
 # quiver.memory_limit and is released when the engine is idle (issue 9).
 #
 # A wide model (hidden layer of 4096) answers one batch of its graph's 4096
