@@ -12,6 +12,8 @@
 #include "access/transam.h"
 #include "storage/lwlock.h"
 
+#include "utils/builtins.h"
+
 #include "directory.h"
 
 /* Directory entry of (kind, name), created if absent; NULL if full.
@@ -78,6 +80,20 @@ directory_sync(void)
 	slot = queue_begin(REQ_SYNC, "");
 	queue_submit_and_wait(slot);
 	queue_finish(slot);
+}
+
+int
+directory_names(ObjKind kind, NameData **out)
+{
+	int			n = 0;
+
+	*out = palloc(sizeof(NameData) * QUIVER_DIR_SIZE);
+	LWLockAcquire(quiver_shared->lock, LW_SHARED);
+	for (int i = 0; i < QUIVER_DIR_SIZE; i++)
+		if (quiver_shared->dir[i].used && quiver_shared->dir[i].kind == kind)
+			namestrcpy(&(*out)[n++], quiver_shared->dir[i].name);
+	LWLockRelease(quiver_shared->lock);
+	return n;
 }
 
 /* Snapshot of the directory (copied under the lock). */

@@ -24,6 +24,10 @@ extern int	directory_output_dim(const char *model, OutputSpec output);
 extern bool directory_check_memory(const char *what, Size need, QvError *err);
 #define DIRECTORY_GRAPH_WHAT(buf, name) (snprintf((buf), sizeof(buf), "graph \"%s\"", (name)), (buf))
 
+/* Names of the entries of kind (palloc'd NameData array in *out), as they
+ * are now, without resolving anything first: for the engine. */
+extern int	directory_names(ObjKind kind, NameData **out);
+
 /* Resolve staged changes first (when any), then copy the entries (palloc'd). */
 extern void directory_sync(void);
 extern int	directory_snapshot(QuiverDirEntry **out);

@@ -949,6 +949,16 @@ sync_kind(ObjKind kind, List *versions, bool in_process)
 		if (name && !listed(versions, name))
 			publish_drop(kind, name);
 	}
+	/* entries left of objects the catalog no longer has (a model failed
+	 * when its graph was dropped, say) */
+	{
+		NameData   *names;
+		int			n = directory_names(kind, &names);
+
+		for (int i = 0; i < n; i++)
+			if (!listed(versions, NameStr(names[i])))
+				publish_drop(kind, NameStr(names[i]));
+	}
 	/* failures of objects the catalog no longer has */
 	foreach(lc, failures)
 	{

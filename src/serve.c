@@ -9,8 +9,8 @@
  * A request stays with the engine (ActiveRequest) until every id of it is
  * in a batch, across turns of the engine loop, so that a request arriving
  * meanwhile waits for one batch, not for a whole large request.  Each turn
- * re-resolves what the requests it holds are served by: a model replaced
- * between two slices of a request fails it with 40001.
+ * re-resolves what the requests it holds are served by: a model or graph
+ * replaced while a request is held fails it with 40001.
  */
 #include "postgres.h"
 
@@ -276,7 +276,9 @@ refresh_active(int first_new)
 				active_remove(i);
 			continue;
 		}
-		if (!fresh && a->next > 0 && (t.m != a->t.m || t.g != a->t.g))
+		/* held since an earlier turn: its ids were checked, and its rows
+		 * sized, against what served it then */
+		if (!fresh && (t.m != a->t.m || t.g != a->t.g || t.dim != a->t.dim))
 		{
 			queue_set_error(a->slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
 							"model \"%s\" was replaced during the call; retry", a->slot->name);

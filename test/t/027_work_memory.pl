@@ -23,7 +23,8 @@ my $MiB = 1024 * 1024;
 my $limit_mb = 40;
 # CPU only, so that every batch runs in the engine's own workspace
 my $node = quiver_node('work_memory',
-	conf => "quiver.memory_limit = '${limit_mb}MB'\nquiver.gpu_module = 'none'\n");
+	# whole requests in one batch (slices would keep the workspace small)
+	conf => "quiver.memory_limit = '${limit_mb}MB'\nquiver.gpu_module = 'none'\nquiver.slice_size = 0\n");
 my $tmp = PostgreSQL::Test::Utils::tempdir();
 
 # The wide model's graph: 4096 nodes, 4 features, a ring.  The graph to
