@@ -8,11 +8,11 @@
 #
 # Builds and installs quiver, starts a throw-away cluster and makes a
 # power-law graph of NODES nodes (scripts/lib.sh make_graph_tables, DIM
-# features, average degree 10, undirected) with a GraphSAGE model "m"
-# (DIM -> 64 -> 16, fanout [15, 10]) whose config lists the variants
-# [5, 5] and [2, 2].  Two roles call it: "fixed" (no target: the model's own
-# configuration, variant 0) and "targeted" (ALTER ROLE ... SET
-# quiver.latency_target = TARGET_MS).  pgbench clients call
+# features, average degree DEGREE, undirected) with a GraphSAGE model "m"
+# (DIM -> HIDDEN -> 16, fanout FANOUT) whose config lists VARIANTS.  Two
+# roles call it: "fixed" (no target: the model's own configuration, variant
+# 0) and "targeted" (ALTER ROLE ... SET quiver.latency_target = TARGET_MS,
+# quiver.min_agreement = FLOOR).  pgbench clients call
 # SELECT gnn_predict('m', :id) on uniform random ids.
 #
 #  1. saturation: the fixed role, CLIENTS clients, unthrottled: the
@@ -27,12 +27,15 @@
 #  3. mixed load: BIG_SESSIONS sessions run gnn_predict('m', <BIG_IDS ids>)
 #     in a loop while one client calls row by row; p50/p99 of the small
 #     calls with quiver.slice_size 0 (whole requests), with slices of 256,
-#     and with slices and the latency target.
+#     with slices of 256 and the latency target, and with slices of 32 and
+#     the target (a small call waits for at most one slice of other work).
 #
 # Output: one JSON line per run and summaries.
 #
-# Environment: NODES (200000), DIM (32), TARGET_MS (5), CLIENTS (8),
-# CLIENTS_RATE (16), BIG_SESSIONS (4), BIG_IDS (100000), RUN_SECONDS (15),
+# Environment: NODES (50000), DEGREE (50), DIM (512), HIDDEN (512), FANOUT ([25, 25]),
+# VARIANTS ([{"fanout": [5, 5]}, {"fanout": [2, 2]}]), TARGET_MS (5),
+# FLOOR (0), CLIENTS (8),
+# CLIENTS_RATE (64), BIG_SESSIONS (4), BIG_IDS (100000), RUN_SECONDS (15),
 # JOBS (pgbench threads, at most nproc).
 
 set -euo pipefail
@@ -41,11 +44,16 @@ shopt -s inherit_errexit
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 # shellcheck source=SCRIPTDIR/bench_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
-NODES=${NODES:-200000}
-DIM=${DIM:-32}
+NODES=${NODES:-50000}
+DEGREE=${DEGREE:-50}
+DIM=${DIM:-512}
+HIDDEN=${HIDDEN:-512}
+FANOUT=${FANOUT:-[25, 25]}
+[ -n "${VARIANTS:-}" ] || VARIANTS='[{"fanout": [5, 5]}, {"fanout": [2, 2]}]'
+FLOOR=${FLOOR:-0}
 TARGET_MS=${TARGET_MS:-5}
 CLIENTS=${CLIENTS:-8}
-CLIENTS_RATE=${CLIENTS_RATE:-16}
+CLIENTS_RATE=${CLIENTS_RATE:-64}
 BIG_SESSIONS=${BIG_SESSIONS:-4}
 BIG_IDS=${BIG_IDS:-100000}
 RUN_SECONDS=${RUN_SECONDS:-15}
@@ -57,15 +65,16 @@ build_install >&2
 trap 'stop_cluster >&2' EXIT		# stdout: JSON lines only
 start_cluster </dev/null >&2
 
-make_graph_tables g "$NODES" 10 "$DIM" >&2
-write_sage_weights "$DIM,64,16" "$CLUSTER_DIR/m.st" >&2
+make_graph_tables g "$NODES" "$DEGREE" "$DIM" >&2
+write_sage_weights "$DIM,$HIDDEN,16" "$CLUSTER_DIR/m.st" >&2
+CONFIG="{\"fanout\": $FANOUT, \"seed\": 1, \"variants\": $VARIANTS}"
 cluster_psql >&2 <<SQL
 SELECT nodes, edges FROM gnn_create_graph('g', 'SELECT src, dst FROM g_edge', 'SELECT id, feat FROM g_node', true);
-SELECT gnn_create_model('m', 'g', 'graphsage', pg_read_binary_file('$CLUSTER_DIR/m.st'),
-	'{"fanout": [15, 10], "seed": 1, "variants": [{"fanout": [5, 5]}, {"fanout": [2, 2]}]}');
+SELECT gnn_create_model('m', 'g', 'graphsage', pg_read_binary_file('$CLUSTER_DIR/m.st'), '$CONFIG');
 CREATE ROLE fixed LOGIN;
 CREATE ROLE targeted LOGIN;
 ALTER ROLE targeted SET quiver.latency_target = '${TARGET_MS}ms';
+ALTER ROLE targeted SET quiver.min_agreement = $FLOOR;
 SQL
 variants=$(cluster_psql -At -c "SELECT json_agg(v ORDER BY variant) FROM gnn_variants('m') v")
 emit phase=profile "variants=$variants"
@@ -117,8 +126,7 @@ counters() {
 		FROM gnn_stats() s WHERE s.model = 'm'"
 }
 reset_counters() {		# a replace restarts the model's statistics
-	cluster_psql -q -c "SELECT gnn_create_model('m', 'g', 'graphsage', pg_read_binary_file('$CLUSTER_DIR/m.st'),
-		'{\"fanout\": [15, 10], \"seed\": 1, \"variants\": [{\"fanout\": [5, 5]}, {\"fanout\": [2, 2]}]}')" >/dev/null
+	cluster_psql -q -c "SELECT gnn_create_model('m', 'g', 'graphsage', pg_read_binary_file('$CLUSTER_DIR/m.st'), '$CONFIG')" >/dev/null
 }
 
 sat=$(run saturation fixed "$CLIENTS")
@@ -155,8 +163,10 @@ mixed() {
 whole=$(mixed mixed_whole fixed 0)
 sliced=$(mixed mixed_sliced fixed 256)
 sliced_target=$(mixed mixed_sliced_target targeted 256)
+small_target=$(mixed mixed_small_slices_target targeted 32)
 emit phase=mixed big_sessions="$BIG_SESSIONS" big_ids="$BIG_IDS" "whole_requests=$whole" "slices_256=$sliced" \
-	"slices_256_with_target=$sliced_target" \
+	"slices_256_with_target=$sliced_target" "slices_32_with_target=$small_target" \
 	"p99_whole_over_sliced=$(ratio "$(jget "$whole" p99_ms)" "$(jget "$sliced" p99_ms)")"
-emit summary=variants nodes="$NODES" target_ms="$TARGET_MS" saturation_tps="$X" seconds="$RUN_SECONDS" \
+emit summary=variants nodes="$NODES" dim="$DIM" hidden="$HIDDEN" "config=$CONFIG" target_ms="$TARGET_MS" \
+	floor="$FLOOR" saturation_tps="$X" seconds="$RUN_SECONDS" \
 	goal="at 2x overload: targeted p99 <= target at agreement >= floor, throughput >= 2x fixed at the same p99"
