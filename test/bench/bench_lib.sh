@@ -32,9 +32,10 @@ print("" if v is None else v if isinstance(v, str) else json.dumps(v))' "$1" "$2
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b + 0 != 0) printf "%.3f", a / b }'; }
 
 # Latency and span of the pgbench run logged in directory $1 (pgbench -l:
-# client_id transaction_no time_us script_no epoch epoch_us; the epoch is
-# the transaction's end).  Percentiles over every transaction, as in
-# reload_bench.sh.
+# client_id transaction_no time_us script_no epoch epoch_us [schedule_lag_us];
+# the epoch is the transaction's end; with --rate the latency counts the
+# schedule lag, the time the transaction waited to start).  Percentiles
+# over every transaction, as in reload_bench.sh.
 pgbench_stats() {
 	{ cat "$1"/pgbench_log* 2>/dev/null || true; } | $PYTHON -c '
 import json, sys
@@ -43,7 +44,7 @@ for line in sys.stdin:
     p = line.split()
     if len(p) < 6 or not p[2].isdigit():
         continue                        # "failed" / "skipped" transactions
-    us = int(p[2])
+    us = int(p[2]) + (int(p[6]) if len(p) > 6 and p[6].isdigit() else 0)
     end = int(p[4]) * 1000000 + int(p[5])
     lat.append(us / 1000.0)
     first = end - us if first is None else min(first, end - us)

@@ -82,37 +82,15 @@ SCRIPT=$CLUSTER_DIR/predict.sql
 printf '\\set id random(0, %d)\nSELECT gnn_predict(%s, :id);\n' $((NODES - 1)) "'m'" >"$SCRIPT"
 chown postgres: "$SCRIPT"
 
-# Latency (ms) including pgbench's schedule lag (-R adds it as a 7th
-# column), throughput over the run.
-rate_stats() {
-	{ cat "$1"/pgbench_log* 2>/dev/null || true; } | $PYTHON -c '
-import json, sys
-lat, first, last = [], None, None
-for line in sys.stdin:
-    p = line.split()
-    if len(p) < 6 or not p[2].isdigit():
-        continue
-    us = int(p[2]) + (int(p[6]) if len(p) > 6 and p[6].isdigit() else 0)
-    end = int(p[4]) * 1000000 + int(p[5])
-    lat.append(us / 1000.0)
-    first = end - us if first is None else min(first, end - us)
-    last = end if last is None else max(last, end)
-lat.sort()
-n = len(lat)
-q = lambda f: round(lat[min(n - 1, int(f * n))], 3) if n else None
-span = (last - first) / 1e6 if n else None
-print(json.dumps({"transactions": n, "tps": round(n / span, 1) if n and span > 0 else None,
-                  "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(lat[-1], 3) if n else None}))'
-}
-
-# run NAME ROLE CLIENTS [RATE]: pgbench as ROLE; prints rate_stats.
+# run NAME ROLE CLIENTS [RATE]: pgbench as ROLE; prints pgbench_stats
+# (the latency counts the schedule lag under --rate).
 run() {
 	local name=$1 role=$2 clients=$3 rate=${4:-} logdir="$CLUSTER_DIR/log_$1"
 	rm -rf "$logdir" && mkdir -p "$logdir" && chown postgres: "$logdir"
 	cluster_pgbench -U "$role" -c "$clients" -j $((clients < JOBS ? clients : JOBS)) -T "$RUN_SECONDS" \
 		${rate:+-R "$rate"} -l --log-prefix="$logdir/pgbench_log" -f "$SCRIPT" >"$logdir/out" 2>&1 ||
 		{ echo "pgbench $name failed:" >&2; cat "$logdir/out" >&2; exit 1; }
-	rate_stats "$logdir"
+	pgbench_stats "$logdir"
 }
 
 # The engine's counters of m: batches per variant, misses, late requests,
