@@ -508,7 +508,8 @@ qv_variant_choose(const QvVariantStats *v, int32_t n, double queue_wait_us,
 	const char *bad = NULL;
 	int32_t		best = -1;
 	double		best_cost = NAN,
-				best_agr = NAN;
+				best_agr = NAN,
+				best_err = NAN;
 
 	if (out == NULL)
 		return QV_EINVAL;
@@ -542,18 +543,23 @@ qv_variant_choose(const QvVariantStats *v, int32_t n, double queue_wait_us,
 		return QV_OK;
 	}
 
-	/* the most accurate eligible variant predicted to meet the target */
+	/* the most accurate eligible variant predicted to meet the target:
+	 * the highest agreement, then the lowest error (argmax agreement ties
+	 * at 1 when every variant picks the same classes), then the cheapest */
 	for (int32_t i = 0; i < n; i++)
 	{
 		double		a = variant_agreement(&v[i], i);
+		double		e = i == 0 ? 0.0 : v[i].mean_rel_error;
 		double		c = variant_cost(&v[i], batch_x);
 
 		if (!(a >= min_agreement) || isnan(c) || !(queue_wait_us + c <= target_us))
 			continue;
-		if (best < 0 || a > best_agr || (a == best_agr && c < best_cost))
+		if (best < 0 || a > best_agr ||
+			(a == best_agr && (e < best_err || (e == best_err && c < best_cost))))
 		{
 			best = i;
 			best_agr = a;
+			best_err = e;
 			best_cost = c;
 		}
 	}

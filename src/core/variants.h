@@ -158,7 +158,8 @@ typedef struct QvVariantChoice
  *
  *   - target_us <= 0 (no target): variant 0.
  *   - else the eligible variant of highest agreement whose finish <=
- *     target_us; ties go to the cheaper, then the lower index.
+ *     target_us; ties go to the lower mean_rel_error (0 for variant 0),
+ *     then the cheaper, then the lower index.
  *   - else (none meets it) the cheapest eligible variant (ties: the more
  *     accurate, then the lower index), missed = true.
  *   - a variant without a cost line is compared as if unbounded: variant 0

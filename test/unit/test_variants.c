@@ -462,6 +462,22 @@ test_choose(void **state)
 	assert_int_equal(c.variant, 2);
 	assert_false(c.missed);
 
+	/* agreement tied with variant 0 (every variant picks the same
+	 * classes): the lower error wins, variant 0 itself */
+	{
+		QvVariantStats t[2];
+
+		t[0] = stats(1.0, 100.0, 10.0);
+		t[1] = stats(1.0, 10.0, 1.0);
+		t[1].mean_rel_error = 0.3;
+		assert_int_equal(qv_variant_choose(t, 2, 0.0, 100.0, 5000.0, 0.0, &c), QV_OK);
+		assert_int_equal(c.variant, 0);
+		/* only the cheap one meets a tight target */
+		assert_int_equal(qv_variant_choose(t, 2, 0.0, 100.0, 200.0, 0.0, &c), QV_OK);
+		assert_int_equal(c.variant, 1);
+		assert_false(c.missed);
+	}
+
 	/* the floor is respected even when only a cheap variant fits */
 	assert_int_equal(qv_variant_choose(v, 4, 0.0, 100.0, 130.0, 0.9, &c), QV_OK);
 	assert_int_equal(c.variant, 3);
