@@ -297,6 +297,74 @@ has_target(const QuiverSlot *slot)
 	return slot->target_ms > 0;
 }
 
+/*
+ * A batch is planned to finish within this share of its tightest latency
+ * target.  The rest is left for what the engine does not see: the
+ * request's time in its backend (parse, plan, the answer's way back), and
+ * requests that arrive while the batch runs, which it does not give way
+ * to.  Measured under pgbench at twice the saturating load (BENCHMARKS.md):
+ * planning on the whole target left the clients' p99 at 1.6 times it.
+ */
+#define TARGET_BUDGET_SHARE 0.6
+
+/* The engine's budget for a request with a latency target, in us. */
+static double
+target_budget_us(const QuiverSlot *slot)
+{
+	return slot->target_ms * 1000.0 * TARGET_BUDGET_SHARE;
+}
+
+/* The tightest latency budget of the requests seen in the last
+ * TARGET_MEMORY_MS (0: none): batches without a target are kept short
+ * enough for it, so that a request with a target arriving while one runs
+ * is not kept waiting past its target. */
+#define TARGET_MEMORY_MS 1000
+static double recent_budget_us = 0;
+static TimestampTz recent_budget_at = 0;
+
+/* Note the latency targets of the requests held. */
+static void
+note_targets(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (recent_budget_us > 0 &&
+		TimestampDifferenceExceeds(recent_budget_at, now, TARGET_MEMORY_MS))
+		recent_budget_us = 0;
+	for (int i = 0; i < n_active; i++)
+	{
+		double		budget;
+
+		if (!has_target(active[i].slot))
+			continue;
+		budget = target_budget_us(active[i].slot);
+		if (recent_budget_us <= 0 || budget <= recent_budget_us)
+		{
+			recent_budget_us = budget;
+			recent_budget_at = now;
+		}
+	}
+}
+
+/* Most ids of a batch without a target on t: a slice, or fewer while
+ * requests with a target come, so that variant 0's predicted cost of the
+ * batch stays within their budget (at least one id). */
+static int64
+untargeted_cap(const Target *t, int64 slice)
+{
+	QvCostFit	fit;
+	int64		fits;
+
+	if (recent_budget_us <= 0 || t->rm == NULL || t->rm->vset == NULL)
+		return slice;
+	fit = qv_costmodel_fit(&t->rm->vstats[0].cost);
+	if (fit.status == QV_FIT_EMPTY || !(fit.b > 0))
+		return slice;
+	fits = (int64) ((recent_budget_us - Max(fit.a, 0)) / fit.b);
+	return Max(1, Min(slice, fits));
+}
+
+
 /* The held requests in service order (qv_edf_order): those with a latency
  * target by deadline, then the others, the least served first. */
 static void
@@ -324,9 +392,10 @@ service_order(int32 *order)
  * its target and kind (with a latency target or without), each cut into
  * slices of at most quiver.slice_size ids (qv_slice_plan), taken round by
  * round while they fit: up to quiver.max_batch ids when the first has a
- * latency target, else up to one slice, so that a request arriving
- * meanwhile waits at most that long.  Slices taken leave the requests
- * held; a request all in batches is let go.
+ * latency target, else up to one slice (fewer while requests with a target
+ * come: untargeted_cap), so that a request arriving meanwhile waits at most
+ * that long.  Slices taken leave the requests held; a request all in
+ * batches is let go.
  */
 static void
 form_batch(PredictBatch *b)
@@ -343,7 +412,9 @@ form_batch(PredictBatch *b)
 	service_order(order);
 	head = &active[order[0]];
 	b->t = head->t;
-	cap = has_target(head->slot) ? Max(quiver_max_batch, 1) : Min(slice, Max(quiver_max_batch, 1));
+	cap = has_target(head->slot) ? Max(quiver_max_batch, 1) :
+		untargeted_cap(&head->t, Min(slice, Max(quiver_max_batch, 1)));
+	slice = Min(slice, cap);	/* a batch without a target is one slice */
 	for (int i = 0; i < n_active; i++)
 	{
 		bool		joins = same_target(&active[i].t, &head->t) &&
@@ -395,23 +466,6 @@ batch_min_agreement(const PredictBatch *b)
 	for (int i = 0; i < b->n_parts; i++)
 		floor = Max(floor, b->parts[i].slot->min_agreement);
 	return Min(floor, 1.0);
-}
-
-/*
- * A batch is planned to finish within this share of its tightest latency
- * target.  The rest is left for what the engine does not see: the
- * request's time in its backend (parse, plan, the answer's way back), and
- * requests that arrive while the batch runs, which it does not give way
- * to.  Measured under pgbench at twice the saturating load (BENCHMARKS.md):
- * planning on the whole target left the clients' p99 at 1.6 times it.
- */
-#define TARGET_BUDGET_SHARE 0.6
-
-/* The engine's budget for a request with a latency target, in us. */
-static double
-target_budget_us(const QuiverSlot *slot)
-{
-	return slot->target_ms * 1000.0 * TARGET_BUDGET_SHARE;
 }
 
 /*
@@ -633,6 +687,7 @@ serve_predicts(void)
 	refresh_active(first_new);
 	if (n_active == 0)
 		return true;
+	note_targets();
 	memset(&b, 0, sizeof(b));
 	form_batch(&b);
 	head = b.parts[0].slot;

@@ -35,7 +35,8 @@
 # Environment: NODES (50000), DEGREE (50), DIM (512), HIDDEN (512), FANOUT ([25, 25]),
 # VARIANTS ([{"fanout": [5, 5]}, {"fanout": [2, 2]}]), TARGET_MS (5),
 # FLOOR (0), CLIENTS (8),
-# CLIENTS_RATE (64), BIG_SESSIONS (4), BIG_IDS (100000), RUN_SECONDS (15),
+# CLIENTS_RATE (64), LOADS ("1 2 4"; "" skips step 2), BIG_SESSIONS (4),
+# BIG_IDS (100000), RUN_SECONDS (15),
 # JOBS (pgbench threads, at most nproc).
 
 set -euo pipefail
@@ -111,7 +112,7 @@ sat=$(run saturation fixed "$CLIENTS")
 X=$(jget "$sat" tps)
 emit phase=saturation role=fixed clients="$CLIENTS" "stats=$sat"
 
-for k in 1 2 4; do
+for k in ${LOADS-1 2 4}; do
 	rate=$(awk -v x="$X" -v k="$k" 'BEGIN { printf "%d", x * k }')
 	fixed=$(run "fixed_$k" fixed "$CLIENTS_RATE" "$rate")
 	reset_counters
