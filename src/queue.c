@@ -466,6 +466,14 @@ queue_account(QuiverSlot *slot, int64 rows)
 	return true;
 }
 
+/* Forget the rows of a predict slot answered so far: the engine serves
+ * it again from the start (none of its parts may be out). */
+void
+queue_restart(QuiverSlot *slot)
+{
+	*accounted_of(slot) = 0;
+}
+
 /* Write a part's rows where its backend reads them: in the slot after the
  * ids, or in the backend's segment when they are too wide for the slot. */
 static void

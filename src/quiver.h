@@ -360,6 +360,7 @@ extern void queue_fail(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_a
 extern void queue_fail_qv(QuiverSlot *slot, const QvError *err);
 extern void queue_set_error(QuiverSlot *slot, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 extern bool queue_account(QuiverSlot *slot, int64 rows);
+extern void queue_restart(QuiverSlot *slot);
 extern int	queue_answer_parts(const SlotPart *parts, int n_parts, const float *out, int out_dim,
 							   int64 *latency_us, int64 *late);
 extern void queue_fail_parts(const SlotPart *parts, int n_parts, int sqlstate, const char *msg);

@@ -9,8 +9,8 @@
  * A request stays with the engine (ActiveRequest) until every id of it is
  * in a batch, across turns of the engine loop, so that a request arriving
  * meanwhile waits for one batch, not for a whole large request.  Each turn
- * re-resolves what the requests it holds are served by: a model or graph
- * replaced while a request is held fails it with 40001.
+ * re-resolves what the requests it holds are served by: a request held
+ * while its model or graph is replaced starts again on the new version.
  */
 #include "postgres.h"
 
@@ -268,21 +268,27 @@ refresh_active(int first_new)
 			active_drop(i);
 			continue;
 		}
+		/* held since an earlier turn: its ids were checked, and its rows
+		 * sized, against what served it then.  What serves it changed: it
+		 * starts again, checked against the new version, so that all its
+		 * rows come from one version (publishing drained the GPUs: no part
+		 * of it is out). */
+		if (!fresh && (t.m != a->t.m || t.g != a->t.g || t.dim != a->t.dim))
+		{
+			if (a->next > 0)
+			{
+				device_drain();
+				queue_restart(a->slot);
+				a->next = 0;
+			}
+			fresh = true;
+		}
 		if (fresh && !request_valid(a->slot, &t))
 		{
 			if (a->slot->sqlstate != 0)
 				active_drop(i); /* else answered: it needs a segment */
 			else
 				active_remove(i);
-			continue;
-		}
-		/* held since an earlier turn: its ids were checked, and its rows
-		 * sized, against what served it then */
-		if (!fresh && (t.m != a->t.m || t.g != a->t.g || t.dim != a->t.dim))
-		{
-			queue_set_error(a->slot, ERRCODE_T_R_SERIALIZATION_FAILURE,
-							"model \"%s\" was replaced during the call; retry", a->slot->name);
-			active_drop(i);
 			continue;
 		}
 		a->t = t;

@@ -15,6 +15,9 @@
 #   built, its cost line is timed over them, and under a tight target its
 #   predictions equal a precomputed model of that configuration.
 # - Bad variants and GUC values are errors naming them.
+# - A model replaced five times while a 75,000-id call is served in
+#   slices: the call succeeds and every row is one version's (a request
+#   held across a replacement starts again on the new version).
 # - Fairness: while three sessions run 100,000-id batch calls, a session
 #   calling row by row with a latency target keeps its p99 under the
 #   target (large requests are served in slices, targets earliest deadline
@@ -234,6 +237,51 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM gnn_models WHERE name = 'b
 	'nothing was stored by the refused creates');
 is($node->safe_psql('postgres', "SELECT count(*) FROM gnn_variants('m0')"), '1',
 	'a model without variants lists variant 0 alone');
+
+# ---- a model replaced while a large call is served in slices ----------------
+# every row comes whole from one version (a request held across the
+# replacement starts again on the new one), and the call does not fail
+{
+	$node->safe_psql('postgres', q{
+CREATE TABLE rexp AS
+	SELECT a.node_id AS id, a.prediction AS p0, b.prediction AS p2
+	FROM gnn_predict('m0', (SELECT array_agg(id) FROM v_node)) a
+	JOIN gnn_predict('m2', (SELECT array_agg(id) FROM v_node)) b USING (node_id);
+CREATE FUNCTION near(a real[], b real[]) RETURNS boolean LANGUAGE sql IMMUTABLE
+	AS $$ SELECT bool_and(abs(x - y) <= 1e-4 * greatest(1, abs(y))) FROM unnest(a, b) AS t(x, y) $$;
+});
+	create_model($node, 'r', 'v', 'graphsage', $w, qq({"fanout": [-1, -1], "seed": $s}));
+	# each batch held 5 ms: the call outlasts the replacements
+	$node->safe_psql('postgres', 'ALTER SYSTEM SET quiver.debug_engine_delay_ms = 5');
+	reload_and_wait($node, 'quiver.debug_engine_delay_ms', '5');
+	my $call = start_psql($node, q{
+SELECT count(*), count(*) FILTER (WHERE near(g.prediction, e.p0)), count(*) FILTER (WHERE near(g.prediction, e.p2)),
+       count(*) FILTER (WHERE NOT near(g.prediction, e.p0) AND NOT near(g.prediction, e.p2))
+FROM gnn_predict('r', (SELECT array_agg(id) FROM v_node, generate_series(1, 25))) g JOIN rexp e ON e.id = g.node_id},
+		appname => 'replaced');
+	ok(wait_until(sub {
+				$node->safe_psql('postgres',
+					"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replaced' AND wait_event = 'Extension'")
+				  eq '1'
+			}, 30),
+		'the large call waits on the engine');
+	for my $k (1 .. 5)
+	{
+		my $fan = $k % 2 ? '[1, 1]' : '[-1, -1]';
+		create_model($node, 'r', 'v', 'graphsage', $w, qq({"fanout": $fan, "seed": $s}));
+		select(undef, undef, undef, 0.2);
+	}
+	my ($rc, $out, $err, $secs) = finish_psql($call);
+	note("the call took $secs s");
+	$node->safe_psql('postgres', 'ALTER SYSTEM RESET quiver.debug_engine_delay_ms');
+	reload_and_wait($node, 'quiver.debug_engine_delay_ms', '0');
+	is($rc, 0, 'a large call during five replacements of its model succeeds') or diag($err);
+	my ($rows, $v0, $v2, $neither) = split /\|/, $out;
+	is($rows, 75000, 'every row came back');
+	is($neither, 0, 'each row is one version\'s prediction');
+	ok($v0 > 0 && $v2 > 0 && $v0 < $rows && $v2 < $rows,
+		"the call spanned replacements: rows of either version ($v0 and $v2 of $rows)");
+}
 
 # ---- fairness ----------------------------------------------------------------
 # ids of v_node, 100,000 of them with repeats
