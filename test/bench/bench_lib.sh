@@ -83,3 +83,13 @@ bench_run() {
 	pgbench_stats "$CLUSTER_DIR/log_$1"
 }
 
+# As root: install what is missing, build and install quiver, and start a
+# throw-away cluster (extra postgresql.conf lines on stdin), stopped when
+# the script exits.  Says everything on stderr: stdout is JSON lines only.
+bench_cluster() {
+	[ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
+	install_packages >&2
+	build_install >&2
+	trap 'stop_cluster >&2' EXIT
+	start_cluster >&2
+}

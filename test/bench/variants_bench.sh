@@ -60,11 +60,7 @@ BIG_IDS=${BIG_IDS:-100000}
 RUN_SECONDS=${RUN_SECONDS:-15}
 JOBS=${JOBS:-$(nproc)}
 
-[ "$(id -u)" = 0 ] || { echo "run as root: it installs packages and PostgreSQL files" >&2; exit 2; }
-install_packages >&2
-build_install >&2
-trap 'stop_cluster >&2' EXIT		# stdout: JSON lines only
-start_cluster </dev/null >&2
+bench_cluster </dev/null
 
 make_graph_tables g "$NODES" "$DEGREE" "$DIM" >&2
 write_sage_weights "$DIM,$HIDDEN,16" "$CLUSTER_DIR/m.st" >&2
