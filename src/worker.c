@@ -3,15 +3,14 @@
  * models resident, serves the request queue and rebuilds its state from the
  * extension's tables after every start.
  *
- * Backends never compute: they queue requests (queue.c).  The engine merges
- * concurrent predict requests for a model into one batch, runs it on its
- * thread pool (src/core) and answers each slot.  Every failure becomes an
- * error for the request; a PostgreSQL error while rebuilding marks that object
- * failed and the engine goes on.
+ * Backends never compute: they queue requests (queue.c).  Each turn of the
+ * loop serves one batch of predict requests (serve.c), the administrative
+ * requests, GPU answers, live graphs, training and precomputation.  Every
+ * failure becomes an error for the request; a PostgreSQL error while
+ * rebuilding marks that object failed and the engine goes on.
  */
 #include "postgres.h"
 
-#include <math.h>
 #include <unistd.h>
 
 #include "access/xact.h"
@@ -33,8 +32,6 @@
 
 #include "device.h"
 #include "engine.h"
-#include "forward.h"
-#include "psgs.h"
 #include "pool.h"
 #include "directory.h"
 #include "registry.h"
