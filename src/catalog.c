@@ -176,18 +176,22 @@ catalog_keep_rows_query(const char *sql, const char *what)
 	return plan;
 }
 
-static void
-read_edges(Portal portal, GraphRows *rows, MemoryContext cxt)
+/* Read the (id, id) rows of a two-column query (what: "edges", "labels"),
+ * columns named first and second in errors, into *a and *b (palloc'd in
+ * cxt); the columns are checked even when the query returns no rows.
+ * Closes the portal; returns the rows read.  `unit` names a row in the
+ * progress shown in pg_stat_activity. */
+static int64
+read_id_pairs(Portal portal, const char *what, const char *first, const char *second,
+			  const char *unit, MemoryContext cxt, int64 **a, int64 **b)
 {
-	GrowBuf		src = {cxt}, dst = {cxt};
+	GrowBuf		abuf = {cxt}, bbuf = {cxt};
 	int64		row = 0;
 	TimestampTz last = 0;
 
-	/* the columns are checked even when the query returns no rows */
-	check_two_columns(portal->tupDesc, "edges");
-	check_id_type(portal->tupDesc, 1, "edges");
-	check_id_type(portal->tupDesc, 2, "edges");
-
+	check_two_columns(portal->tupDesc, what);
+	check_id_type(portal->tupDesc, 1, what);
+	check_id_type(portal->tupDesc, 2, what);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FETCH_ROWS);
@@ -196,22 +200,28 @@ read_edges(Portal portal, GraphRows *rows, MemoryContext cxt)
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
-			int64		s, d;
+			int64		x, y;
 
 			row++;
-			s = read_id(tup, SPI_tuptable->tupdesc, 1, row, "edges", "src");
-			d = read_id(tup, SPI_tuptable->tupdesc, 2, row, "edges", "dst");
-			grow_append(&src, &s, sizeof(s));
-			grow_append(&dst, &d, sizeof(d));
+			x = read_id(tup, SPI_tuptable->tupdesc, 1, row, what, first);
+			y = read_id(tup, SPI_tuptable->tupdesc, 2, row, what, second);
+			grow_append(&abuf, &x, sizeof(x));
+			grow_append(&bbuf, &y, sizeof(y));
 			if ((row & 255) == 0)
-				report_progress(&last, "edge", row);
+				report_progress(&last, unit, row);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
-	rows->n_edges = row;
-	rows->src = (int64 *) src.data;
-	rows->dst = (int64 *) dst.data;
+	*a = (int64 *) abuf.data;
+	*b = (int64 *) bbuf.data;
+	return row;
+}
+
+static void
+read_edges(Portal portal, GraphRows *rows, MemoryContext cxt)
+{
+	rows->n_edges = read_id_pairs(portal, "edges", "src", "dst", "edge", cxt, &rows->src, &rows->dst);
 }
 
 /* Refuse a feature row holding NaN or an infinity (also a float8 value too
@@ -365,51 +375,29 @@ int64
 catalog_read_labels(const char *sql, int64 **ids, int32 **labels)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	GrowBuf		idbuf = {caller}, labbuf = {caller};
-	Portal		portal;
-	int64		row = 0;
-	TimestampTz last = 0;
+	int64	   *classes;
+	int64		n;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	portal = open_cursor(sql, "labels");
-	check_two_columns(portal->tupDesc, "labels");
-	check_id_type(portal->tupDesc, 1, "labels");
-	check_id_type(portal->tupDesc, 2, "labels");
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			int64		id, label;
-			int32		label32;
-
-			row++;
-			id = read_id(tup, SPI_tuptable->tupdesc, 1, row, "labels", "node id");
-			label = read_id(tup, SPI_tuptable->tupdesc, 2, row, "labels", "class");
-			if (label < 0 || label > PG_INT32_MAX)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("labels query returned class " INT64_FORMAT " for node " INT64_FORMAT
-								" in row " INT64_FORMAT "; classes are integers from 0",
-								label, id, row)));
-			label32 = (int32) label;
-			grow_append(&idbuf, &id, sizeof(id));
-			grow_append(&labbuf, &label32, sizeof(label32));
-			if ((row & 255) == 0)
-				report_progress(&last, "label", row);
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
+	n = read_id_pairs(open_cursor(sql, "labels"), "labels", "node id", "class", "label", caller,
+					  ids, &classes);
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
-	*ids = (int64 *) idbuf.data;
-	*labels = (int32 *) labbuf.data;
-	return row;
+	*labels = palloc_extended(sizeof(int32) * Max(n, 1), MCXT_ALLOC_HUGE);
+	for (int64 row = 0; row < n; row++)
+	{
+		if (classes[row] < 0 || classes[row] > PG_INT32_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("labels query returned class " INT64_FORMAT " for node " INT64_FORMAT
+							" in row " INT64_FORMAT "; classes are integers from 0",
+							classes[row], (*ids)[row], row + 1)));
+		(*labels)[row] = (int32) classes[row];
+	}
+	if (classes)
+		pfree(classes);
+	return n;
 }
 
 /* Read the rows of one prepared query (what: "edges" or "features") into rows,

@@ -197,6 +197,30 @@ gnn_refresh_graph(PG_FUNCTION_ARGS)
 	return graph_load_row(fcinfo, values, start);
 }
 
+/* What creating model `name` on `graph` (by gnn_create_model or gnn_train,
+ * `function`) checks before any work: the engine, a writable server, the
+ * name, the caller's rights, the architecture and the graph.  Returns the
+ * architecture. */
+QvArch
+model_create_check(const char *function, const char *name, const char *graph,
+				   const char *arch_name)
+{
+	QvArch		arch;
+	QvError		err = {0};
+
+	quiver_check_ready();
+	catalog_check_writable(function);
+	catalog_check_name(name, OBJ_MODEL);
+	catalog_check_rights(OBJ_MODEL, name, ACL_INSERT | ACL_UPDATE, false);
+	if (qv_arch_parse(arch_name, &arch, &err) != QV_OK)
+		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg)));
+	if (strlen(graph) >= NAMEDATALEN || !catalog_get_graph(graph, &(GraphDef) {0}))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("graph \"%s\" does not exist", graph)));
+	return arch;
+}
+
 Datum
 gnn_create_model(PG_FUNCTION_ARGS)
 {
@@ -206,7 +230,6 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	bytea	   *weights;
 	char	   *config = "{}";
 	QvArch		arch;
-	QvError		err = {0};
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -215,17 +238,7 @@ gnn_create_model(PG_FUNCTION_ARGS)
 	weights = PG_GETARG_BYTEA_PP(3);
 	if (!PG_ARGISNULL(4))
 		config = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(4)));
-	quiver_check_ready();
-	catalog_check_writable("gnn_create_model");
-	catalog_check_name(name, OBJ_MODEL);
-	catalog_check_rights(OBJ_MODEL, name, ACL_INSERT | ACL_UPDATE, false);
-	if (qv_arch_parse(arch_in, &arch, &err) != QV_OK)
-		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg)));
-	if (strlen(graph) >= NAMEDATALEN || !catalog_get_graph(graph, &(GraphDef) {0}))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("graph \"%s\" does not exist", graph)));
-
+	arch = model_create_check("gnn_create_model", name, graph, arch_in);
 	model_create_staged(name, graph, arch, weights, config);
 	PG_RETURN_VOID();
 }

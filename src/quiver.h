@@ -460,6 +460,10 @@ extern int	predict_ids_per_request(const char *model, OutputSpec output);
 /* functions.c: a text argument that must not be NULL */
 extern char *arg_text(FunctionCallInfo fcinfo, int i, const char *argname);
 
+/* functions.c: the checks before creating a model (returns its arch) */
+extern QvArch model_create_check(const char *function, const char *name, const char *graph,
+								 const char *arch_name);
+
 /* functions.c: a model written to the catalog and staged, as
  * gnn_create_model does (rights already checked) */
 extern void model_create_staged(const char *name, const char *graph, QvArch arch,

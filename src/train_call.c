@@ -152,7 +152,6 @@ gnn_train(PG_FUNCTION_ARGS)
 	char	   *config = "{}";
 	char	   *stored_config;
 	QvArch		arch;
-	QvError		err = {0};
 	int64	   *ids;
 	int32	   *labels;
 	int64		n;
@@ -163,16 +162,7 @@ gnn_train(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(4))
 		config = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(4)));
-	quiver_check_ready();
-	catalog_check_writable("gnn_train");
-	catalog_check_name(name, OBJ_MODEL);
-	catalog_check_rights(OBJ_MODEL, name, ACL_INSERT | ACL_UPDATE, false);
-	if (qv_arch_parse(arch_in, &arch, &err) != QV_OK)
-		ereport(ERROR, (errcode(quiver_sqlstate(err.code)), errmsg("%s", err.msg)));
-	if (strlen(graph) >= NAMEDATALEN || !catalog_get_graph(graph, &(GraphDef) {0}))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("graph \"%s\" does not exist", graph)));
+	arch = model_create_check("gnn_train", name, graph, arch_in);
 	n = catalog_read_labels(labels_sql, &ids, &labels);
 	if (n == 0)
 		ereport(ERROR,

@@ -14,6 +14,10 @@
 
 #include "qv_error.h"
 
+/* Index of the largest of x[0..n) (n >= 1), ties to the lowest, as
+ * torch.argmax; a NaN never wins. */
+int32_t		qv_argmax(const float *x, int32_t n);
+
 /*
  * Label (0 .. n-1) and probability of the largest of logits[0..n).  n < 1
  * or a NULL pointer is QV_EINVAL; a NaN or an infinity is QV_EDATA naming

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "classify.h"
 #include "forward.h"
 #include "sample_hash.h"
 
@@ -878,18 +879,6 @@ qv_train_set_progress(QvTrainer *t, QvTrainPhase phase, int32_t epoch, int64_t d
 	set_progress(t, phase, epoch, done, total, loss);
 }
 
-/* Index of the largest of x[0..n) (the first on ties). */
-static int32_t
-argmax(const float *x, int32_t n)
-{
-	int32_t		best = 0;
-
-	for (int32_t c = 1; c < n; c++)
-		if (x[c] > x[best])
-			best = c;
-	return best;
-}
-
 /* Accuracy on the held-out nodes: the served forward with the model's
  * fanouts, no dropout; NaN without any. */
 static int
@@ -915,7 +904,7 @@ validate(QvTrainer *t, QvPool *pool, double *acc, QvError *err)
 							  err)) != QV_OK)
 			return rc;
 		for (int32_t k = 0; k < n; k++)
-			correct += argmax(t->val_out + (size_t) k * classes, classes) == t->val_labels[i0 + k];
+			correct += qv_argmax(t->val_out + (size_t) k * classes, classes) == t->val_labels[i0 + k];
 	}
 	*acc = (double) correct / (double) t->n_val;
 	return QV_OK;

@@ -35,7 +35,6 @@
  */
 #include "train_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,9 +210,8 @@ transform_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 					r1 = r0 + GAT_ROWS < la->n_in ? r0 + GAT_ROWS : la->n_in;
 
 		memset(a->xw + (size_t) r0 * hc, 0, sizeof(float) * (size_t) (r1 - r0) * hc);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, hc, in, 1.0f,
-					la->x + (size_t) r0 * in, in, l->weight_l, in, 1.0f,
-					a->xw + (size_t) r0 * hc, hc);
+		qv_dense_rows(la->x + (size_t) r0 * in, in, l->weight_l, hc, r1 - r0,
+					  a->xw + (size_t) r0 * hc);
 		for (int32_t r = r0; r < r1; r++)
 			for (int32_t k = 0; k < H; k++)
 			{
@@ -502,9 +500,7 @@ weight_grad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 		int32_t		o0 = (int32_t) (b * GAT_WROWS),
 					o1 = o0 + GAT_WROWS < hc ? o0 + GAT_WROWS : hc;
 
-		memset(job->gw + (size_t) o0 * in, 0, sizeof(float) * (size_t) (o1 - o0) * in);
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, la->n_in, 1.0f,
-					la->gat.dxw + o0, hc, la->x, in, 1.0f, job->gw + (size_t) o0 * in, in);
+		qv_weight_grad_rows(la->gat.dxw, hc, la->x, in, la->n_in, o0, o1, job->gw);
 	}
 }
 
@@ -525,9 +521,8 @@ input_grad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 					r1 = r0 + GAT_ROWS < la->n_in ? r0 + GAT_ROWS : la->n_in;
 
 		memset(job->dx + (size_t) r0 * in, 0, sizeof(float) * (size_t) (r1 - r0) * in);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, in, hc, 1.0f,
-					la->gat.dxw + (size_t) r0 * hc, hc, l->weight_l, in, 1.0f,
-					job->dx + (size_t) r0 * in, in);
+		qv_input_grad_rows(la->gat.dxw + (size_t) r0 * hc, hc, l->weight_l, in, r1 - r0,
+						   job->dx + (size_t) r0 * in);
 		for (size_t k = (size_t) r0 * in; k < (size_t) r1 * in; k++)
 			job->dx[k] = la->x[k] > 0.0f ? (float) (job->dx[k] * job->keep_scale) : 0.0f;
 	}

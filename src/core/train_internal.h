@@ -300,6 +300,17 @@ void		qv_gat_backward(QvTrainer *t, int i, QvPool *pool);
 void		qv_gat_free(QvGatAct *a);
 
 /* Free the per-batch buffers. */
+/* The dense products of a layer's rows (train_step.c; SAGE, GCN and GAT):
+ *   y[rows x out] += x[rows x in] W^T         (W: out x in, the forward)
+ *   gw rows o0..o1 = dz[:, o0..o1)^T x          (dz: n x out, x: n x in)
+ *   dx[rows x in] += dz[rows x out] W           (the input gradient) */
+void		qv_dense_rows(const float *x, int32_t in, const float *w, int32_t out, int32_t rows,
+						  float *y);
+void		qv_weight_grad_rows(const float *dz, int32_t out, const float *x, int32_t in,
+								int32_t n, int32_t o0, int32_t o1, float *gw);
+void		qv_input_grad_rows(const float *dz, int32_t out, const float *w, int32_t in,
+							   int32_t rows, float *dx);
+
 void		qv_train_buffers_free(QvTrainer *t);
 
 /* ---- for the unit tests ---- */

@@ -46,6 +46,30 @@ n_blocks(int64_t rows, int64_t per)
 	return (rows + per - 1) / per;
 }
 
+
+void
+qv_dense_rows(const float *x, int32_t in, const float *w, int32_t out, int32_t rows, float *y)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, 1.0f,
+				y, out);
+}
+
+void
+qv_weight_grad_rows(const float *dz, int32_t out, const float *x, int32_t in, int32_t n,
+					int32_t o0, int32_t o1, float *gw)
+{
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, n, 1.0f, dz + o0, out,
+				x, in, 0.0f, gw + (size_t) o0 * in, in);
+}
+
+void
+qv_input_grad_rows(const float *dz, int32_t out, const float *w, int32_t in, int32_t rows,
+				   float *dx)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dz, out, w, in,
+				1.0f, dx, in);
+}
+
 /* ---- aggregation matrices --------------------------------------------------------- */
 
 /* GCN's entries of target t (graph node v) into p from entry e: the added
@@ -195,11 +219,9 @@ fwd_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 			for (int32_t o = 0; o < out; o++)
 				z[(size_t) r * out + o] = (l->bias_l ? l->bias_l[o] : 0.0f) +
 					(l->bias_r ? l->bias_r[o] : 0.0f);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
-					la->a + (size_t) r0 * in, in, l->weight_l, in, 1.0f, z, out);
+		qv_dense_rows(la->a + (size_t) r0 * in, in, l->weight_l, out, r1 - r0, z);
 		if (l->weight_r)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
-						la->x + (size_t) r0 * in, in, l->weight_r, in, 1.0f, z, out);
+			qv_dense_rows(la->x + (size_t) r0 * in, in, l->weight_r, out, r1 - r0, z);
 	}
 }
 
@@ -333,15 +355,9 @@ wgrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 		int32_t		o0 = (int32_t) (b * TR_WROWS),
 					o1 = o0 + TR_WROWS < out ? o0 + TR_WROWS : out;
 
-		memset(job->gw_l + (size_t) o0 * in, 0, sizeof(float) * (size_t) (o1 - o0) * in);
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, n, 1.0f,
-					job->dz + o0, out, job->la->a, in, 1.0f, job->gw_l + (size_t) o0 * in, in);
+		qv_weight_grad_rows(job->dz, out, job->la->a, in, n, o0, o1, job->gw_l);
 		if (job->gw_r)
-		{
-			memset(job->gw_r + (size_t) o0 * in, 0, sizeof(float) * (size_t) (o1 - o0) * in);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in, n, 1.0f,
-						job->dz + o0, out, job->la->x, in, 1.0f, job->gw_r + (size_t) o0 * in, in);
-		}
+			qv_weight_grad_rows(job->dz, out, job->la->x, in, n, o0, o1, job->gw_r);
 		for (int32_t o = o0; o < o1; o++)
 		{
 			double		sum = 0.0;
@@ -371,9 +387,8 @@ agrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 					r1 = r0 + TR_ROWS < n ? r0 + TR_ROWS : n;
 
 		memset(job->da + (size_t) r0 * in, 0, sizeof(float) * (size_t) (r1 - r0) * in);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, in, out, 1.0f,
-					job->dz + (size_t) r0 * out, out, job->l->weight_l, in, 1.0f,
-					job->da + (size_t) r0 * in, in);
+		qv_input_grad_rows(job->dz + (size_t) r0 * out, out, job->l->weight_l, in, r1 - r0,
+						   job->da + (size_t) r0 * in);
 	}
 }
 
@@ -406,10 +421,8 @@ xgrad_blocks(void *arg, int64_t b0, int64_t b1, int worker)
 			qv_acc_store(job->dx + (size_t) u * in, acc, 1.0, NULL, 0.0, in);
 		}
 		if (job->l->weight_r && r0 < n_out)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
-						(r1 < n_out ? r1 : n_out) - r0, in, out, 1.0f,
-						job->dz + (size_t) r0 * out, out, job->l->weight_r, in, 1.0f,
-						job->dx + (size_t) r0 * in, in);
+			qv_input_grad_rows(job->dz + (size_t) r0 * out, out, job->l->weight_r, in,
+							   (r1 < n_out ? r1 : n_out) - r0, job->dx + (size_t) r0 * in);
 		for (size_t k = (size_t) r0 * in; k < (size_t) r1 * in; k++)
 			job->dx[k] = job->la->x[k] > 0.0f ? (float) (job->dx[k] * job->keep_scale) : 0.0f;
 	}

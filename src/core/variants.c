@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "classify.h"
 #include "forward.h"
 #include "sample_hash.h"
 
@@ -197,19 +198,6 @@ now_us(void)
 	return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
 }
 
-/* Index of the largest of x[0..n), ties to the lowest (torch.argmax); a
- * NaN never wins (the outputs of a checked model are finite). */
-static int32_t
-argmax(const float *x, int32_t n)
-{
-	int32_t		best = 0;
-
-	for (int32_t j = 1; j < n; j++)
-		if (x[j] > x[best])
-			best = j;
-	return best;
-}
-
 /* qv_infer over ids in chunks of at most 4096 rows (bounded workspace). */
 static int
 infer_chunked(const QvModel *m, const QvGraph *g, const int64_t *ids, int64_t n,
@@ -243,7 +231,7 @@ compare_rows(const float *y0, const float *y, int64_t k, int32_t d,
 		double		num = 0.0,
 					den = 0.0;
 
-		if (argmax(a, d) == argmax(b, d))
+		if (qv_argmax(a, d) == qv_argmax(b, d))
 			same++;
 		for (int32_t j = 0; j < d; j++)
 		{
