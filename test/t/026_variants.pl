@@ -15,6 +15,9 @@
 #   built, its cost line is timed over them, and under a tight target its
 #   predictions equal a precomputed model of that configuration.
 # - Bad variants and GUC values are errors naming them.
+# - Variants are published with their model at commit: not seen by another
+#   session before, kept when a replacement is rolled back to a savepoint
+#   or refused to a role without rights.
 # - A model replaced five times while a 75,000-id call is served in
 #   slices: the call succeeds and every row is one version's (a request
 #   held across a replacement starts again on the new version).
@@ -237,6 +240,37 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM gnn_models WHERE name = 'b
 	'nothing was stored by the refused creates');
 is($node->safe_psql('postgres', "SELECT count(*) FROM gnn_variants('m0')"), '1',
 	'a model without variants lists variant 0 alone');
+
+# ---- the commit path: variants are published with their model, at commit ----
+{
+	my $cfg2 = qq({"fanout": [-1, -1], "seed": $s, "variants": [{"fanout": [1, 1]}]});
+	my $cfg3 = qq({"fanout": [-1, -1], "seed": $s, "variants": [{"fanout": [1, 1]}, {"fanout": [2, 2]}]});
+	my $count = sub {
+		my ($rc, $out, $err) = $node->psql('postgres', "SELECT count(*) FROM gnn_variants('cv')");
+		return $rc ? "ERROR: $err" : $out;
+	};
+	my $bg = $node->background_psql('postgres', on_error_stop => 0);
+	$bg->query_safe('BEGIN');
+	$bg->query_safe("SELECT gnn_create_model('cv', 'v', 'graphsage', pg_read_binary_file('$w'), '$cfg2')");
+	like($count->(), qr/model "cv" does not exist/, 'another session sees no variants before COMMIT');
+	like($bg->query_safe("SET quiver.latency_target = '0.001ms'; SELECT count(*) FROM gnn_predict('cv', ($ids))"),
+		qr/^\d+$/, 'the creating transaction is served by its staged model under a target');
+	$bg->query_safe('COMMIT');
+	is($count->(), '2', 'after COMMIT every session sees the model\'s variants');
+	$bg->query_safe('BEGIN');
+	$bg->query_safe('SAVEPOINT a');
+	$bg->query_safe("SELECT gnn_create_model('cv', 'v', 'graphsage', pg_read_binary_file('$w'), '$cfg3')");
+	$bg->query_safe('ROLLBACK TO SAVEPOINT a');
+	$bg->query_safe('COMMIT');
+	is($count->(), '2', 'a replacement rolled back to a savepoint leaves the committed variants');
+	$bg->quit;
+	$node->safe_psql('postgres', 'CREATE ROLE nobody LOGIN');
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SET ROLE nobody; SELECT gnn_create_model('cv', 'v', 'graphsage', '\\x00'::bytea, '$cfg3')");
+	ok($rc != 0 && $err =~ /permission denied/, 'a role without rights cannot replace the model') or diag($err);
+	is($count->(), '2', '... and the variants served stay');
+	$node->safe_psql('postgres', "SELECT gnn_drop_model('cv')");
+}
 
 # ---- a model replaced while a large call is served in slices ----------------
 # every row comes whole from one version (a request held across the
